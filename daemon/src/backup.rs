@@ -1,0 +1,162 @@
+//! Single-use backup codes: 10 random characters (50 bits) from the Crockford
+//! alphabet, shown once and stored only as Argon2id hashes under a per-user salt.
+//! One hash per attempt is compared with every unused stored hash.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use twofold_protocol::SecretString;
+use twofold_protocol::code::{BACKUP_ALPHABET, BACKUP_CODE_LEN};
+use zeroize::Zeroizing;
+
+/// OWASP's Argon2id minimum (19 MiB, 2 passes, 1 lane).
+pub const DEFAULT_PARAMS: HashParams = HashParams {
+    m_cost_kib: 19_456,
+    t_cost: 2,
+    p_cost: 1,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashParams {
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+/// The stored form of a user's backup codes. `hashes[i]` is `None` once code i is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSet {
+    #[serde(with = "hex::serde")]
+    pub salt: Vec<u8>,
+    pub params: HashParams,
+    pub hashes: Vec<Option<HexHash>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HexHash(#[serde(with = "hex::serde")] pub Vec<u8>);
+
+impl std::fmt::Debug for HexHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HexHash(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("backup code hashing failed: {0}")]
+pub struct HashError(String);
+
+fn hash(code: &str, salt: &[u8], params: HashParams) -> Result<Zeroizing<Vec<u8>>, HashError> {
+    let params = Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
+        .map_err(|e| HashError(e.to_string()))?;
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let mut out = Zeroizing::new(vec![0u8; 32]);
+    argon
+        .hash_password_into(code.as_bytes(), salt, &mut out)
+        .map_err(|e| HashError(e.to_string()))?;
+    Ok(out)
+}
+
+/// `count` fresh codes (normalized, no dash) and their stored form.
+pub fn generate(
+    count: u32,
+    params: HashParams,
+) -> Result<(Vec<SecretString>, BackupSet), HashError> {
+    let mut rng = rand::rng();
+    let mut salt = vec![0u8; 16];
+    rng.fill(&mut salt[..]);
+    let mut codes = Vec::new();
+    let mut hashes = Vec::new();
+    for _ in 0..count {
+        let code: String = (0..BACKUP_CODE_LEN)
+            .map(|_| BACKUP_ALPHABET[rng.random_range(0..BACKUP_ALPHABET.len())] as char)
+            .collect();
+        hashes.push(Some(HexHash(hash(&code, &salt, params)?.to_vec())));
+        codes.push(SecretString::new(code));
+    }
+    Ok((
+        codes,
+        BackupSet {
+            salt,
+            params,
+            hashes,
+        },
+    ))
+}
+
+/// How a code is shown to people: `abcde-fghjk`.
+pub fn display(code: &str) -> String {
+    let (a, b) = code.split_at(code.len() / 2);
+    format!("{a}-{b}")
+}
+
+impl BackupSet {
+    /// Index of the unused code matching `candidate` (normalized), if any.
+    /// Every unused hash is compared, in constant time.
+    pub fn find(&self, candidate: &str) -> Result<Option<usize>, HashError> {
+        let digest = hash(candidate, &self.salt, self.params)?;
+        let mut found = None;
+        for (i, stored) in self.hashes.iter().enumerate() {
+            if let Some(HexHash(stored)) = stored {
+                if constant_time_eq(stored, &digest) && found.is_none() {
+                    found = Some(i);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    pub fn remaining(&self) -> u32 {
+        self.hashes.iter().filter(|h| h.is_some()).count() as u32
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cheap parameters so unit tests stay fast; the daemon uses DEFAULT_PARAMS.
+    const FAST: HashParams = HashParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    #[test]
+    fn generated_codes_verify_and_are_distinct() {
+        let (codes, set) = generate(10, FAST).unwrap();
+        assert_eq!(codes.len(), 10);
+        assert_eq!(set.remaining(), 10);
+        for (i, code) in codes.iter().enumerate() {
+            let parsed = twofold_protocol::code::parse(display(code.expose()).as_bytes()).unwrap();
+            assert!(matches!(parsed, twofold_protocol::code::Code::Backup(_)));
+            assert_eq!(set.find(parsed.as_str()).unwrap(), Some(i));
+        }
+        let mut unique: Vec<&str> = codes.iter().map(|c| c.expose()).collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 10);
+        assert_eq!(set.find("0000000000").unwrap(), None);
+    }
+
+    #[test]
+    fn used_codes_no_longer_match() {
+        let (codes, mut set) = generate(5, FAST).unwrap();
+        set.hashes[2] = None;
+        assert_eq!(set.find(codes[2].expose()).unwrap(), None);
+        assert_eq!(set.remaining(), 4);
+    }
+
+    #[test]
+    fn stored_form_holds_no_code() {
+        let (codes, set) = generate(3, FAST).unwrap();
+        let json = serde_json::to_string(&set).unwrap();
+        for code in &codes {
+            assert!(!json.contains(code.expose()));
+        }
+        assert!(!format!("{set:?}").contains(&hex::encode(&set.hashes[0].as_ref().unwrap().0)));
+    }
+}

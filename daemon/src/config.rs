@@ -1,0 +1,315 @@
+//! `/etc/twofold/twofold.toml`: parsed strictly (unknown keys are errors),
+//! checked for sane ranges, and reported as `path:line:column: message`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PATH: &str = "/etc/twofold/twofold.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Root-owned directory (0700) holding enrollments and per-login journals.
+    pub state_dir: PathBuf,
+    /// Members of this Unix group may run `twofold admin` (root always may).
+    pub admin_group: String,
+    pub totp: TotpConfig,
+    pub throttle: ThrottleConfig,
+    pub enrollment: EnrollmentConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotpConfig {
+    /// Shown in authenticator apps above the account name.
+    pub issuer: String,
+    /// Digits per code for new enrollments (6 to 8).
+    pub digits: u8,
+    /// Seconds per code for new enrollments (15 to 120).
+    pub period: u64,
+    /// Steps accepted on either side of now (0 to 2), for clock drift.
+    pub window: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Wrong codes in a row allowed without any wait.
+    pub free_failures: u32,
+    /// Wait after the first failure past the free ones; doubles with each further one.
+    pub base_delay_secs: u64,
+    /// Ceiling of the doubling wait.
+    pub max_delay_secs: u64,
+    /// After this many failures in a row the wait becomes `lockout_secs` (NIST SP 800-63B: 100).
+    pub lockout_after: u32,
+    /// Wait after each failure past `lockout_after`; bounded, so no one is locked out for good.
+    pub lockout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentConfig {
+    /// Backup codes issued at enrollment (5 to 20).
+    pub backup_codes: u32,
+    /// Seconds a `twofold setup` offer stays valid before it must be started again.
+    pub offer_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/twofold"),
+            admin_group: "twofold-admin".into(),
+            totp: TotpConfig::default(),
+            throttle: ThrottleConfig::default(),
+            enrollment: EnrollmentConfig::default(),
+        }
+    }
+}
+
+impl Default for TotpConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "twofold".into(),
+            digits: 6,
+            period: 30,
+            window: 1,
+        }
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            free_failures: 3,
+            base_delay_secs: 30,
+            max_delay_secs: 1800,
+            lockout_after: 100,
+            lockout_secs: 86_400,
+        }
+    }
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        Self {
+            backup_codes: 10,
+            offer_timeout_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Where the configuration comes from.
+pub enum Source<'a> {
+    /// The default path: a missing file means the documented defaults.
+    Default,
+    /// A path the administrator named: it must exist.
+    Explicit(&'a Path),
+}
+
+/// Load the configuration; `Ok((config, None))` means defaults were used
+/// because the default file does not exist.
+pub fn load(source: Source<'_>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+    let (path, must_exist) = match source {
+        Source::Default => (PathBuf::from(DEFAULT_PATH), false),
+        Source::Explicit(p) => (p.to_path_buf(), true),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&text, &path).map(|c| (c, Some(path))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            Ok((Config::default(), None))
+        }
+        Err(source) => Err(ConfigError::Read { path, source }),
+    }
+}
+
+/// Parse and check configuration text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let (line, column) = line_column(text, offset);
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    config.check().map_err(|(key, message)| {
+        let (line, column) = find_key(text, key);
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    })?;
+    Ok(config)
+}
+
+impl Config {
+    /// Range checks; returns the offending key (`section.key`) and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let t = &self.totp;
+        let th = &self.throttle;
+        let e = &self.enrollment;
+        let rules: [(bool, &'static str, String); 11] = [
+            (self.state_dir.is_absolute(), "state_dir", "state_dir must be an absolute path".into()),
+            (!self.admin_group.is_empty(), "admin_group", "admin_group must not be empty".into()),
+            (
+                !t.issuer.is_empty() && !t.issuer.contains(':') && t.issuer.len() <= 64,
+                "totp.issuer",
+                "totp.issuer must be 1 to 64 characters without ':'".into(),
+            ),
+            ((6..=8).contains(&t.digits), "totp.digits", format!("totp.digits must be 6, 7 or 8, not {}", t.digits)),
+            ((15..=120).contains(&t.period), "totp.period", format!("totp.period must be 15 to 120 seconds, not {}", t.period)),
+            (t.window <= 2, "totp.window", format!("totp.window must be 0, 1 or 2 steps, not {}", t.window)),
+            (th.base_delay_secs >= 1, "throttle.base_delay_secs", "throttle.base_delay_secs must be at least 1".into()),
+            (
+                th.max_delay_secs >= th.base_delay_secs && th.max_delay_secs <= 86_400,
+                "throttle.max_delay_secs",
+                "throttle.max_delay_secs must be between base_delay_secs and 86400".into(),
+            ),
+            (
+                (1..=100).contains(&th.lockout_after) && th.lockout_after > th.free_failures,
+                "throttle.lockout_after",
+                "throttle.lockout_after must be 1 to 100 and above free_failures".into(),
+            ),
+            (
+                th.lockout_secs >= th.max_delay_secs && th.lockout_secs <= 7 * 86_400,
+                "throttle.lockout_secs",
+                "throttle.lockout_secs must be between max_delay_secs and 604800 (a week): a lockout must end".into(),
+            ),
+            (
+                (5..=20).contains(&e.backup_codes) && e.offer_timeout_secs >= 60,
+                "enrollment.backup_codes",
+                "enrollment.backup_codes must be 5 to 20 and enrollment.offer_timeout_secs at least 60".into(),
+            ),
+        ];
+        for (ok, key, message) in rules {
+            if !ok {
+                return Err((key, message));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Line of `key` (given as `section.key` or `key`) in the text, for messages
+/// about values that parsed but are out of range.
+fn find_key(text: &str, key: &str) -> (usize, usize) {
+    let (section, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        if current == section {
+            if let Some(rest) = trimmed.strip_prefix(leaf) {
+                if rest.trim_start().starts_with('=') {
+                    return (n + 1, line.len() - line.trim_start().len() + 1);
+                }
+            }
+        }
+    }
+    (1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, String> {
+        parse(text, Path::new("/etc/twofold/twofold.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(parse_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse_str(
+            "state_dir = \"/srv/tf\"\nadmin_group = \"wheel\"\n[totp]\nissuer = \"Example\"\ndigits = 8\nperiod = 60\nwindow = 2\n[throttle]\nfree_failures = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/srv/tf"));
+        assert_eq!(c.totp.digits, 8);
+        assert_eq!(c.throttle.free_failures, 5);
+        assert_eq!(c.throttle.max_delay_secs, 1800);
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let e = parse_str("admin_group = \"x\"\n[totp]\ndigits = = 6\n").unwrap_err();
+        assert!(e.starts_with("/etc/twofold/twofold.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = parse_str("[totp]\ndigts = 6\n").unwrap_err();
+        assert!(e.starts_with("/etc/twofold/twofold.toml:2:"), "{e}");
+        assert!(e.contains("digts"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let e = parse_str("[totp]\nwindow = \"one\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/twofold/twofold.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_its_line() {
+        let e = parse_str("# c\n[totp]\nissuer = \"x\"\n  digits = 9\n").unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/twofold/twofold.toml:4:3: totp.digits must be 6, 7 or 8, not 9"
+        );
+        let e = parse_str("[throttle]\nlockout_secs = 99999999\n").unwrap_err();
+        assert!(
+            e.contains(":2:1:") && e.contains("a lockout must end"),
+            "{e}"
+        );
+        assert!(
+            parse_str("state_dir = \"relative\"\n")
+                .unwrap_err()
+                .contains(":1:1:")
+        );
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults_but_missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        assert!(matches!(
+            load(Source::Explicit(&missing)),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,502 @@
+//! The login logic: synchronous, given the time, and unaware of the bus.
+//! Callers have already decided that the caller may act for `user`.
+
+use crate::audit::{self, Level, field};
+use crate::backup::{self, HashParams};
+use crate::config::Config;
+use crate::store::{
+    ENROLLMENT_VERSION, Enrollment, Event, FileStore, Loaded, SecretBytes, StoreError,
+};
+use crate::throttle::{self, human_duration};
+use crate::totp::{self, TotpCheck, TotpParams};
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use twofold_protocol::code::{self, Code};
+use twofold_protocol::{
+    EnrollmentOffer, LoginAction, LoginPlan, SecretString, TwofoldError, UserStatus, VerifyOutcome,
+    VerifyReply,
+};
+use zeroize::Zeroizing;
+
+/// Lock stripes: logins of one user are serialized (a backup code or a step
+/// is spent once), logins of different users mostly are not.
+const LOCK_STRIPES: usize = 64;
+/// Journal records after which the state is folded into a new enrollment file.
+const COMPACT_AFTER_RECORDS: u64 = 512;
+/// Wrong codes allowed while confirming one enrollment offer.
+const MAX_CONFIRM_ATTEMPTS: u32 = 10;
+
+pub const NOT_ENROLLED_NOTICE: &str = "Two-factor authentication is not set up for your account. \
+Run `twofold setup` to protect it with codes from an authenticator app.";
+
+/// Where a login comes from, for the log.
+#[derive(Debug, Clone, Default)]
+pub struct LoginContext {
+    pub service: String,
+    pub rhost: String,
+}
+
+struct Pending {
+    secret: Zeroizing<Vec<u8>>,
+    params: TotpParams,
+    expires_at: u64,
+    attempts: u32,
+}
+
+pub struct Engine {
+    cfg: Config,
+    store: FileStore,
+    backup_params: HashParams,
+    hostname: String,
+    stripes: Vec<Mutex<()>>,
+    pending: Mutex<HashMap<u32, Pending>>,
+}
+
+fn internal(e: impl std::fmt::Display) -> TwofoldError {
+    audit::log(Level::Error, &format!("state error: {e}"));
+    TwofoldError::Internal(
+        "twofold cannot read or write its state, so the code cannot be checked. Ask your administrator.".into(),
+    )
+}
+
+impl From<StoreError> for TwofoldError {
+    fn from(e: StoreError) -> Self {
+        internal(e)
+    }
+}
+
+impl Engine {
+    pub fn new(cfg: Config, store: FileStore, backup_params: HashParams) -> Self {
+        Self {
+            cfg,
+            store,
+            backup_params,
+            hostname: crate::users::hostname(),
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn lock(&self, user: &str) -> MutexGuard<'_, ()> {
+        let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let stripe = &self.stripes[(hash % LOCK_STRIPES as u64) as usize];
+        // A poisoned stripe only means another call panicked; the state on disk is the truth.
+        stripe.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn params_of(&self, e: &Enrollment) -> TotpParams {
+        TotpParams {
+            digits: e.digits,
+            period: e.period,
+            window: self.cfg.totp.window,
+        }
+    }
+
+    fn wait_for(&self, e: &Enrollment, now: u64) -> u64 {
+        throttle::retry_after(&self.cfg.throttle, e.failures, e.last_failure, now)
+    }
+
+    fn log_login(&self, user: &str, ctx: &LoginContext, outcome: &str) {
+        let level = if outcome.starts_with("accepted") {
+            Level::Info
+        } else {
+            Level::Warning
+        };
+        audit::log(
+            level,
+            &format!(
+                "login {} {} {} outcome={outcome}",
+                field("user", user),
+                field("service", &ctx.service),
+                field("rhost", &ctx.rhost)
+            ),
+        );
+    }
+
+    /// What the module should do for this login.
+    pub fn begin_login(
+        &self,
+        user: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<LoginPlan, TwofoldError> {
+        let loaded = {
+            let _guard = self.lock(user);
+            self.store.load(user)?
+        };
+        let Some(loaded) = loaded else {
+            self.log_login(user, ctx, "allowed-not-enrolled");
+            return Ok(LoginPlan {
+                action: LoginAction::AllowNotEnrolled,
+                message: NOT_ENROLLED_NOTICE.into(),
+            });
+        };
+        let wait = self.wait_for(&loaded.enrollment, now);
+        if wait > 0 {
+            self.log_login(user, ctx, "throttled");
+            return Ok(LoginPlan {
+                action: LoginAction::Throttled,
+                message: format!(
+                    "Too many wrong codes. Try again in {}.",
+                    human_duration(wait)
+                ),
+            });
+        }
+        Ok(LoginPlan {
+            action: LoginAction::AskCode,
+            message: String::new(),
+        })
+    }
+
+    /// Verify a code; the outcome is durable before it is returned.
+    pub fn verify(
+        &self,
+        user: &str,
+        input: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<VerifyReply, TwofoldError> {
+        let code = code::parse(input.as_bytes()).map_err(|e| {
+            self.log_login(user, ctx, "refused-malformed-input");
+            TwofoldError::InvalidInput(e.user_message().into())
+        })?;
+        let _guard = self.lock(user);
+        let Some(mut loaded) = self.store.load(user)? else {
+            self.log_login(user, ctx, "not-enrolled");
+            return Ok(VerifyReply {
+                outcome: VerifyOutcome::NotEnrolled,
+                message: NOT_ENROLLED_NOTICE.into(),
+            });
+        };
+        let wait = self.wait_for(&loaded.enrollment, now);
+        if wait > 0 {
+            self.log_login(user, ctx, "throttled");
+            return Ok(VerifyReply {
+                outcome: VerifyOutcome::Throttled,
+                message: format!(
+                    "Too many wrong codes. Try again in {}.",
+                    human_duration(wait)
+                ),
+            });
+        }
+        let e = &loaded.enrollment;
+        let (outcome, event) = match &code {
+            Code::Totp(c) => match totp::check(&e.secret.0, self.params_of(e), c, now, e.last_step)
+                .map_err(internal)?
+            {
+                TotpCheck::Valid(step) => (
+                    VerifyOutcome::Accepted,
+                    Event::TotpAccepted { step, at: now },
+                ),
+                TotpCheck::Replayed => (VerifyOutcome::Replayed, Event::Failure { at: now }),
+                TotpCheck::Wrong => (VerifyOutcome::Wrong, Event::Failure { at: now }),
+            },
+            Code::Backup(c) => match e.backup.find(c).map_err(internal)? {
+                Some(index) => (
+                    VerifyOutcome::AcceptedBackupCode,
+                    Event::BackupUsed {
+                        index: index as u64,
+                        at: now,
+                    },
+                ),
+                None => (VerifyOutcome::Wrong, Event::Failure { at: now }),
+            },
+        };
+        self.record(user, &mut loaded, event)?;
+        let e = &loaded.enrollment;
+        let message = match outcome {
+            VerifyOutcome::AcceptedBackupCode => {
+                let left = e.backup.remaining();
+                let mut m = format!(
+                    "Backup code accepted. {left} backup code{} left.",
+                    if left == 1 { "" } else { "s" }
+                );
+                if left <= 3 {
+                    m.push_str(" Run `twofold backup-codes` to get new ones.");
+                }
+                m
+            }
+            VerifyOutcome::Replayed => {
+                "That code was already used. Wait for the next code from your app.".into()
+            }
+            VerifyOutcome::Wrong => match self.wait_for(e, now) {
+                0 => "Wrong code.".into(),
+                wait => format!(
+                    "Wrong code. Wait {} before trying again.",
+                    human_duration(wait)
+                ),
+            },
+            _ => String::new(),
+        };
+        let logged = match outcome {
+            VerifyOutcome::Accepted => "accepted-totp",
+            VerifyOutcome::AcceptedBackupCode => "accepted-backup-code",
+            VerifyOutcome::Replayed => "refused-replayed-code",
+            _ => "refused-wrong-code",
+        };
+        self.log_login(user, ctx, logged);
+        Ok(VerifyReply { outcome, message })
+    }
+
+    /// Append `event` durably, fold it in, and compact a long journal.
+    fn record(&self, user: &str, loaded: &mut Loaded, event: Event) -> Result<(), TwofoldError> {
+        loaded.journal_len = self.store.append(user, loaded, event)?;
+        loaded.enrollment.apply(event).map_err(internal)?;
+        if loaded.journal_records() >= COMPACT_AFTER_RECORDS {
+            let mut folded = loaded.enrollment.clone();
+            folded.generation = new_generation(folded.generation);
+            // The event is already durable; a failed compaction only postpones it.
+            match self.store.write_enrollment(user, &folded) {
+                Ok(()) => {
+                    loaded.enrollment = folded;
+                    loaded.journal_len = 0;
+                }
+                Err(e) => audit::log(Level::Error, &format!("compaction postponed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Offer `user` (whose uid is `uid`) a fresh secret; nothing is stored yet.
+    pub fn begin_enrollment(
+        &self,
+        uid: u32,
+        user: &str,
+        now: u64,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        if self.store.load(user)?.is_some() {
+            return Err(TwofoldError::AlreadyEnrolled(
+                "You are already enrolled. Ask an administrator to reset your enrollment to start over.".into(),
+            ));
+        }
+        let mut secret = Zeroizing::new(vec![0u8; 20]); // 160 bits, as RFC 4226 recommends
+        rand::rng().fill(&mut secret[..]);
+        let params = TotpParams {
+            digits: self.cfg.totp.digits,
+            period: self.cfg.totp.period,
+            window: self.cfg.totp.window,
+        };
+        let account = format!("{user}@{}", self.hostname);
+        let uri =
+            totp::key_uri(&secret, params, &self.cfg.totp.issuer, &account).map_err(internal)?;
+        let secret_base32 = totp_rs::Secret::from(&secret[..]).to_base32();
+        let timeout = self.cfg.enrollment.offer_timeout_secs;
+        self.pending_map().insert(
+            uid,
+            Pending {
+                secret,
+                params,
+                expires_at: now.saturating_add(timeout),
+                attempts: 0,
+            },
+        );
+        audit::log(
+            Level::Info,
+            &format!("enrollment-offered {}", field("user", user)),
+        );
+        Ok(EnrollmentOffer {
+            uri: uri.into(),
+            secret_base32: secret_base32.into(),
+            expires_in_secs: timeout,
+        })
+    }
+
+    fn pending_map(&self) -> MutexGuard<'_, HashMap<u32, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Store the pending enrollment if `input` is a current code for it.
+    pub fn confirm_enrollment(
+        &self,
+        uid: u32,
+        user: &str,
+        input: &str,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
+            return Err(TwofoldError::InvalidInput(
+                "Type the 6-digit code your app shows for this account.".into(),
+            ));
+        };
+        let (secret, step, params) = {
+            let mut pending = self.pending_map();
+            let no_offer = || {
+                TwofoldError::NoPendingEnrollment(
+                    "No enrollment is in progress (or it expired). Run `twofold setup` again."
+                        .into(),
+                )
+            };
+            let offer = pending.get_mut(&uid).ok_or_else(no_offer)?;
+            if offer.expires_at <= now {
+                pending.remove(&uid);
+                return Err(no_offer());
+            }
+            match totp::check(&offer.secret, offer.params, &code, now, None).map_err(internal)? {
+                TotpCheck::Valid(step) => {
+                    let offer = pending.remove(&uid).ok_or_else(no_offer)?;
+                    (offer.secret.clone(), step, offer.params)
+                }
+                _ => {
+                    offer.attempts += 1;
+                    if offer.attempts >= MAX_CONFIRM_ATTEMPTS {
+                        pending.remove(&uid);
+                    }
+                    audit::log(
+                        Level::Warning,
+                        &format!("enrollment-code-wrong {}", field("user", user)),
+                    );
+                    return Err(TwofoldError::InvalidInput(
+                        "That code does not match. Check that the phone's clock is right and type the current code.".into(),
+                    ));
+                }
+            }
+        };
+        let _guard = self.lock(user);
+        if self.store.load(user)?.is_some() {
+            return Err(TwofoldError::AlreadyEnrolled(
+                "You are already enrolled.".into(),
+            ));
+        }
+        let (codes, backup) =
+            backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
+                .map_err(internal)?;
+        let enrollment = Enrollment {
+            version: ENROLLMENT_VERSION,
+            generation: new_generation(0),
+            secret: SecretBytes(secret.to_vec()),
+            digits: params.digits,
+            period: params.period,
+            enrolled_at: now,
+            last_step: Some(step), // the confirming code cannot log anyone in
+            backup,
+            failures: 0,
+            last_failure: 0,
+        };
+        self.store.write_enrollment(user, &enrollment)?;
+        audit::log(
+            Level::Info,
+            &format!("enrolled {} method=totp", field("user", user)),
+        );
+        Ok(codes)
+    }
+
+    pub fn status(&self, user: &str, now: u64) -> Result<UserStatus, TwofoldError> {
+        let loaded = {
+            let _guard = self.lock(user);
+            self.store.load(user)?
+        };
+        Ok(match loaded {
+            None => UserStatus {
+                user: user.into(),
+                enrolled: false,
+                backup_codes_left: 0,
+                throttled_for_secs: 0,
+                consecutive_failures: 0,
+            },
+            Some(l) => UserStatus {
+                user: user.into(),
+                enrolled: true,
+                backup_codes_left: l.enrollment.backup.remaining(),
+                throttled_for_secs: self.wait_for(&l.enrollment, now),
+                consecutive_failures: l.enrollment.failures,
+            },
+        })
+    }
+
+    /// New backup codes for `user`, after a current TOTP code (throttled like a login).
+    pub fn regenerate_backup_codes(
+        &self,
+        user: &str,
+        input: &str,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
+            return Err(TwofoldError::InvalidInput(
+                "Type the current code from your authenticator app.".into(),
+            ));
+        };
+        let _guard = self.lock(user);
+        let Some(mut loaded) = self.store.load(user)? else {
+            return Err(TwofoldError::NotEnrolled(
+                "You are not enrolled. Run `twofold setup` first.".into(),
+            ));
+        };
+        let wait = self.wait_for(&loaded.enrollment, now);
+        if wait > 0 {
+            return Err(TwofoldError::Throttled(format!(
+                "Too many wrong codes. Try again in {}.",
+                human_duration(wait)
+            )));
+        }
+        let e = &loaded.enrollment;
+        let step = match totp::check(&e.secret.0, self.params_of(e), &code, now, e.last_step)
+            .map_err(internal)?
+        {
+            TotpCheck::Valid(step) => step,
+            other => {
+                self.record(user, &mut loaded, Event::Failure { at: now })?;
+                audit::log(
+                    Level::Warning,
+                    &format!("backup-codes-refused {}", field("user", user)),
+                );
+                return Err(TwofoldError::InvalidInput(
+                    if other == TotpCheck::Replayed {
+                        "That code was already used. Wait for the next code from your app.".into()
+                    } else {
+                        "Wrong code.".into()
+                    },
+                ));
+            }
+        };
+        let (codes, backup) =
+            backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
+                .map_err(internal)?;
+        let mut next = loaded.enrollment.clone();
+        next.generation = new_generation(next.generation);
+        next.last_step = Some(step);
+        next.failures = 0;
+        next.backup = backup;
+        self.store.write_enrollment(user, &next)?;
+        audit::log(
+            Level::Info,
+            &format!("backup-codes-replaced {}", field("user", user)),
+        );
+        Ok(codes)
+    }
+
+    /// Clear `user`'s throttle (an administrator's action, by `admin_uid`).
+    pub fn unlock(&self, user: &str, admin_uid: u32, now: u64) -> Result<(), TwofoldError> {
+        let _guard = self.lock(user);
+        let Some(mut loaded) = self.store.load(user)? else {
+            return Err(TwofoldError::NotEnrolled(format!(
+                "{user} is not enrolled."
+            )));
+        };
+        self.record(user, &mut loaded, Event::Unlock { at: now })?;
+        audit::log(
+            Level::Info,
+            &format!("admin-unlock {} admin_uid={admin_uid}", field("user", user)),
+        );
+        Ok(())
+    }
+}
+
+fn new_generation(old: u64) -> u64 {
+    loop {
+        let g: u64 = rand::random();
+        if g != old && g != 0 {
+            return g;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,347 @@
+//! Engine rules with a fixed clock and a temporary state directory.
+
+use super::*;
+use crate::config::{ThrottleConfig, TotpConfig};
+
+const FAST: HashParams = HashParams {
+    m_cost_kib: 64,
+    t_cost: 1,
+    p_cost: 1,
+};
+const T0: u64 = 1_800_000_010; // 10 s into a step
+const UID: u32 = 4242;
+
+fn engine() -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        state_dir: dir.path().join("state"),
+        totp: TotpConfig::default(),
+        throttle: ThrottleConfig::default(),
+        ..Config::default()
+    };
+    let store = FileStore::open(&cfg.state_dir).unwrap();
+    (dir, Engine::new(cfg, store, FAST))
+}
+
+fn ctx() -> LoginContext {
+    LoginContext {
+        service: "test".into(),
+        rhost: "192.0.2.1".into(),
+    }
+}
+
+fn secret_of(offer: &EnrollmentOffer) -> Vec<u8> {
+    totp_rs::Secret::try_from_base32(offer.secret_base32.expose())
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+const SIX: TotpParams = TotpParams {
+    digits: 6,
+    period: 30,
+    window: 1,
+};
+
+/// Enroll "alice" at T0; returns her secret and backup codes.
+fn enroll(e: &Engine) -> (Vec<u8>, Vec<SecretString>) {
+    let offer = e.begin_enrollment(UID, "alice", T0).unwrap();
+    let secret = secret_of(&offer);
+    assert_eq!(secret.len(), 20);
+    let code = totp::code_at(&secret, SIX, T0).unwrap();
+    let codes = e.confirm_enrollment(UID, "alice", &code, T0).unwrap();
+    (secret, codes)
+}
+
+#[test]
+fn nothing_is_stored_until_a_code_confirms() {
+    let (_d, e) = engine();
+    let offer = e.begin_enrollment(UID, "alice", T0).unwrap();
+    assert!(
+        offer
+            .uri
+            .expose()
+            .starts_with("otpauth://totp/twofold:alice%40")
+    );
+    assert!(!e.status("alice", T0).unwrap().enrolled);
+    let err = e
+        .confirm_enrollment(UID, "alice", "000000", T0)
+        .unwrap_err();
+    assert!(matches!(err, TwofoldError::InvalidInput(_)), "{err:?}");
+    assert!(!e.status("alice", T0).unwrap().enrolled);
+    // Another uid cannot confirm alice's offer.
+    let code = totp::code_at(&secret_of(&offer), SIX, T0).unwrap();
+    assert!(matches!(
+        e.confirm_enrollment(UID + 1, "alice", &code, T0),
+        Err(TwofoldError::NoPendingEnrollment(_))
+    ));
+    assert_eq!(
+        e.confirm_enrollment(UID, "alice", &code, T0).unwrap().len(),
+        10
+    );
+    let status = e.status("alice", T0).unwrap();
+    assert!(status.enrolled);
+    assert_eq!(status.backup_codes_left, 10);
+    assert!(matches!(
+        e.begin_enrollment(UID, "alice", T0),
+        Err(TwofoldError::AlreadyEnrolled(_))
+    ));
+}
+
+#[test]
+fn offers_expire() {
+    let (_d, e) = engine();
+    let offer = e.begin_enrollment(UID, "alice", T0).unwrap();
+    let later = T0 + 601;
+    let code = totp::code_at(&secret_of(&offer), SIX, later).unwrap();
+    assert!(matches!(
+        e.confirm_enrollment(UID, "alice", &code, later),
+        Err(TwofoldError::NoPendingEnrollment(_))
+    ));
+}
+
+#[test]
+fn the_confirming_code_cannot_be_replayed_at_login() {
+    let (_d, e) = engine();
+    let (secret, _) = enroll(&e);
+    let code = totp::code_at(&secret, SIX, T0).unwrap();
+    assert_eq!(
+        e.verify("alice", &code, &ctx(), T0).unwrap().outcome,
+        VerifyOutcome::Replayed
+    );
+    let next = totp::code_at(&secret, SIX, T0 + 30).unwrap();
+    assert_eq!(
+        e.verify("alice", &next, &ctx(), T0 + 30).unwrap().outcome,
+        VerifyOutcome::Accepted
+    );
+    assert_eq!(
+        e.verify("alice", &next, &ctx(), T0 + 31).unwrap().outcome,
+        VerifyOutcome::Replayed
+    );
+}
+
+#[test]
+fn backup_codes_work_once() {
+    let (_d, e) = engine();
+    let (_, codes) = enroll(&e);
+    let code = backup::display(codes[3].expose());
+    let r = e.verify("alice", &code, &ctx(), T0).unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::AcceptedBackupCode);
+    assert!(r.message.contains("9 backup codes left"), "{}", r.message);
+    assert_eq!(
+        e.verify("alice", &code, &ctx(), T0 + 1).unwrap().outcome,
+        VerifyOutcome::Wrong
+    );
+    assert_eq!(e.status("alice", T0).unwrap().backup_codes_left, 9);
+}
+
+#[test]
+fn throttle_engages_blocks_even_right_codes_and_resets_on_success() {
+    let (_d, e) = engine();
+    let (secret, _) = enroll(&e);
+    let mut t = T0 + 30;
+    for _ in 0..4 {
+        assert_eq!(
+            e.verify("alice", "000000", &ctx(), t).unwrap().outcome,
+            VerifyOutcome::Wrong
+        );
+    }
+    // Fourth failure: 30 s wait, during which even the right code is not checked.
+    let right = totp::code_at(&secret, SIX, t).unwrap();
+    let r = e.verify("alice", &right, &ctx(), t + 5).unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::Throttled);
+    assert!(r.message.contains("25 seconds"), "{}", r.message);
+    assert_eq!(
+        e.begin_login("alice", &ctx(), t + 5).unwrap().action,
+        LoginAction::Throttled
+    );
+    assert_eq!(e.status("alice", t + 5).unwrap().throttled_for_secs, 25);
+    t += 30;
+    let right = totp::code_at(&secret, SIX, t).unwrap();
+    assert_eq!(
+        e.verify("alice", &right, &ctx(), t).unwrap().outcome,
+        VerifyOutcome::Accepted
+    );
+    assert_eq!(e.status("alice", t).unwrap().consecutive_failures, 0);
+}
+
+#[test]
+fn unlock_clears_the_wait() {
+    let (_d, e) = engine();
+    enroll(&e);
+    for _ in 0..6 {
+        let _ = e.verify("alice", "000000", &ctx(), T0 + 40).unwrap();
+    }
+    assert!(e.status("alice", T0 + 40).unwrap().throttled_for_secs > 0);
+    e.unlock("alice", 0, T0 + 41).unwrap();
+    assert_eq!(e.status("alice", T0 + 41).unwrap().throttled_for_secs, 0);
+    assert_eq!(
+        e.begin_login("alice", &ctx(), T0 + 41).unwrap().action,
+        LoginAction::AskCode
+    );
+}
+
+#[test]
+fn state_survives_a_new_engine() {
+    let (d, e) = engine();
+    let (secret, codes) = enroll(&e);
+    let code = totp::code_at(&secret, SIX, T0 + 30).unwrap();
+    assert_eq!(
+        e.verify("alice", &code, &ctx(), T0 + 30).unwrap().outcome,
+        VerifyOutcome::Accepted
+    );
+    assert_eq!(
+        e.verify("alice", codes[0].expose(), &ctx(), T0 + 30)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::AcceptedBackupCode
+    );
+    drop(e);
+    let cfg = Config {
+        state_dir: d.path().join("state"),
+        ..Config::default()
+    };
+    let e = Engine::new(cfg.clone(), FileStore::open(&cfg.state_dir).unwrap(), FAST);
+    assert_eq!(
+        e.verify("alice", &code, &ctx(), T0 + 31).unwrap().outcome,
+        VerifyOutcome::Replayed
+    );
+    assert_eq!(
+        e.verify("alice", codes[0].expose(), &ctx(), T0 + 31)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::Wrong
+    );
+}
+
+#[test]
+fn compaction_keeps_the_state() {
+    let (_d, e) = engine();
+    let (secret, codes) = enroll(&e);
+    assert_eq!(
+        e.verify("alice", codes[1].expose(), &ctx(), T0)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::AcceptedBackupCode
+    );
+    let mut t = T0;
+    for _ in 0..(COMPACT_AFTER_RECORDS + 5) {
+        t += 30;
+        let code = totp::code_at(&secret, SIX, t).unwrap();
+        assert_eq!(
+            e.verify("alice", &code, &ctx(), t).unwrap().outcome,
+            VerifyOutcome::Accepted
+        );
+    }
+    let code = totp::code_at(&secret, SIX, t).unwrap();
+    assert_eq!(
+        e.verify("alice", &code, &ctx(), t).unwrap().outcome,
+        VerifyOutcome::Replayed
+    );
+    assert_eq!(
+        e.verify("alice", codes[1].expose(), &ctx(), t)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::Wrong
+    );
+    assert_eq!(e.status("alice", t).unwrap().backup_codes_left, 9);
+}
+
+#[test]
+fn regenerating_backup_codes_needs_a_fresh_code_and_retires_the_old_ones() {
+    let (_d, e) = engine();
+    let (secret, old) = enroll(&e);
+    assert!(matches!(
+        e.regenerate_backup_codes("alice", "000000", T0 + 30),
+        Err(TwofoldError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        e.regenerate_backup_codes("alice", old[0].expose(), T0 + 30),
+        Err(TwofoldError::InvalidInput(_))
+    ));
+    let code = totp::code_at(&secret, SIX, T0 + 30).unwrap();
+    let new = e.regenerate_backup_codes("alice", &code, T0 + 30).unwrap();
+    assert_eq!(new.len(), 10);
+    assert_eq!(
+        e.verify("alice", old[0].expose(), &ctx(), T0 + 31)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::Wrong
+    );
+    assert_eq!(
+        e.verify("alice", &code, &ctx(), T0 + 31).unwrap().outcome,
+        VerifyOutcome::Replayed
+    );
+    assert_eq!(
+        e.verify("alice", new[0].expose(), &ctx(), T0 + 32)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::AcceptedBackupCode
+    );
+}
+
+#[test]
+fn malformed_input_is_refused_unverified() {
+    let (_d, e) = engine();
+    enroll(&e);
+    for bad in [
+        "",
+        "12345",
+        "12a456",
+        "1234567890123",
+        &"9".repeat(10_000),
+        "123456\u{0}",
+    ] {
+        assert!(
+            matches!(
+                e.verify("alice", bad, &ctx(), T0),
+                Err(TwofoldError::InvalidInput(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(e.status("alice", T0).unwrap().consecutive_failures, 0);
+}
+
+#[test]
+fn not_enrolled_is_told_and_unreadable_state_is_an_error() {
+    let (d, e) = engine();
+    assert_eq!(
+        e.begin_login("bob", &ctx(), T0).unwrap().action,
+        LoginAction::AllowNotEnrolled
+    );
+    assert_eq!(
+        e.verify("bob", "123456", &ctx(), T0).unwrap().outcome,
+        VerifyOutcome::NotEnrolled
+    );
+    enroll(&e);
+    std::fs::write(d.path().join("state/users/alice.enrollment"), b"garbage").unwrap();
+    assert!(matches!(
+        e.begin_login("alice", &ctx(), T0),
+        Err(TwofoldError::Internal(_))
+    ));
+    assert!(matches!(
+        e.verify("alice", "123456", &ctx(), T0),
+        Err(TwofoldError::Internal(_))
+    ));
+}
+
+#[test]
+fn racing_logins_spend_a_backup_code_once() {
+    let (_d, e) = engine();
+    let (_, codes) = enroll(&e);
+    let e = std::sync::Arc::new(e);
+    let code = codes[0].expose().to_string();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (e, code) = (e.clone(), code.clone());
+            std::thread::spawn(move || e.verify("alice", &code, &ctx(), T0).unwrap().outcome)
+        })
+        .collect();
+    let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_accepted()).count(),
+        1,
+        "{outcomes:?}"
+    );
+}

@@ -1,0 +1,87 @@
+//! twofoldd: loads the configuration, opens the state directory, and serves
+//! the twofold interface on the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`).
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use twofoldd::audit::{self, Level};
+use twofoldd::{backup, bus, config, engine::Engine, store::FileStore};
+
+#[derive(Parser)]
+#[command(
+    name = "twofoldd",
+    version,
+    about = "twofold's daemon: holds the secrets and verifies codes"
+)]
+struct Args {
+    /// Configuration file (default /etc/twofold/twofold.toml; if that is missing, built-in defaults).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Also write log lines to standard error.
+    #[arg(long)]
+    log_stderr: bool,
+    /// Check the configuration, print the effective settings, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let source = match &args.config {
+        Some(path) => config::Source::Explicit(path),
+        None => config::Source::Default,
+    };
+    let (cfg, loaded_from) = match config::load(source) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("twofoldd: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("{cfg:#?}");
+        return ExitCode::SUCCESS;
+    }
+    audit::init(args.log_stderr);
+    let from = loaded_from.map_or_else(
+        || "built-in defaults".to_string(),
+        |p| p.display().to_string(),
+    );
+    let store = match FileStore::open(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            audit::log(Level::Error, &format!("cannot open state directory: {e}"));
+            eprintln!("twofoldd: cannot open state directory: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let state_dir = cfg.state_dir.display().to_string();
+    let engine = Arc::new(Engine::new(cfg, store, backup::DEFAULT_PARAMS));
+    match zbus::block_on(serve(engine)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            audit::log(Level::Error, &format!("bus error: {e}"));
+            eprintln!(
+                "twofoldd: cannot serve on the system bus: {e} (configuration: {from}, state: {state_dir})"
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(engine: Arc<Engine>) -> zbus::Result<()> {
+    let conn = zbus::Connection::system().await?;
+    let service = bus::Service::new(engine, &conn).await?;
+    // Serve the object before taking the name, so no caller finds one without the other.
+    conn.object_server()
+        .at(twofold_protocol::OBJECT_PATH, service)
+        .await?;
+    conn.request_name(twofold_protocol::BUS_NAME).await?;
+    audit::log(
+        Level::Info,
+        &format!("started, serving {}", twofold_protocol::BUS_NAME),
+    );
+    std::future::pending::<()>().await;
+    Ok(())
+}

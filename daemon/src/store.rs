@@ -1,0 +1,557 @@
+//! On-disk state, one root-only directory (0700) with two files per user:
+//!
+//! * `NAME.enrollment` — JSON, replaced atomically (write a temporary file,
+//!   fsync, rename, fsync the directory). Holds the secret, the backup code
+//!   hashes and a snapshot of the per-login state, under a random `generation`.
+//! * `NAME.journal` — fixed-size 32-byte records appended and `fdatasync`ed
+//!   before a login is answered: accepted step, backup code used, failure,
+//!   unlock. A record counts only if its generation is the enrollment's, so
+//!   rewriting the enrollment (compaction, new backup codes) retires the old
+//!   journal in the same atomic rename.
+//!
+//! A torn last record (a crash during an append, never acknowledged) is
+//! ignored and cut off before the next append; anything else that does not
+//! decode is `Corrupt`, which refuses the login: unreadable state is never
+//! taken as "not enrolled". Every open uses `O_NOFOLLOW`.
+
+use crate::backup::BackupSet;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+pub const ENROLLMENT_VERSION: u32 = 1;
+pub const RECORD_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt state: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: unsafe state directory: {reason}")]
+    UnsafeDirectory { path: PathBuf, reason: String },
+    #[error("user name refused for storage: {0}")]
+    BadName(#[from] twofold_protocol::user::UserNameError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A TOTP secret at rest: hex in the file, `***` in any debug output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct SecretBytes(#[serde(with = "hex::serde")] pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    pub version: u32,
+    pub generation: u64,
+    pub secret: SecretBytes,
+    pub digits: u8,
+    pub period: u64,
+    pub enrolled_at: u64,
+    /// Last TOTP step accepted (replay guard).
+    pub last_step: Option<u64>,
+    pub backup: BackupSet,
+    /// Wrong codes in a row, and when the last one came.
+    pub failures: u32,
+    pub last_failure: u64,
+}
+
+/// One journal record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    TotpAccepted { step: u64, at: u64 },
+    BackupUsed { index: u64, at: u64 },
+    Failure { at: u64 },
+    Unlock { at: u64 },
+}
+
+impl Event {
+    fn kind_value_at(self) -> (u8, u64, u64) {
+        match self {
+            Self::TotpAccepted { step, at } => (1, step, at),
+            Self::BackupUsed { index, at } => (2, index, at),
+            Self::Failure { at } => (3, 0, at),
+            Self::Unlock { at } => (4, 0, at),
+        }
+    }
+
+    pub fn encode(self, generation: u64) -> [u8; RECORD_LEN] {
+        let (kind, value, at) = self.kind_value_at();
+        let mut r = [0u8; RECORD_LEN];
+        r[0..8].copy_from_slice(&generation.to_le_bytes());
+        r[8] = kind;
+        r[12..20].copy_from_slice(&value.to_le_bytes());
+        r[20..28].copy_from_slice(&at.to_le_bytes());
+        let crc = crc32fast::hash(&r[..28]);
+        r[28..32].copy_from_slice(&crc.to_le_bytes());
+        r
+    }
+
+    /// `Ok(None)`: checksum mismatch (torn or damaged); `Err`: checksummed but meaningless.
+    pub fn decode(r: &[u8; RECORD_LEN]) -> Result<Option<(u64, Event)>, String> {
+        let crc = u32::from_le_bytes([r[28], r[29], r[30], r[31]]);
+        if crc32fast::hash(&r[..28]) != crc {
+            return Ok(None);
+        }
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&r[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (generation, value, at) = (word(0), word(12), word(20));
+        let event = match r[8] {
+            1 => Event::TotpAccepted { step: value, at },
+            2 => Event::BackupUsed { index: value, at },
+            3 => Event::Failure { at },
+            4 => Event::Unlock { at },
+            k => return Err(format!("unknown record kind {k}")),
+        };
+        Ok(Some((generation, event)))
+    }
+}
+
+impl Enrollment {
+    /// Fold one event into the snapshot.
+    pub fn apply(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::TotpAccepted { step, .. } => {
+                self.last_step = Some(self.last_step.map_or(step, |s| s.max(step)));
+                self.failures = 0;
+            }
+            Event::BackupUsed { index, .. } => {
+                let slot = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| self.backup.hashes.get_mut(i))
+                    .ok_or_else(|| format!("backup code index {index} out of range"))?;
+                *slot = None;
+                self.failures = 0;
+            }
+            Event::Failure { at } => {
+                self.failures = self.failures.saturating_add(1);
+                self.last_failure = self.last_failure.max(at);
+            }
+            Event::Unlock { .. } => self.failures = 0,
+        }
+        Ok(())
+    }
+}
+
+/// A user's state as read from disk, with where the next record goes.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub enrollment: Enrollment,
+    /// Bytes of intact records; an append first cuts the file back to this.
+    pub journal_len: u64,
+}
+
+impl Loaded {
+    pub fn journal_records(&self) -> u64 {
+        self.journal_len / RECORD_LEN as u64
+    }
+}
+
+pub struct FileStore {
+    users_dir: PathBuf,
+}
+
+fn open_options(write: bool) -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(!write)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o600);
+    o
+}
+
+/// Make sure `path` is a real directory owned by us with mode 0700, creating it if missing.
+fn secure_dir(path: &Path) -> Result<(), StoreError> {
+    let unsafe_dir = |reason: String| StoreError::UnsafeDirectory {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(path)
+                .map_err(io_err(path))?;
+        }
+        Err(e) => return Err(io_err(path)(e)),
+        Ok(meta) => {
+            if !meta.file_type().is_dir() {
+                return Err(unsafe_dir("not a directory (or a symbolic link)".into()));
+            }
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let euid = unsafe { libc::geteuid() };
+            if meta.uid() != euid {
+                return Err(unsafe_dir(format!(
+                    "owned by uid {}, not {euid}",
+                    meta.uid()
+                )));
+            }
+            if meta.mode() & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_err(path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(path))
+}
+
+impl FileStore {
+    /// Open (creating if needed) `state_dir` and its `users` directory, both 0700.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        secure_dir(state_dir)?;
+        let users_dir = state_dir.join("users");
+        secure_dir(&users_dir)?;
+        Ok(Self { users_dir })
+    }
+
+    fn path(&self, user: &str, suffix: &str) -> Result<PathBuf, StoreError> {
+        twofold_protocol::user::validate(user)?;
+        Ok(self.users_dir.join(format!("{user}.{suffix}")))
+    }
+
+    /// The user's state, `None` if not enrolled. Any other problem is an error.
+    pub fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError> {
+        let path = self.path(user, "enrollment")?;
+        let text = match open_options(false).open(&path) {
+            Ok(mut f) => {
+                let mut text = String::new();
+                f.read_to_string(&mut text).map_err(io_err(&path))?;
+                text
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let mut enrollment: Enrollment =
+            serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        if enrollment.version != ENROLLMENT_VERSION {
+            return Err(corrupt(format!(
+                "unsupported version {}",
+                enrollment.version
+            )));
+        }
+
+        let jpath = self.path(user, "journal")?;
+        let mut bytes = Vec::new();
+        open_options(false)
+            .open(&jpath)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => StoreError::Corrupt {
+                    path: jpath.clone(),
+                    reason: "journal missing".into(),
+                },
+                _ => io_err(&jpath)(e),
+            })?;
+        let jcorrupt = |reason: String| StoreError::Corrupt {
+            path: jpath.clone(),
+            reason,
+        };
+        let full = bytes.len() / RECORD_LEN;
+        let mut journal_len = 0u64;
+        for (i, chunk) in bytes.chunks_exact(RECORD_LEN).enumerate() {
+            let mut record = [0u8; RECORD_LEN];
+            record.copy_from_slice(chunk);
+            match Event::decode(&record).map_err(&jcorrupt)? {
+                Some((generation, event)) => {
+                    if generation == enrollment.generation {
+                        enrollment.apply(event).map_err(&jcorrupt)?;
+                    }
+                    journal_len += RECORD_LEN as u64;
+                }
+                // A bad checksum in the last record is an append that never completed.
+                None if i + 1 == full => break,
+                None => return Err(jcorrupt(format!("record {i} fails its checksum"))),
+            }
+        }
+        Ok(Some(Loaded {
+            enrollment,
+            journal_len,
+        }))
+    }
+
+    /// Durably append `event`; returns the new journal length.
+    pub fn append(&self, user: &str, loaded: &Loaded, event: Event) -> Result<u64, StoreError> {
+        let path = self.path(user, "journal")?;
+        let mut f = open_options(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let len = f.metadata().map_err(io_err(&path))?.len();
+        if len != loaded.journal_len {
+            // Cut off a torn tail so the new record starts on a record boundary.
+            f.set_len(loaded.journal_len).map_err(io_err(&path))?;
+        }
+        f.write_all(&event.encode(loaded.enrollment.generation))
+            .map_err(io_err(&path))?;
+        f.sync_data().map_err(io_err(&path))?;
+        Ok(loaded.journal_len + RECORD_LEN as u64)
+    }
+
+    /// Atomically replace the user's enrollment (its generation must be new),
+    /// then empty the journal, whose records the new generation retires.
+    pub fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError> {
+        let path = self.path(user, "enrollment")?;
+        let jpath = self.path(user, "journal")?;
+        let tmp = self.users_dir.join(format!(".{user}.enrollment.tmp"));
+        // The journal must exist before the enrollment does; the directory
+        // fsync below makes both names durable.
+        open_options(true)
+            .create(true)
+            .truncate(false)
+            .open(&jpath)
+            .map_err(io_err(&jpath))?;
+        let json = zeroize::Zeroizing::new(serde_json::to_vec(enrollment).map_err(|e| {
+            StoreError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        })?);
+        {
+            let mut f = open_options(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(&json).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&self.users_dir)?;
+        let j = open_options(true).open(&jpath).map_err(io_err(&jpath))?;
+        j.set_len(0).map_err(io_err(&jpath))?;
+        j.sync_data().map_err(io_err(&jpath))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{self, HashParams};
+
+    const FAST: HashParams = HashParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    fn enrollment(generation: u64) -> Enrollment {
+        let (_, backup) = backup::generate(3, FAST).unwrap();
+        Enrollment {
+            version: ENROLLMENT_VERSION,
+            generation,
+            secret: SecretBytes(vec![7; 20]),
+            digits: 6,
+            period: 30,
+            enrolled_at: 100,
+            last_step: Some(5),
+            backup,
+            failures: 0,
+            last_failure: 0,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, FileStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&dir.path().join("state")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn round_trip_and_journal_fold() {
+        let (_d, s) = store();
+        assert!(s.load("alice").unwrap().is_none());
+        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        let mut l = s.load("alice").unwrap().unwrap();
+        for e in [
+            Event::Failure { at: 10 },
+            Event::Failure { at: 11 },
+            Event::TotpAccepted { step: 9, at: 12 },
+            Event::BackupUsed { index: 1, at: 13 },
+            Event::Failure { at: 14 },
+        ] {
+            l.journal_len = s.append("alice", &l, e).unwrap();
+        }
+        let l = s.load("alice").unwrap().unwrap();
+        assert_eq!(l.enrollment.last_step, Some(9));
+        assert_eq!(l.enrollment.backup.remaining(), 2);
+        assert_eq!((l.enrollment.failures, l.enrollment.last_failure), (1, 14));
+        assert_eq!(l.journal_records(), 5);
+    }
+
+    #[test]
+    fn files_are_private() {
+        let (d, s) = store();
+        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&d.path().join("state")), 0o700);
+        assert_eq!(mode(&d.path().join("state/users")), 0o700);
+        assert_eq!(mode(&d.path().join("state/users/alice.enrollment")), 0o600);
+        assert_eq!(mode(&d.path().join("state/users/alice.journal")), 0o600);
+    }
+
+    #[test]
+    fn new_generation_retires_old_records() {
+        let (_d, s) = store();
+        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        let mut l = s.load("alice").unwrap().unwrap();
+        let event = Event::TotpAccepted { step: 50, at: 1 };
+        l.journal_len = s.append("alice", &l, event).unwrap();
+        let mut folded = l.enrollment.clone();
+        folded.apply(event).unwrap();
+        folded.generation = 2;
+        s.write_enrollment("alice", &folded).unwrap();
+        // The old record (generation 1) is still there if the truncation was lost; it must not count twice.
+        let l = s.load("alice").unwrap().unwrap();
+        assert_eq!(l.enrollment.generation, 2);
+        assert_eq!(l.enrollment.last_step, Some(50));
+        assert_eq!(l.journal_len, 0);
+    }
+
+    #[test]
+    fn torn_tail_is_ignored_and_cut_before_the_next_append() {
+        let (d, s) = store();
+        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        let mut l = s.load("alice").unwrap().unwrap();
+        l.journal_len = s
+            .append("alice", &l, Event::TotpAccepted { step: 6, at: 1 })
+            .unwrap();
+        let jpath = d.path().join("state/users/alice.journal");
+        // A half-written record, then a full-length one with a bad checksum.
+        for tail in [vec![0xAB; 13], vec![0u8; RECORD_LEN]] {
+            let mut f = OpenOptions::new().append(true).open(&jpath).unwrap();
+            f.write_all(&tail).unwrap();
+            let l = s.load("alice").unwrap().unwrap();
+            assert_eq!(l.enrollment.last_step, Some(6));
+            assert_eq!(l.journal_len, RECORD_LEN as u64);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&jpath)
+                .unwrap()
+                .set_len(RECORD_LEN as u64)
+                .unwrap();
+        }
+        let mut f = OpenOptions::new().append(true).open(&jpath).unwrap();
+        f.write_all(&[1u8; 7]).unwrap();
+        let l = s.load("alice").unwrap().unwrap();
+        let len = s
+            .append("alice", &l, Event::TotpAccepted { step: 8, at: 2 })
+            .unwrap();
+        assert_eq!(len, 2 * RECORD_LEN as u64);
+        assert_eq!(std::fs::metadata(&jpath).unwrap().len(), len);
+        assert_eq!(
+            s.load("alice").unwrap().unwrap().enrollment.last_step,
+            Some(8)
+        );
+    }
+
+    #[test]
+    fn damage_is_an_error_never_not_enrolled() {
+        let (d, s) = store();
+        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        let mut l = s.load("alice").unwrap().unwrap();
+        for step in 6..9 {
+            l.journal_len = s
+                .append("alice", &l, Event::TotpAccepted { step, at: 1 })
+                .unwrap();
+        }
+        let jpath = d.path().join("state/users/alice.journal");
+        let mut bytes = std::fs::read(&jpath).unwrap();
+        bytes[3] ^= 1; // first record, not the last: damage, not a torn append
+        std::fs::write(&jpath, &bytes).unwrap();
+        assert!(matches!(s.load("alice"), Err(StoreError::Corrupt { .. })));
+
+        let epath = d.path().join("state/users/alice.enrollment");
+        std::fs::write(&epath, b"{\"version\":1,\"generat").unwrap();
+        assert!(matches!(s.load("alice"), Err(StoreError::Corrupt { .. })));
+        std::fs::write(&epath, b"").unwrap();
+        assert!(matches!(s.load("alice"), Err(StoreError::Corrupt { .. })));
+
+        s.write_enrollment("bob", &enrollment(1)).unwrap();
+        std::fs::remove_file(d.path().join("state/users/bob.journal")).unwrap();
+        assert!(matches!(s.load("bob"), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn symlinks_are_never_followed() {
+        let (d, s) = store();
+        let target = d.path().join("elsewhere");
+        std::fs::write(&target, b"{}").unwrap();
+        std::os::unix::fs::symlink(&target, d.path().join("state/users/mallory.enrollment"))
+            .unwrap();
+        assert!(matches!(s.load("mallory"), Err(StoreError::Io { .. })));
+        std::os::unix::fs::symlink(&target, d.path().join("state/users/.eve.enrollment.tmp"))
+            .unwrap();
+        assert!(s.write_enrollment("eve", &enrollment(1)).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"{}");
+
+        let link = d.path().join("linked-state");
+        std::os::unix::fs::symlink(d.path().join("state"), &link).unwrap();
+        assert!(matches!(
+            FileStore::open(&link),
+            Err(StoreError::UnsafeDirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_names_never_reach_a_path() {
+        let (_d, s) = store();
+        for name in ["../x", "a/b", "", ".x", "-x"] {
+            assert!(
+                matches!(s.load(name), Err(StoreError::BadName(_))),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for e in [
+            Event::TotpAccepted {
+                step: u64::MAX,
+                at: 1,
+            },
+            Event::BackupUsed { index: 3, at: 2 },
+            Event::Failure { at: 3 },
+            Event::Unlock { at: 4 },
+        ] {
+            assert_eq!(Event::decode(&e.encode(42)).unwrap(), Some((42, e)));
+        }
+        let mut r = Event::Unlock { at: 4 }.encode(1);
+        r[8] = 99;
+        let crc = crc32fast::hash(&r[..28]);
+        r[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(Event::decode(&r).is_err());
+    }
+}

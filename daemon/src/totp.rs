@@ -1,0 +1,218 @@
+//! RFC 6238 codes (via totp-rs) and the replay rule: a time step is accepted
+//! at most once, and never one older than the last accepted.
+
+use totp_rs::{Algorithm, Builder, Totp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotpParams {
+    pub digits: u8,
+    pub period: u64,
+    pub window: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum TotpCheck {
+    /// Valid for this step, which is newer than the last accepted one.
+    Valid(u64),
+    /// Valid, but for a step already accepted or older.
+    Replayed,
+    Wrong,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("TOTP parameters refused: {0}")]
+pub struct TotpParamError(String);
+
+fn build(secret: &[u8], params: TotpParams) -> Result<Totp, TotpParamError> {
+    // Checked here because totp-rs panics on more than 9 digits, and the
+    // parameters of an enrollment come from disk.
+    if !(6..=8).contains(&params.digits) || params.period == 0 || secret.len() < 16 {
+        return Err(TotpParamError(format!(
+            "{} digits, {} s period, {}-byte secret",
+            params.digits,
+            params.period,
+            secret.len()
+        )));
+    }
+    Ok(Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(params.digits)
+        .with_step_duration(params.period)
+        .with_skew(u16::try_from(params.window).unwrap_or(u16::MAX))
+        .with_secret(secret.to_vec())
+        .build_noncompliant())
+}
+
+/// The code for `time`, as an authenticator app would show it.
+pub fn code_at(secret: &[u8], params: TotpParams, time: u64) -> Result<String, TotpParamError> {
+    Ok(build(secret, params)?.generate(time).to_string())
+}
+
+/// Check `code` at `now` against the window, refusing any step at or before
+/// `last_step`. Token comparison is constant-time (totp-rs).
+pub fn check(
+    secret: &[u8],
+    params: TotpParams,
+    code: &str,
+    now: u64,
+    last_step: Option<u64>,
+) -> Result<TotpCheck, TotpParamError> {
+    let totp = build(secret, params)?;
+    Ok(match totp.check(code, now) {
+        Some(step) if last_step.is_some_and(|last| step <= last) => TotpCheck::Replayed,
+        Some(step) => TotpCheck::Valid(step),
+        None => TotpCheck::Wrong,
+    })
+}
+
+/// The Key URI apps import: `otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=...`
+/// with algorithm, digits and period written out.
+pub fn key_uri(
+    secret: &[u8],
+    params: TotpParams,
+    issuer: &str,
+    account: &str,
+) -> Result<String, TotpParamError> {
+    let totp = Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(params.digits)
+        .with_step_duration(params.period)
+        .with_secret(secret.to_vec())
+        .with_issuer(Some(issuer))
+        .with_account_name(account)
+        .build()
+        .map_err(|e| TotpParamError(e.to_string()))?;
+    let mut uri = totp.to_url().map_err(|e| TotpParamError(e.to_string()))?;
+    for (key, value) in [
+        ("algorithm", "SHA1".to_string()),
+        ("digits", params.digits.to_string()),
+        ("period", params.period.to_string()),
+    ] {
+        if !uri.contains(&format!("&{key}=")) {
+            uri.push_str(&format!("&{key}={value}"));
+        }
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RFC_SECRET: &[u8] = b"12345678901234567890";
+    const EIGHT: TotpParams = TotpParams {
+        digits: 8,
+        period: 30,
+        window: 1,
+    };
+    const SIX: TotpParams = TotpParams {
+        digits: 6,
+        period: 30,
+        window: 1,
+    };
+
+    /// RFC 6238 Appendix B, SHA1 column.
+    #[test]
+    fn rfc6238_test_vectors() {
+        let vectors = [
+            (59, "94287082"),
+            (1_111_111_109, "07081804"),
+            (1_111_111_111, "14050471"),
+            (1_234_567_890, "89005924"),
+            (2_000_000_000, "69279037"),
+            (20_000_000_000, "65353130"),
+        ];
+        for (time, expected) in vectors {
+            assert_eq!(
+                code_at(RFC_SECRET, EIGHT, time).unwrap(),
+                expected,
+                "T = {time}"
+            );
+            assert_eq!(
+                check(
+                    RFC_SECRET,
+                    TotpParams { window: 0, ..EIGHT },
+                    expected,
+                    time,
+                    None
+                )
+                .unwrap(),
+                TotpCheck::Valid(time / 30)
+            );
+        }
+    }
+
+    /// Window edges with a fixed clock: the step before and after count, two away do not.
+    #[test]
+    fn window_edges() {
+        let now = 1_700_000_015; // step 56_666_667, 15 s into it
+        let step = now / 30;
+        for (offset, accepted) in [(-2i64, false), (-1, true), (0, true), (1, true), (2, false)] {
+            let t = (step as i64 + offset) as u64 * 30;
+            let code = code_at(RFC_SECRET, SIX, t).unwrap();
+            let result = check(RFC_SECRET, SIX, &code, now, None).unwrap();
+            assert_eq!(
+                matches!(result, TotpCheck::Valid(_)),
+                accepted,
+                "offset {offset}"
+            );
+        }
+        // The last second of a step and the first of the next.
+        let last_second = step * 30 + 29;
+        let code = code_at(RFC_SECRET, SIX, (step + 2) * 30).unwrap();
+        assert_eq!(
+            check(RFC_SECRET, SIX, &code, last_second, None).unwrap(),
+            TotpCheck::Wrong
+        );
+        assert!(matches!(
+            check(RFC_SECRET, SIX, &code, last_second + 1, None).unwrap(),
+            TotpCheck::Valid(_)
+        ));
+        // Window 0 accepts only the current step.
+        let prev = code_at(RFC_SECRET, SIX, (step - 1) * 30).unwrap();
+        assert_eq!(
+            check(
+                RFC_SECRET,
+                TotpParams { window: 0, ..SIX },
+                &prev,
+                now,
+                None
+            )
+            .unwrap(),
+            TotpCheck::Wrong
+        );
+    }
+
+    #[test]
+    fn a_step_is_accepted_once() {
+        let now = 1_700_000_015;
+        let code = code_at(RFC_SECRET, SIX, now).unwrap();
+        let TotpCheck::Valid(step) = check(RFC_SECRET, SIX, &code, now, None).unwrap() else {
+            panic!("fresh code refused");
+        };
+        assert_eq!(
+            check(RFC_SECRET, SIX, &code, now, Some(step)).unwrap(),
+            TotpCheck::Replayed
+        );
+        let older = code_at(RFC_SECRET, SIX, now - 30).unwrap();
+        assert_eq!(
+            check(RFC_SECRET, SIX, &older, now, Some(step)).unwrap(),
+            TotpCheck::Replayed
+        );
+        let newer = code_at(RFC_SECRET, SIX, now + 30).unwrap();
+        assert_eq!(
+            check(RFC_SECRET, SIX, &newer, now, Some(step)).unwrap(),
+            TotpCheck::Valid(step + 1)
+        );
+    }
+
+    #[test]
+    fn key_uri_has_issuer_label_and_parameters() {
+        let uri = key_uri(RFC_SECRET, SIX, "twofold", "alice@host1").unwrap();
+        assert_eq!(
+            uri,
+            "otpauth://totp/twofold:alice%40host1?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=twofold&algorithm=SHA1&digits=6&period=30"
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The contract between `pam_twofold.so`, `twofoldd` and `twofold`: bus names,
+//! the D-Bus interface as a proxy trait, the types it carries, and the input
+//! checks every side applies the same way.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod code;
+mod secret;
+pub mod user;
+
+use serde::{Deserialize, Serialize};
+use zbus::{DBusError, proxy, zvariant::Type};
+
+pub use secret::SecretString;
+
+/// Well-known name the daemon owns on the system bus.
+pub const BUS_NAME: &str = "org.twofold.Twofold1";
+/// Object path of the daemon's single object.
+pub const OBJECT_PATH: &str = "/org/twofold/Twofold1";
+/// Interface name (also the D-Bus policy's `send_interface`).
+pub const INTERFACE: &str = "org.twofold.Twofold1";
+
+/// What the module must do for a login, decided by the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Type)]
+#[zbus(signature = "s")]
+pub enum LoginAction {
+    /// Ask for a code and call `Verify`.
+    AskCode,
+    /// Let the login through without a code (user not enrolled); show `message`.
+    AllowNotEnrolled,
+    /// Refuse without asking: too many failures; show `message`.
+    Throttled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct LoginPlan {
+    pub action: LoginAction,
+    /// Text for the user (may be empty).
+    pub message: String,
+}
+
+/// Result of one verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Type)]
+#[zbus(signature = "s")]
+#[must_use]
+pub enum VerifyOutcome {
+    /// A TOTP code for a step newer than any accepted before.
+    Accepted,
+    /// An unused backup code, now spent.
+    AcceptedBackupCode,
+    /// Neither a valid code nor an unused backup code.
+    Wrong,
+    /// A valid TOTP code whose step was already used (or is older).
+    Replayed,
+    /// Not verified: the user must wait.
+    Throttled,
+    /// The user has no enrollment.
+    NotEnrolled,
+}
+
+impl VerifyOutcome {
+    pub fn is_accepted(self) -> bool {
+        matches!(self, Self::Accepted | Self::AcceptedBackupCode)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct VerifyReply {
+    pub outcome: VerifyOutcome,
+    /// Text for the user (may be empty).
+    pub message: String,
+}
+
+/// A fresh secret offered to the caller by `BeginEnrollment`; stored only
+/// once `ConfirmEnrollment` proves the user's app computes the same codes.
+#[derive(Debug, Clone, Serialize, Deserialize, Type)]
+pub struct EnrollmentOffer {
+    /// `otpauth://totp/...` Key URI.
+    pub uri: SecretString,
+    /// The same secret, base32, for manual entry.
+    pub secret_base32: SecretString,
+    /// Seconds before the offer is forgotten.
+    pub expires_in_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct UserStatus {
+    pub user: String,
+    pub enrolled: bool,
+    pub backup_codes_left: u32,
+    /// Seconds until a code will be verified again (0: not throttled).
+    pub throttled_for_secs: u64,
+    /// Consecutive failed codes since the last success.
+    pub consecutive_failures: u32,
+}
+
+/// Errors the daemon returns; the names are part of the contract.
+#[derive(Debug, DBusError)]
+#[zbus(prefix = "org.twofold.Error")]
+pub enum TwofoldError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// The caller may not do this (checked by the caller's uid from the bus).
+    AccessDenied(String),
+    /// No such user on this host, or a name that cannot be one.
+    UnknownUser(String),
+    /// A code or argument that is malformed; nothing was verified.
+    InvalidInput(String),
+    /// The operation needs an enrollment the user does not have.
+    NotEnrolled(String),
+    /// `BeginEnrollment` for a user who is already enrolled.
+    AlreadyEnrolled(String),
+    /// `ConfirmEnrollment` without a live offer.
+    NoPendingEnrollment(String),
+    /// Too many failed codes: wait before trying again.
+    Throttled(String),
+    /// The daemon could not read or write its state; the login is refused.
+    Internal(String),
+}
+
+/// The daemon's interface. Every method identifies the caller by the uid the
+/// bus reports for the sender, never by an argument.
+#[proxy(
+    interface = "org.twofold.Twofold1",
+    default_service = "org.twofold.Twofold1",
+    default_path = "/org/twofold/Twofold1"
+)]
+pub trait Twofold {
+    /// What a login of `user` must do. Root may ask for anyone; others only for themselves.
+    fn begin_login(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<LoginPlan, TwofoldError>;
+
+    /// Verify a TOTP or backup code for `user`. Root may verify anyone; others only themselves.
+    fn verify(
+        &self,
+        user: &str,
+        code: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<VerifyReply, TwofoldError>;
+
+    /// Start enrolling the caller: a fresh secret, not stored yet.
+    fn begin_enrollment(&self) -> Result<EnrollmentOffer, TwofoldError>;
+
+    /// Store the caller's pending enrollment if `code` verifies; returns the backup codes.
+    fn confirm_enrollment(&self, code: &str) -> Result<Vec<SecretString>, TwofoldError>;
+
+    /// The caller's own status.
+    fn status(&self) -> Result<UserStatus, TwofoldError>;
+
+    /// Replace the caller's backup codes, after a valid TOTP code.
+    fn regenerate_backup_codes(&self, code: &str) -> Result<Vec<SecretString>, TwofoldError>;
+
+    /// Any user's status (root or the admin group).
+    fn admin_status(&self, user: &str) -> Result<UserStatus, TwofoldError>;
+
+    /// Clear a user's throttle (root or the admin group).
+    fn admin_unlock(&self, user: &str) -> Result<(), TwofoldError>;
+}
