@@ -33,14 +33,12 @@ pub fn init(stderr: bool) {
 
 pub fn log(level: Level, line: &str) {
     let Some(sink) = SINK.get() else { return };
-    if let Some(logger) = &sink.syslog {
-        if let Ok(mut logger) = logger.lock() {
-            let _ = match level {
-                Level::Info => logger.info(line),
-                Level::Warning => logger.warning(line),
-                Level::Error => logger.err(line),
-            };
-        }
+    if let Some(Ok(mut logger)) = sink.syslog.as_ref().map(|l| l.lock()) {
+        let _ = match level {
+            Level::Info => logger.info(line),
+            Level::Warning => logger.warning(line),
+            Level::Error => logger.err(line),
+        };
     }
     if sink.stderr {
         eprintln!("twofoldd: {line}");

@@ -96,10 +96,11 @@ impl BackupSet {
         let digest = hash(candidate, &self.salt, self.params)?;
         let mut found = None;
         for (i, stored) in self.hashes.iter().enumerate() {
-            if let Some(HexHash(stored)) = stored {
-                if constant_time_eq(stored, &digest) && found.is_none() {
-                    found = Some(i);
-                }
+            if let Some(HexHash(stored)) = stored
+                && constant_time_eq(stored, &digest)
+                && found.is_none()
+            {
+                found = Some(i);
             }
         }
         Ok(found)

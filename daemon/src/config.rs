@@ -229,12 +229,11 @@ fn find_key(text: &str, key: &str) -> (usize, usize) {
             current = name.trim().to_string();
             continue;
         }
-        if current == section {
-            if let Some(rest) = trimmed.strip_prefix(leaf) {
-                if rest.trim_start().starts_with('=') {
-                    return (n + 1, line.len() - line.trim_start().len() + 1);
-                }
-            }
+        if current == section
+            && let Some(rest) = trimmed.strip_prefix(leaf)
+            && rest.trim_start().starts_with('=')
+        {
+            return (n + 1, line.len() - line.trim_start().len() + 1);
         }
     }
     (1, 1)
@@ -246,6 +245,13 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Config, String> {
         parse(text, Path::new("/etc/twofold/twofold.toml")).map_err(|e| e.to_string())
+    }
+
+    /// The documented sample in packaging/ is exactly the built-in defaults.
+    #[test]
+    fn shipped_sample_is_the_defaults() {
+        let text = include_str!("../../packaging/twofold.toml");
+        assert_eq!(parse_str(text).unwrap(), Config::default());
     }
 
     #[test]

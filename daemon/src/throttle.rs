@@ -53,12 +53,9 @@ pub fn guesses_within(
         }
         guesses += 1;
         failures = failures.saturating_add(1);
-        // Waits are whole seconds; a zero wait still costs the attacker a round trip,
-        // counted here as free (the most favourable case for the attacker).
+        // Free guesses cost no time here (the most favourable case for the
+        // attacker); the count always reaches a wait, since lockout_after > free_failures.
         t = t.saturating_add(wait_after(cfg, failures));
-        if wait_after(cfg, failures) == 0 && guesses % 1000 == 0 {
-            t += 1;
-        }
     }
     guesses
 }

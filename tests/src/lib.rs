@@ -1,1 +1,517 @@
+//! Real parts for the end-to-end tests and the demo: a private dbus-daemon
+//! with the project's policy file, twofoldd on it, test users, `twofold
+//! setup` run as those users, codes from `oathtool`, and logins through real
+//! libpam loading the built `pam_twofold.so` (via `pam-driver`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a harness fails loudly
 
+use anyhow::{Context, Result, anyhow, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub mod pam {
+    //! PAM result codes (Linux-PAM numbering).
+    pub const SUCCESS: i32 = 0;
+    pub const AUTH_ERR: i32 = 7;
+    pub const CRED_INSUFFICIENT: i32 = 8;
+    pub const AUTHINFO_UNAVAIL: i32 = 9;
+    pub const USER_UNKNOWN: i32 = 10;
+    pub const CONV_ERR: i32 = 19;
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Built binaries, copied into a world-readable directory so that
+/// unprivileged test users can run them whatever the checkout's permissions.
+pub struct Artifacts {
+    _dir: tempfile::TempDir,
+    pub bin: PathBuf,
+    pub module: PathBuf,
+    pub policy: PathBuf,
+}
+
+impl Artifacts {
+    pub fn twofoldd(&self) -> PathBuf {
+        self.bin.join("twofoldd")
+    }
+    pub fn twofold(&self) -> PathBuf {
+        self.bin.join("twofold")
+    }
+    pub fn pam_driver(&self) -> PathBuf {
+        self.bin.join("pam-driver")
+    }
+}
+
+fn target_dir() -> PathBuf {
+    let profile = std::env::var("TWOFOLD_PROFILE").unwrap_or_else(|_| "debug".into());
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join(profile)
+}
+
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        copy_artifacts().expect("built binaries (run `cargo build --workspace` first)")
+    })
+}
+
+fn copy_artifacts() -> Result<Artifacts> {
+    let from = target_dir();
+    let dir = tempfile::Builder::new().prefix("twofold-e2e-").tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin)?;
+    for name in ["twofoldd", "twofold", "pam-driver"] {
+        std::fs::copy(from.join(name), bin.join(name)).with_context(|| {
+            format!("{} (build the workspace first)", from.join(name).display())
+        })?;
+    }
+    let module = dir.path().join("pam_twofold.so");
+    std::fs::copy(from.join("libpam_twofold.so"), &module).context("libpam_twofold.so")?;
+    let policy = dir.path().join("org.twofold.Twofold1.conf");
+    std::fs::copy(
+        workspace_root().join("packaging/dbus/org.twofold.Twofold1.conf"),
+        &policy,
+    )?;
+    for path in [&bin, &module, &policy] {
+        let mode = if path.is_dir() || path == &module {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(Artifacts {
+        _dir: dir,
+        bin,
+        module,
+        policy,
+    })
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > timeout {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// A private dbus-daemon shaped like the system bus, with the shipped policy.
+pub struct Bus {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub address: String,
+}
+
+impl Bus {
+    pub fn start() -> Result<Bus> {
+        let a = artifacts();
+        let dir = tempfile::Builder::new().prefix("twofold-bus-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let socket = dir.path().join("system_bus_socket");
+        let template = std::fs::read_to_string(workspace_root().join("tests/private-bus.conf.in"))?;
+        let config = template
+            .replace("@SOCKET@", &socket.display().to_string())
+            .replace("@POLICY@", &a.policy.display().to_string());
+        let config_path = dir.path().join("bus.conf");
+        std::fs::write(&config_path, config)?;
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config_path.display()))
+            .arg("--nofork")
+            .arg("--nopidfile")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting dbus-daemon (apt-get install dbus)")?;
+        wait_for("the private bus socket", Duration::from_secs(10), || {
+            socket.exists()
+        })?;
+        Ok(Bus {
+            child,
+            address: format!("unix:path={}", socket.display()),
+            dir,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A command with `DBUS_SYSTEM_BUS_ADDRESS` pointing at this bus.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
+        c
+    }
+
+    /// `program args…` run as `user` (through runuser), on this bus.
+    pub fn command_as(&self, user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("runuser");
+        c.args(["-u", user, "--", "env"])
+            .arg(format!("DBUS_SYSTEM_BUS_ADDRESS={}", self.address))
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// twofoldd on a private bus, with its own state directory and log file.
+pub struct Daemon {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    bus_address: String,
+    pub config_path: PathBuf,
+}
+
+impl Daemon {
+    /// Start with `extra_config` appended to a config that sets the state directory.
+    pub fn start(bus: &Bus, extra_config: &str) -> Result<Daemon> {
+        let dir = tempfile::Builder::new()
+            .prefix("twofold-daemon-")
+            .tempdir()?;
+        let config_path = dir.path().join("twofold.toml");
+        let state = dir.path().join("state");
+        std::fs::write(
+            &config_path,
+            format!("state_dir = \"{}\"\n{extra_config}", state.display()),
+        )?;
+        let mut d = Daemon {
+            child: None,
+            dir,
+            bus_address: bus.address.clone(),
+            config_path,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("twofoldd.log")
+    }
+
+    /// Everything the daemon wrote to stderr (its log lines) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let starts_before = self.log().matches("started, serving").count();
+        let child = Command::new(artifacts().twofoldd())
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--log-stderr")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting twofoldd")?;
+        self.child = Some(child);
+        let log_path = self.log_path();
+        wait_for(
+            "twofoldd to own its bus name",
+            Duration::from_secs(20),
+            || {
+                std::fs::read_to_string(&log_path)
+                    .unwrap_or_default()
+                    .matches("started, serving")
+                    .count()
+                    > starts_before
+            },
+        )
+        .with_context(|| format!("twofoldd log:\n{}", self.log()))
+    }
+
+    /// Kill the daemon (SIGKILL: nothing is flushed on the way out).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real Unix account for tests, created once if missing (no home, no shell).
+pub fn test_user(name: &str) -> Result<u32> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let uid = || -> Option<u32> {
+        let out = Command::new("id").arg("-u").arg(name).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())?
+    };
+    if let Some(uid) = uid() {
+        return Ok(uid);
+    }
+    // Other test binaries may race us; useradd's own lock serializes, and an
+    // "already exists" failure is fine if the user is there afterwards.
+    let _ = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            "twofold test user",
+        ])
+        .arg(name)
+        .output()
+        .context("useradd")?;
+    uid().ok_or_else(|| anyhow!("could not create test user {name}"))
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The code for `now + steps × 30 s`, computed by oathtool (an independent implementation).
+pub fn oathtool(secret_base32: &str, steps: i64) -> Result<String> {
+    let at = unix_now() as i64 + steps * 30;
+    let out = Command::new("oathtool")
+        .args(["--totp", "--base32", &format!("--now=@{at}"), secret_base32])
+        .output()
+        .context("running oathtool (apt-get install oathtool)")?;
+    if !out.status.success() {
+        bail!("oathtool failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// Sleep until at least `secs` seconds remain in the current 30 s step, so a
+/// sequence of codes computed now stays inside the ±1 window.
+pub fn wait_for_step_margin(secs: u64) {
+    let into = unix_now() % 30;
+    if 30 - into < secs {
+        std::thread::sleep(Duration::from_secs(30 - into) + Duration::from_millis(200));
+    }
+}
+
+/// What `twofold setup` gave a user.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub uri: String,
+    pub secret: String,
+    pub backup_codes: Vec<String>,
+}
+
+/// Enroll `user` with `twofold setup` run as that user through a pipe,
+/// confirming with the code of the previous step (so the current and the
+/// next step are still free for logins).
+pub fn enroll(bus: &Bus, user: &str) -> Result<Enrolled> {
+    wait_for_step_margin(10);
+    let mut child = bus
+        .command_as(user, artifacts().twofold())
+        .arg("setup")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut uri = String::new();
+    stdout.read_line(&mut uri)?;
+    let uri = uri.trim().to_string();
+    let secret = uri_secret(&uri).with_context(|| format!("no secret in setup output {uri:?}"))?;
+    let code = oathtool(&secret, -1)?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{code}\n").as_bytes())?;
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest)?;
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut err)?;
+    if !child.wait()?.success() {
+        bail!("twofold setup failed for {user}: {err}");
+    }
+    let backup_codes = rest
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    Ok(Enrolled {
+        uri,
+        secret,
+        backup_codes,
+    })
+}
+
+/// The `secret=` parameter of an otpauth URI.
+pub fn uri_secret(uri: &str) -> Option<String> {
+    let query = uri.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("secret="))
+        .map(String::from)
+}
+
+/// A PAM service in a private configuration directory using the built module.
+pub struct PamService {
+    dir: tempfile::TempDir,
+    pub name: String,
+}
+
+/// The result of one `pam_authenticate` through pam-driver.
+#[derive(Debug)]
+pub struct Attempt {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl PamService {
+    /// `auth <control> pam_twofold.so <args>` as the whole stack.
+    pub fn new(module_args: &str) -> Result<PamService> {
+        Self::with_stack(&format!(
+            "auth required {} {module_args}\n",
+            artifacts().module.display()
+        ))
+    }
+
+    pub fn with_stack(stack: &str) -> Result<PamService> {
+        let dir = tempfile::Builder::new().prefix("twofold-pam-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let name = "twofold-test".to_string();
+        let file = dir.path().join(&name);
+        std::fs::write(&file, stack)?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+        Ok(PamService { dir, name })
+    }
+
+    pub fn confdir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn driver(&self, mut c: Command, user: &std::ffi::OsStr, extra: &[&str]) -> Command {
+        c.arg("--confdir").arg(self.dir.path()).args([
+            "--service",
+            &self.name,
+            "--rhost",
+            "192.0.2.10",
+        ]);
+        c.arg("--user").arg(user).args(extra);
+        c
+    }
+
+    /// Log `user` in as root (like sshd), answering the prompt with `input`.
+    pub fn login(
+        &self,
+        bus: &Bus,
+        user: impl AsRef<std::ffi::OsStr>,
+        input: &[u8],
+    ) -> Result<Attempt> {
+        let c = self.driver(bus.command(artifacts().pam_driver()), user.as_ref(), &[]);
+        run_with_input(c, input)
+    }
+
+    /// The same, with the host program running as `as_user` (a screen locker, or an attacker).
+    pub fn login_as(&self, bus: &Bus, as_user: &str, user: &str, input: &[u8]) -> Result<Attempt> {
+        let c = self.driver(
+            bus.command_as(as_user, artifacts().pam_driver()),
+            user.as_ref(),
+            &[],
+        );
+        run_with_input(c, input)
+    }
+
+    /// Log in with pam-driver's thread report; returns (threads before, after).
+    pub fn login_counting_threads(
+        &self,
+        bus: &Bus,
+        user: &str,
+        input: &[u8],
+    ) -> Result<(Attempt, usize, usize)> {
+        let c = self.driver(
+            bus.command(artifacts().pam_driver()),
+            user.as_ref(),
+            &["--threads"],
+        );
+        let attempt = run_with_input(c, input)?;
+        let line = attempt
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("threads-before="))
+            .context("thread report")?;
+        let mut numbers = line
+            .split(' ')
+            .filter_map(|kv| kv.split_once('=')?.1.parse::<usize>().ok());
+        let (before, after) = (
+            numbers.next().context("before")?,
+            numbers.next().context("after")?,
+        );
+        Ok((attempt, before, after))
+    }
+}
+
+pub fn run_with_input(mut c: Command, input: &[u8]) -> Result<Attempt> {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out: Output = child.wait_with_output()?;
+    let _ = writer.join();
+    Ok(Attempt {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Run a command, returning its output; fails if it cannot start.
+pub fn output(mut c: Command) -> Result<Output> {
+    Ok(c.stdin(Stdio::null()).output()?)
+}

@@ -1,0 +1,31 @@
+# twofold — the two commands of the README, and the pieces they are made of.
+CARGO ?= cargo
+
+.PHONY: all deps build test lint demo clean
+
+all: build
+
+deps:
+	scripts/install-deps.sh test
+
+build: deps
+	$(CARGO) build --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every test: unit tests, then end-to-end tests against a private bus,
+# twofoldd, real libpam and oathtool. Needs root (test users, runuser).
+test: deps lint
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace
+
+# A private bus, twofoldd, a demo user, enrollment and a PAM login with a code.
+# Touches nothing of the host's own login setup.
+demo: deps
+	$(CARGO) build --workspace
+	target/debug/twofold-demo
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,303 @@
+//! The login flow, over a `Host` (the PAM conversation and log) and a
+//! `Daemon` (twofoldd on the bus), so it can be tested with scripted fakes.
+//! One bus connection per login, opened here and dropped before returning.
+
+use crate::args::{FailMode, Options};
+use pam::constants::PamResultCode;
+use std::time::Duration;
+use twofold_protocol::code;
+use twofold_protocol::{
+    LoginAction, LoginPlan, TwofoldError, TwofoldProxy, VerifyOutcome, VerifyReply,
+};
+use zeroize::Zeroizing;
+
+pub const PROMPT: &str = "Verification code: ";
+/// Longest wait for one daemon call; a hung daemon counts as unreachable.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(20);
+const UNAVAILABLE_MESSAGE: &str = "The two-factor verification service is not available, so you cannot log in now. \
+Try again later, or contact your administrator.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    Info,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Debug,
+    Warning,
+    Error,
+}
+
+/// What the module needs from its host application.
+pub trait Host {
+    /// Ask with echo off; the answer is wiped when dropped.
+    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode>;
+    fn show(&mut self, kind: Shown, text: &str);
+    fn log(&mut self, priority: Priority, text: &str);
+}
+
+/// The two questions a login asks twofoldd.
+#[allow(async_fn_in_trait)] // used with static dispatch only
+pub trait Daemon {
+    async fn begin_login(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<LoginPlan, TwofoldError>;
+    async fn verify(
+        &self,
+        user: &str,
+        code: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<VerifyReply, TwofoldError>;
+}
+
+/// twofoldd over the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`).
+pub struct BusDaemon {
+    proxy: TwofoldProxy<'static>,
+}
+
+pub async fn connect() -> zbus::Result<BusDaemon> {
+    let conn = zbus::connection::Builder::system()
+        .method_timeout(METHOD_TIMEOUT)
+        .build()
+        .await?;
+    let proxy = TwofoldProxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    Ok(BusDaemon { proxy })
+}
+
+impl Daemon for BusDaemon {
+    async fn begin_login(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<LoginPlan, TwofoldError> {
+        self.proxy.begin_login(user, service, rhost).await
+    }
+
+    async fn verify(
+        &self,
+        user: &str,
+        code: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<VerifyReply, TwofoldError> {
+        self.proxy.verify(user, code, service, rhost).await
+    }
+}
+
+/// Who is logging in, from the PAM items. `user` is `Err` with a printable
+/// form of the name when the name is not UTF-8.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: Result<String, String>,
+    pub service: String,
+    pub rhost: String,
+}
+
+pub async fn run<H: Host, D: Daemon>(
+    host: &mut H,
+    options: &Options,
+    login: &Login,
+    connect: impl AsyncFnOnce() -> zbus::Result<D>,
+) -> PamResultCode {
+    let user = match &login.user {
+        Ok(user) => user.as_str(),
+        Err(printable) => {
+            host.log(
+                Priority::Error,
+                &format!("refusing a user name that is not UTF-8: {printable}"),
+            );
+            return PamResultCode::PAM_USER_UNKNOWN;
+        }
+    };
+    if let Err(e) = twofold_protocol::user::validate(user) {
+        let printable = twofold_protocol::user::loggable(user.as_bytes());
+        host.log(
+            Priority::Error,
+            &format!("refusing user name {printable}: {e}"),
+        );
+        return PamResultCode::PAM_USER_UNKNOWN;
+    }
+    let daemon = match connect().await {
+        Ok(d) => d,
+        Err(e) => return unreachable(host, options, user, &e),
+    };
+    let plan = match daemon.begin_login(user, &login.service, &login.rhost).await {
+        Ok(plan) => plan,
+        Err(e) => return refused_by(host, options, user, e),
+    };
+    match plan.action {
+        LoginAction::AllowNotEnrolled => {
+            host.show(Shown::Info, &plan.message);
+            return PamResultCode::PAM_SUCCESS;
+        }
+        LoginAction::Throttled => {
+            host.show(Shown::Error, &plan.message);
+            return PamResultCode::PAM_AUTH_ERR;
+        }
+        LoginAction::AskCode => {}
+    }
+    let answer = match host.prompt_hidden(PROMPT) {
+        Ok(answer) => answer,
+        Err(code) => {
+            host.log(
+                Priority::Debug,
+                &format!("conversation ended without a code ({code:?})"),
+            );
+            return code;
+        }
+    };
+    let code = match code::parse(&answer) {
+        Ok(code) => code,
+        Err(e) => {
+            host.show(Shown::Error, e.user_message());
+            host.log(
+                Priority::Warning,
+                &format!("malformed code input ({e}); not sent to the daemon"),
+            );
+            return PamResultCode::PAM_AUTH_ERR;
+        }
+    };
+    drop(answer);
+    let reply = match daemon
+        .verify(user, code.as_str(), &login.service, &login.rhost)
+        .await
+    {
+        Ok(reply) => reply,
+        Err(e) => return refused_by(host, options, user, e),
+    };
+    host.log(
+        Priority::Debug,
+        &format!("daemon answered {:?}", reply.outcome),
+    );
+    match reply.outcome {
+        VerifyOutcome::Accepted => PamResultCode::PAM_SUCCESS,
+        VerifyOutcome::AcceptedBackupCode | VerifyOutcome::NotEnrolled => {
+            host.show(Shown::Info, &reply.message);
+            PamResultCode::PAM_SUCCESS
+        }
+        VerifyOutcome::Wrong | VerifyOutcome::Replayed | VerifyOutcome::Throttled => {
+            host.show(Shown::Error, &reply.message);
+            PamResultCode::PAM_AUTH_ERR
+        }
+    }
+}
+
+/// The daemon answered with an error, or could not be reached.
+fn refused_by<H: Host>(
+    host: &mut H,
+    options: &Options,
+    user: &str,
+    error: TwofoldError,
+) -> PamResultCode {
+    match error {
+        TwofoldError::ZBus(e) if is_unreachable(&e) => unreachable(host, options, user, &e),
+        TwofoldError::ZBus(e) => {
+            host.log(
+                Priority::Error,
+                &format!("unexpected reply from twofoldd: {e}"),
+            );
+            host.show(Shown::Error, UNAVAILABLE_MESSAGE);
+            PamResultCode::PAM_AUTH_ERR
+        }
+        TwofoldError::UnknownUser(_) => PamResultCode::PAM_USER_UNKNOWN,
+        TwofoldError::AccessDenied(message) => {
+            host.log(
+                Priority::Error,
+                &format!("twofoldd refused this caller: {message}"),
+            );
+            PamResultCode::PAM_CRED_INSUFFICIENT
+        }
+        TwofoldError::InvalidInput(message)
+        | TwofoldError::Throttled(message)
+        | TwofoldError::Internal(message)
+        | TwofoldError::NotEnrolled(message)
+        | TwofoldError::AlreadyEnrolled(message)
+        | TwofoldError::NoPendingEnrollment(message) => {
+            host.show(Shown::Error, &message);
+            PamResultCode::PAM_AUTH_ERR
+        }
+    }
+}
+
+fn unreachable<H: Host>(
+    host: &mut H,
+    options: &Options,
+    user: &str,
+    error: &zbus::Error,
+) -> PamResultCode {
+    match options.failmode {
+        FailMode::Secure => {
+            host.log(
+                Priority::Error,
+                &format!("cannot reach twofoldd ({error}); refusing the login (failmode=secure)"),
+            );
+            host.show(Shown::Error, UNAVAILABLE_MESSAGE);
+            PamResultCode::PAM_AUTHINFO_UNAVAIL
+        }
+        FailMode::Safe => {
+            host.log(
+                Priority::Warning,
+                &format!(
+                    "cannot reach twofoldd ({error}); letting {} in WITHOUT a second factor (failmode=safe)",
+                    twofold_protocol::user::loggable(user.as_bytes())
+                ),
+            );
+            PamResultCode::PAM_SUCCESS
+        }
+    }
+}
+
+/// Errors that mean "no daemon to ask", as opposed to an answer.
+fn is_unreachable(error: &zbus::Error) -> bool {
+    const NAMES: &[&str] = &[
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "org.freedesktop.DBus.Error.NameHasNoOwner",
+        "org.freedesktop.DBus.Error.NoReply",
+        "org.freedesktop.DBus.Error.Disconnected",
+        "org.freedesktop.DBus.Error.NoServer",
+        "org.freedesktop.DBus.Error.Timeout",
+        "org.freedesktop.DBus.Error.TimedOut",
+        "org.freedesktop.DBus.Error.UnknownObject",
+        "org.freedesktop.DBus.Error.UnknownMethod",
+        "org.freedesktop.DBus.Error.UnknownInterface",
+        "org.freedesktop.DBus.Error.Spawn.ChildExited",
+        "org.freedesktop.DBus.Error.Spawn.ExecFailed",
+        "org.freedesktop.DBus.Error.Spawn.ServiceNotFound",
+    ];
+    match error {
+        zbus::Error::InputOutput(_) | zbus::Error::Address(_) | zbus::Error::Handshake(_) => true,
+        zbus::Error::MethodError(name, _, _) => NAMES.contains(&name.as_str()),
+        zbus::Error::FDO(e) => {
+            use zbus::fdo::Error as F;
+            matches!(
+                **e,
+                F::ServiceUnknown(_)
+                    | F::NameHasNoOwner(_)
+                    | F::NoReply(_)
+                    | F::Disconnected(_)
+                    | F::NoServer(_)
+                    | F::Timeout(_)
+                    | F::TimedOut(_)
+                    | F::UnknownObject(_)
+                    | F::UnknownMethod(_)
+                    | F::UnknownInterface(_)
+                    | F::IOError(_)
+            )
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "authenticate_tests.rs"]
+mod tests;

@@ -1,0 +1,359 @@
+//! The flow with a scripted host and daemon: each test lists what the user
+//! sees and types, and the scripted host checks nothing is left over.
+
+use super::*;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+#[derive(Debug, PartialEq)]
+enum Step {
+    Prompt(&'static str, Result<&'static [u8], PamResultCode>),
+    Show(Shown, &'static str),
+}
+
+struct Scripted {
+    steps: VecDeque<Step>,
+    logs: Vec<(Priority, String)>,
+}
+
+impl Scripted {
+    fn new(steps: Vec<Step>) -> Self {
+        Self {
+            steps: steps.into(),
+            logs: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert!(self.steps.is_empty(), "steps not reached: {:?}", self.steps);
+        }
+    }
+}
+
+impl Host for Scripted {
+    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
+        match self.steps.pop_front() {
+            Some(Step::Prompt(expected, answer)) => {
+                assert_eq!(prompt, expected);
+                answer.map(|a| Zeroizing::new(a.to_vec()))
+            }
+            other => panic!("prompt {prompt:?} where the script has {other:?}"),
+        }
+    }
+
+    fn show(&mut self, kind: Shown, text: &str) {
+        match self.steps.pop_front() {
+            Some(Step::Show(k, expected)) => {
+                assert_eq!(k, kind);
+                assert!(text.contains(expected), "{text:?} lacks {expected:?}");
+            }
+            other => panic!("show {kind:?} {text:?} where the script has {other:?}"),
+        }
+    }
+
+    fn log(&mut self, priority: Priority, text: &str) {
+        self.logs.push((priority, text.to_string()));
+    }
+}
+
+#[derive(Default)]
+struct FakeDaemon {
+    plan: Option<LoginPlan>,
+    reply: Option<Result<VerifyReply, &'static str>>,
+    verified: RefCell<Vec<String>>,
+}
+
+impl Daemon for FakeDaemon {
+    async fn begin_login(
+        &self,
+        _user: &str,
+        _service: &str,
+        _rhost: &str,
+    ) -> Result<LoginPlan, TwofoldError> {
+        self.plan
+            .clone()
+            .ok_or_else(|| TwofoldError::UnknownUser("no such user".into()))
+    }
+
+    async fn verify(
+        &self,
+        _user: &str,
+        code: &str,
+        _s: &str,
+        _r: &str,
+    ) -> Result<VerifyReply, TwofoldError> {
+        self.verified.borrow_mut().push(code.to_string());
+        match &self.reply {
+            Some(Ok(r)) => Ok(r.clone()),
+            Some(Err(m)) => Err(TwofoldError::Internal((*m).into())),
+            None => Err(TwofoldError::ZBus(zbus::Error::InputOutput(
+                std::sync::Arc::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+            ))),
+        }
+    }
+}
+
+fn login(user: &str) -> Login {
+    Login {
+        user: Ok(user.into()),
+        service: "sshd".into(),
+        rhost: "192.0.2.7".into(),
+    }
+}
+
+fn ask() -> Option<LoginPlan> {
+    Some(LoginPlan {
+        action: LoginAction::AskCode,
+        message: String::new(),
+    })
+}
+
+fn reply(outcome: VerifyOutcome, message: &str) -> Option<Result<VerifyReply, &'static str>> {
+    Some(Ok(VerifyReply {
+        outcome,
+        message: message.into(),
+    }))
+}
+
+fn run_with(
+    host: &mut Scripted,
+    options: &Options,
+    login: &Login,
+    daemon: FakeDaemon,
+) -> (PamResultCode, Vec<String>) {
+    let daemon = std::rc::Rc::new(daemon);
+    let d = daemon.clone();
+    let code = zbus::block_on(run(host, options, login, async move || Ok(RcDaemon(d))));
+    let verified = daemon.verified.borrow().clone();
+    (code, verified)
+}
+
+struct RcDaemon(std::rc::Rc<FakeDaemon>);
+
+impl Daemon for RcDaemon {
+    async fn begin_login(&self, u: &str, s: &str, r: &str) -> Result<LoginPlan, TwofoldError> {
+        self.0.begin_login(u, s, r).await
+    }
+    async fn verify(
+        &self,
+        u: &str,
+        c: &str,
+        s: &str,
+        r: &str,
+    ) -> Result<VerifyReply, TwofoldError> {
+        self.0.verify(u, c, s, r).await
+    }
+}
+
+#[test]
+fn right_code_succeeds_and_is_sent_normalized() {
+    let mut host = Scripted::new(vec![Step::Prompt(PROMPT, Ok(b"123 456"))]);
+    let daemon = FakeDaemon {
+        plan: ask(),
+        reply: reply(VerifyOutcome::Accepted, ""),
+        ..Default::default()
+    };
+    let (code, sent) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_SUCCESS);
+    assert_eq!(sent, ["123456"]);
+}
+
+#[test]
+fn wrong_and_replayed_codes_are_auth_errors_with_the_daemons_words() {
+    for outcome in [
+        VerifyOutcome::Wrong,
+        VerifyOutcome::Replayed,
+        VerifyOutcome::Throttled,
+    ] {
+        let mut host = Scripted::new(vec![
+            Step::Prompt(PROMPT, Ok(b"654321")),
+            Step::Show(Shown::Error, "Nope."),
+        ]);
+        let daemon = FakeDaemon {
+            plan: ask(),
+            reply: reply(outcome, "Nope."),
+            ..Default::default()
+        };
+        let (code, _) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{outcome:?}");
+    }
+}
+
+#[test]
+fn malformed_input_never_reaches_the_daemon() {
+    let inputs: [&'static [u8]; 5] = [b"", b"12a456", b"\xff\xfe\x00", &[b'7'; 4096], b"12345"];
+    for input in inputs {
+        let mut host = Scripted::new(vec![
+            Step::Prompt(PROMPT, Ok(input)),
+            Step::Show(Shown::Error, "authenticator app"),
+        ]);
+        let daemon = FakeDaemon {
+            plan: ask(),
+            reply: reply(VerifyOutcome::Accepted, ""),
+            ..Default::default()
+        };
+        let (code, sent) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        assert!(sent.is_empty());
+    }
+}
+
+#[test]
+fn not_enrolled_gets_the_notice_and_no_prompt() {
+    let mut host = Scripted::new(vec![Step::Show(Shown::Info, "twofold setup")]);
+    let plan = Some(LoginPlan {
+        action: LoginAction::AllowNotEnrolled,
+        message: "Run `twofold setup`".into(),
+    });
+    let (code, _) = run_with(
+        &mut host,
+        &Options::default(),
+        &login("bob"),
+        FakeDaemon {
+            plan,
+            ..Default::default()
+        },
+    );
+    assert_eq!(code, PamResultCode::PAM_SUCCESS);
+}
+
+#[test]
+fn throttled_user_is_refused_without_a_prompt() {
+    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "Try again in")]);
+    let plan = Some(LoginPlan {
+        action: LoginAction::Throttled,
+        message: "Try again in 5 minutes.".into(),
+    });
+    let (code, _) = run_with(
+        &mut host,
+        &Options::default(),
+        &login("bob"),
+        FakeDaemon {
+            plan,
+            ..Default::default()
+        },
+    );
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+}
+
+#[test]
+fn conversation_failure_is_returned() {
+    let mut host = Scripted::new(vec![Step::Prompt(PROMPT, Err(PamResultCode::PAM_CONV_ERR))]);
+    let daemon = FakeDaemon {
+        plan: ask(),
+        reply: reply(VerifyOutcome::Accepted, ""),
+        ..Default::default()
+    };
+    let (code, sent) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_CONV_ERR);
+    assert!(sent.is_empty());
+}
+
+#[test]
+fn unknown_and_odd_user_names() {
+    let mut host = Scripted::new(vec![]);
+    let (code, _) = run_with(
+        &mut host,
+        &Options::default(),
+        &login("ghost"),
+        FakeDaemon::default(),
+    );
+    assert_eq!(code, PamResultCode::PAM_USER_UNKNOWN);
+    for name in ["", "../../etc/shadow", "a b", "x\ny", &"a".repeat(300)] {
+        let mut host = Scripted::new(vec![]);
+        let (code, _) = run_with(
+            &mut host,
+            &Options::default(),
+            &login(name),
+            FakeDaemon::default(),
+        );
+        assert_eq!(code, PamResultCode::PAM_USER_UNKNOWN, "{name:?}");
+    }
+    let mut host = Scripted::new(vec![]);
+    let bad = Login {
+        user: Err("\\xff".into()),
+        ..login("x")
+    };
+    let (code, _) = run_with(&mut host, &Options::default(), &bad, FakeDaemon::default());
+    assert_eq!(code, PamResultCode::PAM_USER_UNKNOWN);
+}
+
+#[test]
+fn daemon_down_follows_failmode() {
+    let down = async || -> zbus::Result<FakeDaemon> {
+        Err(zbus::Error::InputOutput(std::sync::Arc::new(
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )))
+    };
+    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+    let code = zbus::block_on(run(&mut host, &Options::default(), &login("alice"), down));
+    assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+
+    let safe = Options {
+        failmode: FailMode::Safe,
+        debug: false,
+    };
+    let mut host = Scripted::new(vec![]);
+    let code = zbus::block_on(run(&mut host, &safe, &login("alice"), down));
+    assert_eq!(code, PamResultCode::PAM_SUCCESS);
+    assert!(
+        host.logs
+            .iter()
+            .any(|(p, l)| *p == Priority::Warning && l.contains("WITHOUT a second factor"))
+    );
+}
+
+#[test]
+fn daemon_dying_mid_login_follows_failmode_and_errors_refuse() {
+    // Connection lost between the question and the verification.
+    let mut host = Scripted::new(vec![
+        Step::Prompt(PROMPT, Ok(b"123456")),
+        Step::Show(Shown::Error, "not available"),
+    ]);
+    let daemon = FakeDaemon {
+        plan: ask(),
+        reply: None,
+        ..Default::default()
+    };
+    let (code, _) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+
+    // An answer that is an error (unreadable state) refuses even with failmode=safe.
+    let safe = Options {
+        failmode: FailMode::Safe,
+        debug: false,
+    };
+    let mut host = Scripted::new(vec![
+        Step::Prompt(PROMPT, Ok(b"123456")),
+        Step::Show(Shown::Error, "administrator"),
+    ]);
+    let daemon = FakeDaemon {
+        plan: ask(),
+        reply: Some(Err("Ask your administrator.")),
+        ..Default::default()
+    };
+    let (code, _) = run_with(&mut host, &safe, &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+}
+
+#[test]
+fn backup_code_success_shows_what_is_left() {
+    let mut host = Scripted::new(vec![
+        Step::Prompt(PROMPT, Ok(b"ABCDE-FGHJK")),
+        Step::Show(Shown::Info, "9 backup codes left"),
+    ]);
+    let daemon = FakeDaemon {
+        plan: ask(),
+        reply: reply(
+            VerifyOutcome::AcceptedBackupCode,
+            "Backup code accepted. 9 backup codes left.",
+        ),
+        ..Default::default()
+    };
+    let (code, sent) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_SUCCESS);
+    assert_eq!(sent, ["abcdefghjk"]);
+}

@@ -1,0 +1,29 @@
+//! The only unsafe code of the module besides pam-bindings itself: the
+//! libpam calls pam-bindings does not wrap.
+
+use pam::module::PamHandle;
+use std::ffi::{CString, c_char, c_int};
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
+}
+
+/// Log through libpam, which prefixes the service and module name.
+/// Facility authpriv; `text` must never contain a code or secret.
+pub fn syslog(pamh: &PamHandle, priority: c_int, text: &str) {
+    // Interior NULs cannot be passed to C; they never come from our own messages.
+    let Ok(text) = CString::new(text.replace('\0', "\\0")) else {
+        return;
+    };
+    // SAFETY: `pamh` is the live handle libpam gave this hook; the format is a
+    // constant "%s" consuming exactly one NUL-terminated string argument.
+    unsafe {
+        pam_syslog(
+            pamh,
+            libc::LOG_AUTHPRIV | priority,
+            c"%s".as_ptr(),
+            text.as_ptr(),
+        )
+    };
+}

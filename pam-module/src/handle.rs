@@ -1,0 +1,96 @@
+//! The real host of the flow: libpam's handle, conversation and syslog.
+
+use crate::args;
+use crate::authenticate::{self, Host, Login, Shown};
+use crate::ffi;
+use pam::constants::{
+    PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO, PamFlag, PamResultCode,
+};
+use pam::conv::Conv;
+use pam::items::{RHost, Service, User};
+use pam::module::PamHandle;
+use std::ffi::CStr;
+use zeroize::Zeroizing;
+
+struct PamHost<'a> {
+    pamh: &'a PamHandle,
+    silent: bool,
+    debug: bool,
+}
+
+impl Host for PamHost<'_> {
+    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
+        let conv = self
+            .pamh
+            .get_item::<Conv>()?
+            .ok_or(PamResultCode::PAM_CONV_ERR)?;
+        let answer = conv
+            .send(PAM_PROMPT_ECHO_OFF, prompt)?
+            .ok_or(PamResultCode::PAM_CONV_ERR)?;
+        Ok(Zeroizing::new(answer.as_bytes().to_vec()))
+    }
+
+    fn show(&mut self, kind: Shown, text: &str) {
+        if text.is_empty() || (self.silent && kind == Shown::Info) {
+            return;
+        }
+        let style = match kind {
+            Shown::Info => PAM_TEXT_INFO,
+            Shown::Error => PAM_ERROR_MSG,
+        };
+        if let Ok(Some(conv)) = self.pamh.get_item::<Conv>() {
+            let _ = conv.send(style, text);
+        }
+    }
+
+    fn log(&mut self, priority: authenticate::Priority, text: &str) {
+        let priority = match priority {
+            authenticate::Priority::Debug if !self.debug => return,
+            authenticate::Priority::Debug => libc::LOG_DEBUG,
+            authenticate::Priority::Warning => libc::LOG_WARNING,
+            authenticate::Priority::Error => libc::LOG_ERR,
+        };
+        ffi::syslog(self.pamh, priority, text);
+    }
+}
+
+fn item_text(bytes: Option<&CStr>) -> String {
+    bytes
+        .map(|c| String::from_utf8_lossy(c.to_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
+pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) -> PamResultCode {
+    let (options, problems) = args::parse(raw_args);
+    // The user name: pam_get_user may prompt for it; a name that is not
+    // UTF-8 cannot be anyone twofold knows.
+    let user = match pamh.get_user(None) {
+        Ok(user) => Ok(user),
+        Err(PamResultCode::PAM_SYSTEM_ERR) => match pamh.get_item::<User>() {
+            Ok(Some(raw)) => Err(twofold_protocol::user::loggable(raw.0.to_bytes())),
+            _ => return PamResultCode::PAM_SYSTEM_ERR,
+        },
+        Err(code) => return code,
+    };
+    let service = item_text(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
+    let rhost = item_text(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0));
+    let mut host = PamHost {
+        pamh,
+        silent: flags & PAM_SILENT != 0,
+        debug: options.debug,
+    };
+    for problem in problems {
+        host.log(authenticate::Priority::Error, &problem);
+    }
+    let login = Login {
+        user,
+        service,
+        rhost,
+    };
+    zbus::block_on(authenticate::run(
+        &mut host,
+        &options,
+        &login,
+        authenticate::connect,
+    ))
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages twofold builds and tests with, if missing.
+# Usage: scripts/install-deps.sh [build|test|bench]
+set -euo pipefail
+
+build=(libpam0g-dev pkg-config)
+runtime=(dbus dbus-bin oathtool passwd util-linux)
+bench=(libpam-google-authenticator libpam-oath libnss-wrapper)
+
+case "${1:-test}" in
+  build) wanted=("${build[@]}") ;;
+  test) wanted=("${build[@]}" "${runtime[@]}") ;;
+  bench) wanted=("${build[@]}" "${runtime[@]}" "${bench[@]}") ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "twofold needs these Debian packages: ${missing[*]}" >&2
+  echo "Run as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "Installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

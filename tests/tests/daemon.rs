@@ -1,0 +1,107 @@
+//! twofoldd as an administrator meets it: configuration errors and start-up checks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use twofold_e2e::*;
+
+fn twofoldd_with_config(text: &str) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("twofold.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(artifacts().twofoldd())
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+        .output()
+        .unwrap();
+    (out, dir)
+}
+
+#[test]
+fn malformed_config_stops_the_daemon_with_file_line_and_reason() {
+    for (text, line, words) in [
+        ("[totp]\ndigits = \"six\"\n", 2, "invalid type"),
+        ("[totp]\ndigits = 12\n", 2, "totp.digits must be 6, 7 or 8"),
+        (
+            "admin_group = \"x\"\n[throttle]\nfree_failure = 3\n",
+            3,
+            "unknown field",
+        ),
+        ("state_dir = /var\n", 1, ""),
+    ] {
+        let (out, dir) = twofoldd_with_config(text);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        let expected = format!("{}:{line}:", dir.path().join("twofold.toml").display());
+        assert!(
+            err.contains(&expected) && err.contains(words),
+            "{text:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_named_config_that_is_missing_is_an_error() {
+    let out = Command::new(artifacts().twofoldd())
+        .args(["--config", "/nonexistent/twofold.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/twofold.toml: cannot read")
+    );
+}
+
+#[test]
+fn valid_config_is_accepted() {
+    let (out, _dir) = twofoldd_with_config("[totp]\nissuer = \"Example Corp\"\nwindow = 0\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Example Corp"));
+}
+
+#[test]
+fn refuses_a_state_directory_that_is_a_symlink() {
+    let bus = Bus::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let config = dir.path().join("twofold.toml");
+    std::fs::write(&config, format!("state_dir = \"{}\"\n", link.display())).unwrap();
+    let out = bus
+        .command(artifacts().twofoldd())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unsafe state directory"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn daemon_without_a_bus_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("twofold.toml");
+    std::fs::write(
+        &config,
+        format!("state_dir = \"{}\"\n", dir.path().join("state").display()),
+    )
+    .unwrap();
+    let out = Command::new(artifacts().twofoldd())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot serve on the system bus"));
+}

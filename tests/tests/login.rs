@@ -1,0 +1,511 @@
+//! Enroll with `twofold setup` and log in through real libpam, against a real
+//! twofoldd on a private bus that loads the shipped D-Bus policy. Codes come
+//! from oathtool. Each test has its own bus, daemon and state directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+use twofold_e2e::*;
+
+const ALICE: &str = "tf-alice";
+const BOB: &str = "tf-bob";
+const CAROL: &str = "tf-carol";
+
+struct World {
+    bus: Bus,
+    daemon: Daemon,
+    pam: PamService,
+}
+
+fn world(extra_config: &str, module_args: &str) -> World {
+    for user in [ALICE, BOB, CAROL] {
+        test_user(user).unwrap();
+    }
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start(&bus, extra_config).unwrap();
+    let pam = PamService::new(module_args).unwrap();
+    World { bus, daemon, pam }
+}
+
+fn line(code: &str) -> Vec<u8> {
+    format!("{code}\n").into_bytes()
+}
+
+fn status_json(w: &World, user: &str) -> String {
+    let out = output({
+        let mut c = w.bus.command_as(user, artifacts().twofold());
+        c.args(["status", "--json"]);
+        c
+    })
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn enroll_then_log_in_with_a_code_from_oathtool() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    assert!(
+        e.uri.starts_with("otpauth://totp/twofold:tf-alice%40"),
+        "{}",
+        e.uri
+    );
+    for part in ["issuer=twofold", "algorithm=SHA1", "digits=6", "period=30"] {
+        assert!(e.uri.contains(part), "{} lacks {part}", e.uri);
+    }
+    assert_eq!(e.secret.len(), 32, "160-bit secret in base32");
+    assert_eq!(e.backup_codes.len(), 10);
+    let status = status_json(&w, ALICE);
+    assert!(
+        status.contains("\"enrolled\":true") && status.contains("\"backup_codes_left\":10"),
+        "{status}"
+    );
+
+    let ok = w
+        .pam
+        .login(&w.bus, ALICE, &line(&oathtool(&e.secret, 0).unwrap()))
+        .unwrap();
+    assert_eq!(ok.code, pam::SUCCESS, "{ok:?}");
+    assert!(ok.stderr.contains("Verification code: "), "{ok:?}");
+    assert!(w.daemon.log().contains(
+        "login user=tf-alice service=twofold-test rhost=192.0.2.10 outcome=accepted-totp"
+    ));
+}
+
+#[test]
+fn wrong_code_is_refused() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let right = oathtool(&e.secret, 0).unwrap();
+    let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let r = w.pam.login(&w.bus, ALICE, &line(&wrong)).unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    assert!(r.stderr.contains("Wrong code."), "{r:?}");
+}
+
+#[test]
+fn replayed_code_is_refused_also_after_a_daemon_restart() {
+    let mut w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    // The code that confirmed the enrollment cannot log in.
+    let confirming = oathtool(&e.secret, -1).unwrap();
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&confirming)).unwrap().code,
+        pam::AUTH_ERR
+    );
+
+    let code = oathtool(&e.secret, 0).unwrap();
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&code)).unwrap().code,
+        pam::SUCCESS
+    );
+    let again = w.pam.login(&w.bus, ALICE, &line(&code)).unwrap();
+    assert_eq!(again.code, pam::AUTH_ERR);
+    assert!(again.stderr.contains("already used"), "{again:?}");
+
+    w.daemon.restart().unwrap();
+    let after_restart = w.pam.login(&w.bus, ALICE, &line(&code)).unwrap();
+    assert_eq!(after_restart.code, pam::AUTH_ERR, "{after_restart:?}");
+    // Killed with SIGKILL right after a success: the step was durable before the answer.
+    let next = oathtool(&e.secret, 1).unwrap();
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&next)).unwrap().code,
+        pam::SUCCESS
+    );
+    w.daemon.kill();
+    w.daemon.restart().unwrap();
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&next)).unwrap().code,
+        pam::AUTH_ERR
+    );
+}
+
+#[test]
+fn codes_two_steps_away_are_refused() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    wait_for_step_margin(5);
+    for steps in [-2, 2, 3, -10] {
+        let r = w
+            .pam
+            .login(&w.bus, ALICE, &line(&oathtool(&e.secret, steps).unwrap()))
+            .unwrap();
+        assert_eq!(r.code, pam::AUTH_ERR, "{steps} steps away: {r:?}");
+    }
+    let unlock = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "unlock", ALICE]);
+        c
+    })
+    .unwrap();
+    assert!(unlock.status.success());
+    assert_eq!(
+        w.pam
+            .login(&w.bus, ALICE, &line(&oathtool(&e.secret, 1).unwrap()))
+            .unwrap()
+            .code,
+        pam::SUCCESS
+    );
+}
+
+#[test]
+fn backup_code_works_once() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let code = &e.backup_codes[0];
+    assert!(
+        code.len() == 11 && code.as_bytes()[5] == b'-',
+        "shown as xxxxx-xxxxx: {code}"
+    );
+    let first = w.pam.login(&w.bus, ALICE, &line(code)).unwrap();
+    assert_eq!(first.code, pam::SUCCESS, "{first:?}");
+    assert!(first.stdout.contains("9 backup codes left"), "{first:?}");
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(code)).unwrap().code,
+        pam::AUTH_ERR
+    );
+    // Typed without the dash and in capitals, another code still works.
+    let typed = e.backup_codes[1].replace('-', "").to_uppercase();
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&typed)).unwrap().code,
+        pam::SUCCESS
+    );
+    assert!(status_json(&w, ALICE).contains("\"backup_codes_left\":8"));
+}
+
+#[test]
+fn racing_logins_with_one_backup_code_let_exactly_one_in() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let code = e.backup_codes[2].clone();
+    let results: Vec<i32> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| w.pam.login(&w.bus, ALICE, &line(&code)).unwrap().code))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|&&c| c == pam::SUCCESS).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|&c| c == pam::SUCCESS || c == pam::AUTH_ERR),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn throttling_engages_and_a_success_resets_it() {
+    let w = world(
+        "[throttle]\nfree_failures = 2\nbase_delay_secs = 3\nmax_delay_secs = 3\n",
+        "",
+    );
+    let e = enroll(&w.bus, ALICE).unwrap();
+    wait_for_step_margin(12);
+    for _ in 0..3 {
+        assert_eq!(
+            w.pam.login(&w.bus, ALICE, &line("000000")).unwrap().code,
+            pam::AUTH_ERR
+        );
+    }
+    // Now even the right code is not checked, and no prompt is shown.
+    let right = oathtool(&e.secret, 0).unwrap();
+    let held = w.pam.login(&w.bus, ALICE, &line(&right)).unwrap();
+    assert_eq!(held.code, pam::AUTH_ERR);
+    assert!(
+        held.stderr.contains("Too many wrong codes") && !held.stderr.contains("Verification code"),
+        "{held:?}"
+    );
+    assert!(status_json(&w, ALICE).contains("\"consecutive_failures\":3"));
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&right)).unwrap().code,
+        pam::SUCCESS
+    );
+    assert!(status_json(&w, ALICE).contains("\"consecutive_failures\":0"));
+    assert!(w.daemon.log().contains("outcome=throttled"));
+}
+
+#[test]
+fn admin_unlock_ends_a_lockout_and_is_refused_to_users() {
+    let w = world("[throttle]\nfree_failures = 0\nbase_delay_secs = 600\n", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line("000000")).unwrap().code,
+        pam::AUTH_ERR
+    );
+    let right = oathtool(&e.secret, 0).unwrap();
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&right)).unwrap().code,
+        pam::AUTH_ERR
+    );
+
+    let mut by_bob = w.bus.command_as(BOB, artifacts().twofold());
+    by_bob.args(["admin", "unlock", ALICE]);
+    let refused = output(by_bob).unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Only root"),
+        "{refused:?}"
+    );
+
+    let mut by_root = w.bus.command(artifacts().twofold());
+    by_root.args(["admin", "unlock", ALICE]);
+    assert!(output(by_root).unwrap().status.success());
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&right)).unwrap().code,
+        pam::SUCCESS
+    );
+    assert!(
+        w.daemon
+            .log()
+            .contains("admin-unlock user=tf-alice admin_uid=0")
+    );
+}
+
+#[test]
+fn user_not_enrolled_gets_the_notice() {
+    let w = world("", "");
+    let r = w.pam.login(&w.bus, CAROL, b"").unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    assert!(r.stdout.contains("twofold setup"), "{r:?}");
+    assert!(
+        !r.stderr.contains("Verification code"),
+        "not prompted: {r:?}"
+    );
+}
+
+#[test]
+fn daemon_down_refuses_with_failmode_secure_and_allows_with_safe() {
+    let mut w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    w.daemon.kill();
+    let code = oathtool(&e.secret, 0).unwrap();
+    let secure = w.pam.login(&w.bus, ALICE, &line(&code)).unwrap();
+    assert_eq!(secure.code, pam::AUTHINFO_UNAVAIL, "{secure:?}");
+    assert!(secure.stderr.contains("not available"), "{secure:?}");
+    let explicit = PamService::new("failmode=secure")
+        .unwrap()
+        .login(&w.bus, ALICE, &line(&code))
+        .unwrap();
+    assert_eq!(explicit.code, pam::AUTHINFO_UNAVAIL);
+    let safe = PamService::new("failmode=safe")
+        .unwrap()
+        .login(&w.bus, ALICE, &line(&code))
+        .unwrap();
+    assert_eq!(safe.code, pam::SUCCESS, "{safe:?}");
+    // No bus at all behaves the same.
+    drop(w.daemon);
+    drop(w.bus);
+    let bus = Bus::start().unwrap();
+    let none = PamService::new("")
+        .unwrap()
+        .login(&bus, ALICE, &line(&code))
+        .unwrap();
+    assert_eq!(none.code, pam::AUTHINFO_UNAVAIL);
+}
+
+#[test]
+fn a_user_cannot_verify_another_users_code_but_may_verify_their_own() {
+    let w = world("", "");
+    let alice = enroll(&w.bus, ALICE).unwrap();
+    let bob = enroll(&w.bus, BOB).unwrap();
+    let code = oathtool(&alice.secret, 0).unwrap();
+    let r = w.pam.login_as(&w.bus, BOB, ALICE, &line(&code)).unwrap();
+    assert_eq!(r.code, pam::CRED_INSUFFICIENT, "{r:?}");
+    assert!(
+        w.daemon.log().contains("access-denied caller_uid="),
+        "{}",
+        w.daemon.log()
+    );
+    // The refused attempt did not spend alice's code.
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&code)).unwrap().code,
+        pam::SUCCESS
+    );
+    // A screen locker running as bob checks bob.
+    let own = w
+        .pam
+        .login_as(&w.bus, BOB, BOB, &line(&oathtool(&bob.secret, 0).unwrap()))
+        .unwrap();
+    assert_eq!(own.code, pam::SUCCESS, "{own:?}");
+
+    // Straight on the bus, naming alice as bob: every per-user method refuses.
+    for (method, args) in [
+        (
+            "Verify",
+            vec!["string:tf-alice", "string:123456", "string:x", "string:y"],
+        ),
+        (
+            "BeginLogin",
+            vec!["string:tf-alice", "string:x", "string:y"],
+        ),
+        ("AdminStatus", vec!["string:tf-alice"]),
+        ("AdminUnlock", vec!["string:tf-alice"]),
+    ] {
+        let mut c = w.bus.command_as(BOB, "dbus-send");
+        c.args([
+            "--system",
+            "--print-reply",
+            "--dest=org.twofold.Twofold1",
+            "/org/twofold/Twofold1",
+        ])
+        .arg(format!("org.twofold.Twofold1.{method}"))
+        .args(args);
+        let out = output(c).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("org.twofold.Error.AccessDenied"),
+            "{method}: {err}"
+        );
+    }
+}
+
+#[test]
+fn secrets_are_root_only_and_a_user_enrolls_only_themselves() {
+    let w = world("", "");
+    enroll(&w.bus, ALICE).unwrap();
+    let state = w.daemon.state_dir();
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.mode() & 0o777)
+    };
+    assert_eq!(mode(&state), (0, 0o700));
+    assert_eq!(mode(&state.join("users")), (0, 0o700));
+    assert_eq!(mode(&state.join("users/tf-alice.enrollment")), (0, 0o600));
+    assert_eq!(mode(&state.join("users/tf-alice.journal")), (0, 0o600));
+    let mut cat = w.bus.command_as(BOB, "cat");
+    cat.arg(state.join("users/tf-alice.enrollment"));
+    let out = output(cat).unwrap();
+    assert!(!out.status.success(), "bob read alice's secret");
+
+    // Bob's setup enrolls bob, whatever he wishes; alice is untouched.
+    let before = std::fs::read(state.join("users/tf-alice.enrollment")).unwrap();
+    enroll(&w.bus, BOB).unwrap();
+    assert!(status_json(&w, BOB).contains("\"user\":\"tf-bob\""));
+    assert_eq!(
+        std::fs::read(state.join("users/tf-alice.enrollment")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn bad_code_input_gets_a_clear_refusal_and_costs_no_attempt() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let long = vec![b'1'; 10_000];
+    let cases: [(&str, &[u8]); 6] = [
+        ("empty", b"\n"),
+        ("non-digit", b"12a456\n"),
+        ("too short", b"12345\n"),
+        ("long", &long),
+        ("not UTF-8", b"\xff\xfe\xfd123\n"),
+        ("control characters", b"12\x1b[2J3456\n"),
+    ];
+    for (what, input) in cases {
+        let r = w.pam.login(&w.bus, ALICE, input).unwrap();
+        assert_eq!(r.code, pam::AUTH_ERR, "{what}: {r:?}");
+        assert!(r.stderr.contains("authenticator app"), "{what}: {r:?}");
+    }
+    assert!(status_json(&w, ALICE).contains("\"consecutive_failures\":0"));
+    // The conversation ending without an answer is a conversation error.
+    let eof = w.pam.login(&w.bus, ALICE, b"").unwrap();
+    assert_eq!(eof.code, pam::CONV_ERR, "{eof:?}");
+    assert_eq!(
+        w.pam
+            .login(&w.bus, ALICE, &line(&oathtool(&e.secret, 0).unwrap()))
+            .unwrap()
+            .code,
+        pam::SUCCESS
+    );
+}
+
+#[test]
+fn odd_user_names_are_unknown_users() {
+    use std::os::unix::ffi::OsStrExt;
+    let w = world("", "");
+    for name in [
+        "tf-nobody-here",
+        "../../etc/shadow",
+        "a b",
+        "-rf",
+        &"x".repeat(300),
+    ] {
+        let r = w.pam.login(&w.bus, name, b"123456\n").unwrap();
+        assert_eq!(r.code, pam::USER_UNKNOWN, "{name:?}: {r:?}");
+    }
+    let non_utf8 = std::ffi::OsStr::from_bytes(b"tf-\xff\xfe");
+    assert_eq!(
+        w.pam.login(&w.bus, non_utf8, b"123456\n").unwrap().code,
+        pam::USER_UNKNOWN
+    );
+}
+
+#[test]
+fn no_thread_is_left_in_the_host_after_pam_end() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let (r, before, after) = w
+        .pam
+        .login_counting_threads(&w.bus, ALICE, &line(&oathtool(&e.secret, 0).unwrap()))
+        .unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    assert_eq!(before, after, "threads before pam_start and after pam_end");
+}
+
+#[test]
+fn backup_codes_can_be_replaced_after_a_code() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+    c.arg("backup-codes");
+    let r = run_with_input(c, &line(&oathtool(&e.secret, 0).unwrap())).unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    let new: Vec<&str> = r.stdout.lines().filter(|l| l.len() == 11).collect();
+    assert_eq!(new.len(), 10, "{r:?}");
+    assert_eq!(
+        w.pam
+            .login(&w.bus, ALICE, &line(&e.backup_codes[0]))
+            .unwrap()
+            .code,
+        pam::AUTH_ERR
+    );
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(new[0])).unwrap().code,
+        pam::SUCCESS
+    );
+}
+
+#[test]
+fn no_code_or_secret_reaches_the_log() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let code = oathtool(&e.secret, 0).unwrap();
+    w.pam.login(&w.bus, ALICE, &line(&code)).unwrap();
+    w.pam
+        .login(&w.bus, ALICE, &line(&e.backup_codes[0]))
+        .unwrap();
+    w.pam.login(&w.bus, ALICE, b"999999\n").unwrap();
+    let log = w.daemon.log();
+    assert!(log.contains("outcome=accepted-backup-code"), "{log}");
+    let confirming = oathtool(&e.secret, -1).unwrap();
+    let plain_backup = e.backup_codes[0].replace('-', "");
+    for secret in [
+        e.secret.as_str(),
+        &code,
+        &confirming,
+        &e.backup_codes[0],
+        &plain_backup,
+        "999999",
+    ] {
+        assert!(!log.contains(secret), "log holds {secret}");
+    }
+}
