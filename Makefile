@@ -1,7 +1,7 @@
 # twofold — the two commands of the README, and the pieces they are made of.
 CARGO ?= cargo
 
-.PHONY: all deps build test lint demo clean
+.PHONY: all deps build test lint demo bench clean
 
 all: build
 
@@ -26,6 +26,13 @@ test: deps lint
 demo: deps
 	$(CARGO) build --workspace
 	target/debug/twofold-demo
+
+# The cost of one verification through the PAM module (release build; not
+# part of the test suite). TWOFOLD_BENCH_LOGINS=N changes the number of logins.
+bench:
+	scripts/install-deps.sh bench
+	$(CARGO) build --release --workspace
+	target/release/twofold-bench
 
 clean:
 	$(CARGO) clean

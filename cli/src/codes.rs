@@ -5,6 +5,7 @@ use std::fs::OpenOptions;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use twofold_protocol::code::display_backup;
 
 use anyhow::{Context, bail};
 use twofold_protocol::SecretString;
@@ -29,14 +30,6 @@ pub fn regenerate(file: Option<PathBuf>) -> anyhow::Result<()> {
     present(&codes, file, io::stdout().is_terminal())
 }
 
-/// A code as the user sees it: `abcde-fghjk`.
-pub fn display(code: &str) -> Zeroizing<String> {
-    Zeroizing::new(match code.split_at_checked(code.len() / 2) {
-        Some((a, b)) => format!("{a}-{b}"),
-        None => code.to_owned(),
-    })
-}
-
 /// Show the codes (and save them if asked). Off a terminal: one code a line
 /// on stdout and nothing else, for scripts.
 pub fn present(
@@ -47,7 +40,7 @@ pub fn present(
     if !interactive {
         let mut out = io::stdout().lock();
         for code in codes {
-            writeln!(out, "{}", *display(code.expose()))?;
+            writeln!(out, "{}", *display_backup(code.expose()))?;
         }
         out.flush()?;
         if let Some(path) = file {
@@ -65,7 +58,7 @@ pub fn present(
          if you lose your phone. They are shown only now; keep them somewhere safe.\n"
     )?;
     for (i, code) in codes.iter().enumerate() {
-        writeln!(out, "  {:>2}. {}", i + 1, *display(code.expose()))?;
+        writeln!(out, "  {:>2}. {}", i + 1, *display_backup(code.expose()))?;
     }
     writeln!(out)?;
     drop(out);
@@ -129,7 +122,7 @@ pub fn ensure_absent(path: &Path) -> anyhow::Result<()> {
 pub fn write_file(path: &Path, codes: &[SecretString]) -> anyhow::Result<()> {
     let mut text = Zeroizing::new(String::new());
     for code in codes {
-        text.push_str(&display(code.expose()));
+        text.push_str(&display_backup(code.expose()));
         text.push('\n');
     }
     let mut file = OpenOptions::new()
@@ -183,19 +176,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
-    }
-
-    #[test]
-    fn displays_codes_split_in_the_middle() {
-        assert_eq!(display("abcdefghjk").as_str(), "abcde-fghjk");
-        assert_eq!(display("0123456789").as_str(), "01234-56789");
-        assert_eq!(display("").as_str(), "-");
-    }
-
-    #[test]
-    fn display_does_not_panic_on_odd_input() {
-        // Not a code the daemon sends, but it must not split a character.
-        assert_eq!(display("éa").as_str(), "éa");
     }
 
     #[test]

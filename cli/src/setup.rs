@@ -10,7 +10,7 @@ use qrcode::render::unicode::Dense1x2;
 use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, TwofoldProxy};
 use zeroize::Zeroizing;
 
-use crate::{bus, codes, prompt, status};
+use crate::{bus, codes, prompt};
 
 /// Codes the user may type before giving up. The daemon forgets the offer
 /// after its own limit of wrong codes, whichever comes first.
@@ -86,7 +86,7 @@ fn show_offer(offer: &EnrollmentOffer) -> anyhow::Result<()> {
     writeln!(
         out,
         "Then type the code your app shows, within {}. Nothing is stored until then.",
-        status::human_duration(offer.expires_in_secs)
+        twofold_protocol::text::human_duration(offer.expires_in_secs)
     )?;
     out.flush()?;
     Ok(())

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use twofold_protocol::text::human_duration;
 
 use twofold_protocol::UserStatus;
 
@@ -104,16 +105,6 @@ fn json_string(value: &str) -> String {
     out
 }
 
-/// The same wording the daemon uses in its messages.
-pub fn human_duration(secs: u64) -> String {
-    let (n, unit) = match secs {
-        0..=119 => (secs.max(1), "second"),
-        120..=7199 => (secs.div_ceil(60), "minute"),
-        _ => (secs.div_ceil(3600), "hour"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,13 +161,5 @@ mod tests {
         assert_eq!(json_string("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(json_string("x\ny\u{1}"), r#""x\ny\u0001""#);
         assert_eq!(json_string("dé@corp"), "\"dé@corp\"");
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human_duration(0), "1 second");
-        assert_eq!(human_duration(30), "30 seconds");
-        assert_eq!(human_duration(600), "10 minutes");
-        assert_eq!(human_duration(86_400), "24 hours");
     }
 }

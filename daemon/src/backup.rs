@@ -83,12 +83,6 @@ pub fn generate(
     ))
 }
 
-/// How a code is shown to people: `abcde-fghjk`.
-pub fn display(code: &str) -> String {
-    let (a, b) = code.split_at(code.len() / 2);
-    format!("{a}-{b}")
-}
-
 impl BackupSet {
     /// Index of the unused code matching `candidate` (normalized), if any.
     /// Every unused hash is compared, in constant time.
@@ -132,7 +126,10 @@ mod tests {
         assert_eq!(codes.len(), 10);
         assert_eq!(set.remaining(), 10);
         for (i, code) in codes.iter().enumerate() {
-            let parsed = twofold_protocol::code::parse(display(code.expose()).as_bytes()).unwrap();
+            let parsed = twofold_protocol::code::parse(
+                twofold_protocol::code::display_backup(code.expose()).as_bytes(),
+            )
+            .unwrap();
             assert!(matches!(parsed, twofold_protocol::code::Code::Backup(_)));
             assert_eq!(set.find(parsed.as_str()).unwrap(), Some(i));
         }

@@ -7,12 +7,13 @@ use crate::config::Config;
 use crate::store::{
     ENROLLMENT_VERSION, Enrollment, Event, FileStore, Loaded, SecretBytes, StoreError,
 };
-use crate::throttle::{self, human_duration};
+use crate::throttle;
 use crate::totp::{self, TotpCheck, TotpParams};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use twofold_protocol::code::{self, Code};
+use twofold_protocol::text::human_duration;
 use twofold_protocol::{
     EnrollmentOffer, LoginAction, LoginPlan, SecretString, TwofoldError, UserStatus, VerifyOutcome,
     VerifyReply,

@@ -124,7 +124,7 @@ fn the_confirming_code_cannot_be_replayed_at_login() {
 fn backup_codes_work_once() {
     let (_d, e) = engine();
     let (_, codes) = enroll(&e);
-    let code = backup::display(codes[3].expose());
+    let code = twofold_protocol::code::display_backup(codes[3].expose());
     let r = e.verify("alice", &code, &ctx(), T0).unwrap();
     assert_eq!(r.outcome, VerifyOutcome::AcceptedBackupCode);
     assert!(r.message.contains("9 backup codes left"), "{}", r.message);

@@ -24,16 +24,6 @@ pub fn retry_after(cfg: &ThrottleConfig, failures: u32, last_failure: u64, now: 
     allowed_at.saturating_sub(now)
 }
 
-/// "5 seconds", "3 minutes", "2 hours": for messages.
-pub fn human_duration(secs: u64) -> String {
-    let (n, unit) = match secs {
-        0..=119 => (secs.max(1), "second"),
-        120..=7199 => (secs.div_ceil(60), "minute"),
-        _ => (secs.div_ceil(3600), "hour"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
-
 /// An attacker who guesses as soon as the throttle allows, for `horizon_secs`,
 /// while the account owner logs in successfully every `reset_every_secs`
 /// (resetting the count; `None`: never). Returns the number of guesses.
@@ -107,13 +97,5 @@ mod tests {
         let daily = guesses_within(&cfg, TEN_YEARS, Some(86_400));
         let p_daily = success_probability(daily, P_SIX_DIGITS_WINDOW_1);
         assert!(p_daily < 0.5, "{daily} guesses, p = {p_daily}");
-    }
-
-    #[test]
-    fn human_durations_read_well() {
-        assert_eq!(human_duration(0), "1 second");
-        assert_eq!(human_duration(30), "30 seconds");
-        assert_eq!(human_duration(1800), "30 minutes");
-        assert_eq!(human_duration(86_400), "24 hours");
     }
 }

@@ -76,6 +76,14 @@ impl std::fmt::Debug for Code {
     }
 }
 
+/// A backup code as people see it: `abcde-fghjk`.
+pub fn display_backup(code: &str) -> Zeroizing<String> {
+    Zeroizing::new(match code.split_at_checked(code.len() / 2) {
+        Some((a, b)) => format!("{a}-{b}"),
+        None => code.to_owned(),
+    })
+}
+
 /// Parse what the user typed. Spaces and dashes are separators ("123 456",
 /// "abcde-fghij"); case is ignored.
 pub fn parse(input: &[u8]) -> Result<Code, CodeError> {
@@ -140,6 +148,18 @@ mod tests {
         assert_eq!(parse(b"abcdefghil"), Err(CodeError::Malformed)); // 'i', 'l' not in the alphabet
         assert_eq!(parse(&[b'1'; MAX_INPUT_LEN + 1]), Err(CodeError::TooLong));
         assert_eq!(parse(&[b'1'; 100_000]), Err(CodeError::TooLong));
+    }
+
+    #[test]
+    fn backup_codes_are_shown_split_in_the_middle_and_parse_back() {
+        assert_eq!(display_backup("abcdefghjk").as_str(), "abcde-fghjk");
+        assert_eq!(
+            parse(display_backup("0123456789").as_bytes())
+                .unwrap()
+                .as_str(),
+            "0123456789"
+        );
+        assert_eq!(display_backup("éa").as_str(), "éa"); // never splits a character
     }
 
     #[test]

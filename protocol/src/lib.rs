@@ -5,6 +5,7 @@
 
 pub mod code;
 mod secret;
+pub mod text;
 pub mod user;
 
 use serde::{Deserialize, Serialize};

@@ -180,12 +180,18 @@ pub struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
     bus_address: String,
+    env: Vec<(String, String)>,
     pub config_path: PathBuf,
 }
 
 impl Daemon {
     /// Start with `extra_config` appended to a config that sets the state directory.
     pub fn start(bus: &Bus, extra_config: &str) -> Result<Daemon> {
+        Self::start_with_env(bus, extra_config, &[])
+    }
+
+    /// The same, with extra environment variables for twofoldd (e.g. nss_wrapper).
+    pub fn start_with_env(bus: &Bus, extra_config: &str, env: &[(&str, &str)]) -> Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("twofold-daemon-")
             .tempdir()?;
@@ -195,10 +201,15 @@ impl Daemon {
             &config_path,
             format!("state_dir = \"{}\"\n{extra_config}", state.display()),
         )?;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut d = Daemon {
             child: None,
             dir,
             bus_address: bus.address.clone(),
+            env,
             config_path,
         };
         d.spawn()?;
@@ -229,6 +240,7 @@ impl Daemon {
             .arg(&self.config_path)
             .arg("--log-stderr")
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -256,6 +268,10 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn restart(&mut self) -> Result<()> {

@@ -1,0 +1,25 @@
+//! Wording shared by the daemon's messages and the command's output.
+
+/// "5 seconds", "3 minutes", "2 hours".
+pub fn human_duration(secs: u64) -> String {
+    let (n, unit) = match secs {
+        0..=119 => (secs.max(1), "second"),
+        120..=7199 => (secs.div_ceil(60), "minute"),
+        _ => (secs.div_ceil(3600), "hour"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_read_well() {
+        assert_eq!(human_duration(0), "1 second");
+        assert_eq!(human_duration(30), "30 seconds");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(1800), "30 minutes");
+        assert_eq!(human_duration(86_400), "24 hours");
+    }
+}
