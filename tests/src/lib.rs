@@ -135,6 +135,8 @@ impl Bus {
             .arg("--nopidfile")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            // Its warnings (e.g. it cannot raise the fd limit) go to a file, not the terminal.
+            .stderr(std::fs::File::create(dir.path().join("dbus-daemon.log"))?)
             .spawn()
             .context("starting dbus-daemon (apt-get install dbus)")?;
         wait_for("the private bus socket", Duration::from_secs(10), || {
