@@ -12,6 +12,9 @@ use twofold_protocol::{
 use zeroize::Zeroizing;
 
 pub const PROMPT: &str = "Verification code: ";
+/// The system bus. `DBUS_SYSTEM_BUS_ADDRESS` replaces it only for a host that
+/// is not running setuid (tests, the demo), see [`bus_address`].
+pub const SYSTEM_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
 /// Longest wait for one daemon call; a hung daemon counts as unreachable.
 const METHOD_TIMEOUT: Duration = Duration::from_secs(20);
 const UNAVAILABLE_MESSAGE: &str = "The two-factor verification service is not available, so you cannot log in now. \
@@ -61,8 +64,18 @@ pub struct BusDaemon {
     proxy: TwofoldProxy<'static>,
 }
 
-pub async fn connect() -> zbus::Result<BusDaemon> {
-    let conn = zbus::connection::Builder::system()
+/// The bus to use. Under setuid (`su`, `sudo`) the environment is the
+/// invoking user's, who could point it at a bus where their own program
+/// answers as twofoldd; libdbus and sd-bus ignore the variable there too.
+pub fn bus_address(secure_execution: bool, from_env: Option<std::ffi::OsString>) -> String {
+    match from_env.and_then(|v| v.into_string().ok()) {
+        Some(address) if !secure_execution && !address.is_empty() => address,
+        _ => SYSTEM_BUS_ADDRESS.to_string(),
+    }
+}
+
+pub async fn connect(address: &str) -> zbus::Result<BusDaemon> {
+    let conn = zbus::connection::Builder::address(address)
         .method_timeout(METHOD_TIMEOUT)
         .build()
         .await?;
@@ -133,12 +146,16 @@ pub async fn run<H: Host, D: Daemon>(
     };
     let plan = match daemon.begin_login(user, &login.service, &login.rhost).await {
         Ok(plan) => plan,
-        Err(e) => return refused_by(host, options, user, e),
+        // The bus answered that nobody owns the name: no daemon to ask.
+        Err(TwofoldError::ZBus(e)) if no_daemon(&e) => return unreachable(host, options, user, &e),
+        Err(e) => return refused_by(host, e),
     };
     match plan.action {
         LoginAction::AllowNotEnrolled => {
+            // No code was verified, so this module must not be the one that
+            // grants access: IGNORE leaves the decision to the rest of the stack.
             host.show(Shown::Info, &plan.message);
-            return PamResultCode::PAM_SUCCESS;
+            return PamResultCode::PAM_IGNORE;
         }
         LoginAction::Throttled => {
             host.show(Shown::Error, &plan.message);
@@ -168,12 +185,14 @@ pub async fn run<H: Host, D: Daemon>(
         }
     };
     drop(answer);
+    // Once the daemon has been asked, any failure refuses, even with
+    // failmode=safe: a slow or dying daemon must not open the door.
     let reply = match daemon
         .verify(user, code.as_str(), &login.service, &login.rhost)
         .await
     {
         Ok(reply) => reply,
-        Err(e) => return refused_by(host, options, user, e),
+        Err(e) => return refused_by(host, e),
     };
     host.log(
         Priority::Debug,
@@ -181,9 +200,14 @@ pub async fn run<H: Host, D: Daemon>(
     );
     match reply.outcome {
         VerifyOutcome::Accepted => PamResultCode::PAM_SUCCESS,
-        VerifyOutcome::AcceptedBackupCode | VerifyOutcome::NotEnrolled => {
+        VerifyOutcome::AcceptedBackupCode => {
             host.show(Shown::Info, &reply.message);
             PamResultCode::PAM_SUCCESS
+        }
+        // Enrollment removed between the two calls: as for any user not enrolled.
+        VerifyOutcome::NotEnrolled => {
+            host.show(Shown::Info, &reply.message);
+            PamResultCode::PAM_IGNORE
         }
         VerifyOutcome::Wrong | VerifyOutcome::Replayed | VerifyOutcome::Throttled => {
             host.show(Shown::Error, &reply.message);
@@ -192,19 +216,14 @@ pub async fn run<H: Host, D: Daemon>(
     }
 }
 
-/// The daemon answered with an error, or could not be reached.
-fn refused_by<H: Host>(
-    host: &mut H,
-    options: &Options,
-    user: &str,
-    error: TwofoldError,
-) -> PamResultCode {
+/// The daemon answered with an error, or the call failed after it was made:
+/// the login is refused whatever the failmode.
+fn refused_by<H: Host>(host: &mut H, error: TwofoldError) -> PamResultCode {
     match error {
-        TwofoldError::ZBus(e) if is_unreachable(&e) => unreachable(host, options, user, &e),
         TwofoldError::ZBus(e) => {
             host.log(
                 Priority::Error,
-                &format!("unexpected reply from twofoldd: {e}"),
+                &format!("twofoldd did not answer: {e}; refusing the login"),
             );
             host.show(Shown::Error, UNAVAILABLE_MESSAGE);
             PamResultCode::PAM_AUTH_ERR
@@ -244,6 +263,7 @@ fn unreachable<H: Host>(
             host.show(Shown::Error, UNAVAILABLE_MESSAGE);
             PamResultCode::PAM_AUTHINFO_UNAVAIL
         }
+        // IGNORE, not SUCCESS: the rest of the stack (the password) still decides.
         FailMode::Safe => {
             host.log(
                 Priority::Warning,
@@ -252,46 +272,23 @@ fn unreachable<H: Host>(
                     twofold_protocol::user::loggable(user.as_bytes())
                 ),
             );
-            PamResultCode::PAM_SUCCESS
+            PamResultCode::PAM_IGNORE
         }
     }
 }
 
-/// Errors that mean "no daemon to ask", as opposed to an answer.
-fn is_unreachable(error: &zbus::Error) -> bool {
+/// The bus's answer that no process owns twofoldd's name.
+fn no_daemon(error: &zbus::Error) -> bool {
     const NAMES: &[&str] = &[
         "org.freedesktop.DBus.Error.ServiceUnknown",
         "org.freedesktop.DBus.Error.NameHasNoOwner",
-        "org.freedesktop.DBus.Error.NoReply",
-        "org.freedesktop.DBus.Error.Disconnected",
-        "org.freedesktop.DBus.Error.NoServer",
-        "org.freedesktop.DBus.Error.Timeout",
-        "org.freedesktop.DBus.Error.TimedOut",
-        "org.freedesktop.DBus.Error.UnknownObject",
-        "org.freedesktop.DBus.Error.UnknownMethod",
-        "org.freedesktop.DBus.Error.UnknownInterface",
-        "org.freedesktop.DBus.Error.Spawn.ChildExited",
-        "org.freedesktop.DBus.Error.Spawn.ExecFailed",
-        "org.freedesktop.DBus.Error.Spawn.ServiceNotFound",
     ];
     match error {
-        zbus::Error::InputOutput(_) | zbus::Error::Address(_) | zbus::Error::Handshake(_) => true,
         zbus::Error::MethodError(name, _, _) => NAMES.contains(&name.as_str()),
         zbus::Error::FDO(e) => {
-            use zbus::fdo::Error as F;
             matches!(
                 **e,
-                F::ServiceUnknown(_)
-                    | F::NameHasNoOwner(_)
-                    | F::NoReply(_)
-                    | F::Disconnected(_)
-                    | F::NoServer(_)
-                    | F::Timeout(_)
-                    | F::TimedOut(_)
-                    | F::UnknownObject(_)
-                    | F::UnknownMethod(_)
-                    | F::UnknownInterface(_)
-                    | F::IOError(_)
+                zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
             )
         }
         _ => false,

@@ -62,6 +62,7 @@ impl Host for Scripted {
 #[derive(Default)]
 struct FakeDaemon {
     plan: Option<LoginPlan>,
+    plan_error: Option<fn() -> zbus::Error>,
     reply: Option<Result<VerifyReply, &'static str>>,
     verified: RefCell<Vec<String>>,
 }
@@ -73,6 +74,9 @@ impl Daemon for FakeDaemon {
         _service: &str,
         _rhost: &str,
     ) -> Result<LoginPlan, TwofoldError> {
+        if let Some(error) = self.plan_error {
+            return Err(TwofoldError::ZBus(error()));
+        }
         self.plan
             .clone()
             .ok_or_else(|| TwofoldError::UnknownUser("no such user".into()))
@@ -202,25 +206,6 @@ fn malformed_input_never_reaches_the_daemon() {
 }
 
 #[test]
-fn not_enrolled_gets_the_notice_and_no_prompt() {
-    let mut host = Scripted::new(vec![Step::Show(Shown::Info, "twofold setup")]);
-    let plan = Some(LoginPlan {
-        action: LoginAction::AllowNotEnrolled,
-        message: "Run `twofold setup`".into(),
-    });
-    let (code, _) = run_with(
-        &mut host,
-        &Options::default(),
-        &login("bob"),
-        FakeDaemon {
-            plan,
-            ..Default::default()
-        },
-    );
-    assert_eq!(code, PamResultCode::PAM_SUCCESS);
-}
-
-#[test]
 fn throttled_user_is_refused_without_a_prompt() {
     let mut host = Scripted::new(vec![Step::Show(Shown::Error, "Try again in")]);
     let plan = Some(LoginPlan {
@@ -282,64 +267,6 @@ fn unknown_and_odd_user_names() {
 }
 
 #[test]
-fn daemon_down_follows_failmode() {
-    let down = async || -> zbus::Result<FakeDaemon> {
-        Err(zbus::Error::InputOutput(std::sync::Arc::new(
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        )))
-    };
-    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
-    let code = zbus::block_on(run(&mut host, &Options::default(), &login("alice"), down));
-    assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
-
-    let safe = Options {
-        failmode: FailMode::Safe,
-        debug: false,
-    };
-    let mut host = Scripted::new(vec![]);
-    let code = zbus::block_on(run(&mut host, &safe, &login("alice"), down));
-    assert_eq!(code, PamResultCode::PAM_SUCCESS);
-    assert!(
-        host.logs
-            .iter()
-            .any(|(p, l)| *p == Priority::Warning && l.contains("WITHOUT a second factor"))
-    );
-}
-
-#[test]
-fn daemon_dying_mid_login_follows_failmode_and_errors_refuse() {
-    // Connection lost between the question and the verification.
-    let mut host = Scripted::new(vec![
-        Step::Prompt(PROMPT, Ok(b"123456")),
-        Step::Show(Shown::Error, "not available"),
-    ]);
-    let daemon = FakeDaemon {
-        plan: ask(),
-        reply: None,
-        ..Default::default()
-    };
-    let (code, _) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
-    assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
-
-    // An answer that is an error (unreadable state) refuses even with failmode=safe.
-    let safe = Options {
-        failmode: FailMode::Safe,
-        debug: false,
-    };
-    let mut host = Scripted::new(vec![
-        Step::Prompt(PROMPT, Ok(b"123456")),
-        Step::Show(Shown::Error, "administrator"),
-    ]);
-    let daemon = FakeDaemon {
-        plan: ask(),
-        reply: Some(Err("Ask your administrator.")),
-        ..Default::default()
-    };
-    let (code, _) = run_with(&mut host, &safe, &login("alice"), daemon);
-    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
-}
-
-#[test]
 fn backup_code_success_shows_what_is_left() {
     let mut host = Scripted::new(vec![
         Step::Prompt(PROMPT, Ok(b"ABCDE-FGHJK")),
@@ -356,4 +283,122 @@ fn backup_code_success_shows_what_is_left() {
     let (code, sent) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
     assert_eq!(code, PamResultCode::PAM_SUCCESS);
     assert_eq!(sent, ["abcdefghjk"]);
+}
+
+const SAFE: Options = Options {
+    failmode: FailMode::Safe,
+    debug: false,
+};
+
+fn io_error(kind: std::io::ErrorKind) -> zbus::Error {
+    zbus::Error::InputOutput(std::sync::Arc::new(std::io::Error::from(kind)))
+}
+
+fn name_has_no_owner() -> zbus::Error {
+    zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown(
+        "no twofoldd".into(),
+    )))
+}
+
+fn timed_out() -> zbus::Error {
+    io_error(std::io::ErrorKind::TimedOut)
+}
+
+#[test]
+fn not_enrolled_gets_the_notice_and_no_prompt() {
+    let mut host = Scripted::new(vec![Step::Show(Shown::Info, "twofold setup")]);
+    let plan = Some(LoginPlan {
+        action: LoginAction::AllowNotEnrolled,
+        message: "Run `twofold setup`".into(),
+    });
+    let (code, _) = run_with(
+        &mut host,
+        &Options::default(),
+        &login("bob"),
+        FakeDaemon {
+            plan,
+            ..Default::default()
+        },
+    );
+    // No code was verified: the module must not grant access on its own.
+    assert_eq!(code, PamResultCode::PAM_IGNORE);
+}
+
+#[test]
+fn no_bus_or_no_daemon_follows_failmode() {
+    let down = async || -> zbus::Result<FakeDaemon> { Err(io_error(std::io::ErrorKind::NotFound)) };
+    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+    let code = zbus::block_on(run(&mut host, &Options::default(), &login("alice"), down));
+    assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+
+    // failmode=safe lets the rest of the stack decide (IGNORE), never SUCCESS.
+    let mut host = Scripted::new(vec![]);
+    let code = zbus::block_on(run(&mut host, &SAFE, &login("alice"), down));
+    assert_eq!(code, PamResultCode::PAM_IGNORE);
+    assert!(
+        host.logs
+            .iter()
+            .any(|(p, l)| *p == Priority::Warning && l.contains("WITHOUT a second factor"))
+    );
+
+    // A bus on which nobody owns the name is the same as no daemon.
+    let no_owner = || FakeDaemon {
+        plan_error: Some(name_has_no_owner),
+        ..Default::default()
+    };
+    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+    let (code, _) = run_with(&mut host, &Options::default(), &login("alice"), no_owner());
+    assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+    let mut host = Scripted::new(vec![]);
+    let (code, _) = run_with(&mut host, &SAFE, &login("alice"), no_owner());
+    assert_eq!(code, PamResultCode::PAM_IGNORE);
+}
+
+#[test]
+fn a_daemon_that_is_slow_or_dies_after_being_asked_refuses_even_with_failmode_safe() {
+    for options in [Options::default(), SAFE] {
+        // BeginLogin times out: a daemon exists, so this is no reason to let anyone in.
+        let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+        let daemon = FakeDaemon {
+            plan_error: Some(timed_out),
+            ..Default::default()
+        };
+        let (code, _) = run_with(&mut host, &options, &login("alice"), daemon);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{options:?}");
+
+        // The connection is lost during Verify.
+        let mut host = Scripted::new(vec![
+            Step::Prompt(PROMPT, Ok(b"123456")),
+            Step::Show(Shown::Error, "not available"),
+        ]);
+        let daemon = FakeDaemon {
+            plan: ask(),
+            reply: None,
+            ..Default::default()
+        };
+        let (code, _) = run_with(&mut host, &options, &login("alice"), daemon);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{options:?}");
+
+        // The daemon answers with an error (unreadable state).
+        let mut host = Scripted::new(vec![
+            Step::Prompt(PROMPT, Ok(b"123456")),
+            Step::Show(Shown::Error, "administrator"),
+        ]);
+        let daemon = FakeDaemon {
+            plan: ask(),
+            reply: Some(Err("Ask your administrator.")),
+            ..Default::default()
+        };
+        let (code, _) = run_with(&mut host, &options, &login("alice"), daemon);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{options:?}");
+    }
+}
+
+#[test]
+fn the_bus_address_from_the_environment_is_ignored_under_setuid() {
+    let env = || Some(std::ffi::OsString::from("unix:path=/tmp/attacker-bus"));
+    assert_eq!(bus_address(false, env()), "unix:path=/tmp/attacker-bus");
+    assert_eq!(bus_address(true, env()), SYSTEM_BUS_ADDRESS);
+    assert_eq!(bus_address(false, None), SYSTEM_BUS_ADDRESS);
+    assert_eq!(bus_address(false, Some("".into())), SYSTEM_BUS_ADDRESS);
 }

@@ -27,3 +27,15 @@ pub fn syslog(pamh: &PamHandle, priority: c_int, text: &str) {
         )
     };
 }
+
+/// True when the host runs with privileges its caller does not have (setuid
+/// `su`, `sudo`, …): the environment then belongs to an untrusted user.
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval, getuid, geteuid, getgid and getegid have no
+    // preconditions and cannot fail.
+    unsafe {
+        libc::getauxval(libc::AT_SECURE) != 0
+            || libc::getuid() != libc::geteuid()
+            || libc::getgid() != libc::getegid()
+    }
+}

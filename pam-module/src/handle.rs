@@ -87,10 +87,11 @@ pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) ->
         service,
         rhost,
     };
-    zbus::block_on(authenticate::run(
-        &mut host,
-        &options,
-        &login,
-        authenticate::connect,
-    ))
+    let address = authenticate::bus_address(
+        ffi::secure_execution(),
+        std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS"),
+    );
+    zbus::block_on(authenticate::run(&mut host, &options, &login, async || {
+        authenticate::connect(&address).await
+    }))
 }

@@ -426,10 +426,11 @@ pub struct Attempt {
 }
 
 impl PamService {
-    /// `auth <control> pam_twofold.so <args>` as the whole stack.
+    /// `auth required pam_twofold.so <args>` after a first factor that passed
+    /// (`pam_permit` stands in for the password module).
     pub fn new(module_args: &str) -> Result<PamService> {
         Self::with_stack(&format!(
-            "auth required {} {module_args}\n",
+            "auth required {} {module_args}\nauth required pam_permit.so\n",
             artifacts().module.display()
         ))
     }
@@ -477,6 +478,25 @@ impl PamService {
             user.as_ref(),
             &[],
         );
+        run_with_input(c, input)
+    }
+
+    /// Log `user` in through a setuid-root copy of pam-driver run by `as_user`
+    /// (as `su` and `sudo` run), with `DBUS_SYSTEM_BUS_ADDRESS` set by that user.
+    pub fn login_setuid(
+        &self,
+        bus: &Bus,
+        as_user: &str,
+        user: &str,
+        input: &[u8],
+    ) -> Result<Attempt> {
+        use std::os::unix::fs::PermissionsExt;
+        let setuid = artifacts().bin.join("pam-driver-setuid");
+        if !setuid.exists() {
+            std::fs::copy(artifacts().pam_driver(), &setuid)?;
+            std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755))?;
+        }
+        let c = self.driver(bus.command_as(as_user, &setuid), user.as_ref(), &[]);
         run_with_input(c, input)
     }
 

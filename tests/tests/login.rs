@@ -509,3 +509,53 @@ fn no_code_or_secret_reaches_the_log() {
         assert!(!log.contains(secret), "log holds {secret}");
     }
 }
+
+#[test]
+fn a_setuid_host_ignores_the_bus_address_its_caller_sets() {
+    let w = world("", "");
+    let bob = enroll(&w.bus, BOB).unwrap();
+    // Bob runs a setuid program (like su) with DBUS_SYSTEM_BUS_ADDRESS pointing at a bus
+    // of his choosing; here it is even the bus where a real twofoldd would accept his code.
+    let r = w
+        .pam
+        .login_setuid(&w.bus, BOB, BOB, &line(&oathtool(&bob.secret, 0).unwrap()))
+        .unwrap();
+    assert_eq!(
+        r.code,
+        pam::AUTHINFO_UNAVAIL,
+        "the module must only use the real system bus: {r:?}"
+    );
+    assert!(
+        !w.daemon.log().contains("outcome=accepted"),
+        "{}",
+        w.daemon.log()
+    );
+}
+
+#[test]
+fn a_sufficient_line_never_lets_in_a_user_without_a_verified_code() {
+    let w = world("", "");
+    let alice = enroll(&w.bus, ALICE).unwrap();
+    let module = artifacts().module.display().to_string();
+    let stack = format!("auth sufficient {module}\nauth required pam_deny.so\n");
+    let sufficient = PamService::with_stack(&stack).unwrap();
+    // Carol is not enrolled: the notice, then the rest of the stack decides (pam_deny).
+    let carol = sufficient.login(&w.bus, CAROL, b"").unwrap();
+    assert_eq!(carol.code, pam::AUTH_ERR, "{carol:?}");
+    assert!(carol.stdout.contains("twofold setup"), "{carol:?}");
+    // The daemon down with failmode=safe does not let anyone in either.
+    let safe = PamService::with_stack(&format!(
+        "auth sufficient {module} failmode=safe\nauth required pam_deny.so\n"
+    ))
+    .unwrap();
+    // Alice with a valid code is let in by the sufficient line.
+    let ok = sufficient
+        .login(&w.bus, ALICE, &line(&oathtool(&alice.secret, 0).unwrap()))
+        .unwrap();
+    assert_eq!(ok.code, pam::SUCCESS, "{ok:?}");
+    drop(w.daemon);
+    let down = safe
+        .login(&w.bus, ALICE, &line(&oathtool(&alice.secret, 1).unwrap()))
+        .unwrap();
+    assert_eq!(down.code, pam::AUTH_ERR, "{down:?}");
+}
