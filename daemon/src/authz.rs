@@ -1,10 +1,130 @@
-//! Who may do what. The caller's uid always comes from the bus daemon.
+//! Who may do what, in one place. The caller's uid always comes from the bus
+//! daemon; these functions turn it and a user name argument into the account
+//! to act on, or a refusal (logged). They use NSS, so the bus layer runs them
+//! on a blocking thread.
+
+use crate::audit::{self, Level, field};
+use crate::users::{self, Account};
+use twofold_protocol::TwofoldError;
 
 /// Root (the PAM stacks of sshd, login, su, sudo) may act for any user;
 /// everyone else only for their own account (e.g. a screen locker).
 #[must_use]
 pub fn may_act_for(caller_uid: u32, target_uid: u32) -> bool {
     caller_uid == 0 || caller_uid == target_uid
+}
+
+fn nss_error(e: users::NssError) -> TwofoldError {
+    audit::log(Level::Error, &format!("account lookup failed: {e}"));
+    TwofoldError::Internal(
+        "twofold cannot look up accounts right now. Ask your administrator.".into(),
+    )
+}
+
+fn denied(caller_uid: u32, method: &str, user: &str, why: String) -> TwofoldError {
+    audit::log(
+        Level::Warning,
+        &format!(
+            "access-denied caller_uid={caller_uid} method={method} {}",
+            field("user", user)
+        ),
+    );
+    TwofoldError::AccessDenied(why)
+}
+
+/// The account of `uid` under its canonical name (the first passwd entry for the uid).
+pub fn own_account(uid: u32) -> Result<Account, TwofoldError> {
+    let account = users::by_uid(uid).map_err(nss_error)?.ok_or_else(|| {
+        TwofoldError::UnknownUser(format!("uid {uid} has no user name on this host."))
+    })?;
+    twofold_protocol::user::validate(&account.name).map_err(|e| {
+        TwofoldError::UnknownUser(format!("This user name cannot be used with twofold: {e}."))
+    })?;
+    Ok(account)
+}
+
+/// The account a name argument stands for, under the uid's canonical name,
+/// so that an alias (`toor` for root) shares the enrollment of its uid.
+pub fn named_account(user: &str) -> Result<Account, TwofoldError> {
+    twofold_protocol::user::validate(user)
+        .map_err(|e| TwofoldError::UnknownUser(format!("No such user ({e}).")))?;
+    let named = users::by_name(user)
+        .map_err(nss_error)?
+        .ok_or_else(|| TwofoldError::UnknownUser("No such user.".into()))?;
+    let canonical = own_account(named.uid)?;
+    if canonical.name != user {
+        audit::log(
+            Level::Info,
+            &format!(
+                "alias {} {} uid={}",
+                field("user", user),
+                field("canonical", &canonical.name),
+                named.uid
+            ),
+        );
+    }
+    Ok(canonical)
+}
+
+/// The account a login of `user` concerns, if `caller_uid` may ask about it.
+/// A caller other than root is only ever matched against its own account, so
+/// it cannot make the daemon resolve arbitrary names.
+pub fn login_target(caller_uid: u32, user: &str, method: &str) -> Result<Account, TwofoldError> {
+    if caller_uid == 0 {
+        return named_account(user);
+    }
+    let own = own_account(caller_uid)?;
+    if own.name != user {
+        return Err(denied(
+            caller_uid,
+            method,
+            user,
+            format!(
+                "Only root may call {method} for another user; you may only for your own account."
+            ),
+        ));
+    }
+    Ok(own)
+}
+
+/// Ok if `caller_uid` is root or a member of `admin_group`.
+pub fn admin(caller_uid: u32, admin_group: &str, method: &str) -> Result<(), TwofoldError> {
+    if caller_uid == 0 {
+        return Ok(());
+    }
+    let is_admin = match users::by_uid(caller_uid).map_err(nss_error)? {
+        Some(account) => users::in_group(&account, admin_group).map_err(nss_error)?,
+        None => false,
+    };
+    if is_admin {
+        Ok(())
+    } else {
+        Err(denied(
+            caller_uid,
+            method,
+            "",
+            format!(
+                "Only root or members of the group '{admin_group}' may run administrative commands."
+            ),
+        ))
+    }
+}
+
+/// An administrator other than root may not clear the throttle of root or of
+/// another administrator (it would give them unlimited guesses there).
+pub fn may_unlock(admin_uid: u32, target: &Account, admin_group: &str) -> Result<(), TwofoldError> {
+    if admin_uid == 0 {
+        return Ok(());
+    }
+    if target.uid == 0 || users::in_group(target, admin_group).map_err(nss_error)? {
+        return Err(denied(
+            admin_uid,
+            "AdminUnlock",
+            &target.name,
+            "Only root may unlock root or a member of the admin group.".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -17,5 +137,47 @@ mod tests {
         assert!(may_act_for(1000, 1000));
         assert!(!may_act_for(1000, 1001));
         assert!(!may_act_for(1000, 0));
+    }
+
+    #[test]
+    fn root_asks_for_anyone_by_canonical_name() {
+        assert_eq!(login_target(0, "root", "Verify").unwrap().name, "root");
+        assert!(matches!(
+            login_target(0, "no-such-user-twofold", "Verify"),
+            Err(TwofoldError::UnknownUser(_))
+        ));
+        assert!(matches!(
+            login_target(0, "../etc", "Verify"),
+            Err(TwofoldError::UnknownUser(_))
+        ));
+    }
+
+    #[test]
+    fn others_only_for_themselves() {
+        // uid 65534 is "nobody" on Debian.
+        let nobody = own_account(65534).unwrap();
+        assert_eq!(
+            login_target(65534, &nobody.name, "Verify").unwrap().uid,
+            65534
+        );
+        assert!(matches!(
+            login_target(65534, "root", "Verify"),
+            Err(TwofoldError::AccessDenied(_))
+        ));
+        assert!(matches!(
+            admin(65534, "root", "AdminUnlock"),
+            Err(TwofoldError::AccessDenied(_))
+        ));
+        assert!(admin(0, "no-such-group", "AdminUnlock").is_ok());
+    }
+
+    #[test]
+    fn only_root_unlocks_root() {
+        let root = own_account(0).unwrap();
+        assert!(may_unlock(0, &root, "twofold-admin").is_ok());
+        assert!(matches!(
+            may_unlock(65534, &root, "twofold-admin"),
+            Err(TwofoldError::AccessDenied(_))
+        ));
     }
 }

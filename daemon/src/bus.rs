@@ -1,11 +1,10 @@
 //! The D-Bus face of the engine. Every method first asks the bus daemon for
-//! the sender's uid (`caller_uid`), decides what that caller may do, then runs
-//! the engine on a blocking thread (it fsyncs and hashes).
+//! the sender's uid (`caller_uid`); `authz` decides what that caller may do;
+//! then the work (NSS lookups, fsyncs, hashing) runs on a blocking thread so
+//! that one slow call never holds up the others.
 
-use crate::audit::{self, Level, field};
 use crate::authz;
 use crate::engine::{Engine, LoginContext};
-use crate::users::{self, Account};
 use std::sync::Arc;
 use twofold_protocol::{
     EnrollmentOffer, LoginPlan, SecretString, TwofoldError, UserStatus, VerifyReply,
@@ -38,83 +37,24 @@ impl Service {
             .map_err(|e| TwofoldError::ZBus(e.into()))
     }
 
-    /// The account named `user`, if the caller may act for it.
-    async fn target(
-        &self,
-        header: &Header<'_>,
-        user: &str,
-        method: &str,
-    ) -> Result<Account, TwofoldError> {
-        let caller = self.caller_uid(header).await?;
-        let account = lookup(user)?;
-        if !authz::may_act_for(caller, account.uid) {
-            audit::log(
-                Level::Warning,
-                &format!(
-                    "access-denied caller_uid={caller} method={method} {}",
-                    field("user", user)
-                ),
-            );
-            return Err(TwofoldError::AccessDenied(format!(
-                "Only root may {method} for another user; you may only for your own account."
-            )));
-        }
-        Ok(account)
-    }
-
-    /// The caller's own account.
-    async fn own_account(&self, header: &Header<'_>) -> Result<Account, TwofoldError> {
-        let uid = self.caller_uid(header).await?;
-        let account = users::by_uid(uid)
-            .map_err(|e| TwofoldError::Internal(e.to_string()))?
-            .ok_or_else(|| {
-                TwofoldError::UnknownUser(format!("uid {uid} has no user name on this host."))
-            })?;
-        twofold_protocol::user::validate(&account.name).map_err(|e| {
-            TwofoldError::UnknownUser(format!("Your user name cannot be used with twofold: {e}."))
-        })?;
-        Ok(account)
-    }
-
-    /// The caller's uid if it is root or in the admin group.
-    async fn admin(&self, header: &Header<'_>, method: &str) -> Result<u32, TwofoldError> {
-        let uid = self.caller_uid(header).await?;
-        if uid == 0 {
-            return Ok(uid);
-        }
-        let group = &self.engine.config().admin_group;
-        let is_admin = match users::by_uid(uid) {
-            Ok(Some(account)) => users::in_group(&account, group).unwrap_or(false),
-            _ => false,
-        };
-        if !is_admin {
-            audit::log(
-                Level::Warning,
-                &format!("access-denied caller_uid={uid} method={method}"),
-            );
-            return Err(TwofoldError::AccessDenied(format!(
-                "Only root or members of the group '{group}' may run administrative commands."
-            )));
-        }
-        Ok(uid)
-    }
-
+    /// Run `work` with the caller's uid on a blocking thread.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Engine) -> Result<T, TwofoldError> + Send + 'static,
+        header: &Header<'_>,
+        work: impl FnOnce(&Engine, u32) -> Result<T, TwofoldError> + Send + 'static,
     ) -> Result<T, TwofoldError> {
+        let caller = self.caller_uid(header).await?;
         let engine = self.engine.clone();
-        zruntime::unblock(move || work(&engine)).await
+        zruntime::unblock(move || work(&engine, caller)).await
     }
 }
 
-/// A user name from an argument: checked, then looked up through NSS.
-fn lookup(user: &str) -> Result<Account, TwofoldError> {
-    twofold_protocol::user::validate(user)
-        .map_err(|e| TwofoldError::UnknownUser(format!("No such user ({e}).")))?;
-    users::by_name(user)
-        .map_err(|e| TwofoldError::Internal(e.to_string()))?
-        .ok_or_else(|| TwofoldError::UnknownUser("No such user.".into()))
+fn context(service: &str, rhost: &str, caller_uid: u32) -> LoginContext {
+    LoginContext {
+        service: service.into(),
+        rhost: rhost.into(),
+        caller_uid,
+    }
 }
 
 #[interface(name = "org.twofold.Twofold1")]
@@ -122,93 +62,110 @@ impl Service {
     async fn begin_login(
         &self,
         #[zbus(header)] header: Header<'_>,
-        user: &str,
-        service: &str,
-        rhost: &str,
+        user: String,
+        service: String,
+        rhost: String,
     ) -> Result<LoginPlan, TwofoldError> {
-        let account = self.target(&header, user, "BeginLogin").await?;
-        let ctx = LoginContext {
-            service: service.into(),
-            rhost: rhost.into(),
-        };
-        self.run(move |e| e.begin_login(&account.name, &ctx, crate::now()))
-            .await
+        self.run(&header, move |e, caller| {
+            let account = authz::login_target(caller, &user, "BeginLogin")?;
+            e.begin_login(
+                &account.name,
+                &context(&service, &rhost, caller),
+                crate::now(),
+            )
+        })
+        .await
     }
 
     async fn verify(
         &self,
         #[zbus(header)] header: Header<'_>,
-        user: &str,
-        code: &str,
-        service: &str,
-        rhost: &str,
+        user: String,
+        code: String,
+        service: String,
+        rhost: String,
     ) -> Result<VerifyReply, TwofoldError> {
-        let account = self.target(&header, user, "Verify").await?;
-        let ctx = LoginContext {
-            service: service.into(),
-            rhost: rhost.into(),
-        };
-        let code = Zeroizing::new(code.to_string());
-        self.run(move |e| e.verify(&account.name, &code, &ctx, crate::now()))
-            .await
+        let code = Zeroizing::new(code);
+        self.run(&header, move |e, caller| {
+            let account = authz::login_target(caller, &user, "Verify")?;
+            e.verify(
+                &account.name,
+                &code,
+                &context(&service, &rhost, caller),
+                crate::now(),
+            )
+        })
+        .await
     }
 
     async fn begin_enrollment(
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<EnrollmentOffer, TwofoldError> {
-        let account = self.own_account(&header).await?;
-        self.run(move |e| e.begin_enrollment(account.uid, &account.name, crate::now()))
-            .await
+        self.run(&header, |e, caller| {
+            let account = authz::own_account(caller)?;
+            e.begin_enrollment(account.uid, &account.name, crate::now())
+        })
+        .await
     }
 
     async fn confirm_enrollment(
         &self,
         #[zbus(header)] header: Header<'_>,
-        code: &str,
+        code: String,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        let account = self.own_account(&header).await?;
-        let code = Zeroizing::new(code.to_string());
-        self.run(move |e| e.confirm_enrollment(account.uid, &account.name, &code, crate::now()))
-            .await
+        let code = Zeroizing::new(code);
+        self.run(&header, move |e, caller| {
+            let account = authz::own_account(caller)?;
+            e.confirm_enrollment(account.uid, &account.name, &code, crate::now())
+        })
+        .await
     }
 
     async fn status(&self, #[zbus(header)] header: Header<'_>) -> Result<UserStatus, TwofoldError> {
-        let account = self.own_account(&header).await?;
-        self.run(move |e| e.status(&account.name, crate::now()))
-            .await
+        self.run(&header, |e, caller| {
+            e.status(&authz::own_account(caller)?.name, crate::now())
+        })
+        .await
     }
 
     async fn regenerate_backup_codes(
         &self,
         #[zbus(header)] header: Header<'_>,
-        code: &str,
+        code: String,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        let account = self.own_account(&header).await?;
-        let code = Zeroizing::new(code.to_string());
-        self.run(move |e| e.regenerate_backup_codes(&account.name, &code, crate::now()))
-            .await
+        let code = Zeroizing::new(code);
+        self.run(&header, move |e, caller| {
+            let account = authz::own_account(caller)?;
+            e.regenerate_backup_codes(&account.name, &code, crate::now())
+        })
+        .await
     }
 
     async fn admin_status(
         &self,
         #[zbus(header)] header: Header<'_>,
-        user: &str,
+        user: String,
     ) -> Result<UserStatus, TwofoldError> {
-        self.admin(&header, "AdminStatus").await?;
-        let account = lookup(user)?;
-        self.run(move |e| e.status(&account.name, crate::now()))
-            .await
+        self.run(&header, move |e, caller| {
+            authz::admin(caller, &e.config().admin_group, "AdminStatus")?;
+            e.status(&authz::named_account(&user)?.name, crate::now())
+        })
+        .await
     }
 
     async fn admin_unlock(
         &self,
         #[zbus(header)] header: Header<'_>,
-        user: &str,
+        user: String,
     ) -> Result<(), TwofoldError> {
-        let admin_uid = self.admin(&header, "AdminUnlock").await?;
-        let account = lookup(user)?;
-        self.run(move |e| e.unlock(&account.name, admin_uid, crate::now()))
-            .await
+        self.run(&header, move |e, caller| {
+            let group = &e.config().admin_group;
+            authz::admin(caller, group, "AdminUnlock")?;
+            let account = authz::named_account(&user)?;
+            authz::may_unlock(caller, &account, group)?;
+            e.unlock(&account.name, caller, crate::now())
+        })
+        .await
     }
 }

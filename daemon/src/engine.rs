@@ -36,6 +36,8 @@ Run `twofold setup` to protect it with codes from an authenticator app.";
 pub struct LoginContext {
     pub service: String,
     pub rhost: String,
+    /// Who asked: 0 for the PAM stacks of sshd, login, su, sudo.
+    pub caller_uid: u32,
 }
 
 struct Pending {
@@ -110,10 +112,15 @@ impl Engine {
         } else {
             Level::Warning
         };
+        // A caller other than root names its own service and host: say who it was.
+        let caller = match ctx.caller_uid {
+            0 => String::new(),
+            uid => format!(" caller_uid={uid}"),
+        };
         audit::log(
             level,
             &format!(
-                "login {} {} {} outcome={outcome}",
+                "login {} {} {} outcome={outcome}{caller}",
                 field("user", user),
                 field("service", &ctx.service),
                 field("rhost", &ctx.rhost)

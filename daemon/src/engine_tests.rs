@@ -19,7 +19,7 @@ fn engine() -> (tempfile::TempDir, Engine) {
         throttle: ThrottleConfig::default(),
         ..Config::default()
     };
-    let store = FileStore::open(&cfg.state_dir).unwrap();
+    let store = FileStore::init(&cfg.state_dir).unwrap();
     (dir, Engine::new(cfg, store, FAST))
 }
 
@@ -27,6 +27,7 @@ fn ctx() -> LoginContext {
     LoginContext {
         service: "test".into(),
         rhost: "192.0.2.1".into(),
+        caller_uid: 0,
     }
 }
 

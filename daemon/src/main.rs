@@ -24,6 +24,11 @@ struct Args {
     /// Check the configuration, print the effective settings, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Create and mark the state directory (once, at installation), and exit.
+    /// Without it the daemon refuses a missing state directory rather than
+    /// taking it to mean that nobody is enrolled.
+    #[arg(long)]
+    init: bool,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,21 @@ fn main() -> ExitCode {
         || "built-in defaults".to_string(),
         |p| p.display().to_string(),
     );
+    if args.init {
+        return match FileStore::init(&cfg.state_dir) {
+            Ok(_) => {
+                println!(
+                    "twofoldd: state directory {} is ready",
+                    cfg.state_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("twofoldd: cannot initialize the state directory: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let store = match FileStore::open(&cfg.state_dir) {
         Ok(s) => s,
         Err(e) => {

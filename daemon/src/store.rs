@@ -36,6 +36,10 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{path}: unsafe state directory: {reason}")]
     UnsafeDirectory { path: PathBuf, reason: String },
+    #[error(
+        "{path}: missing or not initialized (no {MARKER} file); if this is a new installation, run `twofoldd --init`"
+    )]
+    NotInitialized { path: PathBuf },
     #[error("user name refused for storage: {0}")]
     BadName(#[from] twofold_protocol::user::UserNameError),
 }
@@ -181,14 +185,15 @@ fn open_options(write: bool) -> OpenOptions {
     o
 }
 
-/// Make sure `path` is a real directory owned by us with mode 0700, creating it if missing.
-fn secure_dir(path: &Path) -> Result<(), StoreError> {
+/// Check that `path` is a real directory owned by us, tightening its mode to
+/// 0700; with `create`, make it first if it is missing.
+fn secure_dir(path: &Path, create: bool) -> Result<(), StoreError> {
     let unsafe_dir = |reason: String| StoreError::UnsafeDirectory {
         path: path.to_path_buf(),
         reason,
     };
     match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == ErrorKind::NotFound => {
+        Err(e) if e.kind() == ErrorKind::NotFound && create => {
             std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(path)
@@ -222,13 +227,53 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
         .map_err(io_err(path))
 }
 
+/// Proof that the state directory was initialized: without it an unmounted
+/// or mistyped directory would read as "nobody is enrolled".
+const MARKER: &str = ".twofold-state";
+
 impl FileStore {
-    /// Open (creating if needed) `state_dir` and its `users` directory, both 0700.
-    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        secure_dir(state_dir)?;
+    /// Create `state_dir` and its `users` directory (0700) and mark them as
+    /// twofold's state. Safe to repeat; done by `twofoldd --init` (packaging).
+    pub fn init(state_dir: &Path) -> Result<Self, StoreError> {
+        secure_dir(state_dir, true)?;
         let users_dir = state_dir.join("users");
-        secure_dir(&users_dir)?;
-        Ok(Self { users_dir })
+        secure_dir(&users_dir, true)?;
+        let marker = users_dir.join(MARKER);
+        open_options(true)
+            .create(true)
+            .truncate(false)
+            .open(&marker)
+            .map_err(io_err(&marker))?;
+        sync_dir(&users_dir)?;
+        sync_dir(state_dir)?;
+        Self::open(state_dir)
+    }
+
+    /// Open an initialized state directory; a missing one is an error, never
+    /// an empty state.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        secure_dir(state_dir, false).map_err(|e| match e {
+            StoreError::Io { source, .. } if source.kind() == ErrorKind::NotFound => {
+                StoreError::NotInitialized {
+                    path: state_dir.to_path_buf(),
+                }
+            }
+            other => other,
+        })?;
+        let users_dir = state_dir.join("users");
+        secure_dir(&users_dir, false)?;
+        let store = Self { users_dir };
+        store.check_marker()?;
+        Ok(store)
+    }
+
+    fn check_marker(&self) -> Result<(), StoreError> {
+        match std::fs::symlink_metadata(self.users_dir.join(MARKER)) {
+            Ok(meta) if meta.file_type().is_file() => Ok(()),
+            _ => Err(StoreError::NotInitialized {
+                path: self.users_dir.clone(),
+            }),
+        }
     }
 
     fn path(&self, user: &str, suffix: &str) -> Result<PathBuf, StoreError> {
@@ -241,11 +286,14 @@ impl FileStore {
         let path = self.path(user, "enrollment")?;
         let text = match open_options(false).open(&path) {
             Ok(mut f) => {
-                let mut text = String::new();
+                // The file holds the secret: wipe the copy when done.
+                let mut text = zeroize::Zeroizing::new(String::new());
                 f.read_to_string(&mut text).map_err(io_err(&path))?;
                 text
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            // Not enrolled, provided the directory is still twofold's state
+            // (not unmounted or removed since start-up).
+            Err(e) if e.kind() == ErrorKind::NotFound => return self.check_marker().map(|()| None),
             Err(e) => return Err(io_err(&path)(e)),
         };
         let corrupt = |reason: String| StoreError::Corrupt {
@@ -348,9 +396,12 @@ impl FileStore {
         }
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         sync_dir(&self.users_dir)?;
-        let j = open_options(true).open(&jpath).map_err(io_err(&jpath))?;
-        j.set_len(0).map_err(io_err(&jpath))?;
-        j.sync_data().map_err(io_err(&jpath))?;
+        // The rename committed the change; the old records no longer count
+        // (their generation is retired), so emptying the journal is only
+        // tidying and its failure is no reason to report the change as failed.
+        if let Ok(j) = open_options(true).open(&jpath) {
+            let _ = j.set_len(0).and_then(|()| j.sync_data());
+        }
         Ok(())
     }
 }
@@ -384,7 +435,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, FileStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(&dir.path().join("state")).unwrap();
+        let store = FileStore::init(&dir.path().join("state")).unwrap();
         (dir, store)
     }
 
@@ -521,6 +572,30 @@ mod tests {
         assert!(matches!(
             FileStore::open(&link),
             Err(StoreError::UnsafeDirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn a_missing_or_unmarked_state_directory_is_an_error_not_an_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert!(matches!(
+            FileStore::open(&state),
+            Err(StoreError::NotInitialized { .. })
+        ));
+        std::fs::create_dir_all(state.join("users")).unwrap();
+        assert!(matches!(
+            FileStore::open(&state),
+            Err(StoreError::NotInitialized { .. })
+        ));
+        let s = FileStore::init(&state).unwrap();
+        FileStore::init(&state).unwrap(); // repeatable
+        assert!(s.load("alice").unwrap().is_none());
+        // The directory disappears under a running daemon (unmounted, removed).
+        std::fs::remove_dir_all(&state).unwrap();
+        assert!(matches!(
+            s.load("alice"),
+            Err(StoreError::NotInitialized { .. })
         ));
     }
 

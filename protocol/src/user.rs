@@ -51,7 +51,10 @@ pub fn validate(name: &str) -> Result<(), UserNameError> {
 pub fn loggable(name: &[u8]) -> String {
     let mut out = String::new();
     for &b in name.iter().take(MAX_USER_LEN) {
-        if b.is_ascii_graphic() {
+        if b == b'\\' {
+            // Escaped too, so that typed text like `\x0a` cannot pass for an escape.
+            out.push_str("\\\\");
+        } else if b.is_ascii_graphic() {
             out.push(b as char);
         } else {
             out.push_str(&format!("\\x{b:02x}"));
@@ -109,5 +112,6 @@ mod tests {
     fn loggable_escapes_control_characters() {
         assert_eq!(loggable(b"ev\nil user"), "ev\\x0ail\\x20user");
         assert!(loggable(&[b'a'; 200]).ends_with("..."));
+        assert_eq!(loggable(b"a\\x0ab"), "a\\\\x0ab");
     }
 }

@@ -214,6 +214,18 @@ impl Daemon {
             env,
             config_path,
         };
+        let init = Command::new(artifacts().twofoldd())
+            .arg("--config")
+            .arg(&d.config_path)
+            .arg("--init")
+            .output()
+            .context("twofoldd --init")?;
+        if !init.status.success() {
+            bail!(
+                "twofoldd --init failed: {}",
+                String::from_utf8_lossy(&init.stderr)
+            );
+        }
         d.spawn()?;
         Ok(d)
     }
@@ -316,6 +328,51 @@ pub fn test_user(name: &str) -> Result<u32> {
         .output()
         .context("useradd")?;
     uid().ok_or_else(|| anyhow!("could not create test user {name}"))
+}
+
+/// A second name for `of`'s uid (like `toor` for root), created once after `of`.
+pub fn test_alias(name: &str, of: &str) -> Result<u32> {
+    let uid = test_user(of)?;
+    if Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .output()?
+        .status
+        .success()
+    {
+        return Ok(uid);
+    }
+    let _ = Command::new("useradd")
+        .args([
+            "--non-unique",
+            "--uid",
+            &uid.to_string(),
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+        ])
+        .args(["--no-user-group", "--gid", &uid_gid(of)?, name])
+        .output()?;
+    Ok(uid)
+}
+
+fn uid_gid(user: &str) -> Result<String> {
+    let out = Command::new("id").arg("-g").arg(user).output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// A group with the given members (created or completed once).
+pub fn test_group(name: &str, members: &[&str]) -> Result<()> {
+    let _ = Command::new("groupadd")
+        .arg("--system")
+        .arg(name)
+        .output()?;
+    for member in members {
+        let _ = Command::new("usermod")
+            .args(["--append", "--groups", name, member])
+            .output()?;
+    }
+    Ok(())
 }
 
 pub fn unix_now() -> u64 {

@@ -96,6 +96,13 @@ fn daemon_without_a_bus_exits_with_a_clear_error() {
         format!("state_dir = \"{}\"\n", dir.path().join("state").display()),
     )
     .unwrap();
+    let init = Command::new(artifacts().twofoldd())
+        .arg("--config")
+        .arg(&config)
+        .arg("--init")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
     let out = Command::new(artifacts().twofoldd())
         .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .arg("--config")
@@ -103,5 +110,42 @@ fn daemon_without_a_bus_exits_with_a_clear_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot serve on the system bus"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot serve on the system bus"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_state_directory_that_was_never_initialized_is_refused() {
+    let bus = Bus::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("twofold.toml");
+    let state = dir.path().join("state");
+    std::fs::write(&config, format!("state_dir = \"{}\"\n", state.display())).unwrap();
+    let run = |init: bool| {
+        let mut c = bus.command(artifacts().twofoldd());
+        c.arg("--config").arg(&config);
+        if init {
+            c.arg("--init");
+        }
+        c.output().unwrap()
+    };
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("twofoldd --init"),
+        "{out:?}"
+    );
+    assert!(
+        !state.exists(),
+        "a missing state directory must not be created by a normal start"
+    );
+    let init = run(true);
+    assert!(init.status.success(), "{init:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 }

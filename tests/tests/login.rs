@@ -559,3 +559,62 @@ fn a_sufficient_line_never_lets_in_a_user_without_a_verified_code() {
         .unwrap();
     assert_eq!(down.code, pam::AUTH_ERR, "{down:?}");
 }
+
+#[test]
+fn a_second_name_for_the_same_uid_shares_its_enrollment() {
+    let w = world("", "");
+    let alice = enroll(&w.bus, ALICE).unwrap();
+    test_alias("tf-alice-alias", ALICE).unwrap();
+    // Not "not enrolled": the alias is asked for alice's code, and only that works.
+    let wrong = w.pam.login(&w.bus, "tf-alice-alias", b"000000\n").unwrap();
+    assert_eq!(wrong.code, pam::AUTH_ERR, "{wrong:?}");
+    let code = oathtool(&alice.secret, 0).unwrap();
+    assert_eq!(
+        w.pam
+            .login(&w.bus, "tf-alice-alias", &line(&code))
+            .unwrap()
+            .code,
+        pam::SUCCESS
+    );
+    // The same step is now spent for alice too.
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(&code)).unwrap().code,
+        pam::AUTH_ERR
+    );
+    assert!(
+        w.daemon
+            .log()
+            .contains("alias user=tf-alice-alias canonical=tf-alice"),
+        "{}",
+        w.daemon.log()
+    );
+}
+
+#[test]
+fn an_admin_group_member_may_unlock_users_but_not_root() {
+    test_group("tf-admins", &[CAROL]).unwrap();
+    let w = world(
+        "admin_group = \"tf-admins\"\n[throttle]\nfree_failures = 0\nbase_delay_secs = 600\n",
+        "",
+    );
+    enroll(&w.bus, BOB).unwrap();
+    assert_eq!(
+        w.pam.login(&w.bus, BOB, b"000000\n").unwrap().code,
+        pam::AUTH_ERR
+    );
+    let unlock = |as_user: &str, target: &str| {
+        let mut c = w.bus.command_as(as_user, artifacts().twofold());
+        c.args(["admin", "unlock", target]);
+        output(c).unwrap()
+    };
+    let by_carol = unlock(CAROL, BOB);
+    assert!(by_carol.status.success(), "{by_carol:?}");
+    let root = unlock(CAROL, "root");
+    assert!(!root.status.success());
+    assert!(
+        String::from_utf8_lossy(&root.stderr).contains("Only root may unlock root"),
+        "{root:?}"
+    );
+    let by_bob = unlock(BOB, BOB);
+    assert!(!by_bob.status.success());
+}
