@@ -5,8 +5,12 @@
 use std::sync::{Mutex, OnceLock};
 use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
 
+type Syslog = Logger<LoggerBackend, Formatter3164>;
+
 struct Sink {
-    syslog: Option<Mutex<Logger<LoggerBackend, Formatter3164>>>,
+    /// `None` until connected, and again after a failed send: the next line
+    /// reconnects (a restarted syslog daemon recreates /dev/log).
+    syslog: Mutex<Option<Syslog>>,
     stderr: bool,
 }
 
@@ -19,27 +23,50 @@ pub enum Level {
     Error,
 }
 
-/// Start logging; without a reachable syslog, lines go to stderr only if `stderr`.
-pub fn init(stderr: bool) {
-    let formatter = Formatter3164 {
+fn connect() -> Option<Syslog> {
+    syslog::unix(Formatter3164 {
         facility: Facility::LOG_AUTHPRIV,
         hostname: None,
         process: "twofoldd".into(),
         pid: std::process::id(),
-    };
-    let syslog = syslog::unix(formatter).ok().map(Mutex::new);
-    let _ = SINK.set(Sink { syslog, stderr });
+    })
+    .ok()
+}
+
+/// Start logging; lines also go to stderr if `stderr`. Returns whether
+/// syslog was reachable, so the caller can warn when it is not.
+pub fn init(stderr: bool) -> bool {
+    let syslog = connect();
+    let reachable = syslog.is_some();
+    let _ = SINK.set(Sink {
+        syslog: Mutex::new(syslog),
+        stderr,
+    });
+    reachable
+}
+
+fn send(logger: &mut Syslog, level: Level, line: &str) -> bool {
+    match level {
+        Level::Info => logger.info(line),
+        Level::Warning => logger.warning(line),
+        Level::Error => logger.err(line),
+    }
+    .is_ok()
 }
 
 pub fn log(level: Level, line: &str) {
     let Some(sink) = SINK.get() else { return };
-    if let Some(Ok(mut logger)) = sink.syslog.as_ref().map(|l| l.lock()) {
-        let _ = match level {
-            Level::Info => logger.info(line),
-            Level::Warning => logger.warning(line),
-            Level::Error => logger.err(line),
-        };
+    let mut syslog = sink.syslog.lock().unwrap_or_else(|p| p.into_inner());
+    let sent = syslog.as_mut().is_some_and(|l| send(l, level, line));
+    if !sent {
+        *syslog = connect();
+        let resent = syslog.as_mut().is_some_and(|l| send(l, level, line));
+        if !resent && !sink.stderr {
+            // Nowhere else to go: stderr reaches the journal under systemd.
+            eprintln!("twofoldd: (syslog unreachable) {line}");
+        }
     }
+    drop(syslog);
     if sink.stderr {
         eprintln!("twofoldd: {line}");
     }

@@ -48,7 +48,9 @@ fn main() -> ExitCode {
         println!("{cfg:#?}");
         return ExitCode::SUCCESS;
     }
-    audit::init(args.log_stderr);
+    if !audit::init(args.log_stderr) && !args.log_stderr {
+        eprintln!("twofoldd: warning: syslog (/dev/log) is not reachable; log lines go to stderr");
+    }
     let from = loaded_from.map_or_else(
         || "built-in defaults".to_string(),
         |p| p.display().to_string(),
