@@ -4,9 +4,7 @@
 use crate::audit::{self, Level, field};
 use crate::backup::{self, HashParams};
 use crate::config::Config;
-use crate::store::{
-    ENROLLMENT_VERSION, Enrollment, Event, FileStore, Loaded, SecretBytes, StoreError,
-};
+use crate::store::{ENROLLMENT_VERSION, Enrollment, Event, Loaded, SecretBytes, Store, StoreError};
 use crate::throttle;
 use crate::totp::{self, TotpCheck, TotpParams};
 use rand::Rng;
@@ -49,7 +47,7 @@ struct Pending {
 
 pub struct Engine {
     cfg: Config,
-    store: FileStore,
+    store: Box<dyn Store>,
     backup_params: HashParams,
     hostname: String,
     stripes: Vec<Mutex<()>>,
@@ -70,10 +68,10 @@ impl From<StoreError> for TwofoldError {
 }
 
 impl Engine {
-    pub fn new(cfg: Config, store: FileStore, backup_params: HashParams) -> Self {
+    pub fn new(cfg: Config, store: impl Store + 'static, backup_params: HashParams) -> Self {
         Self {
             cfg,
-            store,
+            store: Box::new(store),
             backup_params,
             hostname: crate::users::hostname(),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),

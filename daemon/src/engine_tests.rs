@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{ThrottleConfig, TotpConfig};
+use crate::store::FileStore;
 
 const FAST: HashParams = HashParams {
     m_cost_kib: 64,

@@ -172,6 +172,19 @@ impl Loaded {
     }
 }
 
+/// What the login rules need from storage. Every call is for one user, made
+/// under that user's lock; `append` must be durable before it returns. The
+/// file backend below is the only one today; a shared database for fleets of
+/// hosts would implement the same three calls.
+pub trait Store: Send + Sync {
+    /// The user's state, `None` if not enrolled; unreadable state is an error.
+    fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError>;
+    /// Durably record `event` after the state `loaded`; returns the new `journal_len`.
+    fn append(&self, user: &str, loaded: &Loaded, event: Event) -> Result<u64, StoreError>;
+    /// Atomically replace the enrollment (with a new generation).
+    fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError>;
+}
+
 pub struct FileStore {
     users_dir: PathBuf,
 }
@@ -280,9 +293,11 @@ impl FileStore {
         twofold_protocol::user::validate(user)?;
         Ok(self.users_dir.join(format!("{user}.{suffix}")))
     }
+}
 
+impl Store for FileStore {
     /// The user's state, `None` if not enrolled. Any other problem is an error.
-    pub fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError> {
+    fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError> {
         let path = self.path(user, "enrollment")?;
         let text = match open_options(false).open(&path) {
             Ok(mut f) => {
@@ -349,7 +364,7 @@ impl FileStore {
     }
 
     /// Durably append `event`; returns the new journal length.
-    pub fn append(&self, user: &str, loaded: &Loaded, event: Event) -> Result<u64, StoreError> {
+    fn append(&self, user: &str, loaded: &Loaded, event: Event) -> Result<u64, StoreError> {
         let path = self.path(user, "journal")?;
         let mut f = open_options(true)
             .append(true)
@@ -368,7 +383,7 @@ impl FileStore {
 
     /// Atomically replace the user's enrollment (its generation must be new),
     /// then empty the journal, whose records the new generation retires.
-    pub fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError> {
+    fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError> {
         let path = self.path(user, "enrollment")?;
         let jpath = self.path(user, "journal")?;
         let tmp = self.users_dir.join(format!(".{user}.enrollment.tmp"));

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
 use twofold_e2e::{Bus, Daemon, PamService, artifacts, pam, unix_now, wait_for_step_margin};
 use twofoldd::backup::{self, HashParams};
-use twofoldd::store::{ENROLLMENT_VERSION, Enrollment, FileStore, SecretBytes};
+use twofoldd::store::{ENROLLMENT_VERSION, Enrollment, FileStore, SecretBytes, Store};
 use twofoldd::totp::{self, TotpParams};
 
 const SIX: TotpParams = TotpParams {
