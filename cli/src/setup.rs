@@ -4,11 +4,8 @@
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use qrcode::QrCode;
-use qrcode::render::unicode::Dense1x2;
+use anyhow::bail;
 use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, TwofoldProxy};
-use zeroize::Zeroizing;
 
 use crate::{bus, codes, prompt};
 
@@ -72,16 +69,17 @@ async fn confirm_interactively(proxy: &TwofoldProxy<'_>) -> anyhow::Result<Vec<S
 }
 
 fn show_offer(offer: &EnrollmentOffer) -> anyhow::Result<()> {
-    let qr = render_qr(&offer.uri)?;
-    let key = group_key(offer.secret_base32.expose());
+    let key = twofold_protocol::text::group_key(offer.secret_base32.expose());
     let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "Set up two-factor authentication for your logins.\n\n\
-         Scan this QR code with your authenticator app:\n"
-    )?;
-    writeln!(out, "{}\n", *qr)?;
-    writeln!(out, "Or enter this key by hand: {}", *key)?;
+    writeln!(out, "Set up two-factor authentication for your logins.\n")?;
+    match qr_lines(&offer.qr_code) {
+        Some(qr) => {
+            writeln!(out, "Scan this QR code with your authenticator app:\n")?;
+            writeln!(out, "{qr}\n")?;
+            writeln!(out, "Or enter this key by hand: {}", *key)?;
+        }
+        None => writeln!(out, "Enter this key in your authenticator app: {}", *key)?,
+    }
     writeln!(out, "Key URI: {}\n", offer.uri.expose())?;
     writeln!(
         out,
@@ -92,30 +90,11 @@ fn show_offer(offer: &EnrollmentOffer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The URI as a QR code of half-block characters. Dark modules are drawn as
-/// blanks and light ones as blocks, so the code reads the right way round on
-/// the usual light-on-dark terminal, with a light quiet zone around it.
-fn render_qr(uri: &SecretString) -> anyhow::Result<Zeroizing<String>> {
-    let code = QrCode::new(uri.expose().as_bytes()).context("cannot draw the QR code")?;
-    Ok(Zeroizing::new(
-        code.render::<Dense1x2>()
-            .dark_color(Dense1x2::Light)
-            .light_color(Dense1x2::Dark)
-            .quiet_zone(true)
-            .build(),
-    ))
-}
-
-/// A base32 key in blocks of four, easier to copy by hand.
-fn group_key(key: &str) -> Zeroizing<String> {
-    let mut grouped = Zeroizing::new(String::with_capacity(key.len() + key.len() / 4));
-    for (i, c) in key.chars().filter(|c| !c.is_whitespace()).enumerate() {
-        if i > 0 && i % 4 == 0 {
-            grouped.push(' ');
-        }
-        grouped.push(c);
-    }
-    grouped
+/// The QR code the daemon drew (the same one a login shows), without
+/// trailing line breaks; `None` if it sent none.
+fn qr_lines(qr: &SecretString) -> Option<&str> {
+    let lines = qr.expose().trim_end_matches(['\n', '\r']);
+    (!lines.trim().is_empty()).then_some(lines)
 }
 
 #[cfg(test)]
@@ -123,25 +102,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn groups_the_key_in_fours() {
-        assert_eq!(
-            group_key("JBSWY3DPEHPK3PXP").as_str(),
-            "JBSW Y3DP EHPK 3PXP"
-        );
-        assert_eq!(group_key("ABCDEF").as_str(), "ABCD EF");
-        assert_eq!(group_key("ABCD").as_str(), "ABCD");
-        assert_eq!(group_key("").as_str(), "");
-    }
-
-    #[test]
-    fn qr_code_has_a_light_quiet_zone() {
-        let uri = SecretString::new("otpauth://totp/twofold:alice?secret=JBSWY3DPEHPK3PXP".into());
-        let qr = render_qr(&uri).unwrap();
-        let first = qr.lines().next().unwrap();
-        // The top rows are quiet zone: light, so full blocks.
-        assert!(!first.is_empty());
-        assert!(first.chars().all(|c| c == '\u{2588}'), "{first:?}");
-        // Dark modules (the finder patterns) show as background.
-        assert!(qr.contains(' ') || qr.contains('\u{2580}') || qr.contains('\u{2584}'));
+    fn shows_the_daemons_qr_code_as_it_is() {
+        let qr = SecretString::new("\u{2588}\u{2580} \n \u{2584}\u{2588}\n\n".into());
+        assert_eq!(qr_lines(&qr), Some("\u{2588}\u{2580} \n \u{2584}\u{2588}"));
+        assert_eq!(qr_lines(&SecretString::new(String::new())), None);
+        assert_eq!(qr_lines(&SecretString::new("\n".into())), None);
     }
 }

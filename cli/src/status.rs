@@ -6,7 +6,7 @@ use twofold_protocol::text::human_duration;
 
 use twofold_protocol::UserStatus;
 
-use crate::bus;
+use crate::{bus, show};
 
 /// Few enough backup codes left to suggest a new set.
 const LOW_BACKUP_CODES: u32 = 2;
@@ -30,13 +30,26 @@ pub fn print(text: &str) -> anyhow::Result<()> {
 
 /// The caller's own status, with what to do next.
 pub fn describe_own(s: &UserStatus) -> String {
-    if !s.enrolled {
-        return "Two-factor authentication: not set up. Run `twofold setup` to enroll.".into();
+    let mut text = if s.enrolled {
+        format!(
+            "Two-factor authentication: enrolled (TOTP). Backup codes left: {}.",
+            s.backup_codes_left
+        )
+    } else {
+        "Two-factor authentication: not set up. Run `twofold setup` to enroll.".into()
+    };
+    if let Some(line) = mode_for_user(s) {
+        let _ = write!(text, "\n{line}");
     }
-    let mut text = format!(
-        "Two-factor authentication: enrolled (TOTP). Backup codes left: {}.",
-        s.backup_codes_left
-    );
+    if let Some(when) = enforcement(s) {
+        let _ = write!(
+            text,
+            "\nTwo-factor authentication becomes required for you on {when}."
+        );
+    }
+    if !s.enrolled {
+        return text;
+    }
     if s.backup_codes_left <= LOW_BACKUP_CODES {
         text.push_str("\nRun `twofold backup-codes` for a new set of backup codes.");
     }
@@ -52,14 +65,28 @@ pub fn describe_own(s: &UserStatus) -> String {
 
 /// Any user's status, for an administrator.
 pub fn describe_for_admin(s: &UserStatus) -> String {
-    if !s.enrolled {
-        return format!("{}: two-factor authentication not set up.", s.user);
+    let mut text = if s.enrolled {
+        format!(
+            "{}: two-factor authentication enrolled (TOTP). Backup codes left: {}.\n\
+             Consecutive failed codes: {}.",
+            s.user, s.backup_codes_left, s.consecutive_failures
+        )
+    } else {
+        format!("{}: two-factor authentication not set up.", s.user)
+    };
+    if !s.mode.is_empty() {
+        let _ = write!(text, "\nRule: {}. Mode: {}.", or_unnamed(&s.rule), s.mode);
     }
-    let mut text = format!(
-        "{}: two-factor authentication enrolled (TOTP). Backup codes left: {}.\n\
-         Consecutive failed codes: {}.",
-        s.user, s.backup_codes_left, s.consecutive_failures
-    );
+    if let Some(when) = enforcement(s) {
+        let _ = write!(
+            text,
+            "\nTwo-factor authentication becomes required for {} on {when}.",
+            s.user
+        );
+    }
+    if !s.enrolled {
+        return text;
+    }
     if s.throttled_for_secs > 0 {
         let _ = write!(
             text,
@@ -73,19 +100,56 @@ pub fn describe_for_admin(s: &UserStatus) -> String {
     text
 }
 
+/// What the mode in force means for the caller, naming the rule.
+fn mode_for_user(s: &UserStatus) -> Option<String> {
+    let rule = or_unnamed(&s.rule);
+    Some(match s.mode.as_str() {
+        "" => return None,
+        "require" => format!("Two-factor authentication is required for you (rule: {rule})."),
+        "recommend" => {
+            format!("Two-factor authentication is recommended for you (rule: {rule}).")
+        }
+        "optional" => format!("Two-factor authentication is optional for you (rule: {rule})."),
+        "exempt" => format!("You are exempt from two-factor authentication (rule: {rule})."),
+        other => format!("Two-factor authentication mode for you: {other} (rule: {rule})."),
+    })
+}
+
+fn or_unnamed(rule: &str) -> &str {
+    if rule.is_empty() { "unnamed" } else { rule }
+}
+
+/// "2026-09-01 (in 32 days)" when a date is set and `require` is not yet in force.
+fn enforcement(s: &UserStatus) -> Option<String> {
+    if s.enforcement_date.is_empty() || s.mode == "require" {
+        return None;
+    }
+    let when = match s.days_left {
+        0 => "today".to_string(),
+        n => format!("in {}", show::count(n, "day", "days")),
+    };
+    Some(format!("{} ({when})", s.enforcement_date))
+}
+
 /// One line of JSON, written by hand to keep the dependencies few.
 pub fn to_json(s: &UserStatus) -> String {
     format!(
-        "{{\"user\":{},\"enrolled\":{},\"backup_codes_left\":{},\"throttled_for_secs\":{},\"consecutive_failures\":{}}}",
+        "{{\"user\":{},\"enrolled\":{},\"backup_codes_left\":{},\"throttled_for_secs\":{},\"consecutive_failures\":{},\
+         \"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{}}}",
         json_string(&s.user),
         s.enrolled,
         s.backup_codes_left,
         s.throttled_for_secs,
-        s.consecutive_failures
+        s.consecutive_failures,
+        json_string(&s.rule),
+        json_string(&s.mode),
+        json_string(&s.enforcement_date),
+        s.days_left
     )
 }
 
-fn json_string(value: &str) -> String {
+/// A JSON string literal, quotes included (also used by `twofold admin report --json`).
+pub fn json_string(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
@@ -116,6 +180,20 @@ mod tests {
             backup_codes_left: left,
             throttled_for_secs: throttled,
             consecutive_failures: 3,
+            rule: "default".into(),
+            mode: "optional".into(),
+            enforcement_date: String::new(),
+            days_left: 0,
+        }
+    }
+
+    fn rolling_out(mode: &str, date: &str, days_left: u32) -> UserStatus {
+        UserStatus {
+            rule: "staff".into(),
+            mode: mode.into(),
+            enforcement_date: date.into(),
+            days_left,
+            ..status(true, 8, 0)
         }
     }
 
@@ -123,11 +201,13 @@ mod tests {
     fn describes_the_callers_status() {
         assert_eq!(
             describe_own(&status(false, 0, 0)),
-            "Two-factor authentication: not set up. Run `twofold setup` to enroll."
+            "Two-factor authentication: not set up. Run `twofold setup` to enroll.\n\
+             Two-factor authentication is optional for you (rule: default)."
         );
         assert_eq!(
             describe_own(&status(true, 8, 0)),
-            "Two-factor authentication: enrolled (TOTP). Backup codes left: 8."
+            "Two-factor authentication: enrolled (TOTP). Backup codes left: 8.\n\
+             Two-factor authentication is optional for you (rule: default)."
         );
         let throttled = describe_own(&status(true, 8, 300));
         assert!(
@@ -138,6 +218,50 @@ mod tests {
     }
 
     #[test]
+    fn names_the_mode_in_force() {
+        let text = |mode: &str| describe_own(&rolling_out(mode, "", 0));
+        assert!(
+            text("require")
+                .contains("\nTwo-factor authentication is required for you (rule: staff).")
+        );
+        assert!(text("recommend").contains("is recommended for you (rule: staff)."));
+        assert!(
+            text("exempt")
+                .contains("\nYou are exempt from two-factor authentication (rule: staff).")
+        );
+        assert!(text("future").contains("mode for you: future (rule: staff)."));
+        let old_daemon = UserStatus {
+            rule: String::new(),
+            mode: String::new(),
+            ..status(true, 8, 0)
+        };
+        assert_eq!(
+            describe_own(&old_daemon),
+            "Two-factor authentication: enrolled (TOTP). Backup codes left: 8."
+        );
+    }
+
+    #[test]
+    fn announces_the_enforcement_date() {
+        assert_eq!(
+            describe_own(&rolling_out("recommend", "2026-09-01", 32)),
+            "Two-factor authentication: enrolled (TOTP). Backup codes left: 8.\n\
+             Two-factor authentication is recommended for you (rule: staff).\n\
+             Two-factor authentication becomes required for you on 2026-09-01 (in 32 days)."
+        );
+        let tomorrow = describe_own(&rolling_out("optional", "2026-09-01", 1));
+        assert!(
+            tomorrow.ends_with("on 2026-09-01 (in 1 day)."),
+            "{tomorrow}"
+        );
+        let today = describe_own(&rolling_out("optional", "2026-09-01", 0));
+        assert!(today.ends_with("on 2026-09-01 (today)."), "{today}");
+        // Once `require` is in force, or without a date, nothing is announced.
+        assert!(!describe_own(&rolling_out("require", "2026-09-01", 0)).contains("becomes"));
+        assert!(!describe_own(&rolling_out("recommend", "", 0)).contains("becomes"));
+    }
+
+    #[test]
     fn describes_a_user_for_an_admin() {
         let text = describe_for_admin(&status(true, 8, 30));
         assert!(
@@ -145,14 +269,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Consecutive failed codes: 3."), "{text}");
+        assert!(text.contains("\nRule: default. Mode: optional."), "{text}");
         assert!(text.contains("twofold admin unlock alice"), "{text}");
+        assert_eq!(
+            describe_for_admin(&UserStatus {
+                enrolled: false,
+                ..rolling_out("recommend", "2026-09-01", 32)
+            }),
+            "alice: two-factor authentication not set up.\n\
+             Rule: staff. Mode: recommend.\n\
+             Two-factor authentication becomes required for alice on 2026-09-01 (in 32 days)."
+        );
     }
 
     #[test]
     fn writes_json() {
         assert_eq!(
             to_json(&status(true, 8, 0)),
-            r#"{"user":"alice","enrolled":true,"backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3}"#
+            r#"{"user":"alice","enrolled":true,"backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"rule":"default","mode":"optional","enforcement_date":"","days_left":0}"#
+        );
+        assert!(
+            to_json(&rolling_out("recommend", "2026-09-01", 32))
+                .ends_with(r#""rule":"staff","mode":"recommend","enforcement_date":"2026-09-01","days_left":32}"#)
         );
     }
 

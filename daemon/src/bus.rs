@@ -7,7 +7,8 @@ use crate::authz;
 use crate::engine::{Engine, LoginContext};
 use std::sync::Arc;
 use twofold_protocol::{
-    EnrollmentOffer, LoginPlan, SecretString, TwofoldError, UserStatus, VerifyReply,
+    EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
+    UserStatus, VerifyReply,
 };
 use zbus::message::Header;
 use zbus::{Connection, fdo, interface};
@@ -68,11 +69,7 @@ impl Service {
     ) -> Result<LoginPlan, TwofoldError> {
         self.run(&header, move |e, caller| {
             let account = authz::login_target(caller, &user, "BeginLogin")?;
-            e.begin_login(
-                &account.name,
-                &context(&service, &rhost, caller),
-                crate::now(),
-            )
+            e.begin_login(&account, &context(&service, &rhost, caller), crate::now())
         })
         .await
     }
@@ -124,7 +121,7 @@ impl Service {
 
     async fn status(&self, #[zbus(header)] header: Header<'_>) -> Result<UserStatus, TwofoldError> {
         self.run(&header, |e, caller| {
-            e.status(&authz::own_account(caller)?.name, crate::now())
+            e.status(&authz::own_account(caller)?, crate::now())
         })
         .await
     }
@@ -142,6 +139,66 @@ impl Service {
         .await
     }
 
+    async fn enroll_at_login(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+        service: String,
+        rhost: String,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        self.run(&header, move |e, caller| {
+            let account = authz::login_target(caller, &user, "EnrollAtLogin")?;
+            e.enroll_at_login(&account, &context(&service, &rhost, caller), crate::now())
+        })
+        .await
+    }
+
+    async fn confirm_at_login(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+        code: String,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let code = Zeroizing::new(code);
+        self.run(&header, move |e, caller| {
+            let account = authz::login_target(caller, &user, "ConfirmAtLogin")?;
+            e.confirm_at_login(&account, &code, &context("", "", caller), crate::now())
+        })
+        .await
+    }
+
+    async fn disable(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        code: String,
+    ) -> Result<(), TwofoldError> {
+        let code = Zeroizing::new(code);
+        self.run(&header, move |e, caller| {
+            e.disable(&authz::own_account(caller)?, &code, crate::now())
+        })
+        .await
+    }
+
+    async fn devices(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<RememberedDevice>, TwofoldError> {
+        self.run(&header, |e, caller| {
+            e.devices(&authz::own_account(caller)?.name, crate::now())
+        })
+        .await
+    }
+
+    async fn forget_devices(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<u32, TwofoldError> {
+        self.run(&header, |e, caller| {
+            e.forget_devices(&authz::own_account(caller)?.name, caller)
+        })
+        .await
+    }
+
     async fn admin_status(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -149,7 +206,7 @@ impl Service {
     ) -> Result<UserStatus, TwofoldError> {
         self.run(&header, move |e, caller| {
             authz::admin(caller, &e.config().admin_group, "AdminStatus")?;
-            e.status(&authz::named_account(&user)?.name, crate::now())
+            e.status(&authz::named_account(&user)?, crate::now())
         })
         .await
     }
@@ -165,6 +222,107 @@ impl Service {
             let account = authz::named_account(&user)?;
             authz::may_unlock(caller, &account, group)?;
             e.unlock(&account.name, caller, crate::now())
+        })
+        .await
+    }
+
+    async fn admin_report(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<ReportRow>, TwofoldError> {
+        self.run(&header, |e, caller| {
+            authz::admin(caller, &e.config().admin_group, "AdminReport")?;
+            e.report(crate::now())
+        })
+        .await
+    }
+
+    async fn admin_explain(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+        service: String,
+        rhost: String,
+    ) -> Result<Vec<String>, TwofoldError> {
+        self.run(&header, move |e, caller| {
+            authz::admin(caller, &e.config().admin_group, "AdminExplain")?;
+            let account = authz::named_account(&user)?;
+            e.explain(&account, &context(&service, &rhost, 0), crate::now())
+        })
+        .await
+    }
+
+    async fn admin_reset(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+    ) -> Result<(), TwofoldError> {
+        self.run(&header, move |e, caller| {
+            let group = &e.config().admin_group;
+            authz::admin(caller, group, "AdminReset")?;
+            let account = authz::named_account(&user)?;
+            authz::may_unlock(caller, &account, group)?;
+            e.reset(&account.name, caller)
+        })
+        .await
+    }
+
+    async fn admin_set_override(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+        mode: String,
+    ) -> Result<(), TwofoldError> {
+        self.run(&header, move |e, caller| {
+            let group = &e.config().admin_group;
+            authz::admin(caller, group, "AdminSetOverride")?;
+            let account = authz::named_account(&user)?;
+            authz::may_unlock(caller, &account, group)?;
+            e.set_override(&account.name, &mode, caller)
+        })
+        .await
+    }
+
+    async fn admin_forget_devices(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+    ) -> Result<u32, TwofoldError> {
+        self.run(&header, move |e, caller| {
+            authz::admin(caller, &e.config().admin_group, "AdminForgetDevices")?;
+            e.forget_devices(&authz::named_account(&user)?.name, caller)
+        })
+        .await
+    }
+
+    async fn admin_check_policy(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        path: String,
+    ) -> Result<String, TwofoldError> {
+        self.run(&header, move |e, caller| {
+            authz::admin(caller, &e.config().admin_group, "AdminCheckPolicy")?;
+            if path.is_empty() {
+                return crate::rules::check_policy(&e.config().policy_file);
+            }
+            // Reading any file as root, and quoting it in errors, is for root only.
+            if caller != 0 {
+                return Err(TwofoldError::AccessDenied(
+                    "Only root may check a file other than the configured policy.".into(),
+                ));
+            }
+            crate::rules::check_policy(std::path::Path::new(&path))
+        })
+        .await
+    }
+
+    async fn admin_reload(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, TwofoldError> {
+        self.run(&header, |e, caller| {
+            authz::admin(caller, &e.config().admin_group, "AdminReload")?;
+            e.reload_policy(Some(caller))
         })
         .await
     }

@@ -13,6 +13,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Members of this Unix group may run `twofold admin` (root always may).
     pub admin_group: String,
+    /// The enforcement policy; missing means everyone `recommend`.
+    pub policy_file: PathBuf,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     pub enrollment: EnrollmentConfig,
@@ -60,6 +62,7 @@ impl Default for Config {
         Self {
             state_dir: PathBuf::from("/var/lib/twofold"),
             admin_group: "twofold-admin".into(),
+            policy_file: PathBuf::from(crate::policy::DEFAULT_PATH),
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             enrollment: EnrollmentConfig::default(),
@@ -169,8 +172,9 @@ impl Config {
         let t = &self.totp;
         let th = &self.throttle;
         let e = &self.enrollment;
-        let rules: [(bool, &'static str, String); 11] = [
+        let rules: [(bool, &'static str, String); 12] = [
             (self.state_dir.is_absolute(), "state_dir", "state_dir must be an absolute path".into()),
+            (self.policy_file.is_absolute(), "policy_file", "policy_file must be an absolute path".into()),
             (!self.admin_group.is_empty(), "admin_group", "admin_group must not be empty".into()),
             (
                 !t.issuer.is_empty() && !t.issuer.contains(':') && t.issuer.len() <= 64,
@@ -211,7 +215,7 @@ impl Config {
     }
 }
 
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -4,18 +4,16 @@
 use crate::audit::{self, Level, field};
 use crate::backup::{self, HashParams};
 use crate::config::Config;
+use crate::policy::Policy;
 use crate::store::{ENROLLMENT_VERSION, Enrollment, Event, Loaded, SecretBytes, Store, StoreError};
 use crate::throttle;
 use crate::totp::{self, TotpCheck, TotpParams};
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use twofold_protocol::code::{self, Code};
 use twofold_protocol::text::human_duration;
-use twofold_protocol::{
-    EnrollmentOffer, LoginAction, LoginPlan, SecretString, TwofoldError, UserStatus, VerifyOutcome,
-    VerifyReply,
-};
+use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, VerifyOutcome, VerifyReply};
 use zeroize::Zeroizing;
 
 /// Lock stripes: logins of one user are serialized (a backup code or a step
@@ -46,15 +44,17 @@ struct Pending {
 }
 
 pub struct Engine {
-    cfg: Config,
-    store: Box<dyn Store>,
+    pub(crate) cfg: Config,
+    pub(crate) store: Box<dyn Store>,
     backup_params: HashParams,
     hostname: String,
     stripes: Vec<Mutex<()>>,
     pending: Mutex<HashMap<u32, Pending>>,
+    /// Replaced whole on reload; a login uses the policy it started with.
+    pub(crate) policy: RwLock<Arc<Policy>>,
 }
 
-fn internal(e: impl std::fmt::Display) -> TwofoldError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> TwofoldError {
     audit::log(Level::Error, &format!("state error: {e}"));
     TwofoldError::Internal(
         "twofold cannot read or write its state, so the code cannot be checked. Ask your administrator.".into(),
@@ -68,8 +68,14 @@ impl From<StoreError> for TwofoldError {
 }
 
 impl Engine {
-    pub fn new(cfg: Config, store: impl Store + 'static, backup_params: HashParams) -> Self {
+    pub fn new(
+        cfg: Config,
+        store: impl Store + 'static,
+        backup_params: HashParams,
+        policy: Policy,
+    ) -> Self {
         Self {
+            policy: RwLock::new(Arc::new(policy)),
             cfg,
             store: Box::new(store),
             backup_params,
@@ -83,7 +89,7 @@ impl Engine {
         &self.cfg
     }
 
-    fn lock(&self, user: &str) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock(&self, user: &str) -> MutexGuard<'_, ()> {
         let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
@@ -92,7 +98,7 @@ impl Engine {
         stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn params_of(&self, e: &Enrollment) -> TotpParams {
+    pub(crate) fn params_of(&self, e: &Enrollment) -> TotpParams {
         TotpParams {
             digits: e.digits,
             period: e.period,
@@ -100,11 +106,11 @@ impl Engine {
         }
     }
 
-    fn wait_for(&self, e: &Enrollment, now: u64) -> u64 {
+    pub(crate) fn wait_for(&self, e: &Enrollment, now: u64) -> u64 {
         throttle::retry_after(&self.cfg.throttle, e.failures, e.last_failure, now)
     }
 
-    fn log_login(&self, user: &str, ctx: &LoginContext, outcome: &str) {
+    pub(crate) fn log_login(&self, user: &str, ctx: &LoginContext, outcome: &str) {
         let level = if outcome.starts_with("accepted") {
             Level::Info
         } else {
@@ -124,41 +130,6 @@ impl Engine {
                 field("rhost", &ctx.rhost)
             ),
         );
-    }
-
-    /// What the module should do for this login.
-    pub fn begin_login(
-        &self,
-        user: &str,
-        ctx: &LoginContext,
-        now: u64,
-    ) -> Result<LoginPlan, TwofoldError> {
-        let loaded = {
-            let _guard = self.lock(user);
-            self.store.load(user)?
-        };
-        let Some(loaded) = loaded else {
-            self.log_login(user, ctx, "allowed-not-enrolled");
-            return Ok(LoginPlan {
-                action: LoginAction::AllowNotEnrolled,
-                message: NOT_ENROLLED_NOTICE.into(),
-            });
-        };
-        let wait = self.wait_for(&loaded.enrollment, now);
-        if wait > 0 {
-            self.log_login(user, ctx, "throttled");
-            return Ok(LoginPlan {
-                action: LoginAction::Throttled,
-                message: format!(
-                    "Too many wrong codes. Try again in {}.",
-                    human_duration(wait)
-                ),
-            });
-        }
-        Ok(LoginPlan {
-            action: LoginAction::AskCode,
-            message: String::new(),
-        })
     }
 
     /// Verify a code; the outcome is durable before it is returned.
@@ -186,10 +157,10 @@ impl Engine {
             self.log_login(user, ctx, "throttled");
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::Throttled,
-                message: format!(
+                message: self.refusal(&format!(
                     "Too many wrong codes. Try again in {}.",
                     human_duration(wait)
-                ),
+                )),
             });
         }
         let e = &loaded.enrollment;
@@ -230,14 +201,14 @@ impl Engine {
                 m
             }
             VerifyOutcome::Replayed => {
-                "That code was already used. Wait for the next code from your app.".into()
+                self.refusal("That code was already used. Wait for the next code from your app.")
             }
             VerifyOutcome::Wrong => match self.wait_for(e, now) {
-                0 => "Wrong code.".into(),
-                wait => format!(
+                0 => self.refusal("Wrong code."),
+                wait => self.refusal(&format!(
                     "Wrong code. Wait {} before trying again.",
                     human_duration(wait)
-                ),
+                )),
             },
             _ => String::new(),
         };
@@ -248,11 +219,19 @@ impl Engine {
             _ => "refused-wrong-code",
         };
         self.log_login(user, ctx, logged);
+        if outcome.is_accepted() {
+            self.remember_device(user, ctx, now);
+        }
         Ok(VerifyReply { outcome, message })
     }
 
     /// Append `event` durably, fold it in, and compact a long journal.
-    fn record(&self, user: &str, loaded: &mut Loaded, event: Event) -> Result<(), TwofoldError> {
+    pub(crate) fn record(
+        &self,
+        user: &str,
+        loaded: &mut Loaded,
+        event: Event,
+    ) -> Result<(), TwofoldError> {
         loaded.journal_len = self.store.append(user, loaded, event)?;
         loaded.enrollment.apply(event).map_err(internal)?;
         if loaded.journal_records() >= COMPACT_AFTER_RECORDS {
@@ -308,6 +287,7 @@ impl Engine {
             &format!("enrollment-offered {}", field("user", user)),
         );
         Ok(EnrollmentOffer {
+            qr_code: crate::qr::render(&uri).map_err(internal)?.into(),
             uri: uri.into(),
             secret_base32: secret_base32.into(),
             expires_in_secs: timeout,
@@ -384,6 +364,7 @@ impl Engine {
             backup,
             failures: 0,
             last_failure: 0,
+            last_login: None,
         };
         self.store.write_enrollment(user, &enrollment)?;
         audit::log(
@@ -391,29 +372,6 @@ impl Engine {
             &format!("enrolled {} method=totp", field("user", user)),
         );
         Ok(codes)
-    }
-
-    pub fn status(&self, user: &str, now: u64) -> Result<UserStatus, TwofoldError> {
-        let loaded = {
-            let _guard = self.lock(user);
-            self.store.load(user)?
-        };
-        Ok(match loaded {
-            None => UserStatus {
-                user: user.into(),
-                enrolled: false,
-                backup_codes_left: 0,
-                throttled_for_secs: 0,
-                consecutive_failures: 0,
-            },
-            Some(l) => UserStatus {
-                user: user.into(),
-                enrolled: true,
-                backup_codes_left: l.enrollment.backup.remaining(),
-                throttled_for_secs: self.wait_for(&l.enrollment, now),
-                consecutive_failures: l.enrollment.failures,
-            },
-        })
     }
 
     /// New backup codes for `user`, after a current TOTP code (throttled like a login).

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::config::{ThrottleConfig, TotpConfig};
+use crate::policy::Policy;
 use crate::store::FileStore;
+use twofold_protocol::LoginAction;
 
 const FAST: HashParams = HashParams {
     m_cost_kib: 64,
@@ -21,7 +23,15 @@ fn engine() -> (tempfile::TempDir, Engine) {
         ..Config::default()
     };
     let store = FileStore::init(&cfg.state_dir).unwrap();
-    (dir, Engine::new(cfg, store, FAST))
+    (dir, Engine::new(cfg, store, FAST, Policy::default()))
+}
+
+fn account(name: &str) -> crate::users::Account {
+    crate::users::Account {
+        name: name.into(),
+        uid: UID,
+        gid: UID,
+    }
 }
 
 fn ctx() -> LoginContext {
@@ -65,12 +75,12 @@ fn nothing_is_stored_until_a_code_confirms() {
             .expose()
             .starts_with("otpauth://totp/twofold:alice%40")
     );
-    assert!(!e.status("alice", T0).unwrap().enrolled);
+    assert!(!e.status(&account("alice"), T0).unwrap().enrolled);
     let err = e
         .confirm_enrollment(UID, "alice", "000000", T0)
         .unwrap_err();
     assert!(matches!(err, TwofoldError::InvalidInput(_)), "{err:?}");
-    assert!(!e.status("alice", T0).unwrap().enrolled);
+    assert!(!e.status(&account("alice"), T0).unwrap().enrolled);
     // Another uid cannot confirm alice's offer.
     let code = totp::code_at(&secret_of(&offer), SIX, T0).unwrap();
     assert!(matches!(
@@ -81,7 +91,7 @@ fn nothing_is_stored_until_a_code_confirms() {
         e.confirm_enrollment(UID, "alice", &code, T0).unwrap().len(),
         10
     );
-    let status = e.status("alice", T0).unwrap();
+    let status = e.status(&account("alice"), T0).unwrap();
     assert!(status.enrolled);
     assert_eq!(status.backup_codes_left, 10);
     assert!(matches!(
@@ -134,7 +144,10 @@ fn backup_codes_work_once() {
         e.verify("alice", &code, &ctx(), T0 + 1).unwrap().outcome,
         VerifyOutcome::Wrong
     );
-    assert_eq!(e.status("alice", T0).unwrap().backup_codes_left, 9);
+    assert_eq!(
+        e.status(&account("alice"), T0).unwrap().backup_codes_left,
+        9
+    );
 }
 
 #[test]
@@ -154,17 +167,27 @@ fn throttle_engages_blocks_even_right_codes_and_resets_on_success() {
     assert_eq!(r.outcome, VerifyOutcome::Throttled);
     assert!(r.message.contains("25 seconds"), "{}", r.message);
     assert_eq!(
-        e.begin_login("alice", &ctx(), t + 5).unwrap().action,
-        LoginAction::Throttled
+        e.begin_login(&account("alice"), &ctx(), t + 5)
+            .unwrap()
+            .action,
+        LoginAction::Refuse
     );
-    assert_eq!(e.status("alice", t + 5).unwrap().throttled_for_secs, 25);
+    assert_eq!(
+        e.status(&account("alice"), t + 5)
+            .unwrap()
+            .throttled_for_secs,
+        25
+    );
     t += 30;
     let right = totp::code_at(&secret, SIX, t).unwrap();
     assert_eq!(
         e.verify("alice", &right, &ctx(), t).unwrap().outcome,
         VerifyOutcome::Accepted
     );
-    assert_eq!(e.status("alice", t).unwrap().consecutive_failures, 0);
+    assert_eq!(
+        e.status(&account("alice"), t).unwrap().consecutive_failures,
+        0
+    );
 }
 
 #[test]
@@ -174,11 +197,23 @@ fn unlock_clears_the_wait() {
     for _ in 0..6 {
         let _ = e.verify("alice", "000000", &ctx(), T0 + 40).unwrap();
     }
-    assert!(e.status("alice", T0 + 40).unwrap().throttled_for_secs > 0);
+    assert!(
+        e.status(&account("alice"), T0 + 40)
+            .unwrap()
+            .throttled_for_secs
+            > 0
+    );
     e.unlock("alice", 0, T0 + 41).unwrap();
-    assert_eq!(e.status("alice", T0 + 41).unwrap().throttled_for_secs, 0);
     assert_eq!(
-        e.begin_login("alice", &ctx(), T0 + 41).unwrap().action,
+        e.status(&account("alice"), T0 + 41)
+            .unwrap()
+            .throttled_for_secs,
+        0
+    );
+    assert_eq!(
+        e.begin_login(&account("alice"), &ctx(), T0 + 41)
+            .unwrap()
+            .action,
         LoginAction::AskCode
     );
 }
@@ -203,7 +238,12 @@ fn state_survives_a_new_engine() {
         state_dir: d.path().join("state"),
         ..Config::default()
     };
-    let e = Engine::new(cfg.clone(), FileStore::open(&cfg.state_dir).unwrap(), FAST);
+    let e = Engine::new(
+        cfg.clone(),
+        FileStore::open(&cfg.state_dir).unwrap(),
+        FAST,
+        Policy::default(),
+    );
     assert_eq!(
         e.verify("alice", &code, &ctx(), T0 + 31).unwrap().outcome,
         VerifyOutcome::Replayed
@@ -246,7 +286,7 @@ fn compaction_keeps_the_state() {
             .outcome,
         VerifyOutcome::Wrong
     );
-    assert_eq!(e.status("alice", t).unwrap().backup_codes_left, 9);
+    assert_eq!(e.status(&account("alice"), t).unwrap().backup_codes_left, 9);
 }
 
 #[test]
@@ -302,15 +342,20 @@ fn malformed_input_is_refused_unverified() {
             "{bad:?}"
         );
     }
-    assert_eq!(e.status("alice", T0).unwrap().consecutive_failures, 0);
+    assert_eq!(
+        e.status(&account("alice"), T0)
+            .unwrap()
+            .consecutive_failures,
+        0
+    );
 }
 
 #[test]
 fn not_enrolled_is_told_and_unreadable_state_is_an_error() {
     let (d, e) = engine();
     assert_eq!(
-        e.begin_login("bob", &ctx(), T0).unwrap().action,
-        LoginAction::AllowNotEnrolled
+        e.begin_login(&account("bob"), &ctx(), T0).unwrap().action,
+        LoginAction::Allow
     );
     assert_eq!(
         e.verify("bob", "123456", &ctx(), T0).unwrap().outcome,
@@ -319,7 +364,7 @@ fn not_enrolled_is_told_and_unreadable_state_is_an_error() {
     enroll(&e);
     std::fs::write(d.path().join("state/users/alice.enrollment"), b"garbage").unwrap();
     assert!(matches!(
-        e.begin_login("alice", &ctx(), T0),
+        e.begin_login(&account("alice"), &ctx(), T0),
         Err(TwofoldError::Internal(_))
     ));
     assert!(matches!(

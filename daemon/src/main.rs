@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use twofoldd::audit::{self, Level};
-use twofoldd::{backup, bus, config, engine::Engine, store::FileStore};
+use twofoldd::{backup, bus, config, engine::Engine, policy, store::FileStore};
 
 #[derive(Parser)]
 #[command(
@@ -46,7 +46,16 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         println!("{cfg:#?}");
-        return ExitCode::SUCCESS;
+        return match policy::load(&cfg.policy_file, false) {
+            Ok((p, _)) => {
+                println!("policy: {}", p.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("twofoldd: policy error: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     if !audit::init(args.log_stderr) && !args.log_stderr {
         eprintln!("twofoldd: warning: syslog (/dev/log) is not reachable; log lines go to stderr");
@@ -79,7 +88,29 @@ fn main() -> ExitCode {
         }
     };
     let state_dir = cfg.state_dir.display().to_string();
-    let engine = Arc::new(Engine::new(cfg, store, backup::DEFAULT_PARAMS));
+    let policy = match policy::load(&cfg.policy_file, false) {
+        Ok((policy, found)) => {
+            let origin = if found {
+                cfg.policy_file.display().to_string()
+            } else {
+                "built-in (no policy file)".into()
+            };
+            audit::log(
+                Level::Info,
+                &format!("policy {origin}: {}", policy.summary()),
+            );
+            policy
+        }
+        Err(e) => {
+            eprintln!("twofoldd: policy error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine = Arc::new(Engine::new(cfg, store, backup::DEFAULT_PARAMS, policy));
+    if let Err(e) = reload_on_sighup(engine.clone()) {
+        eprintln!("twofoldd: cannot watch SIGHUP: {e}");
+        return ExitCode::from(1);
+    }
     match zbus::block_on(serve(engine)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -90,6 +121,20 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// SIGHUP reads the policy again; an invalid file is refused (and logged)
+/// and the policy in force stays.
+fn reload_on_sighup(engine: Arc<Engine>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let _ = engine.reload_policy(None);
+            }
+        })?;
+    Ok(())
 }
 
 async fn serve(engine: Arc<Engine>) -> zbus::Result<()> {

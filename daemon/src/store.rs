@@ -76,6 +76,32 @@ pub struct Enrollment {
     /// Wrong codes in a row, and when the last one came.
     pub failures: u32,
     pub last_failure: u64,
+    /// Last login with a code (TOTP or backup).
+    #[serde(default)]
+    pub last_login: Option<u64>,
+}
+
+/// What an administrator or the policy keeps about a user besides the
+/// enrollment: `NAME.meta`, replaced atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserMeta {
+    /// Per-user override (`twofold admin require|exempt USER`).
+    #[serde(default)]
+    pub override_mode: Option<crate::policy::Mode>,
+    /// When the user was first told to enroll under `require` (grace period).
+    #[serde(default)]
+    pub first_prompt: Option<u64>,
+    /// Remote hosts not asked again until a time (remember this device).
+    #[serde(default)]
+    pub remembered: Vec<Remembered>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remembered {
+    pub rhost: String,
+    pub until: u64,
 }
 
 /// One journal record.
@@ -136,16 +162,18 @@ impl Enrollment {
     /// Fold one event into the snapshot.
     pub fn apply(&mut self, event: Event) -> Result<(), String> {
         match event {
-            Event::TotpAccepted { step, .. } => {
+            Event::TotpAccepted { step, at } => {
                 self.last_step = Some(self.last_step.map_or(step, |s| s.max(step)));
+                self.last_login = Some(self.last_login.map_or(at, |l| l.max(at)));
                 self.failures = 0;
             }
-            Event::BackupUsed { index, .. } => {
+            Event::BackupUsed { index, at } => {
                 let slot = usize::try_from(index)
                     .ok()
                     .and_then(|i| self.backup.hashes.get_mut(i))
                     .ok_or_else(|| format!("backup code index {index} out of range"))?;
                 *slot = None;
+                self.last_login = Some(self.last_login.map_or(at, |l| l.max(at)));
                 self.failures = 0;
             }
             Event::Failure { at } => {
@@ -183,6 +211,14 @@ pub trait Store: Send + Sync {
     fn append(&self, user: &str, loaded: &Loaded, event: Event) -> Result<u64, StoreError>;
     /// Atomically replace the enrollment (with a new generation).
     fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError>;
+    /// Remove the enrollment (the user enrolls again); not enrolled is fine.
+    fn remove_enrollment(&self, user: &str) -> Result<(), StoreError>;
+    /// The user's metadata (empty if none).
+    fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError>;
+    /// Atomically replace the user's metadata.
+    fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError>;
+    /// Every user with an enrollment or metadata.
+    fn users(&self) -> Result<Vec<String>, StoreError>;
 }
 
 pub struct FileStore {
@@ -386,9 +422,8 @@ impl Store for FileStore {
     fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError> {
         let path = self.path(user, "enrollment")?;
         let jpath = self.path(user, "journal")?;
-        let tmp = self.users_dir.join(format!(".{user}.enrollment.tmp"));
         // The journal must exist before the enrollment does; the directory
-        // fsync below makes both names durable.
+        // fsync in replace_file makes both names durable.
         open_options(true)
             .create(true)
             .truncate(false)
@@ -400,17 +435,7 @@ impl Store for FileStore {
                 reason: e.to_string(),
             }
         })?);
-        {
-            let mut f = open_options(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(io_err(&tmp))?;
-            f.write_all(&json).map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&self.users_dir)?;
+        self.replace_file(user, "enrollment", &json)?;
         // The rename committed the change; the old records no longer count
         // (their generation is retired), so emptying the journal is only
         // tidying and its failure is no reason to report the change as failed.
@@ -418,6 +443,82 @@ impl Store for FileStore {
             let _ = j.set_len(0).and_then(|()| j.sync_data());
         }
         Ok(())
+    }
+
+    fn remove_enrollment(&self, user: &str) -> Result<(), StoreError> {
+        let path = self.path(user, "enrollment")?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return self.check_marker(),
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        sync_dir(&self.users_dir)?;
+        // Without its enrollment the journal counts for nothing; remove it too.
+        let jpath = self.path(user, "journal")?;
+        let _ = std::fs::remove_file(&jpath);
+        Ok(())
+    }
+
+    fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError> {
+        let path = self.path(user, "meta")?;
+        match open_options(false).open(&path) {
+            Ok(mut f) => {
+                let mut text = String::new();
+                f.read_to_string(&mut text).map_err(io_err(&path))?;
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.check_marker().map(|()| UserMeta::default())
+            }
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(meta).map_err(|e| StoreError::Corrupt {
+            path: self.users_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        self.replace_file(user, "meta", &json)
+    }
+
+    fn users(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&self.users_dir).map_err(io_err(&self.users_dir))? {
+            let entry = entry.map_err(io_err(&self.users_dir))?;
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let user = file
+                .strip_suffix(".enrollment")
+                .or_else(|| file.strip_suffix(".meta"));
+            if let Some(user) = user.filter(|u| twofold_protocol::user::validate(u).is_ok()) {
+                names.insert(user.to_string());
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+}
+
+impl FileStore {
+    /// Replace `NAME.suffix` atomically: write a temporary file, fsync,
+    /// rename, fsync the directory.
+    fn replace_file(&self, user: &str, suffix: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(user, suffix)?;
+        let tmp = self.users_dir.join(format!(".{user}.{suffix}.tmp"));
+        {
+            let mut f = open_options(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(bytes).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&self.users_dir)
     }
 }
 
@@ -445,6 +546,7 @@ mod tests {
             backup,
             failures: 0,
             last_failure: 0,
+            last_login: None,
         }
     }
 
@@ -612,6 +714,28 @@ mod tests {
             s.load("alice"),
             Err(StoreError::NotInitialized { .. })
         ));
+    }
+
+    #[test]
+    fn meta_round_trip_removal_and_listing() {
+        let (_d, s) = store();
+        assert_eq!(s.load_meta("alice").unwrap(), UserMeta::default());
+        let meta = UserMeta {
+            override_mode: Some(crate::policy::Mode::Require),
+            first_prompt: Some(5),
+            remembered: vec![Remembered {
+                rhost: "192.0.2.1".into(),
+                until: 99,
+            }],
+        };
+        s.write_meta("alice", &meta).unwrap();
+        assert_eq!(s.load_meta("alice").unwrap(), meta);
+        s.write_enrollment("bob", &enrollment(1)).unwrap();
+        assert_eq!(s.users().unwrap(), ["alice", "bob"]);
+        s.remove_enrollment("bob").unwrap();
+        assert!(s.load("bob").unwrap().is_none());
+        s.remove_enrollment("bob").unwrap(); // again: nothing to do
+        assert_eq!(s.users().unwrap(), ["alice"]);
     }
 
     #[test]

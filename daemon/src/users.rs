@@ -1,6 +1,7 @@
 //! Accounts and groups through NSS (so LDAP and SSSD users count).
 
 use nix::unistd::{Gid, Group, Uid, User};
+use std::collections::HashSet;
 use std::ffi::CString;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,89 @@ pub fn in_group(account: &Account, group: &str) -> Result<bool, NssError> {
     let name = CString::new(account.name.as_str()).map_err(|_| NssError(nix::Error::EINVAL))?;
     let groups = nix::unistd::getgrouplist(&name, Gid::from_raw(account.gid))?;
     Ok(groups.contains(&group.gid))
+}
+
+/// Which of `groups` (by name) `account` belongs to, through getgrouplist
+/// (primary and supplementary groups, from every NSS source).
+pub fn member_of<'a>(
+    account: &Account,
+    groups: impl Iterator<Item = &'a str>,
+) -> Result<HashSet<String>, NssError> {
+    let name = CString::new(account.name.as_str()).map_err(|_| NssError(nix::Error::EINVAL))?;
+    let gids = nix::unistd::getgrouplist(&name, Gid::from_raw(account.gid))?;
+    let mut found = HashSet::new();
+    for group in groups {
+        if let Some(g) = Group::from_name(group)?
+            && gids.contains(&g.gid)
+        {
+            found.insert(group.to_string());
+        }
+    }
+    Ok(found)
+}
+
+/// Members of a set of groups, looked up once, for reports over many users
+/// (per-user getgrouplist would read the group database once per user).
+pub struct Membership {
+    groups: Vec<(String, u32, HashSet<String>)>,
+}
+
+impl Membership {
+    pub fn of<'a>(groups: impl Iterator<Item = &'a str>) -> Result<Self, NssError> {
+        let mut out = Vec::new();
+        for name in groups {
+            if let Some(g) = Group::from_name(name)? {
+                out.push((
+                    name.to_string(),
+                    g.gid.as_raw(),
+                    g.mem.into_iter().collect(),
+                ));
+            }
+        }
+        Ok(Self { groups: out })
+    }
+
+    pub fn groups_of(&self, account: &Account) -> HashSet<String> {
+        self.groups
+            .iter()
+            .filter(|(_, gid, members)| *gid == account.gid || members.contains(&account.name))
+            .map(|(name, _, _)| name.clone())
+            .collect()
+    }
+}
+
+/// Accounts with uid 1000 to 59999 (Debian's range for people), enumerated
+/// through NSS. Directory services that do not enumerate list only local users.
+pub fn local_accounts() -> Result<Vec<Account>, NssError> {
+    static ENUMERATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ENUMERATION.lock().unwrap_or_else(|p| p.into_inner());
+    let mut accounts = Vec::new();
+    // SAFETY: setpwent/getpwent/endpwent share process-wide state; the mutex
+    // above keeps this the only enumeration, and each entry is copied out
+    // before the next call overwrites it.
+    unsafe {
+        libc::setpwent();
+        loop {
+            let entry = libc::getpwent();
+            if entry.is_null() {
+                break;
+            }
+            let uid = (*entry).pw_uid;
+            if (1000..60000).contains(&uid)
+                && !(*entry).pw_name.is_null()
+                && let Ok(name) = std::ffi::CStr::from_ptr((*entry).pw_name).to_str()
+                && twofold_protocol::user::validate(name).is_ok()
+            {
+                accounts.push(Account {
+                    name: name.to_string(),
+                    uid,
+                    gid: (*entry).pw_gid,
+                });
+            }
+        }
+        libc::endpwent();
+    }
+    Ok(accounts)
 }
 
 pub fn hostname() -> String {

@@ -3,11 +3,13 @@
 //! One bus connection per login, opened here and dropped before returning.
 
 use crate::args::{FailMode, Options};
+use crate::enroll;
 use pam::constants::PamResultCode;
 use std::time::Duration;
 use twofold_protocol::code;
 use twofold_protocol::{
-    LoginAction, LoginPlan, TwofoldError, TwofoldProxy, VerifyOutcome, VerifyReply,
+    EnrollmentOffer, LoginAction, LoginPlan, SecretString, TwofoldError, TwofoldProxy,
+    VerifyOutcome, VerifyReply,
 };
 use zeroize::Zeroizing;
 
@@ -38,10 +40,12 @@ pub trait Host {
     /// Ask with echo off; the answer is wiped when dropped.
     fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode>;
     fn show(&mut self, kind: Shown, text: &str);
+    /// Whether `Shown::Info` reaches the user (not under PAM_SILENT).
+    fn shows_info(&self) -> bool;
     fn log(&mut self, priority: Priority, text: &str);
 }
 
-/// The two questions a login asks twofoldd.
+/// What a login asks twofoldd.
 #[allow(async_fn_in_trait)] // used with static dispatch only
 pub trait Daemon {
     async fn begin_login(
@@ -57,6 +61,17 @@ pub trait Daemon {
         service: &str,
         rhost: &str,
     ) -> Result<VerifyReply, TwofoldError>;
+    async fn enroll_at_login(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<EnrollmentOffer, TwofoldError>;
+    async fn confirm_at_login(
+        &self,
+        user: &str,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError>;
 }
 
 /// twofoldd over the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`).
@@ -105,6 +120,23 @@ impl Daemon for BusDaemon {
     ) -> Result<VerifyReply, TwofoldError> {
         self.proxy.verify(user, code, service, rhost).await
     }
+
+    async fn enroll_at_login(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        self.proxy.enroll_at_login(user, service, rhost).await
+    }
+
+    async fn confirm_at_login(
+        &self,
+        user: &str,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        self.proxy.confirm_at_login(user, code).await
+    }
 }
 
 /// Who is logging in, from the PAM items. `user` is `Err` with a printable
@@ -151,18 +183,32 @@ pub async fn run<H: Host, D: Daemon>(
         Err(e) => return refused_by(host, e),
     };
     match plan.action {
-        LoginAction::AllowNotEnrolled => {
+        LoginAction::AskCode => ask_code(host, &daemon, user, login).await,
+        LoginAction::Allow => {
             // No code was verified, so this module must not be the one that
             // grants access: IGNORE leaves the decision to the rest of the stack.
-            host.show(Shown::Info, &plan.message);
-            return PamResultCode::PAM_IGNORE;
+            if !plan.message.is_empty() {
+                host.show(Shown::Info, &plan.message);
+            }
+            PamResultCode::PAM_IGNORE
         }
-        LoginAction::Throttled => {
-            host.show(Shown::Error, &plan.message);
-            return PamResultCode::PAM_AUTH_ERR;
+        LoginAction::Refuse => {
+            if !plan.message.is_empty() {
+                host.show(Shown::Error, &plan.message);
+            }
+            PamResultCode::PAM_AUTH_ERR
         }
-        LoginAction::AskCode => {}
+        LoginAction::Enroll => enroll::enroll(host, &daemon, user, login, &plan.message).await,
     }
+}
+
+/// Ask for a code and let the daemon verify it.
+async fn ask_code<H: Host, D: Daemon>(
+    host: &mut H,
+    daemon: &D,
+    user: &str,
+    login: &Login,
+) -> PamResultCode {
     let answer = match host.prompt_hidden(PROMPT) {
         Ok(answer) => answer,
         Err(code) => {
@@ -218,7 +264,7 @@ pub async fn run<H: Host, D: Daemon>(
 
 /// The daemon answered with an error, or the call failed after it was made:
 /// the login is refused whatever the failmode.
-fn refused_by<H: Host>(host: &mut H, error: TwofoldError) -> PamResultCode {
+pub(crate) fn refused_by<H: Host>(host: &mut H, error: TwofoldError) -> PamResultCode {
     match error {
         TwofoldError::ZBus(e) => {
             host.log(

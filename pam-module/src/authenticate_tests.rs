@@ -8,12 +8,17 @@ use std::collections::VecDeque;
 #[derive(Debug, PartialEq)]
 enum Step {
     Prompt(&'static str, Result<&'static [u8], PamResultCode>),
+    /// Shown text containing this.
     Show(Shown, &'static str),
+    /// Shown text equal to this.
+    ShowExact(Shown, &'static str),
 }
 
 struct Scripted {
     steps: VecDeque<Step>,
     logs: Vec<(Priority, String)>,
+    /// As under PAM_SILENT: info messages would be dropped.
+    silent: bool,
 }
 
 impl Scripted {
@@ -21,6 +26,7 @@ impl Scripted {
         Self {
             steps: steps.into(),
             logs: Vec::new(),
+            silent: false,
         }
     }
 }
@@ -50,8 +56,16 @@ impl Host for Scripted {
                 assert_eq!(k, kind);
                 assert!(text.contains(expected), "{text:?} lacks {expected:?}");
             }
+            Some(Step::ShowExact(k, expected)) => {
+                assert_eq!(k, kind);
+                assert_eq!(text, expected);
+            }
             other => panic!("show {kind:?} {text:?} where the script has {other:?}"),
         }
+    }
+
+    fn shows_info(&self) -> bool {
+        !self.silent
     }
 
     fn log(&mut self, priority: Priority, text: &str) {
@@ -65,6 +79,12 @@ struct FakeDaemon {
     plan_error: Option<fn() -> zbus::Error>,
     reply: Option<Result<VerifyReply, &'static str>>,
     verified: RefCell<Vec<String>>,
+    /// What `EnrollAtLogin` answers; `None`: it must not be called.
+    offer: Option<Result<EnrollmentOffer, fn() -> TwofoldError>>,
+    /// What each `ConfirmAtLogin` answers, in order; it must not be called more.
+    confirm: RefCell<VecDeque<Result<Vec<SecretString>, TwofoldError>>>,
+    enroll_asked: RefCell<Vec<(String, String, String)>>,
+    confirmed: RefCell<Vec<(String, String)>>,
 }
 
 impl Daemon for FakeDaemon {
@@ -98,6 +118,34 @@ impl Daemon for FakeDaemon {
             ))),
         }
     }
+
+    async fn enroll_at_login(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        self.enroll_asked
+            .borrow_mut()
+            .push((user.into(), service.into(), rhost.into()));
+        match &self.offer {
+            Some(Ok(offer)) => Ok(offer.clone()),
+            Some(Err(error)) => Err(error()),
+            None => panic!("EnrollAtLogin was not expected"),
+        }
+    }
+
+    async fn confirm_at_login(
+        &self,
+        user: &str,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        self.confirmed.borrow_mut().push((user.into(), code.into()));
+        match self.confirm.borrow_mut().pop_front() {
+            Some(answer) => answer,
+            None => panic!("ConfirmAtLogin was not expected"),
+        }
+    }
 }
 
 fn login(user: &str) -> Login {
@@ -128,11 +176,22 @@ fn run_with(
     login: &Login,
     daemon: FakeDaemon,
 ) -> (PamResultCode, Vec<String>) {
+    let (code, daemon) = run_fake(host, options, login, daemon);
+    let verified = daemon.verified.borrow().clone();
+    (code, verified)
+}
+
+/// Run, and give the daemon back to look at what it was asked.
+fn run_fake(
+    host: &mut Scripted,
+    options: &Options,
+    login: &Login,
+    daemon: FakeDaemon,
+) -> (PamResultCode, std::rc::Rc<FakeDaemon>) {
     let daemon = std::rc::Rc::new(daemon);
     let d = daemon.clone();
     let code = zbus::block_on(run(host, options, login, async move || Ok(RcDaemon(d))));
-    let verified = daemon.verified.borrow().clone();
-    (code, verified)
+    (code, daemon)
 }
 
 struct RcDaemon(std::rc::Rc<FakeDaemon>);
@@ -149,6 +208,17 @@ impl Daemon for RcDaemon {
         r: &str,
     ) -> Result<VerifyReply, TwofoldError> {
         self.0.verify(u, c, s, r).await
+    }
+    async fn enroll_at_login(
+        &self,
+        u: &str,
+        s: &str,
+        r: &str,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        self.0.enroll_at_login(u, s, r).await
+    }
+    async fn confirm_at_login(&self, u: &str, c: &str) -> Result<Vec<SecretString>, TwofoldError> {
+        self.0.confirm_at_login(u, c).await
     }
 }
 
@@ -206,10 +276,10 @@ fn malformed_input_never_reaches_the_daemon() {
 }
 
 #[test]
-fn throttled_user_is_refused_without_a_prompt() {
+fn refused_user_is_refused_without_a_prompt() {
     let mut host = Scripted::new(vec![Step::Show(Shown::Error, "Try again in")]);
     let plan = Some(LoginPlan {
-        action: LoginAction::Throttled,
+        action: LoginAction::Refuse,
         message: "Try again in 5 minutes.".into(),
     });
     let (code, _) = run_with(
@@ -305,22 +375,38 @@ fn timed_out() -> zbus::Error {
 }
 
 #[test]
-fn not_enrolled_gets_the_notice_and_no_prompt() {
+fn allowed_without_a_code_gets_the_notice_and_no_prompt() {
+    let allow = |message: &str| {
+        Some(LoginPlan {
+            action: LoginAction::Allow,
+            message: message.into(),
+        })
+    };
     let mut host = Scripted::new(vec![Step::Show(Shown::Info, "twofold setup")]);
-    let plan = Some(LoginPlan {
-        action: LoginAction::AllowNotEnrolled,
-        message: "Run `twofold setup`".into(),
-    });
+    let (code, sent) = run_with(
+        &mut host,
+        &Options::default(),
+        &login("bob"),
+        FakeDaemon {
+            plan: allow("Run `twofold setup`"),
+            ..Default::default()
+        },
+    );
+    // No code was verified: the module must not grant access on its own.
+    assert_eq!(code, PamResultCode::PAM_IGNORE);
+    assert!(sent.is_empty());
+
+    // Nothing to say (exempt, trusted network): nothing shown.
+    let mut host = Scripted::new(vec![]);
     let (code, _) = run_with(
         &mut host,
         &Options::default(),
         &login("bob"),
         FakeDaemon {
-            plan,
+            plan: allow(""),
             ..Default::default()
         },
     );
-    // No code was verified: the module must not grant access on its own.
     assert_eq!(code, PamResultCode::PAM_IGNORE);
 }
 
@@ -401,4 +487,245 @@ fn the_bus_address_from_the_environment_is_ignored_under_setuid() {
     assert_eq!(bus_address(true, env()), SYSTEM_BUS_ADDRESS);
     assert_eq!(bus_address(false, None), SYSTEM_BUS_ADDRESS);
     assert_eq!(bus_address(false, Some("".into())), SYSTEM_BUS_ADDRESS);
+}
+
+// Enrollment at login (`LoginAction::Enroll`).
+
+const ENROLL_MESSAGE: &str = "Your administrator requires two-factor authentication. \
+Scan this QR code with your authenticator app, then type the code it shows.";
+const OFFER_TEXT: &str = "Your administrator requires two-factor authentication. \
+Scan this QR code with your authenticator app, then type the code it shows.\n\
+\n\
+█▀▀▀▀▀█ ▄▀ █\n\
+█ ███ █ ▀▄ █\n\
+\n\
+Key URI: otpauth://totp/twofold:carol?secret=JBSWY3DPEHPK3PXP&issuer=twofold\n\
+Or enter this key by hand: JBSW Y3DP EHPK 3PXP";
+const NO_MATCH: &str =
+    "That code does not match. Check the time on your phone and type the current code.";
+
+fn enroll_plan() -> Option<LoginPlan> {
+    Some(LoginPlan {
+        action: LoginAction::Enroll,
+        message: ENROLL_MESSAGE.into(),
+    })
+}
+
+fn offer() -> Option<Result<EnrollmentOffer, fn() -> TwofoldError>> {
+    Some(Ok(EnrollmentOffer {
+        qr_code: SecretString::new("█▀▀▀▀▀█ ▄▀ █\n█ ███ █ ▀▄ █\n".into()),
+        uri: SecretString::new(
+            "otpauth://totp/twofold:carol?secret=JBSWY3DPEHPK3PXP&issuer=twofold".into(),
+        ),
+        secret_base32: SecretString::new("JBSWY3DPEHPK3PXP".into()),
+        expires_in_secs: 600,
+    }))
+}
+
+fn backup_codes() -> Result<Vec<SecretString>, TwofoldError> {
+    Ok(["0123456789", "abcdefghjk", "mnpqrstvwx"]
+        .into_iter()
+        .map(|c| SecretString::new(c.into()))
+        .collect())
+}
+
+fn no_match() -> Result<Vec<SecretString>, TwofoldError> {
+    Err(TwofoldError::InvalidInput(NO_MATCH.into()))
+}
+
+fn enrolling(confirm: Vec<Result<Vec<SecretString>, TwofoldError>>) -> FakeDaemon {
+    FakeDaemon {
+        plan: enroll_plan(),
+        offer: offer(),
+        confirm: RefCell::new(confirm.into()),
+        ..Default::default()
+    }
+}
+
+fn confirmed_codes(daemon: &FakeDaemon) -> Vec<String> {
+    daemon
+        .confirmed
+        .borrow()
+        .iter()
+        .map(|(user, code)| {
+            assert_eq!(user, "carol");
+            code.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn enrollment_at_login_shows_the_key_then_the_backup_codes_and_ignores() {
+    let mut host = Scripted::new(vec![
+        Step::ShowExact(Shown::Info, OFFER_TEXT),
+        Step::Prompt(PROMPT, Ok(b"123 456")),
+        Step::ShowExact(
+            Shown::Info,
+            "Two-factor authentication is now set up.\n\n\
+             Your backup codes, for when you do not have your phone:\n\
+             1. 01234-56789\n\
+             2. abcde-fghjk\n\
+             3. mnpqr-stvwx\n\n\
+             Each backup code works once. They are shown only now: write them down.",
+        ),
+    ]);
+    let (code, daemon) = run_fake(
+        &mut host,
+        &Options::default(),
+        &login("carol"),
+        enrolling(vec![backup_codes()]),
+    );
+    // Enrolling proves who holds the phone, not who the user is: the first
+    // factor decides, so never SUCCESS.
+    assert_eq!(code, PamResultCode::PAM_IGNORE);
+    assert_eq!(confirmed_codes(&daemon), ["123456"]);
+    assert_eq!(
+        *daemon.enroll_asked.borrow(),
+        [("carol".into(), "sshd".into(), "192.0.2.7".into())]
+    );
+    assert!(daemon.verified.borrow().is_empty());
+}
+
+#[test]
+fn enrollment_at_login_allows_another_try_without_showing_the_key_again() {
+    let mut host = Scripted::new(vec![
+        Step::Show(Shown::Info, "Key URI: otpauth://"),
+        Step::Prompt(PROMPT, Ok(b"111111")),
+        Step::ShowExact(Shown::Error, NO_MATCH),
+        Step::Prompt(PROMPT, Ok(b"222222")),
+        Step::Show(Shown::Info, "now set up"),
+    ]);
+    let (code, daemon) = run_fake(
+        &mut host,
+        &Options::default(),
+        &login("carol"),
+        enrolling(vec![no_match(), backup_codes()]),
+    );
+    assert_eq!(code, PamResultCode::PAM_IGNORE);
+    assert_eq!(confirmed_codes(&daemon), ["111111", "222222"]);
+}
+
+#[test]
+fn enrollment_at_login_gives_up_after_three_tries() {
+    let mut host = Scripted::new(vec![
+        Step::Show(Shown::Info, "JBSW Y3DP EHPK 3PXP"),
+        Step::Prompt(PROMPT, Ok(b"111111")),
+        Step::ShowExact(Shown::Error, NO_MATCH),
+        Step::Prompt(PROMPT, Ok(b"222222")),
+        Step::ShowExact(Shown::Error, NO_MATCH),
+        Step::Prompt(PROMPT, Ok(b"333333")),
+        Step::Show(Shown::Error, "Nothing was stored"),
+    ]);
+    let (code, daemon) = run_fake(
+        &mut host,
+        &Options::default(),
+        &login("carol"),
+        enrolling(vec![no_match(), no_match(), no_match()]),
+    );
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+    assert_eq!(confirmed_codes(&daemon), ["111111", "222222", "333333"]);
+    assert!(
+        host.logs
+            .iter()
+            .any(|(p, l)| *p == Priority::Warning && l.contains("after 3 tries"))
+    );
+}
+
+#[test]
+fn enrollment_at_login_counts_malformed_answers_but_never_sends_them() {
+    let mut host = Scripted::new(vec![
+        Step::Show(Shown::Info, "Key URI"),
+        Step::Prompt(PROMPT, Ok(b"12a456")),
+        Step::Show(Shown::Error, "not a code from your authenticator app"),
+        // A backup code cannot confirm a new key.
+        Step::Prompt(PROMPT, Ok(b"ABCDE-FGHJK")),
+        Step::Show(Shown::Error, "not a code from your authenticator app"),
+        Step::Prompt(PROMPT, Ok(b"")),
+        Step::Show(Shown::Error, "Nothing was stored"),
+    ]);
+    let (code, daemon) = run_fake(
+        &mut host,
+        &Options::default(),
+        &login("carol"),
+        enrolling(vec![]),
+    );
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+    assert!(confirmed_codes(&daemon).is_empty());
+}
+
+#[test]
+fn enrollment_at_login_returns_a_conversation_failure() {
+    let mut host = Scripted::new(vec![
+        Step::Show(Shown::Info, "Key URI"),
+        Step::Prompt(PROMPT, Ok(b"111111")),
+        Step::Show(Shown::Error, "does not match"),
+        Step::Prompt(PROMPT, Err(PamResultCode::PAM_CONV_ERR)),
+    ]);
+    let (code, daemon) = run_fake(
+        &mut host,
+        &Options::default(),
+        &login("carol"),
+        enrolling(vec![no_match()]),
+    );
+    assert_eq!(code, PamResultCode::PAM_CONV_ERR);
+    assert_eq!(confirmed_codes(&daemon), ["111111"]);
+}
+
+#[test]
+fn enrollment_at_login_refuses_on_daemon_errors_whatever_the_failmode() {
+    for options in [Options::default(), SAFE] {
+        // EnrollAtLogin fails.
+        let mut host = Scripted::new(vec![Step::Show(Shown::Error, "administrator")]);
+        let daemon = FakeDaemon {
+            plan: enroll_plan(),
+            offer: Some(Err(|| {
+                TwofoldError::Internal("Ask your administrator.".into())
+            })),
+            ..Default::default()
+        };
+        let (code, _) = run_fake(&mut host, &options, &login("carol"), daemon);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{options:?}");
+
+        // EnrollAtLogin times out.
+        let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+        let daemon = FakeDaemon {
+            plan: enroll_plan(),
+            offer: Some(Err(|| TwofoldError::ZBus(timed_out()))),
+            ..Default::default()
+        };
+        let (code, _) = run_fake(&mut host, &options, &login("carol"), daemon);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{options:?}");
+
+        // The offer expired before the code came: no further try.
+        let mut host = Scripted::new(vec![
+            Step::Show(Shown::Info, "Key URI"),
+            Step::Prompt(PROMPT, Ok(b"123456")),
+            Step::Show(Shown::Error, "expired"),
+        ]);
+        let expired = Err(TwofoldError::NoPendingEnrollment(
+            "The key expired; log in again.".into(),
+        ));
+        let (code, daemon) = run_fake(
+            &mut host,
+            &options,
+            &login("carol"),
+            enrolling(vec![expired]),
+        );
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{options:?}");
+        assert_eq!(confirmed_codes(&daemon), ["123456"]);
+    }
+}
+
+#[test]
+fn enrollment_at_login_is_refused_when_info_messages_are_dropped() {
+    // PAM_SILENT: the key could not be shown, so do not ask for a code from it.
+    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "Log in another way")]);
+    host.silent = true;
+    let daemon = FakeDaemon {
+        plan: enroll_plan(),
+        ..Default::default() // EnrollAtLogin must not be called
+    };
+    let (code, daemon) = run_fake(&mut host, &Options::default(), &login("carol"), daemon);
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+    assert!(daemon.enroll_asked.borrow().is_empty());
 }

@@ -43,6 +43,10 @@ impl Host for PamHost<'_> {
         }
     }
 
+    fn shows_info(&self) -> bool {
+        !self.silent
+    }
+
     fn log(&mut self, priority: authenticate::Priority, text: &str) {
         let priority = match priority {
             authenticate::Priority::Debug if !self.debug => return,

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod authenticate;
+mod enroll;
 mod ffi;
 mod handle;
 

@@ -20,16 +20,23 @@ pub const OBJECT_PATH: &str = "/org/twofold/Twofold1";
 /// Interface name (also the D-Bus policy's `send_interface`).
 pub const INTERFACE: &str = "org.twofold.Twofold1";
 
-/// What the module must do for a login, decided by the daemon.
+/// What the module must do for a login, decided by the daemon from the
+/// user's effective rule and state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Type)]
 #[zbus(signature = "s")]
 pub enum LoginAction {
     /// Ask for a code and call `Verify`.
     AskCode,
-    /// Let the login through without a code (user not enrolled); show `message`.
-    AllowNotEnrolled,
-    /// Refuse without asking: too many failures; show `message`.
-    Throttled,
+    /// No code is needed (exempt, not enrolled under `optional` or
+    /// `recommend`, trusted network, remembered device, grace period): show
+    /// `message` if any and return PAM_IGNORE, leaving the decision to the stack.
+    Allow,
+    /// Not enrolled under `require` with enrollment at login: call
+    /// `EnrollAtLogin`, show the offer, ask for a code, `ConfirmAtLogin`.
+    Enroll,
+    /// Refuse without asking (throttled, or not enrolled under `require`
+    /// without enrollment at login): show `message`.
+    Refuse,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
@@ -75,6 +82,9 @@ pub struct VerifyReply {
 /// once `ConfirmEnrollment` proves the user's app computes the same codes.
 #[derive(Debug, Clone, Serialize, Deserialize, Type)]
 pub struct EnrollmentOffer {
+    /// The Key URI as a QR code, text lines of Unicode half blocks (rendered
+    /// by the daemon so that the command and the module show the same thing).
+    pub qr_code: SecretString,
     /// `otpauth://totp/...` Key URI.
     pub uri: SecretString,
     /// The same secret, base32, for manual entry.
@@ -92,6 +102,40 @@ pub struct UserStatus {
     pub throttled_for_secs: u64,
     /// Consecutive failed codes since the last success.
     pub consecutive_failures: u32,
+    /// The effective rule's name (`default`, a rule's `name`, or `override`).
+    pub rule: String,
+    /// The mode in force today: `exempt`, `optional`, `recommend` or `require`.
+    pub mode: String,
+    /// When the rule becomes `require` (YYYY-MM-DD), or empty.
+    pub enforcement_date: String,
+    /// Days until then (0 when empty or past).
+    pub days_left: u32,
+}
+
+/// One line of `twofold admin report`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ReportRow {
+    pub user: String,
+    pub uid: u32,
+    pub enrolled: bool,
+    /// `totp`, or empty when not enrolled.
+    pub method: String,
+    pub backup_codes_left: u32,
+    /// Unix time of the last login with a code (0: never).
+    pub last_login: u64,
+    pub rule: String,
+    pub mode: String,
+    pub enforcement_date: String,
+    pub days_left: u32,
+    /// `require` or `exempt` when an administrator set one, else empty.
+    pub override_mode: String,
+}
+
+/// A remote host a user logged in from with a code, not asked again until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct RememberedDevice {
+    pub rhost: String,
+    pub until: u64,
 }
 
 /// Errors the daemon returns; the names are part of the contract.
@@ -155,9 +199,59 @@ pub trait Twofold {
     /// Replace the caller's backup codes, after a valid TOTP code.
     fn regenerate_backup_codes(&self, code: &str) -> Result<Vec<SecretString>, TwofoldError>;
 
+    /// Start enrolling `user` inside a login (root, or the user itself), when
+    /// `BeginLogin` answered `Enroll`; the policy is checked again.
+    fn enroll_at_login(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<EnrollmentOffer, TwofoldError>;
+
+    /// Confirm an enrollment started by `EnrollAtLogin`; returns the backup codes.
+    fn confirm_at_login(&self, user: &str, code: &str) -> Result<Vec<SecretString>, TwofoldError>;
+
+    /// Remove the caller's own enrollment after a current code; refused while
+    /// the caller's rule is `require`.
+    fn disable(&self, code: &str) -> Result<(), TwofoldError>;
+
+    /// The caller's remembered devices.
+    fn devices(&self) -> Result<Vec<RememberedDevice>, TwofoldError>;
+
+    /// Forget the caller's remembered devices; returns how many there were.
+    fn forget_devices(&self) -> Result<u32, TwofoldError>;
+
     /// Any user's status (root or the admin group).
     fn admin_status(&self, user: &str) -> Result<UserStatus, TwofoldError>;
 
     /// Clear a user's throttle (root or the admin group).
     fn admin_unlock(&self, user: &str) -> Result<(), TwofoldError>;
+
+    /// Every local account (uid >= 1000) and every enrolled user (root or the admin group).
+    fn admin_report(&self) -> Result<Vec<ReportRow>, TwofoldError>;
+
+    /// Which rule applies to `user` for `service` from `rhost`, and why, step by step.
+    fn admin_explain(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<Vec<String>, TwofoldError>;
+
+    /// Remove `user`'s enrollment: they enroll again (root or the admin group).
+    fn admin_reset(&self, user: &str) -> Result<(), TwofoldError>;
+
+    /// Set (`require`, `exempt`) or clear (empty) a per-user override.
+    fn admin_set_override(&self, user: &str, mode: &str) -> Result<(), TwofoldError>;
+
+    /// Forget `user`'s remembered devices; returns how many there were.
+    fn admin_forget_devices(&self, user: &str) -> Result<u32, TwofoldError>;
+
+    /// Check a policy file (empty: the configured one; another path: root only);
+    /// returns a summary, or `InvalidInput` with `path:line:column: reason`.
+    fn admin_check_policy(&self, path: &str) -> Result<String, TwofoldError>;
+
+    /// Read the policy file again (as SIGHUP does); an invalid one is refused
+    /// and the old policy stays in force.
+    fn admin_reload(&self) -> Result<String, TwofoldError>;
 }

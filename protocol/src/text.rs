@@ -10,9 +10,31 @@ pub fn human_duration(secs: u64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// A base32 key in blocks of four, easier to copy by hand.
+pub fn group_key(key: &str) -> zeroize::Zeroizing<String> {
+    let mut grouped = zeroize::Zeroizing::new(String::with_capacity(key.len() + key.len() / 4));
+    for (i, c) in key.chars().filter(|c| !c.is_whitespace()).enumerate() {
+        if i > 0 && i % 4 == 0 {
+            grouped.push(' ');
+        }
+        grouped.push(c);
+    }
+    grouped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_the_key_in_fours() {
+        assert_eq!(
+            group_key("JBSWY3DPEHPK3PXP").as_str(),
+            "JBSW Y3DP EHPK 3PXP"
+        );
+        assert_eq!(group_key("ABCDEF").as_str(), "ABCD EF");
+        assert_eq!(group_key("").as_str(), "");
+    }
 
     #[test]
     fn human_durations_read_well() {

@@ -183,6 +183,7 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     bus_address: String,
     env: Vec<(String, String)>,
+    policy_dir: Option<tempfile::TempDir>,
     pub config_path: PathBuf,
 }
 
@@ -190,6 +191,51 @@ impl Daemon {
     /// Start with `extra_config` appended to a config that sets the state directory.
     pub fn start(bus: &Bus, extra_config: &str) -> Result<Daemon> {
         Self::start_with_env(bus, extra_config, &[])
+    }
+
+    /// Start with `policy` as the policy file (`policy.toml` beside the config).
+    pub fn start_with_policy(bus: &Bus, extra_config: &str, policy: &str) -> Result<Daemon> {
+        let dir = tempfile::Builder::new()
+            .prefix("twofold-policy-")
+            .tempdir()?;
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, policy)?;
+        let mut d = Self::start_with_env(
+            bus,
+            &format!("policy_file = \"{}\"\n{extra_config}", path.display()),
+            &[],
+        )?;
+        d.policy_dir = Some(dir);
+        Ok(d)
+    }
+
+    /// Replace the policy file (apply it with `sighup` or `twofold admin reload`).
+    pub fn write_policy(&self, policy: &str) -> Result<PathBuf> {
+        let path = self
+            .policy_dir
+            .as_ref()
+            .context("started without a policy")?
+            .path()
+            .join("policy.toml");
+        std::fs::write(&path, policy)?;
+        Ok(path)
+    }
+
+    pub fn sighup(&self) -> Result<()> {
+        let pid = self.pid().context("not running")?;
+        let log_before = self.log().len();
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()?;
+        wait_for(
+            "the daemon to log the reload",
+            Duration::from_secs(10),
+            || {
+                self.log()
+                    .get(log_before..)
+                    .is_some_and(|new| new.contains("policy-reload"))
+            },
+        )
     }
 
     /// The same, with extra environment variables for twofoldd (e.g. nss_wrapper).
@@ -212,6 +258,7 @@ impl Daemon {
             dir,
             bus_address: bus.address.clone(),
             env,
+            policy_dir: None,
             config_path,
         };
         let init = Command::new(artifacts().twofoldd())
@@ -493,9 +540,24 @@ impl PamService {
     }
 
     pub fn with_stack(stack: &str) -> Result<PamService> {
+        Self::named("twofold-test", stack)
+    }
+
+    /// The stack `auth required pam_twofold.so` + `pam_permit`, as PAM service `name` (e.g. `vsftpd`).
+    pub fn service(name: &str) -> Result<PamService> {
+        Self::named(
+            name,
+            &format!(
+                "auth required {}\nauth required pam_permit.so\n",
+                artifacts().module.display()
+            ),
+        )
+    }
+
+    pub fn named(name: &str, stack: &str) -> Result<PamService> {
         let dir = tempfile::Builder::new().prefix("twofold-pam-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let name = "twofold-test".to_string();
+        let name = name.to_string();
         let file = dir.path().join(&name);
         std::fs::write(&file, stack)?;
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
@@ -526,6 +588,63 @@ impl PamService {
     ) -> Result<Attempt> {
         let c = self.driver(bus.command(artifacts().pam_driver()), user.as_ref(), &[]);
         run_with_input(c, input)
+    }
+
+    /// Log `user` in from remote host `rhost`.
+    pub fn login_from(&self, bus: &Bus, user: &str, rhost: &str, input: &[u8]) -> Result<Attempt> {
+        let c = self.driver(
+            bus.command(artifacts().pam_driver()),
+            user.as_ref(),
+            &["--rhost", rhost],
+        );
+        run_with_input(c, input)
+    }
+
+    /// A login that enrolls inside the conversation: read the key the module
+    /// shows, answer with oathtool's code for it. Returns the attempt and the key.
+    pub fn login_enrolling(&self, bus: &Bus, user: &str) -> Result<(Attempt, String)> {
+        let mut child = self
+            .driver(bus.command(artifacts().pam_driver()), user.as_ref(), &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut seen = String::new();
+        let secret = loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line)? == 0 {
+                bail!("the module showed no key; output so far:\n{seen}");
+            }
+            seen.push_str(&line);
+            if let Some(secret) = line.trim().strip_prefix("Key URI: ").and_then(uri_secret) {
+                break secret;
+            }
+        };
+        // The key was offered just now: the current step is unused.
+        let code = oathtool(&secret, 0)?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(format!("{code}\n").as_bytes())?;
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest)?;
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .context("stderr")?
+            .read_to_string(&mut err)?;
+        let status = child.wait()?;
+        Ok((
+            Attempt {
+                code: status.code().unwrap_or(-1),
+                stdout: seen + &rest,
+                stderr: err,
+            },
+            secret,
+        ))
     }
 
     /// The same, with the host program running as `as_user` (a screen locker, or an attacker).

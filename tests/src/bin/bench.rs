@@ -126,6 +126,7 @@ fn run() -> Result<()> {
             backup,
             failures: 0,
             last_failure: 0,
+            last_login: None,
         };
         store.write_enrollment(&format!("tfb{i}"), &enrollment)?;
         secrets.push(secret);

@@ -1,0 +1,596 @@
+//! The engine's policy side: what a login must do (`begin_login`), and what
+//! administrators and users change about it. Callers have already decided
+//! that the caller may act for the account.
+
+use crate::audit::{self, Level, field};
+use crate::engine::{Engine, LoginContext, internal};
+use crate::policy::{self, Decision, Mode, Policy, Subject, Unenrolled};
+use crate::store::{Loaded, Remembered, UserMeta};
+use crate::totp::{self, TotpCheck};
+use crate::users::{self, Account};
+use std::collections::HashSet;
+use std::sync::Arc;
+use twofold_protocol::code::{self, Code};
+use twofold_protocol::text::human_duration;
+use twofold_protocol::{
+    EnrollmentOffer, LoginAction, LoginPlan, RememberedDevice, ReportRow, SecretString,
+    TwofoldError, UserStatus,
+};
+
+/// A plan, with the reasons for `explain` and the word for the log.
+struct Planned {
+    plan: LoginPlan,
+    outcome: &'static str,
+    reasons: Vec<String>,
+}
+
+fn allow(outcome: &'static str, message: String, reasons: Vec<String>) -> Planned {
+    Planned {
+        plan: LoginPlan {
+            action: LoginAction::Allow,
+            message,
+        },
+        outcome,
+        reasons,
+    }
+}
+
+impl Engine {
+    /// The policy in force (a reload replaces it for the logins that follow).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// `message`, with the support contact on a line of its own when there is one.
+    pub(crate) fn refusal(&self, message: &str) -> String {
+        let policy = self.policy();
+        if policy.support.is_empty() {
+            message.to_string()
+        } else {
+            format!("{message}\n{}", policy.support)
+        }
+    }
+
+    fn groups(&self, account: &Account, policy: &Policy) -> Result<HashSet<String>, String> {
+        users::member_of(account, policy.group_names()).map_err(|e| {
+            audit::log(
+                Level::Warning,
+                &format!(
+                    "groups unknown for {}: {e}; using the strictest rule",
+                    field("user", &account.name)
+                ),
+            );
+            e.to_string()
+        })
+    }
+
+    fn decide(
+        &self,
+        account: &Account,
+        service: &str,
+        meta: &UserMeta,
+        now: u64,
+    ) -> (Decision, Arc<Policy>) {
+        let policy = self.policy();
+        let subject = Subject {
+            user: &account.name,
+            groups: self.groups(account, &policy),
+            service,
+        };
+        (
+            policy.decide(&subject, meta.override_mode, policy::date_of(now)),
+            policy,
+        )
+    }
+
+    /// What the module should do for this login.
+    pub fn begin_login(
+        &self,
+        account: &Account,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<LoginPlan, TwofoldError> {
+        let planned = self.plan(account, ctx, now, true)?;
+        self.log_login(&account.name, ctx, planned.outcome);
+        Ok(planned.plan)
+    }
+
+    /// The plan and why. With `record`, a first prompt under a grace period is stored.
+    fn plan(
+        &self,
+        account: &Account,
+        ctx: &LoginContext,
+        now: u64,
+        record: bool,
+    ) -> Result<Planned, TwofoldError> {
+        let user = account.name.as_str();
+        let _guard = self.lock(user);
+        let mut meta = self.store.load_meta(user)?;
+        let loaded = self.store.load(user)?;
+        let (decision, policy) = self.decide(account, &ctx.service, &meta, now);
+        let today = policy::date_of(now);
+        let mut reasons = decision.steps.clone();
+        if decision.mode == Mode::Exempt {
+            return Ok(allow("allowed-exempt", String::new(), reasons));
+        }
+        if let Some(net) = policy.trusted(&ctx.rhost) {
+            reasons.push(format!(
+                "remote host {} is in the trusted network {net}",
+                ctx.rhost
+            ));
+            return Ok(allow("allowed-trusted-network", String::new(), reasons));
+        }
+        if let Some(Loaded { enrollment, .. }) = &loaded {
+            reasons.push(format!(
+                "enrolled: yes ({} backup codes left)",
+                enrollment.backup.remaining()
+            ));
+            let wait = self.wait_for(enrollment, now);
+            if wait > 0 {
+                reasons.push(format!("throttled for {}", human_duration(wait)));
+                let message = self.refusal(&format!(
+                    "Too many wrong codes. Try again in {}.",
+                    human_duration(wait)
+                ));
+                return Ok(Planned {
+                    plan: LoginPlan {
+                        action: LoginAction::Refuse,
+                        message,
+                    },
+                    outcome: "throttled",
+                    reasons,
+                });
+            }
+            if !ctx.rhost.is_empty()
+                && meta
+                    .remembered
+                    .iter()
+                    .any(|r| r.rhost == ctx.rhost && r.until > now)
+            {
+                reasons.push(format!("remote host {} is a remembered device", ctx.rhost));
+                return Ok(allow("allowed-remembered-device", String::new(), reasons));
+            }
+            reasons.push("ask for a code".into());
+            return Ok(Planned {
+                plan: LoginPlan {
+                    action: LoginAction::AskCode,
+                    message: String::new(),
+                },
+                outcome: "asked-for-code",
+                reasons,
+            });
+        }
+        reasons.push("enrolled: no".into());
+        match decision.mode {
+            Mode::Exempt | Mode::Optional => {
+                Ok(allow("allowed-not-enrolled", String::new(), reasons))
+            }
+            Mode::Recommend => {
+                let message = match decision.enforcement {
+                    Some(date) => format!(
+                        "Two-factor authentication will be required for your account from {date} ({} days from now). \
+Run `twofold setup` to set it up now with an authenticator app.",
+                        decision.days_left(today)
+                    ),
+                    None => crate::engine::NOT_ENROLLED_NOTICE.to_string(),
+                };
+                Ok(allow("allowed-not-enrolled", message, reasons))
+            }
+            Mode::Require => {
+                if decision.grace_days > 0 {
+                    let first = meta.first_prompt.unwrap_or(now);
+                    if record && meta.first_prompt.is_none() {
+                        meta.first_prompt = Some(now);
+                        self.store.write_meta(user, &meta)?;
+                    }
+                    let ends = first.saturating_add(u64::from(decision.grace_days) * 86_400);
+                    if now < ends {
+                        let days = (ends - now).div_ceil(86_400);
+                        reasons.push(format!(
+                            "grace period: {days} days left (until {})",
+                            policy::date_of(ends)
+                        ));
+                        let message = format!(
+                            "Two-factor authentication is required for your account. You have {days} more day{} \
+(until {}) to set it up: run `twofold setup`.",
+                            if days == 1 { "" } else { "s" },
+                            policy::date_of(ends)
+                        );
+                        return Ok(allow("allowed-grace-period", message, reasons));
+                    }
+                    reasons.push("grace period: over".into());
+                }
+                match policy.unenrolled_require {
+                    Unenrolled::Enroll => {
+                        reasons.push("enroll during the login".into());
+                        let message = "Two-factor authentication is required for your account and is not set up yet. \
+Set it up now: scan the QR code below with an authenticator app (Google Authenticator, Microsoft \
+Authenticator, or a password manager), or enter the key by hand, then type the code it shows."
+                            .to_string();
+                        Ok(Planned {
+                            plan: LoginPlan {
+                                action: LoginAction::Enroll,
+                                message,
+                            },
+                            outcome: "enrolling-at-login",
+                            reasons,
+                        })
+                    }
+                    Unenrolled::Refuse => {
+                        reasons.push("refuse: not enrolled".into());
+                        let message = self.refusal(
+                            "Two-factor authentication is required for your account and is not set up, \
+so you cannot log in. Ask your administrator to help you enroll.",
+                        );
+                        Ok(Planned {
+                            plan: LoginPlan {
+                                action: LoginAction::Refuse,
+                                message,
+                            },
+                            outcome: "refused-not-enrolled",
+                            reasons,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a login with a code: remember the remote host, if the policy says so.
+    pub(crate) fn remember_device(&self, user: &str, ctx: &LoginContext, now: u64) {
+        let secs = self.policy().remember_device_secs;
+        // Only the PAM stack (root) names a remote host that can be trusted.
+        if secs == 0 || ctx.rhost.is_empty() || ctx.caller_uid != 0 {
+            return;
+        }
+        let result = self.store.load_meta(user).and_then(|mut meta| {
+            meta.remembered
+                .retain(|r| r.until > now && r.rhost != ctx.rhost);
+            meta.remembered.push(Remembered {
+                rhost: ctx.rhost.clone(),
+                until: now.saturating_add(secs),
+            });
+            self.store.write_meta(user, &meta)
+        });
+        if let Err(e) = result {
+            // The login itself is recorded; only the convenience is lost.
+            audit::log(
+                Level::Error,
+                &format!("cannot remember the device of {}: {e}", field("user", user)),
+            );
+        }
+    }
+
+    /// Start an enrollment inside a login, if the policy says this login must enroll.
+    pub fn enroll_at_login(
+        &self,
+        account: &Account,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        let planned = self.plan(account, ctx, now, false)?;
+        if planned.plan.action != LoginAction::Enroll {
+            return Err(TwofoldError::InvalidInput(
+                "Enrollment at login is not offered for this account now.".into(),
+            ));
+        }
+        self.log_login(&account.name, ctx, "enrollment-offered-at-login");
+        self.begin_enrollment(account.uid, &account.name, now)
+    }
+
+    /// Confirm an enrollment started at login.
+    pub fn confirm_at_login(
+        &self,
+        account: &Account,
+        code: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let codes = self.confirm_enrollment(account.uid, &account.name, code, now)?;
+        self.log_login(&account.name, ctx, "enrolled-at-login");
+        Ok(codes)
+    }
+
+    /// The status of one account, with its effective rule (for logins in general).
+    pub fn status(&self, account: &Account, now: u64) -> Result<UserStatus, TwofoldError> {
+        let row = self.report_row(account, &self.policy(), None, now)?;
+        let (throttled_for_secs, consecutive_failures) = {
+            let _guard = self.lock(&account.name);
+            match self.store.load(&account.name)? {
+                Some(l) => (self.wait_for(&l.enrollment, now), l.enrollment.failures),
+                None => (0, 0),
+            }
+        };
+        Ok(UserStatus {
+            user: row.user,
+            enrolled: row.enrolled,
+            backup_codes_left: row.backup_codes_left,
+            throttled_for_secs,
+            consecutive_failures,
+            rule: row.rule,
+            mode: row.mode,
+            enforcement_date: row.enforcement_date,
+            days_left: row.days_left,
+        })
+    }
+
+    /// One report line. `groups`: memberships already resolved (the report
+    /// resolves all users at once), or `None` to ask NSS.
+    fn report_row(
+        &self,
+        account: &Account,
+        policy: &Policy,
+        groups: Option<HashSet<String>>,
+        now: u64,
+    ) -> Result<ReportRow, TwofoldError> {
+        let user = account.name.as_str();
+        let (meta, loaded) = {
+            let _guard = self.lock(user);
+            (self.store.load_meta(user)?, self.store.load(user)?)
+        };
+        let groups = groups.map_or_else(|| self.groups(account, policy), Ok);
+        let subject = Subject {
+            user,
+            groups,
+            service: "",
+        };
+        let today = policy::date_of(now);
+        let decision = policy.decide(&subject, meta.override_mode, today);
+        let e = loaded.as_ref().map(|l| &l.enrollment);
+        Ok(ReportRow {
+            user: user.to_string(),
+            uid: account.uid,
+            enrolled: e.is_some(),
+            method: if e.is_some() {
+                "totp".into()
+            } else {
+                String::new()
+            },
+            backup_codes_left: e.map_or(0, |e| e.backup.remaining()),
+            last_login: e.and_then(|e| e.last_login).unwrap_or(0),
+            rule: decision.rule.clone(),
+            mode: decision.mode.as_str().into(),
+            enforcement_date: decision
+                .enforcement
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            days_left: decision.days_left(today),
+            override_mode: meta
+                .override_mode
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Every local account (uid 1000 to 59999) and every user twofold knows.
+    pub fn report(&self, now: u64) -> Result<Vec<ReportRow>, TwofoldError> {
+        let policy = self.policy();
+        let mut accounts = users::local_accounts().map_err(internal)?;
+        let known: HashSet<String> = accounts.iter().map(|a| a.name.clone()).collect();
+        for name in self.store.users()? {
+            if !known.contains(&name)
+                && let Ok(Some(account)) = users::by_name(&name)
+            {
+                accounts.push(account);
+            }
+        }
+        accounts.sort_by(|a, b| a.name.cmp(&b.name));
+        // Group memberships for all users from one pass over the policy's groups.
+        let membership = users::Membership::of(policy.group_names());
+        accounts
+            .iter()
+            .map(|a| {
+                let groups = membership.as_ref().ok().map(|m| m.groups_of(a));
+                self.report_row(a, &policy, groups, now)
+            })
+            .collect()
+    }
+
+    /// Which rule applies and why, step by step, and what the login would do.
+    pub fn explain(
+        &self,
+        account: &Account,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<Vec<String>, TwofoldError> {
+        let mut lines = vec![format!(
+            "user {} (uid {}), service {}, remote host {}, date {} (UTC)",
+            account.name,
+            account.uid,
+            if ctx.service.is_empty() {
+                "-"
+            } else {
+                &ctx.service
+            },
+            if ctx.rhost.is_empty() {
+                "-"
+            } else {
+                &ctx.rhost
+            },
+            policy::date_of(now)
+        )];
+        let planned = self.plan(account, ctx, now, false)?;
+        lines.extend(planned.reasons);
+        lines.push(format!(
+            "outcome: {}",
+            match planned.plan.action {
+                LoginAction::AskCode => "ask for a code",
+                LoginAction::Allow => "no code needed (PAM_IGNORE: the rest of the stack decides)",
+                LoginAction::Enroll => "enroll during the login",
+                LoginAction::Refuse => "refuse the login",
+            }
+        ));
+        Ok(lines)
+    }
+
+    /// Remove the caller's own enrollment after a current code, unless any of
+    /// their rules requires a second factor.
+    pub fn disable(&self, account: &Account, input: &str, now: u64) -> Result<(), TwofoldError> {
+        let user = account.name.as_str();
+        let meta = self.store.load_meta(user)?;
+        let policy = self.policy();
+        let groups = self.groups(account, &policy);
+        if policy.strictest_for(&groups, meta.override_mode, policy::date_of(now)) == Mode::Require
+        {
+            return Err(TwofoldError::AccessDenied(
+                "Your account's rule requires two-factor authentication, so you cannot turn it off. \
+Ask your administrator if you lost your phone."
+                    .into(),
+            ));
+        }
+        let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
+            return Err(TwofoldError::InvalidInput(
+                "Type the current code from your authenticator app.".into(),
+            ));
+        };
+        let _guard = self.lock(user);
+        let Some(mut loaded) = self.store.load(user)? else {
+            return Err(TwofoldError::NotEnrolled(
+                "Two-factor authentication is not set up for you.".into(),
+            ));
+        };
+        let wait = self.wait_for(&loaded.enrollment, now);
+        if wait > 0 {
+            return Err(TwofoldError::Throttled(format!(
+                "Too many wrong codes. Try again in {}.",
+                human_duration(wait)
+            )));
+        }
+        let e = &loaded.enrollment;
+        match totp::check(&e.secret.0, self.params_of(e), &code, now, e.last_step)
+            .map_err(internal)?
+        {
+            TotpCheck::Valid(_) => {
+                self.store.remove_enrollment(user)?;
+                audit::log(Level::Info, &format!("disabled {}", field("user", user)));
+                Ok(())
+            }
+            _ => {
+                self.record(user, &mut loaded, crate::store::Event::Failure { at: now })?;
+                Err(TwofoldError::InvalidInput(
+                    "Wrong code; two-factor authentication stays on.".into(),
+                ))
+            }
+        }
+    }
+
+    pub fn devices(&self, user: &str, now: u64) -> Result<Vec<RememberedDevice>, TwofoldError> {
+        Ok(self
+            .store
+            .load_meta(user)?
+            .remembered
+            .into_iter()
+            .filter(|r| r.until > now)
+            .map(|r| RememberedDevice {
+                rhost: r.rhost,
+                until: r.until,
+            })
+            .collect())
+    }
+
+    /// Forget remembered devices; `by_uid` is logged.
+    pub fn forget_devices(&self, user: &str, by_uid: u32) -> Result<u32, TwofoldError> {
+        let _guard = self.lock(user);
+        let mut meta = self.store.load_meta(user)?;
+        let count = u32::try_from(meta.remembered.len()).unwrap_or(u32::MAX);
+        meta.remembered.clear();
+        self.store.write_meta(user, &meta)?;
+        audit::log(
+            Level::Info,
+            &format!(
+                "forget-devices {} count={count} by_uid={by_uid}",
+                field("user", user)
+            ),
+        );
+        Ok(count)
+    }
+
+    /// Remove a user's enrollment (they enroll again), their grace start and devices.
+    pub fn reset(&self, user: &str, admin_uid: u32) -> Result<(), TwofoldError> {
+        let _guard = self.lock(user);
+        self.store.remove_enrollment(user)?;
+        let mut meta = self.store.load_meta(user)?;
+        meta.first_prompt = None;
+        meta.remembered.clear();
+        self.store.write_meta(user, &meta)?;
+        audit::log(
+            Level::Info,
+            &format!("admin-reset {} admin_uid={admin_uid}", field("user", user)),
+        );
+        Ok(())
+    }
+
+    /// Set (`require`, `exempt`) or clear (empty) a per-user override.
+    pub fn set_override(&self, user: &str, mode: &str, admin_uid: u32) -> Result<(), TwofoldError> {
+        let mode = match mode {
+            "" => None,
+            "require" => Some(Mode::Require),
+            "exempt" => Some(Mode::Exempt),
+            other => {
+                return Err(TwofoldError::InvalidInput(format!(
+                    "An override is `require`, `exempt` or empty (clear), not {other:?}."
+                )));
+            }
+        };
+        let _guard = self.lock(user);
+        let mut meta = self.store.load_meta(user)?;
+        meta.override_mode = mode;
+        self.store.write_meta(user, &meta)?;
+        audit::log(
+            Level::Info,
+            &format!(
+                "admin-override {} mode={} admin_uid={admin_uid}",
+                field("user", user),
+                mode.map_or("cleared", Mode::as_str)
+            ),
+        );
+        Ok(())
+    }
+
+    /// Read the policy file again; an invalid one is refused and the old one stays.
+    pub fn reload_policy(&self, by_uid: Option<u32>) -> Result<String, TwofoldError> {
+        let path = &self.cfg.policy_file;
+        let who = by_uid.map_or_else(
+            || "signal=SIGHUP".to_string(),
+            |uid| format!("admin_uid={uid}"),
+        );
+        match policy::load(path, false) {
+            Ok((policy, found)) => {
+                let summary = if found {
+                    format!("{}: {}", path.display(), policy.summary())
+                } else {
+                    format!(
+                        "{} is missing: built-in policy, {}",
+                        path.display(),
+                        policy.summary()
+                    )
+                };
+                match self.policy.write() {
+                    Ok(mut current) => *current = Arc::new(policy),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
+                }
+                audit::log(Level::Info, &format!("policy-reloaded {who} {summary}"));
+                Ok(summary)
+            }
+            Err(e) => {
+                audit::log(
+                    Level::Error,
+                    &format!("policy-reload-refused {who}: {e}; the policy in force stays"),
+                );
+                Err(TwofoldError::InvalidInput(format!(
+                    "{e}\nThe policy in force was not changed."
+                )))
+            }
+        }
+    }
+}
+
+/// Check a policy file without applying it.
+pub fn check_policy(path: &std::path::Path) -> Result<String, TwofoldError> {
+    policy::load(path, true)
+        .map(|(p, _)| format!("{}: valid; {}", path.display(), p.summary()))
+        .map_err(|e| TwofoldError::InvalidInput(e.to_string()))
+}

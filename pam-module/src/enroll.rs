@@ -1,0 +1,195 @@
+//! Enrollment inside the login conversation (`LoginAction::Enroll`): a user
+//! whose rule requires a second factor and who has none yet is shown a fresh
+//! key, types the code their app computes from it, and gets backup codes.
+//!
+//! This never returns PAM_SUCCESS. Enrolling proves that whoever is at the
+//! keyboard holds the phone they just paired, not that they are the user: the
+//! first factor in the stack must decide. With `auth sufficient
+//! pam_twofold.so`, SUCCESS here would let in anyone who knows the name of a
+//! user who has not enrolled yet. The daemon stores nothing unless a code is
+//! confirmed, so every way out before that leaves the user not enrolled.
+
+use crate::authenticate::{Daemon, Host, Login, PROMPT, Priority, Shown, refused_by};
+use pam::constants::PamResultCode;
+use twofold_protocol::code::{self, Code, CodeError};
+use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, user};
+use zeroize::Zeroizing;
+
+/// Answers looked at before giving up, malformed ones included (as `twofold
+/// setup` allows): enough for a typo or a code that changed while typing.
+const MAX_TRIES: u32 = 3;
+
+const NOT_A_TOTP_CODE: &str =
+    "That is not a code from your authenticator app. Type the digits it shows for this account.";
+const GIVE_UP: &str = "Nothing was stored: two-factor authentication is not set up. \
+Log in again to start over with a new key.";
+const NO_MESSAGES: &str = "Two-factor authentication must be set up before you can log in, \
+but this program asked for no messages, so the key cannot be shown. \
+Log in another way (for example over SSH) to set it up.";
+const SET_UP: &str = "Two-factor authentication is now set up.";
+const BACKUP_CODES_INTRO: &str = "Your backup codes, for when you do not have your phone:";
+const KEEP_BACKUP_CODES: &str =
+    "Each backup code works once. They are shown only now: write them down.";
+
+/// Run the enrollment; `explanation` is the daemon's message from `BeginLogin`.
+pub async fn enroll<H: Host, D: Daemon>(
+    host: &mut H,
+    daemon: &D,
+    user: &str,
+    login: &Login,
+    explanation: &str,
+) -> PamResultCode {
+    // Under PAM_SILENT (sudo's default) the key would be dropped and the user
+    // asked for a code they have no way to compute: say so instead, and do
+    // not even make the daemon draw a key.
+    if !host.shows_info() {
+        host.show(Shown::Error, NO_MESSAGES);
+        return PamResultCode::PAM_AUTH_ERR;
+    }
+    let offer = match daemon
+        .enroll_at_login(user, &login.service, &login.rhost)
+        .await
+    {
+        Ok(offer) => offer,
+        Err(e) => return refused_by(host, e),
+    };
+    // One message, right before the prompt: OpenSSH shows PAM info messages
+    // only together with the next prompt.
+    host.show(Shown::Info, &offer_text(explanation, &offer));
+    drop(offer);
+    for attempt in 1..=MAX_TRIES {
+        let answer = match host.prompt_hidden(PROMPT) {
+            Ok(answer) => answer,
+            Err(code) => {
+                host.log(
+                    Priority::Debug,
+                    &format!("conversation ended during enrollment ({code:?}); nothing stored"),
+                );
+                return code;
+            }
+        };
+        let parsed = code::parse(&answer);
+        drop(answer);
+        // Only a TOTP code can confirm a new key; anything else is not sent,
+        // and only a short error is shown before the next prompt (not the
+        // key again: the user has it in their app or on screen already).
+        let problem = match parsed {
+            Ok(Code::Totp(code)) => match daemon.confirm_at_login(user, &code).await {
+                Ok(backup_codes) => {
+                    host.show(Shown::Info, &backup_codes_text(&backup_codes));
+                    // Not SUCCESS: a new phone is no proof of identity (see above).
+                    host.log(
+                        Priority::Debug,
+                        "enrolled at login; PAM_IGNORE leaves the decision to the rest of the stack",
+                    );
+                    return PamResultCode::PAM_IGNORE;
+                }
+                // The daemon's "code does not match": a typo or a late code.
+                Err(TwofoldError::InvalidInput(message)) => message,
+                // Expired offer, throttled, lost connection...: no second chance.
+                Err(e) => return refused_by(host, e),
+            },
+            Ok(Code::Backup(_)) | Err(CodeError::Malformed | CodeError::NotUtf8) => {
+                NOT_A_TOTP_CODE.to_owned()
+            }
+            Err(e @ (CodeError::Empty | CodeError::TooLong)) => e.user_message().to_owned(),
+        };
+        if attempt < MAX_TRIES {
+            host.show(Shown::Error, &problem);
+        } else {
+            host.show(Shown::Error, &format!("{problem}\n{GIVE_UP}"));
+        }
+    }
+    host.log(
+        Priority::Warning,
+        &format!(
+            "{} did not confirm the enrollment at login after {MAX_TRIES} tries; nothing stored",
+            user::loggable(user.as_bytes())
+        ),
+    );
+    PamResultCode::PAM_AUTH_ERR
+}
+
+/// The daemon's explanation, the QR code, the Key URI and the key by hand.
+fn offer_text(explanation: &str, offer: &EnrollmentOffer) -> Zeroizing<String> {
+    let key = twofold_protocol::text::group_key(offer.secret_base32.expose());
+    let mut pieces = Vec::with_capacity(7);
+    if !explanation.is_empty() {
+        pieces.extend([explanation, "\n\n"]);
+    }
+    pieces.extend([
+        offer.qr_code.expose().trim_end_matches('\n'),
+        "\n\nKey URI: ",
+        offer.uri.expose(),
+        "\nOr enter this key by hand: ",
+        &key,
+    ]);
+    concat(&pieces)
+}
+
+/// The confirmation, then the backup codes numbered from 1, as `xxxxx-xxxxx`.
+fn backup_codes_text(codes: &[SecretString]) -> Zeroizing<String> {
+    let width = codes.len().to_string().len();
+    let numbers: Vec<String> = (1..=codes.len())
+        .map(|n| format!("\n{n:>width$}. "))
+        .collect();
+    let shown: Vec<Zeroizing<String>> = codes
+        .iter()
+        .map(|c| code::display_backup(c.expose()))
+        .collect();
+    let mut pieces = vec![SET_UP, "\n\n", BACKUP_CODES_INTRO];
+    for (number, code) in numbers.iter().zip(&shown) {
+        pieces.push(number);
+        pieces.push(code);
+    }
+    pieces.extend(["\n\n", KEEP_BACKUP_CODES]);
+    concat(&pieces)
+}
+
+/// Join in one allocation, so no copy of a secret is left behind in memory
+/// freed by a growing string.
+fn concat(pieces: &[&str]) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(String::with_capacity(pieces.iter().map(|p| p.len()).sum()));
+    for piece in pieces {
+        text.push_str(piece);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer() -> EnrollmentOffer {
+        EnrollmentOffer {
+            qr_code: SecretString::new("█▀▀█\n█▄▄█\n".into()),
+            uri: SecretString::new("otpauth://totp/twofold:alice?secret=JBSWY3DPEHPK3PXP".into()),
+            secret_base32: SecretString::new("JBSWY3DPEHPK3PXP".into()),
+            expires_in_secs: 600,
+        }
+    }
+
+    #[test]
+    fn the_offer_is_one_text_in_order() {
+        assert_eq!(
+            offer_text("Set it up now.", &offer()).as_str(),
+            "Set it up now.\n\n█▀▀█\n█▄▄█\n\n\
+             Key URI: otpauth://totp/twofold:alice?secret=JBSWY3DPEHPK3PXP\n\
+             Or enter this key by hand: JBSW Y3DP EHPK 3PXP"
+        );
+        // No explanation: no leading blank lines.
+        assert!(offer_text("", &offer()).starts_with("█▀▀█\n"));
+    }
+
+    #[test]
+    fn backup_codes_are_numbered_and_aligned() {
+        let codes: Vec<SecretString> = (0..10)
+            .map(|i| SecretString::new(format!("abcdefghj{i}")))
+            .collect();
+        let text = backup_codes_text(&codes);
+        assert!(text.starts_with(SET_UP));
+        assert!(text.contains("\n 1. abcde-fghj0\n 2. abcde-fghj1\n"));
+        assert!(text.contains("\n10. abcde-fghj9\n\n"));
+        assert!(text.ends_with(KEEP_BACKUP_CODES));
+    }
+}
