@@ -170,11 +170,14 @@ impl Engine {
             }
             Mode::Recommend => {
                 let message = match decision.enforcement {
-                    Some(date) => format!(
-                        "Two-factor authentication will be required for your account from {date} ({} days from now). \
-Run `twofold setup` to set it up now with an authenticator app.",
-                        decision.days_left(today)
-                    ),
+                    Some(date) => {
+                        let days = decision.days_left(today);
+                        format!(
+                            "Two-factor authentication will be required for your account from {date} \
+({days} day{} from now). Run `twofold setup` to set it up now with an authenticator app.",
+                            if days == 1 { "" } else { "s" }
+                        )
+                    }
                     None => crate::engine::NOT_ENROLLED_NOTICE.to_string(),
                 };
                 Ok(allow("allowed-not-enrolled", message, reasons))

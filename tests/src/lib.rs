@@ -348,9 +348,16 @@ impl Drop for Daemon {
 }
 
 /// A real Unix account for tests, created once if missing (no home, no shell).
+/// Serializes changes to the account databases (their own lock files make
+/// concurrent useradd/groupadd/usermod fail rather than wait).
+static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn test_user(name: &str) -> Result<u32> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    test_user_locked(name)
+}
+
+fn test_user_locked(name: &str) -> Result<u32> {
     let uid = || -> Option<u32> {
         let out = Command::new("id").arg("-u").arg(name).output().ok()?;
         out.status
@@ -362,9 +369,9 @@ pub fn test_user(name: &str) -> Result<u32> {
     }
     // Other test binaries may race us; useradd's own lock serializes, and an
     // "already exists" failure is fine if the user is there afterwards.
+    // Regular accounts (uid >= 1000), like the people a report lists.
     let _ = Command::new("useradd")
         .args([
-            "--system",
             "--no-create-home",
             "--shell",
             "/usr/sbin/nologin",
@@ -379,7 +386,8 @@ pub fn test_user(name: &str) -> Result<u32> {
 
 /// A second name for `of`'s uid (like `toor` for root), created once after `of`.
 pub fn test_alias(name: &str, of: &str) -> Result<u32> {
-    let uid = test_user(of)?;
+    let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let uid = test_user_locked(of)?;
     if Command::new("id")
         .arg("-u")
         .arg(name)
@@ -410,10 +418,8 @@ fn uid_gid(user: &str) -> Result<String> {
 
 /// A group with the given members (created or completed once).
 pub fn test_group(name: &str, members: &[&str]) -> Result<()> {
-    let _ = Command::new("groupadd")
-        .arg("--system")
-        .arg(name)
-        .output()?;
+    let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = Command::new("groupadd").arg(name).output()?;
     for member in members {
         let _ = Command::new("usermod")
             .args(["--append", "--groups", name, member])
