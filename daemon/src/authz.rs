@@ -112,16 +112,21 @@ pub fn admin(caller_uid: u32, admin_group: &str, method: &str) -> Result<(), Two
 
 /// An administrator other than root may not clear the throttle of root or of
 /// another administrator (it would give them unlimited guesses there).
-pub fn may_unlock(admin_uid: u32, target: &Account, admin_group: &str) -> Result<(), TwofoldError> {
+pub fn may_unlock(
+    admin_uid: u32,
+    target: &Account,
+    admin_group: &str,
+    method: &str,
+) -> Result<(), TwofoldError> {
     if admin_uid == 0 {
         return Ok(());
     }
     if target.uid == 0 || users::in_group(target, admin_group).map_err(nss_error)? {
         return Err(denied(
             admin_uid,
-            "AdminUnlock",
+            method,
             &target.name,
-            "Only root may unlock root or a member of the admin group.".into(),
+            "Only root may unlock, reset or set an override for root or a member of the admin group.".into(),
         ));
     }
     Ok(())
@@ -174,9 +179,9 @@ mod tests {
     #[test]
     fn only_root_unlocks_root() {
         let root = own_account(0).unwrap();
-        assert!(may_unlock(0, &root, "twofold-admin").is_ok());
+        assert!(may_unlock(0, &root, "twofold-admin", "AdminUnlock").is_ok());
         assert!(matches!(
-            may_unlock(65534, &root, "twofold-admin"),
+            may_unlock(65534, &root, "twofold-admin", "AdminUnlock"),
             Err(TwofoldError::AccessDenied(_))
         ));
     }

@@ -220,7 +220,7 @@ impl Service {
             let group = &e.config().admin_group;
             authz::admin(caller, group, "AdminUnlock")?;
             let account = authz::named_account(&user)?;
-            authz::may_unlock(caller, &account, group)?;
+            authz::may_unlock(caller, &account, group, "AdminUnlock")?;
             e.unlock(&account.name, caller, crate::now())
         })
         .await
@@ -261,7 +261,7 @@ impl Service {
             let group = &e.config().admin_group;
             authz::admin(caller, group, "AdminReset")?;
             let account = authz::named_account(&user)?;
-            authz::may_unlock(caller, &account, group)?;
+            authz::may_unlock(caller, &account, group, "AdminReset")?;
             e.reset(&account.name, caller)
         })
         .await
@@ -277,7 +277,7 @@ impl Service {
             let group = &e.config().admin_group;
             authz::admin(caller, group, "AdminSetOverride")?;
             let account = authz::named_account(&user)?;
-            authz::may_unlock(caller, &account, group)?;
+            authz::may_unlock(caller, &account, group, "AdminSetOverride")?;
             e.set_override(&account.name, &mode, caller)
         })
         .await

@@ -392,3 +392,58 @@ fn racing_logins_spend_a_backup_code_once() {
         "{outcomes:?}"
     );
 }
+
+fn engine_with_policy(text: &str) -> (tempfile::TempDir, Engine) {
+    let (dir, e) = engine();
+    let policy = crate::policy::parse(text, std::path::Path::new("policy.toml")).unwrap();
+    let cfg = Config {
+        state_dir: dir.path().join("state"),
+        ..Config::default()
+    };
+    let store = FileStore::open(&cfg.state_dir).unwrap();
+    drop(e);
+    (dir, Engine::new(cfg, store, FAST, policy))
+}
+
+#[test]
+fn grace_runs_from_the_first_prompt_then_enrollment_is_required() {
+    let (_d, e) = engine_with_policy("[default]\nmode = \"require\"\ngrace_days = 3\n");
+    let first = e.begin_login(&account("newbie"), &ctx(), T0).unwrap();
+    assert_eq!(first.action, LoginAction::Allow);
+    assert!(first.message.contains("3 more days"), "{}", first.message);
+    // Two days later: still in grace, counted from the first prompt.
+    let later = e
+        .begin_login(&account("newbie"), &ctx(), T0 + 2 * 86_400)
+        .unwrap();
+    assert!(later.message.contains("1 more day "), "{}", later.message);
+    // After three days: enroll now.
+    let over = e
+        .begin_login(&account("newbie"), &ctx(), T0 + 3 * 86_400 + 1)
+        .unwrap();
+    assert_eq!(over.action, LoginAction::Enroll);
+}
+
+#[test]
+fn enrollment_at_login_is_offered_only_when_the_plan_says_so() {
+    let (_d, e) = engine_with_policy("[default]\nmode = \"recommend\"\n");
+    assert!(matches!(
+        e.enroll_at_login(&account("alice"), &ctx(), T0),
+        Err(TwofoldError::InvalidInput(_))
+    ));
+    let (_d, e) = engine_with_policy("[default]\nmode = \"require\"\n");
+    let offer = e.enroll_at_login(&account("alice"), &ctx(), T0).unwrap();
+    assert!(offer.qr_code.expose().contains('█'));
+    let code = totp::code_at(&secret_of(&offer), SIX, T0).unwrap();
+    assert_eq!(
+        e.confirm_at_login(&account("alice"), &code, &ctx(), T0)
+            .unwrap()
+            .len(),
+        10
+    );
+    assert_eq!(
+        e.begin_login(&account("alice"), &ctx(), T0 + 30)
+            .unwrap()
+            .action,
+        LoginAction::AskCode
+    );
+}

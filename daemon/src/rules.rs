@@ -116,7 +116,9 @@ impl Engine {
         if decision.mode == Mode::Exempt {
             return Ok(allow("allowed-exempt", String::new(), reasons));
         }
-        if let Some(net) = policy.trusted(&ctx.rhost) {
+        // Only the PAM stack (root) names a remote host that can be trusted.
+        let rhost_trusted = ctx.caller_uid == 0 && !ctx.rhost.is_empty();
+        if let Some(net) = policy.trusted(&ctx.rhost).filter(|_| rhost_trusted) {
             reasons.push(format!(
                 "remote host {} is in the trusted network {net}",
                 ctx.rhost
@@ -144,7 +146,8 @@ impl Engine {
                     reasons,
                 });
             }
-            if !ctx.rhost.is_empty()
+            if rhost_trusted
+                && policy.remember_device_secs > 0
                 && meta
                     .remembered
                     .iter()
@@ -560,17 +563,11 @@ Ask your administrator if you lost your phone."
             || "signal=SIGHUP".to_string(),
             |uid| format!("admin_uid={uid}"),
         );
-        match policy::load(path, false) {
-            Ok((policy, found)) => {
-                let summary = if found {
-                    format!("{}: {}", path.display(), policy.summary())
-                } else {
-                    format!(
-                        "{} is missing: built-in policy, {}",
-                        path.display(),
-                        policy.summary()
-                    )
-                };
+        // A file that disappeared is refused like an invalid one: dropping to
+        // the built-in policy would silently end enforcement.
+        match policy::load(path, true) {
+            Ok((policy, _)) => {
+                let summary = format!("{}: {}", path.display(), policy.summary());
                 match self.policy.write() {
                     Ok(mut current) => *current = Arc::new(policy),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),

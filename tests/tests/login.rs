@@ -612,7 +612,8 @@ fn an_admin_group_member_may_unlock_users_but_not_root() {
     let root = unlock(CAROL, "root");
     assert!(!root.status.success());
     assert!(
-        String::from_utf8_lossy(&root.stderr).contains("Only root may unlock root"),
+        String::from_utf8_lossy(&root.stderr)
+            .contains("Only root may unlock, reset or set an override for root"),
         "{root:?}"
     );
     let by_bob = unlock(BOB, BOB);

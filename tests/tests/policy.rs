@@ -624,3 +624,48 @@ fn report_lists_every_user_with_their_rule() {
         "{json}"
     );
 }
+
+#[test]
+fn a_policy_file_that_disappeared_is_refused_on_reload() {
+    let w = world("unenrolled_require = \"refuse\"\n[default]\nmode = \"require\"\n");
+    let path = w
+        .daemon
+        .write_policy("unenrolled_require = \"refuse\"\n[default]\nmode = \"require\"\n")
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let out = twofold(&w, None, &["admin", "reload"]);
+    assert!(
+        !out.status.success() && text(&out).contains("cannot read"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        w.pam.login(&w.bus, DAVE, b"").unwrap().code,
+        pam::AUTH_ERR,
+        "require stays in force"
+    );
+}
+
+#[test]
+fn turning_remembering_off_asks_remembered_hosts_again() {
+    let w = world("remember_device_secs = 600\n[default]\nmode = \"recommend\"\n");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let host = "198.51.100.40";
+    w.pam
+        .login_from(&w.bus, ALICE, host, &line(&oathtool(&e.secret, 0).unwrap()))
+        .unwrap();
+    assert!(!prompted(
+        &w.pam.login_from(&w.bus, ALICE, host, b"").unwrap()
+    ));
+    assert!(
+        reload(
+            &w,
+            "remember_device_secs = 0\n[default]\nmode = \"recommend\"\n"
+        )
+        .status
+        .success()
+    );
+    assert!(prompted(
+        &w.pam.login_from(&w.bus, ALICE, host, b"000000\n").unwrap()
+    ));
+}

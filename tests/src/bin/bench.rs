@@ -24,13 +24,147 @@ const SIX: TotpParams = TotpParams {
 const NSS_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
 
 fn main() -> ExitCode {
-    match run() {
+    let result = match std::env::args().nth(1).as_deref() {
+        Some("report") => report(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(10_000),
+        ),
+        _ => run(),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Synthetic users `tfb0..` (uid 40000..) and a group for every tenth of
+/// them, in nss_wrapper files for twofoldd.
+fn synthetic_accounts(dir: &std::path::Path, users: usize) -> Result<[(String, String); 3]> {
+    let passwd = dir.join("passwd");
+    let group = dir.join("group");
+    let mut pw = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut gr = String::from("root:x:0:\n");
+    let mut admins = Vec::new();
+    for i in 0..users {
+        writeln!(
+            pw,
+            "tfb{i}:x:{}:{}:bench:/nonexistent:/usr/sbin/nologin",
+            40_000 + i,
+            40_000 + i
+        )?;
+        writeln!(gr, "tfb{i}:x:{}:", 40_000 + i)?;
+        if i % 10 == 0 {
+            admins.push(format!("tfb{i}"));
+        }
+    }
+    writeln!(gr, "tfb-admins:x:39999:{}", admins.join(","))?;
+    std::fs::write(&passwd, pw)?;
+    std::fs::write(&group, gr)?;
+    Ok([
+        ("LD_PRELOAD".into(), NSS_WRAPPER.into()),
+        (
+            "NSS_WRAPPER_PASSWD".into(),
+            passwd.to_str().context("path")?.into(),
+        ),
+        (
+            "NSS_WRAPPER_GROUP".into(),
+            group.to_str().context("path")?.into(),
+        ),
+    ])
+}
+
+fn seed(store: &FileStore, user: &str, generation: u64) -> Result<Vec<u8>> {
+    let secret: Vec<u8> = rand::random::<[u8; 20]>().to_vec();
+    // Backup codes are not used here; cheap hashing keeps the seeding quick.
+    let cheap = HashParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let (_, backup) = backup::generate(1, cheap)?;
+    let enrollment = Enrollment {
+        version: ENROLLMENT_VERSION,
+        generation,
+        secret: SecretBytes(secret.clone()),
+        digits: 6,
+        period: 30,
+        enrolled_at: unix_now(),
+        last_step: None,
+        backup,
+        failures: 0,
+        last_failure: 0,
+        last_login: None,
+    };
+    store.write_enrollment(user, &enrollment)?;
+    Ok(secret)
+}
+
+/// `twofold admin report` on a host with `users` accounts, half enrolled.
+fn report(users: usize) -> Result<()> {
+    if !std::path::Path::new(NSS_WRAPPER).exists() {
+        bail!("{NSS_WRAPPER} is missing (apt-get install libnss-wrapper)");
+    }
+    let work = tempfile::tempdir()?;
+    let env = synthetic_accounts(work.path(), users)?;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bus = Bus::start()?;
+    let policy = "[default]\nmode = \"recommend\"\nschedule = [ { from = 2099-01-01, mode = \"require\" } ]\n\
+[[rule]]\nname = \"admins\"\ngroups = [\"tfb-admins\"]\nmode = \"require\"\n";
+    let policy_path = work.path().join("policy.toml");
+    std::fs::write(&policy_path, policy)?;
+    let daemon = Daemon::start_with_env(
+        &bus,
+        &format!("policy_file = \"{}\"\n", policy_path.display()),
+        &env,
+    )?;
+    let store = FileStore::open(&daemon.state_dir())?;
+    let seeding = std::time::Instant::now();
+    for i in (0..users).step_by(2) {
+        seed(&store, &format!("tfb{i}"), 1 + i as u64)?;
+    }
+    eprintln!(
+        "seeded {} enrollments in {:.1} s",
+        users.div_ceil(2),
+        seeding.elapsed().as_secs_f64()
+    );
+    let mut times = Vec::new();
+    let mut printed = String::new();
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        let out = bus
+            .command(artifacts().twofold())
+            .args(["admin", "report"])
+            .output()?;
+        times.push(start.elapsed().as_secs_f64());
+        if !out.status.success() {
+            bail!("report failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        printed = String::from_utf8(out.stdout)?;
+    }
+    let lines: Vec<&str> = printed.lines().collect();
+    println!(
+        "`twofold admin report` with {users} users ({} enrolled), 3 runs: {}",
+        users.div_ceil(2),
+        times
+            .iter()
+            .map(|t| format!("{t:.2} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("first lines and the summary:\n");
+    for l in lines.iter().take(6) {
+        println!("{l}");
+    }
+    println!("...");
+    for l in lines.iter().rev().take(2).rev() {
+        println!("{l}");
+    }
+    Ok(())
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -81,56 +215,14 @@ fn run() -> Result<()> {
     // user is kept fresh for the footprint login at the end.
     let users = logins.div_ceil(2) + 1;
     let work = tempfile::tempdir()?;
-    let passwd = work.path().join("passwd");
-    let group = work.path().join("group");
-    let mut pw = String::from("root:x:0:0:root:/root:/bin/sh\n");
-    let mut gr = String::from("root:x:0:\n");
-    for i in 0..users {
-        writeln!(
-            pw,
-            "tfb{i}:x:{}:{}:bench:/nonexistent:/usr/sbin/nologin",
-            40_000 + i,
-            40_000 + i
-        )?;
-        writeln!(gr, "tfb{i}:x:{}:", 40_000 + i)?;
-    }
-    std::fs::write(&passwd, pw)?;
-    std::fs::write(&group, gr)?;
-
+    let env = synthetic_accounts(work.path(), users)?;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let bus = Bus::start()?;
-    let env = [
-        ("LD_PRELOAD", NSS_WRAPPER),
-        ("NSS_WRAPPER_PASSWD", passwd.to_str().context("path")?),
-        ("NSS_WRAPPER_GROUP", group.to_str().context("path")?),
-    ];
     let daemon = Daemon::start_with_env(&bus, "", &env)?;
     let store = FileStore::open(&daemon.state_dir())?;
-    // Backup codes are not used here; cheap hashing keeps the seeding quick.
-    let cheap = HashParams {
-        m_cost_kib: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let mut secrets = Vec::with_capacity(users);
-    for i in 0..users {
-        let secret: Vec<u8> = rand::random::<[u8; 20]>().to_vec();
-        let (_, backup) = backup::generate(1, cheap)?;
-        let enrollment = Enrollment {
-            version: ENROLLMENT_VERSION,
-            generation: 1 + i as u64,
-            secret: SecretBytes(secret.clone()),
-            digits: 6,
-            period: 30,
-            enrolled_at: unix_now(),
-            last_step: None,
-            backup,
-            failures: 0,
-            last_failure: 0,
-            last_login: None,
-        };
-        store.write_enrollment(&format!("tfb{i}"), &enrollment)?;
-        secrets.push(secret);
-    }
+    let secrets = (0..users)
+        .map(|i| seed(&store, &format!("tfb{i}"), 1 + i as u64))
+        .collect::<Result<Vec<_>>>()?;
 
     // Codes for this step for every user, then for the next step.
     wait_for_step_margin(25);
