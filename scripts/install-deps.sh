@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build=(libpam0g-dev pkg-config)
-runtime=(dbus dbus-bin oathtool passwd util-linux)
+runtime=(dbus dbus-bin oathtool passwd util-linux mandoc)
 bench=(libpam-google-authenticator libpam-oath libnss-wrapper)
 
 case "${1:-test}" in

@@ -88,15 +88,18 @@ pub fn login_target(caller_uid: u32, user: &str, method: &str) -> Result<Account
 }
 
 /// Ok if `caller_uid` is root or a member of `admin_group`.
+/// Every administrative call, allowed or not, is logged with the caller's uid.
 pub fn admin(caller_uid: u32, admin_group: &str, method: &str) -> Result<(), TwofoldError> {
-    if caller_uid == 0 {
-        return Ok(());
-    }
-    let is_admin = match users::by_uid(caller_uid).map_err(nss_error)? {
-        Some(account) => users::in_group(&account, admin_group).map_err(nss_error)?,
-        None => false,
-    };
+    let is_admin = caller_uid == 0
+        || match users::by_uid(caller_uid).map_err(nss_error)? {
+            Some(account) => users::in_group(&account, admin_group).map_err(nss_error)?,
+            None => false,
+        };
     if is_admin {
+        audit::log(
+            Level::Info,
+            &format!("admin-call method={method} admin_uid={caller_uid}"),
+        );
         Ok(())
     } else {
         Err(denied(
