@@ -374,22 +374,26 @@ impl Engine {
         Ok(codes)
     }
 
-    /// New backup codes for `user`, after a current TOTP code (throttled like a login).
-    pub fn regenerate_backup_codes(
+    /// For what a user confirms with a current TOTP code (new backup codes,
+    /// turning two-factor off): parse, throttle, verify, and count a wrong or
+    /// replayed code as a failure. The caller holds the user's lock. Returns
+    /// the state and the step the code was for.
+    pub(crate) fn prove_with_code(
         &self,
         user: &str,
         input: &str,
         now: u64,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
+        action: &str,
+    ) -> Result<(Loaded, u64), TwofoldError> {
         let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
             return Err(TwofoldError::InvalidInput(
                 "Type the current code from your authenticator app.".into(),
             ));
         };
-        let _guard = self.lock(user);
         let Some(mut loaded) = self.store.load(user)? else {
             return Err(TwofoldError::NotEnrolled(
-                "You are not enrolled. Run `twofold setup` first.".into(),
+                "Two-factor authentication is not set up for you. Run `twofold setup` first."
+                    .into(),
             ));
         };
         let wait = self.wait_for(&loaded.enrollment, now);
@@ -400,25 +404,36 @@ impl Engine {
             )));
         }
         let e = &loaded.enrollment;
-        let step = match totp::check(&e.secret.0, self.params_of(e), &code, now, e.last_step)
+        match totp::check(&e.secret.0, self.params_of(e), &code, now, e.last_step)
             .map_err(internal)?
         {
-            TotpCheck::Valid(step) => step,
+            TotpCheck::Valid(step) => Ok((loaded, step)),
             other => {
                 self.record(user, &mut loaded, Event::Failure { at: now })?;
                 audit::log(
                     Level::Warning,
-                    &format!("backup-codes-refused {}", field("user", user)),
+                    &format!("{action}-refused {}", field("user", user)),
                 );
-                return Err(TwofoldError::InvalidInput(
+                Err(TwofoldError::InvalidInput(
                     if other == TotpCheck::Replayed {
                         "That code was already used. Wait for the next code from your app.".into()
                     } else {
                         "Wrong code.".into()
                     },
-                ));
+                ))
             }
-        };
+        }
+    }
+
+    /// New backup codes for `user`, after a current TOTP code (throttled like a login).
+    pub fn regenerate_backup_codes(
+        &self,
+        user: &str,
+        input: &str,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let _guard = self.lock(user);
+        let (loaded, step) = self.prove_with_code(user, input, now, "backup-codes")?;
         let (codes, backup) =
             backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
                 .map_err(internal)?;

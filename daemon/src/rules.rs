@@ -6,11 +6,9 @@ use crate::audit::{self, Level, field};
 use crate::engine::{Engine, LoginContext, internal};
 use crate::policy::{self, Decision, Mode, Policy, Subject, Unenrolled};
 use crate::store::{Loaded, Remembered, UserMeta};
-use crate::totp::{self, TotpCheck};
 use crate::users::{self, Account};
 use std::collections::HashSet;
 use std::sync::Arc;
-use twofold_protocol::code::{self, Code};
 use twofold_protocol::text::human_duration;
 use twofold_protocol::{
     EnrollmentOffer, LoginAction, LoginPlan, RememberedDevice, ReportRow, SecretString,
@@ -447,40 +445,11 @@ Ask your administrator if you lost your phone."
                     .into(),
             ));
         }
-        let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
-            return Err(TwofoldError::InvalidInput(
-                "Type the current code from your authenticator app.".into(),
-            ));
-        };
         let _guard = self.lock(user);
-        let Some(mut loaded) = self.store.load(user)? else {
-            return Err(TwofoldError::NotEnrolled(
-                "Two-factor authentication is not set up for you.".into(),
-            ));
-        };
-        let wait = self.wait_for(&loaded.enrollment, now);
-        if wait > 0 {
-            return Err(TwofoldError::Throttled(format!(
-                "Too many wrong codes. Try again in {}.",
-                human_duration(wait)
-            )));
-        }
-        let e = &loaded.enrollment;
-        match totp::check(&e.secret.0, self.params_of(e), &code, now, e.last_step)
-            .map_err(internal)?
-        {
-            TotpCheck::Valid(_) => {
-                self.store.remove_enrollment(user)?;
-                audit::log(Level::Info, &format!("disabled {}", field("user", user)));
-                Ok(())
-            }
-            _ => {
-                self.record(user, &mut loaded, crate::store::Event::Failure { at: now })?;
-                Err(TwofoldError::InvalidInput(
-                    "Wrong code; two-factor authentication stays on.".into(),
-                ))
-            }
-        }
+        self.prove_with_code(user, input, now, "disable")?;
+        self.store.remove_enrollment(user)?;
+        audit::log(Level::Info, &format!("disabled {}", field("user", user)));
+        Ok(())
     }
 
     pub fn devices(&self, user: &str, now: u64) -> Result<Vec<RememberedDevice>, TwofoldError> {
