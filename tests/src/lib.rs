@@ -416,6 +416,21 @@ fn uid_gid(user: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
+/// Give `user` a password (for pam_unix in the shipped stacks).
+pub fn set_password(user: &str, password: &str) -> Result<()> {
+    let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut child = Command::new("chpasswd").stdin(Stdio::piped()).spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{user}:{password}\n").as_bytes())?;
+    if !child.wait()?.success() {
+        bail!("chpasswd failed for {user}");
+    }
+    Ok(())
+}
+
 /// A group with the given members (created or completed once).
 pub fn test_group(name: &str, members: &[&str]) -> Result<()> {
     let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
@@ -558,6 +573,35 @@ impl PamService {
                 artifacts().module.display()
             ),
         )
+    }
+
+    /// A shipped file from `packaging/pam.d/` as service `name`, beside copies
+    /// of the host's `common-*` files (which it includes), with
+    /// `pam_twofold.so` pointing at the built module.
+    pub fn packaged(file: &str, name: &str) -> Result<PamService> {
+        let text = std::fs::read_to_string(workspace_root().join("packaging/pam.d").join(file))?;
+        let module = artifacts().module.display().to_string();
+        let stack: String = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with('#') {
+                    l.to_string()
+                } else {
+                    l.replace("pam_twofold.so", &module)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let service = Self::named(name, &(stack + "\n"))?;
+        for entry in std::fs::read_dir("/etc/pam.d")? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with("common-") {
+                let to = service.dir.path().join(entry.file_name());
+                std::fs::copy(entry.path(), &to)?;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))?;
+            }
+        }
+        Ok(service)
     }
 
     pub fn named(name: &str, stack: &str) -> Result<PamService> {
