@@ -307,6 +307,12 @@ impl Service {
             }
             // Reading any file as root, and quoting it in errors, is for root only.
             if caller != 0 {
+                crate::audit::log(
+                    crate::audit::Level::Warning,
+                    &format!(
+                        "access-denied caller_uid={caller} method=AdminCheckPolicy path-given"
+                    ),
+                );
                 return Err(TwofoldError::AccessDenied(
                     "Only root may check a file other than the configured policy.".into(),
                 ));

@@ -99,6 +99,12 @@ fn main() -> ExitCode {
                 Level::Info,
                 &format!("policy {origin}: {}", policy.summary()),
             );
+            // At start a directory service may still be coming up: warn and
+            // go on (those logins use the strictest rule); reload refuses.
+            if let Err(e) = twofoldd::rules::known_groups(policy.clone()) {
+                audit::log(Level::Warning, &e);
+                eprintln!("twofoldd: warning: {e}");
+            }
             policy
         }
         Err(e) => {

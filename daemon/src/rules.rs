@@ -446,8 +446,14 @@ Ask your administrator if you lost your phone."
             ));
         }
         let _guard = self.lock(user);
+        let mut meta = self.store.load_meta(user)?;
         self.prove_with_code(user, input, now, "disable")?;
         self.store.remove_enrollment(user)?;
+        // Hosts remembered for the old key must not skip the next one.
+        if !meta.remembered.is_empty() {
+            meta.remembered.clear();
+            self.store.write_meta(user, &meta)?;
+        }
         audit::log(Level::Info, &format!("disabled {}", field("user", user)));
         Ok(())
     }
@@ -486,8 +492,10 @@ Ask your administrator if you lost your phone."
     /// Remove a user's enrollment (they enroll again), their grace start and devices.
     pub fn reset(&self, user: &str, admin_uid: u32) -> Result<(), TwofoldError> {
         let _guard = self.lock(user);
-        self.store.remove_enrollment(user)?;
+        // Read everything before changing anything: an unreadable file must
+        // not leave a half-done reset behind.
         let mut meta = self.store.load_meta(user)?;
+        self.store.remove_enrollment(user)?;
         meta.first_prompt = None;
         meta.remembered.clear();
         self.store.write_meta(user, &meta)?;
@@ -534,8 +542,11 @@ Ask your administrator if you lost your phone."
         );
         // A file that disappeared is refused like an invalid one: dropping to
         // the built-in policy would silently end enforcement.
-        match policy::load(path, true) {
-            Ok((policy, _)) => {
+        match policy::load(path, true)
+            .map_err(|e| e.to_string())
+            .and_then(|(p, _)| known_groups(p))
+        {
+            Ok(policy) => {
                 let summary = format!("{}: {}", path.display(), policy.summary());
                 match self.policy.write() {
                     Ok(mut current) => *current = Arc::new(policy),
@@ -560,6 +571,23 @@ Ask your administrator if you lost your phone."
 /// Check a policy file without applying it.
 pub fn check_policy(path: &std::path::Path) -> Result<String, TwofoldError> {
     policy::load(path, true)
-        .map(|(p, _)| format!("{}: valid; {}", path.display(), p.summary()))
-        .map_err(|e| TwofoldError::InvalidInput(e.to_string()))
+        .map_err(|e| e.to_string())
+        .and_then(|(p, _)| known_groups(p))
+        .map(|p| format!("{}: valid; {}", path.display(), p.summary()))
+        .map_err(TwofoldError::InvalidInput)
+}
+
+/// A policy whose rules name a group NSS does not know is refused on reload
+/// and by check-config: as written it would treat everyone as of unknown
+/// groups (the strictest rule) until the name is fixed.
+pub fn known_groups(policy: Policy) -> Result<Policy, String> {
+    let missing = users::missing_groups(policy.group_names());
+    if missing.is_empty() {
+        Ok(policy)
+    } else {
+        Err(format!(
+            "the policy names groups that do not exist: {} (check the names, or the directory service)",
+            missing.join(", ")
+        ))
+    }
 }

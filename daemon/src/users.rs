@@ -12,8 +12,23 @@ pub struct Account {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("account lookup failed: {0}")]
-pub struct NssError(#[from] nix::Error);
+pub enum NssError {
+    #[error("account lookup failed: {0}")]
+    Lookup(#[from] nix::Error),
+    #[error("group {0} does not exist")]
+    NoSuchGroup(String),
+}
+
+/// Groups named in `groups` that NSS does not know.
+pub fn missing_groups<'a>(groups: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut missing: Vec<String> = groups
+        .filter(|g| !matches!(Group::from_name(g), Ok(Some(_))))
+        .map(String::from)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
 
 fn account(user: User) -> Account {
     Account {
@@ -37,7 +52,8 @@ pub fn in_group(account: &Account, group: &str) -> Result<bool, NssError> {
     let Some(group) = Group::from_name(group)? else {
         return Ok(false);
     };
-    let name = CString::new(account.name.as_str()).map_err(|_| NssError(nix::Error::EINVAL))?;
+    let name =
+        CString::new(account.name.as_str()).map_err(|_| NssError::Lookup(nix::Error::EINVAL))?;
     let groups = nix::unistd::getgrouplist(&name, Gid::from_raw(account.gid))?;
     Ok(groups.contains(&group.gid))
 }
@@ -54,12 +70,14 @@ pub fn member_of<'a>(
     if groups.peek().is_none() {
         return Ok(found);
     }
-    let name = CString::new(account.name.as_str()).map_err(|_| NssError(nix::Error::EINVAL))?;
+    let name =
+        CString::new(account.name.as_str()).map_err(|_| NssError::Lookup(nix::Error::EINVAL))?;
     let gids = nix::unistd::getgrouplist(&name, Gid::from_raw(account.gid))?;
     for group in groups {
-        if let Some(g) = Group::from_name(group)?
-            && gids.contains(&g.gid)
-        {
+        // A group the policy names but NSS does not know may be a directory
+        // outage as well as a typo: never treat it as "no members".
+        let g = Group::from_name(group)?.ok_or(NssError::NoSuchGroup(group.to_string()))?;
+        if gids.contains(&g.gid) {
             found.insert(group.to_string());
         }
     }

@@ -250,10 +250,15 @@ async fn ask_code<H: Host, D: Daemon>(
             host.show(Shown::Info, &reply.message);
             PamResultCode::PAM_SUCCESS
         }
-        // Enrollment removed between the two calls: as for any user not enrolled.
+        // The enrollment was removed while the prompt was open (an admin
+        // reset): the plan this login was given no longer holds, and under
+        // `require` letting it through would skip the second factor.
         VerifyOutcome::NotEnrolled => {
-            host.show(Shown::Info, &reply.message);
-            PamResultCode::PAM_IGNORE
+            host.show(
+                Shown::Error,
+                "Your two-factor setup changed during this login. Log in again.",
+            );
+            PamResultCode::PAM_AUTH_ERR
         }
         VerifyOutcome::Wrong | VerifyOutcome::Replayed | VerifyOutcome::Throttled => {
             host.show(Shown::Error, &reply.message);

@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 #[derive(Debug, PartialEq)]
 enum Step {
     Prompt(&'static str, Result<&'static [u8], PamResultCode>),
+    /// A prompt whose text contains the first field.
+    PromptContaining(&'static str, Result<&'static [u8], PamResultCode>),
     /// Shown text containing this.
     Show(Shown, &'static str),
     /// Shown text equal to this.
@@ -44,6 +46,10 @@ impl Host for Scripted {
         match self.steps.pop_front() {
             Some(Step::Prompt(expected, answer)) => {
                 assert_eq!(prompt, expected);
+                answer.map(|a| Zeroizing::new(a.to_vec()))
+            }
+            Some(Step::PromptContaining(part, answer)) => {
+                assert!(prompt.contains(part), "{prompt:?} lacks {part:?}");
                 answer.map(|a| Zeroizing::new(a.to_vec()))
             }
             other => panic!("prompt {prompt:?} where the script has {other:?}"),
@@ -559,14 +565,17 @@ fn enrollment_at_login_shows_the_key_then_the_backup_codes_and_ignores() {
     let mut host = Scripted::new(vec![
         Step::ShowExact(Shown::Info, OFFER_TEXT),
         Step::Prompt(PROMPT, Ok(b"123 456")),
-        Step::ShowExact(
-            Shown::Info,
+        // The codes come inside a prompt, so that OpenSSH shows them (and
+        // does not only log them); an empty answer (Enter) ends it.
+        Step::Prompt(
             "Two-factor authentication is now set up.\n\n\
              Your backup codes, for when you do not have your phone:\n\
              1. 01234-56789\n\
              2. abcde-fghjk\n\
              3. mnpqr-stvwx\n\n\
-             Each backup code works once. They are shown only now: write them down.",
+             Each backup code works once. They are shown only now: write them down.\n\n\
+             Press Enter once you have written them down: ",
+            Ok(b""),
         ),
     ]);
     let (code, daemon) = run_fake(
@@ -593,7 +602,7 @@ fn enrollment_at_login_allows_another_try_without_showing_the_key_again() {
         Step::Prompt(PROMPT, Ok(b"111111")),
         Step::ShowExact(Shown::Error, NO_MATCH),
         Step::Prompt(PROMPT, Ok(b"222222")),
-        Step::Show(Shown::Info, "now set up"),
+        Step::PromptContaining("now set up", Err(PamResultCode::PAM_CONV_ERR)),
     ]);
     let (code, daemon) = run_fake(
         &mut host,
@@ -728,4 +737,20 @@ fn enrollment_at_login_is_refused_when_info_messages_are_dropped() {
     let (code, daemon) = run_fake(&mut host, &Options::default(), &login("carol"), daemon);
     assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
     assert!(daemon.enroll_asked.borrow().is_empty());
+}
+
+#[test]
+fn an_enrollment_removed_while_the_prompt_is_open_refuses() {
+    // An admin reset between BeginLogin and Verify: the plan no longer holds.
+    let mut host = Scripted::new(vec![
+        Step::Prompt(PROMPT, Ok(b"123456")),
+        Step::Show(Shown::Error, "Log in again"),
+    ]);
+    let daemon = FakeDaemon {
+        plan: ask(),
+        reply: reply(VerifyOutcome::NotEnrolled, "not set up"),
+        ..Default::default()
+    };
+    let (code, _) = run_with(&mut host, &Options::default(), &login("bob"), daemon);
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
 }

@@ -17,6 +17,9 @@ use zeroize::Zeroizing;
 
 /// Answers looked at before giving up, malformed ones included (as `twofold
 /// setup` allows): enough for a typo or a code that changed while typing.
+/// Asked after the backup codes, so that they are shown with a prompt.
+pub const SAVED_PROMPT: &str = "Press Enter once you have written them down: ";
+
 const MAX_TRIES: u32 = 3;
 
 const NOT_A_TOTP_CODE: &str =
@@ -76,7 +79,16 @@ pub async fn enroll<H: Host, D: Daemon>(
         let problem = match parsed {
             Ok(Code::Totp(code)) => match daemon.confirm_at_login(user, &code).await {
                 Ok(backup_codes) => {
-                    host.show(Shown::Info, &backup_codes_text(&backup_codes));
+                    // The codes travel inside a prompt: OpenSSH shows info
+                    // messages only with the next prompt, and otherwise logs
+                    // them (at debug level) and sends them as a banner that
+                    // some clients hide. Whatever the answer, the enrollment
+                    // is stored.
+                    let text = Zeroizing::new(format!(
+                        "{}\n\n{SAVED_PROMPT}",
+                        backup_codes_text(&backup_codes).as_str()
+                    ));
+                    let _ = host.prompt_hidden(&text);
                     // Not SUCCESS: a new phone is no proof of identity (see above).
                     host.log(
                         Priority::Debug,

@@ -677,7 +677,8 @@ impl PamService {
             .stdin
             .take()
             .context("stdin")?
-            .write_all(format!("{code}\n").as_bytes())?;
+            // The code, then Enter at "Press Enter once you have written them down".
+            .write_all(format!("{code}\n\n").as_bytes())?;
         let mut rest = String::new();
         stdout.read_to_string(&mut rest)?;
         let mut err = String::new();

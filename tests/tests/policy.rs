@@ -153,17 +153,17 @@ fn require_enrolls_inside_the_login_and_the_next_login_asks_for_a_code() {
     let w = world("[default]\nmode = \"require\"\n");
     let (first, secret) = w.pam.login_enrolling(&w.bus, DAVE).unwrap();
     assert_eq!(first.code, pam::SUCCESS, "{first:?}");
+    // Info messages go to stdout, prompts (which carry the backup codes) to stderr.
+    let seen = format!("{}{}", first.stdout, first.stderr);
     for shown in [
         "is required",
         "otpauth://totp/twofold:tf-dave",
         "Or enter this key by hand",
         "now set up",
         "10. ",
+        "Press Enter once you have written them down",
     ] {
-        assert!(
-            first.stdout.contains(shown),
-            "{shown:?} not shown: {first:?}"
-        );
+        assert!(seen.contains(shown), "{shown:?} not shown: {first:?}");
     }
     assert!(first.stdout.contains('█'), "QR code shown");
     let status = twofold(&w, None, &["admin", "status", DAVE, "--json"]);
@@ -668,4 +668,49 @@ fn turning_remembering_off_asks_remembered_hosts_again() {
     assert!(prompted(
         &w.pam.login_from(&w.bus, ALICE, host, b"000000\n").unwrap()
     ));
+}
+
+const GHOST_GROUP: &str = "unenrolled_require = \"refuse\"\n[default]\nmode = \"exempt\"\n[[rule]]\nname = \"admins\"\ngroups = [\"tf-no-such-group\"]\nmode = \"require\"\n";
+
+#[test]
+fn a_rule_naming_a_group_that_does_not_exist_never_weakens_the_policy() {
+    // At start only a warning (a directory may be coming up): logins use the strictest rule.
+    let w = world(GHOST_GROUP);
+    assert!(
+        w.daemon
+            .log()
+            .contains("groups that do not exist: tf-no-such-group"),
+        "{}",
+        w.daemon.log()
+    );
+    let r = w.pam.login(&w.bus, DAVE, b"").unwrap();
+    assert_eq!(
+        r.code,
+        pam::AUTH_ERR,
+        "strictest (require), not exempt: {r:?}"
+    );
+    // Reload and check-config refuse it, naming the group; the policy in force stays.
+    assert!(
+        reload(&w, "[default]\nmode = \"exempt\"\n")
+            .status
+            .success()
+    );
+    assert_eq!(w.pam.login(&w.bus, DAVE, b"").unwrap().code, pam::SUCCESS);
+    let out = reload(&w, GHOST_GROUP);
+    assert!(
+        !out.status.success() && text(&out).contains("tf-no-such-group"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        w.pam.login(&w.bus, DAVE, b"").unwrap().code,
+        pam::SUCCESS,
+        "the old policy stays"
+    );
+    let check = twofold(&w, None, &["admin", "check-config"]);
+    assert!(
+        !check.status.success() && text(&check).contains("tf-no-such-group"),
+        "{}",
+        text(&check)
+    );
 }
