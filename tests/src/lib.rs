@@ -498,20 +498,8 @@ pub fn enroll(bus: &Bus, user: &str) -> Result<Enrolled> {
     let uri = uri.trim().to_string();
     let secret = uri_secret(&uri).with_context(|| format!("no secret in setup output {uri:?}"))?;
     let code = oathtool(&secret, -1)?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{code}\n").as_bytes())?;
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest)?;
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .context("stderr")?
-        .read_to_string(&mut err)?;
-    if !child.wait()?.success() {
+    let (rest, err, status) = answer_and_finish(child, stdout, format!("{code}\n").as_bytes())?;
+    if !status.success() {
         bail!("twofold setup failed for {user}: {err}");
     }
     let backup_codes = rest
@@ -525,6 +513,25 @@ pub fn enroll(bus: &Bus, user: &str) -> Result<Enrolled> {
         secret,
         backup_codes,
     })
+}
+
+/// Write `input` to a running child (closing its stdin), then collect the
+/// rest of its stdout, its stderr and its exit status.
+fn answer_and_finish(
+    mut child: Child,
+    mut stdout: BufReader<std::process::ChildStdout>,
+    input: &[u8],
+) -> Result<(String, String, std::process::ExitStatus)> {
+    child.stdin.take().context("stdin")?.write_all(input)?;
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest)?;
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut err)?;
+    Ok((rest, err, child.wait()?))
 }
 
 /// The `secret=` parameter of an otpauth URI.
@@ -673,21 +680,9 @@ impl PamService {
         };
         // The key was offered just now: the current step is unused.
         let code = oathtool(&secret, 0)?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            // The code, then Enter at "Press Enter once you have written them down".
-            .write_all(format!("{code}\n\n").as_bytes())?;
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest)?;
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .context("stderr")?
-            .read_to_string(&mut err)?;
-        let status = child.wait()?;
+        // The code, then Enter at "Press Enter once you have written them down".
+        let (rest, err, status) =
+            answer_and_finish(child, stdout, format!("{code}\n\n").as_bytes())?;
         Ok((
             Attempt {
                 code: status.code().unwrap_or(-1),
