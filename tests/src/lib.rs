@@ -224,9 +224,11 @@ impl Daemon {
     pub fn sighup(&self) -> Result<()> {
         let pid = self.pid().context("not running")?;
         let log_before = self.log().len();
-        Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()?;
+        let pid = libc::pid_t::try_from(pid)?;
+        // SAFETY: kill has no memory-safety preconditions; pid is our child.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            bail!("kill -HUP {pid}: {}", std::io::Error::last_os_error());
+        }
         wait_for(
             "the daemon to log the reload",
             Duration::from_secs(10),
