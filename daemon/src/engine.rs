@@ -36,6 +36,22 @@ pub struct LoginContext {
     pub caller_uid: u32,
 }
 
+impl LoginContext {
+    /// The remote host, when it can be trusted to be one: only the PAM stack
+    /// (root) names it; a program running as a user could claim any.
+    pub fn trusted_rhost(&self) -> Option<&str> {
+        (self.caller_uid == 0 && !self.rhost.is_empty()).then_some(self.rhost.as_str())
+    }
+}
+
+/// The refusal while a user is throttled, the same from every path.
+pub(crate) fn throttled_text(wait: u64) -> String {
+    format!(
+        "Too many wrong codes. Try again in {}.",
+        human_duration(wait)
+    )
+}
+
 struct Pending {
     secret: Zeroizing<Vec<u8>>,
     params: TotpParams,
@@ -157,10 +173,7 @@ impl Engine {
             self.log_login(user, ctx, "throttled");
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::Throttled,
-                message: self.refusal(&format!(
-                    "Too many wrong codes. Try again in {}.",
-                    human_duration(wait)
-                )),
+                message: self.refusal(&throttled_text(wait)),
             });
         }
         let e = &loaded.enrollment;
@@ -398,10 +411,7 @@ impl Engine {
         };
         let wait = self.wait_for(&loaded.enrollment, now);
         if wait > 0 {
-            return Err(TwofoldError::Throttled(format!(
-                "Too many wrong codes. Try again in {}.",
-                human_duration(wait)
-            )));
+            return Err(TwofoldError::Throttled(throttled_text(wait)));
         }
         let e = &loaded.enrollment;
         match totp::check(&e.secret.0, self.params_of(e), &code, now, e.last_step)

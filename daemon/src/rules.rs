@@ -3,9 +3,9 @@
 //! that the caller may act for the account.
 
 use crate::audit::{self, Level, field};
-use crate::engine::{Engine, LoginContext, internal};
-use crate::policy::{self, Decision, Mode, Policy, Subject, Unenrolled};
-use crate::store::{Loaded, Remembered, UserMeta};
+use crate::engine::{Engine, LoginContext, internal, throttled_text};
+use crate::policy::{self, Mode, Policy, Subject, Unenrolled};
+use crate::store::{Loaded, Remembered};
 use crate::users::{self, Account};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -65,25 +65,6 @@ impl Engine {
         })
     }
 
-    fn decide(
-        &self,
-        account: &Account,
-        service: &str,
-        meta: &UserMeta,
-        now: u64,
-    ) -> (Decision, Arc<Policy>) {
-        let policy = self.policy();
-        let subject = Subject {
-            user: &account.name,
-            groups: self.groups(account, &policy),
-            service,
-        };
-        (
-            policy.decide(&subject, meta.override_mode, policy::date_of(now)),
-            policy,
-        )
-    }
-
     /// What the module should do for this login.
     pub fn begin_login(
         &self,
@@ -105,18 +86,26 @@ impl Engine {
         record: bool,
     ) -> Result<Planned, TwofoldError> {
         let user = account.name.as_str();
+        let policy = self.policy();
+        let today = policy::date_of(now);
+        // NSS first, outside the user's lock: a slow directory must not hold
+        // up other logins that share the lock stripe.
+        let groups = self.groups(account, &policy);
         let _guard = self.lock(user);
         let mut meta = self.store.load_meta(user)?;
         let loaded = self.store.load(user)?;
-        let (decision, policy) = self.decide(account, &ctx.service, &meta, now);
-        let today = policy::date_of(now);
+        let subject = Subject {
+            user,
+            groups,
+            service: &ctx.service,
+        };
+        let decision = policy.decide(&subject, meta.override_mode, today);
         let mut reasons = decision.steps.clone();
         if decision.mode == Mode::Exempt {
             return Ok(allow("allowed-exempt", String::new(), reasons));
         }
-        // Only the PAM stack (root) names a remote host that can be trusted.
-        let rhost_trusted = ctx.caller_uid == 0 && !ctx.rhost.is_empty();
-        if let Some(net) = policy.trusted(&ctx.rhost).filter(|_| rhost_trusted) {
+        let rhost = ctx.trusted_rhost();
+        if let Some(net) = rhost.and_then(|r| policy.trusted(r)) {
             reasons.push(format!(
                 "remote host {} is in the trusted network {net}",
                 ctx.rhost
@@ -131,10 +120,7 @@ impl Engine {
             let wait = self.wait_for(enrollment, now);
             if wait > 0 {
                 reasons.push(format!("throttled for {}", human_duration(wait)));
-                let message = self.refusal(&format!(
-                    "Too many wrong codes. Try again in {}.",
-                    human_duration(wait)
-                ));
+                let message = self.refusal(&throttled_text(wait));
                 return Ok(Planned {
                     plan: LoginPlan {
                         action: LoginAction::Refuse,
@@ -144,12 +130,12 @@ impl Engine {
                     reasons,
                 });
             }
-            if rhost_trusted
-                && policy.remember_device_secs > 0
-                && meta
-                    .remembered
-                    .iter()
-                    .any(|r| r.rhost == ctx.rhost && r.until > now)
+            if policy.remember_device_secs > 0
+                && rhost.is_some_and(|h| {
+                    meta.remembered
+                        .iter()
+                        .any(|r| r.rhost == h && r.until > now)
+                })
             {
                 reasons.push(format!("remote host {} is a remembered device", ctx.rhost));
                 return Ok(allow("allowed-remembered-device", String::new(), reasons));
@@ -246,15 +232,14 @@ so you cannot log in. Ask your administrator to help you enroll.",
     /// After a login with a code: remember the remote host, if the policy says so.
     pub(crate) fn remember_device(&self, user: &str, ctx: &LoginContext, now: u64) {
         let secs = self.policy().remember_device_secs;
-        // Only the PAM stack (root) names a remote host that can be trusted.
-        if secs == 0 || ctx.rhost.is_empty() || ctx.caller_uid != 0 {
+        let Some(rhost) = ctx.trusted_rhost().filter(|_| secs > 0) else {
             return;
-        }
+        };
         let result = self.store.load_meta(user).and_then(|mut meta| {
             meta.remembered
-                .retain(|r| r.until > now && r.rhost != ctx.rhost);
+                .retain(|r| r.until > now && r.rhost != rhost);
             meta.remembered.push(Remembered {
-                rhost: ctx.rhost.clone(),
+                rhost: rhost.to_string(),
                 until: now.saturating_add(secs),
             });
             self.store.write_meta(user, &meta)
@@ -300,14 +285,8 @@ so you cannot log in. Ask your administrator to help you enroll.",
 
     /// The status of one account, with its effective rule (for logins in general).
     pub fn status(&self, account: &Account, now: u64) -> Result<UserStatus, TwofoldError> {
-        let row = self.report_row(account, &self.policy(), None, now)?;
-        let (throttled_for_secs, consecutive_failures) = {
-            let _guard = self.lock(&account.name);
-            match self.store.load(&account.name)? {
-                Some(l) => (self.wait_for(&l.enrollment, now), l.enrollment.failures),
-                None => (0, 0),
-            }
-        };
+        let (row, throttle) = self.report_row(account, &self.policy(), None, now)?;
+        let (throttled_for_secs, consecutive_failures) = throttle;
         Ok(UserStatus {
             user: row.user,
             enrolled: row.enrolled,
@@ -321,7 +300,8 @@ so you cannot log in. Ask your administrator to help you enroll.",
         })
     }
 
-    /// One report line. `groups`: memberships already resolved (the report
+    /// One report line, with the seconds the user is throttled for and their
+    /// failures in a row. `groups`: memberships already resolved (the report
     /// resolves all users at once), or `None` to ask NSS.
     fn report_row(
         &self,
@@ -329,7 +309,7 @@ so you cannot log in. Ask your administrator to help you enroll.",
         policy: &Policy,
         groups: Option<HashSet<String>>,
         now: u64,
-    ) -> Result<ReportRow, TwofoldError> {
+    ) -> Result<(ReportRow, (u64, u32)), TwofoldError> {
         let user = account.name.as_str();
         let (meta, loaded) = {
             let _guard = self.lock(user);
@@ -344,7 +324,8 @@ so you cannot log in. Ask your administrator to help you enroll.",
         let today = policy::date_of(now);
         let decision = policy.decide(&subject, meta.override_mode, today);
         let e = loaded.as_ref().map(|l| &l.enrollment);
-        Ok(ReportRow {
+        let throttle = e.map_or((0, 0), |e| (self.wait_for(e, now), e.failures));
+        let row = ReportRow {
             user: user.to_string(),
             uid: account.uid,
             enrolled: e.is_some(),
@@ -366,7 +347,8 @@ so you cannot log in. Ask your administrator to help you enroll.",
                 .override_mode
                 .map(|m| m.as_str().to_string())
                 .unwrap_or_default(),
-        })
+        };
+        Ok((row, throttle))
     }
 
     /// Every local account (uid 1000 to 59999) and every user twofold knows.
@@ -388,7 +370,7 @@ so you cannot log in. Ask your administrator to help you enroll.",
             .iter()
             .map(|a| {
                 let groups = membership.as_ref().ok().map(|m| m.groups_of(a));
-                self.report_row(a, &policy, groups, now)
+                self.report_row(a, &policy, groups, now).map(|(row, _)| row)
             })
             .collect()
     }
