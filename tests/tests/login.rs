@@ -347,8 +347,16 @@ fn a_user_cannot_verify_another_users_code_but_may_verify_their_own() {
             "BeginLogin",
             vec!["string:tf-alice", "string:x", "string:y"],
         ),
+        (
+            "EnrollAtLogin",
+            vec!["string:tf-alice", "string:x", "string:y"],
+        ),
+        ("ConfirmAtLogin", vec!["string:tf-alice", "string:123456"]),
         ("AdminStatus", vec!["string:tf-alice"]),
         ("AdminUnlock", vec!["string:tf-alice"]),
+        ("AdminReport", vec![]),
+        ("AdminReset", vec!["string:tf-alice"]),
+        ("AdminSetOverride", vec!["string:tf-alice", "string:exempt"]),
     ] {
         let mut c = w.bus.command_as(BOB, "dbus-send");
         c.args([

@@ -182,6 +182,22 @@ fn require_enrolls_inside_the_login_and_the_next_login_asks_for_a_code() {
         "{next:?}"
     );
     assert!(w.daemon.log().contains("outcome=enrolled-at-login"));
+    // The key and the backup codes went to the user only, never to the log.
+    let log = w.daemon.log();
+    assert!(!log.contains(&secret), "the key is in the log");
+    let codes: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.trim().split_once(". "))
+        .map(|(_, c)| c)
+        .filter(|c| c.len() == 11)
+        .collect();
+    assert_eq!(codes.len(), 10, "{seen}");
+    for code in codes {
+        assert!(
+            !log.contains(code) && !log.contains(&code.replace('-', "")),
+            "backup code {code} in the log"
+        );
+    }
 }
 
 #[test]
