@@ -7,13 +7,6 @@ use crate::audit::{self, Level, field};
 use crate::users::{self, Account};
 use twofold_protocol::TwofoldError;
 
-/// Root (the PAM stacks of sshd, login, su, sudo) may act for any user;
-/// everyone else only for their own account (e.g. a screen locker).
-#[must_use]
-pub fn may_act_for(caller_uid: u32, target_uid: u32) -> bool {
-    caller_uid == 0 || caller_uid == target_uid
-}
-
 fn nss_error(e: users::NssError) -> TwofoldError {
     audit::log(Level::Error, &format!("account lookup failed: {e}"));
     TwofoldError::Internal(
@@ -138,14 +131,6 @@ pub fn may_unlock(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_root_acts_for_others() {
-        assert!(may_act_for(0, 1000));
-        assert!(may_act_for(1000, 1000));
-        assert!(!may_act_for(1000, 1001));
-        assert!(!may_act_for(1000, 0));
-    }
 
     #[test]
     fn root_asks_for_anyone_by_canonical_name() {

@@ -545,6 +545,9 @@ pub fn uri_secret(uri: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// The remote host of a login unless a test names another (TEST-NET-1).
+pub const DEFAULT_RHOST: &str = "192.0.2.10";
+
 /// A PAM service in a private configuration directory using the built module.
 pub struct PamService {
     dir: tempfile::TempDir,
@@ -627,13 +630,16 @@ impl PamService {
         self.dir.path()
     }
 
-    fn driver(&self, mut c: Command, user: &std::ffi::OsStr, extra: &[&str]) -> Command {
-        c.arg("--confdir").arg(self.dir.path()).args([
-            "--service",
-            &self.name,
-            "--rhost",
-            "192.0.2.10",
-        ]);
+    fn driver(
+        &self,
+        mut c: Command,
+        user: &std::ffi::OsStr,
+        rhost: &str,
+        extra: &[&str],
+    ) -> Command {
+        c.arg("--confdir")
+            .arg(self.dir.path())
+            .args(["--service", &self.name, "--rhost", rhost]);
         c.arg("--user").arg(user).args(extra);
         c
     }
@@ -645,7 +651,12 @@ impl PamService {
         user: impl AsRef<std::ffi::OsStr>,
         input: &[u8],
     ) -> Result<Attempt> {
-        let c = self.driver(bus.command(artifacts().pam_driver()), user.as_ref(), &[]);
+        let c = self.driver(
+            bus.command(artifacts().pam_driver()),
+            user.as_ref(),
+            DEFAULT_RHOST,
+            &[],
+        );
         run_with_input(c, input)
     }
 
@@ -654,7 +665,8 @@ impl PamService {
         let c = self.driver(
             bus.command(artifacts().pam_driver()),
             user.as_ref(),
-            &["--rhost", rhost],
+            rhost,
+            &[],
         );
         run_with_input(c, input)
     }
@@ -663,7 +675,12 @@ impl PamService {
     /// shows, answer with oathtool's code for it. Returns the attempt and the key.
     pub fn login_enrolling(&self, bus: &Bus, user: &str) -> Result<(Attempt, String)> {
         let mut child = self
-            .driver(bus.command(artifacts().pam_driver()), user.as_ref(), &[])
+            .driver(
+                bus.command(artifacts().pam_driver()),
+                user.as_ref(),
+                DEFAULT_RHOST,
+                &[],
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -700,6 +717,7 @@ impl PamService {
         let c = self.driver(
             bus.command_as(as_user, artifacts().pam_driver()),
             user.as_ref(),
+            DEFAULT_RHOST,
             &[],
         );
         run_with_input(c, input)
@@ -720,7 +738,12 @@ impl PamService {
             std::fs::copy(artifacts().pam_driver(), &setuid)?;
             std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755))?;
         }
-        let c = self.driver(bus.command_as(as_user, &setuid), user.as_ref(), &[]);
+        let c = self.driver(
+            bus.command_as(as_user, &setuid),
+            user.as_ref(),
+            DEFAULT_RHOST,
+            &[],
+        );
         run_with_input(c, input)
     }
 
@@ -734,6 +757,7 @@ impl PamService {
         let c = self.driver(
             bus.command(artifacts().pam_driver()),
             user.as_ref(),
+            DEFAULT_RHOST,
             &["--threads"],
         );
         let attempt = run_with_input(c, input)?;

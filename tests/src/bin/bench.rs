@@ -11,7 +11,9 @@
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
-use twofold_e2e::{Bus, Daemon, PamService, artifacts, pam, unix_now, wait_for_step_margin};
+use twofold_e2e::{
+    Bus, DEFAULT_RHOST, Daemon, PamService, artifacts, pam, unix_now, wait_for_step_margin,
+};
 use twofoldd::backup::{self, HashParams};
 use twofoldd::store::{ENROLLMENT_VERSION, Enrollment, FileStore, SecretBytes, Store};
 use twofoldd::totp::{self, TotpParams};
@@ -253,7 +255,7 @@ fn run() -> Result<()> {
             "--service",
             &service.name,
             "--rhost",
-            "192.0.2.10",
+            DEFAULT_RHOST,
             "--repeat",
             &logins.to_string(),
         ])
