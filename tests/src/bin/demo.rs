@@ -33,7 +33,12 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(()) => {
-            println!("\nDemo finished; the private bus, the daemon and the demo user are gone.");
+            let user = if created {
+                "the demo user are gone"
+            } else {
+                "its state are gone (the user twofold-demo existed before the demo and was left in place)"
+            };
+            println!("\nDemo finished; the private bus, the daemon and {user}.");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
