@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build=(libpam0g-dev pkg-config)
-runtime=(dbus dbus-bin oathtool passwd util-linux mandoc)
+runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client)
 bench=(libpam-google-authenticator libpam-oath libnss-wrapper)
 
 case "${1:-test}" in
@@ -29,5 +29,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "Installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Installing openssh-server must not start the host's own sshd on port 22:
+# the tests and the demo run their own on 127.0.0.1. policy-rc.d is Debian's
+# switch for "do not start services from maintainer scripts".
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod ssh;
+
 pub mod pam {
     //! PAM result codes (Linux-PAM numbering).
     pub const SUCCESS: i32 = 0;
@@ -71,7 +73,7 @@ fn copy_artifacts() -> Result<Artifacts> {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin)?;
-    for name in ["twofoldd", "twofold", "pam-driver"] {
+    for name in ["twofoldd", "twofold", "pam-driver", "ssh-askpass"] {
         std::fs::copy(from.join(name), bin.join(name)).with_context(|| {
             format!("{} (build the workspace first)", from.join(name).display())
         })?;
@@ -433,6 +435,22 @@ pub fn set_password(user: &str, password: &str) -> Result<()> {
     Ok(())
 }
 
+/// A test user who can log in over SSH: a shell and a password.
+pub fn ssh_user(name: &str, password: &str) -> Result<u32> {
+    let uid = test_user(name)?;
+    {
+        let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        let out = Command::new("usermod")
+            .args(["--shell", "/bin/sh", name])
+            .output()?;
+        if !out.status.success() {
+            bail!("usermod: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    set_password(name, password)?;
+    Ok(uid)
+}
+
 /// A group with the given members (created or completed once).
 pub fn test_group(name: &str, members: &[&str]) -> Result<()> {
     let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
@@ -591,20 +609,8 @@ impl PamService {
     /// of the host's `common-*` files (which it includes), with
     /// `pam_twofold.so` pointing at the built module.
     pub fn packaged(file: &str, name: &str) -> Result<PamService> {
-        let text = std::fs::read_to_string(workspace_root().join("packaging/pam.d").join(file))?;
-        let module = artifacts().module.display().to_string();
-        let stack: String = text
-            .lines()
-            .map(|l| {
-                if l.trim_start().starts_with('#') {
-                    l.to_string()
-                } else {
-                    l.replace("pam_twofold.so", &module)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let service = Self::named(name, &(stack + "\n"))?;
+        let stack = ssh::packaged_stack(file, "")?;
+        let service = Self::named(name, &stack)?;
         for entry in std::fs::read_dir("/etc/pam.d")? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with("common-") {

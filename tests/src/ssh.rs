@@ -1,0 +1,382 @@
+//! A throwaway OpenSSH server on 127.0.0.1 and a real `ssh` client driven
+//! prompt by prompt.
+//!
+//! sshd runs in its own mount namespace, where a private `/etc/pam.d` (the
+//! host's files plus the `sshd` stack under test) and an empty `/run` (with
+//! `/run/dbus/system_bus_socket` pointing at the test's private bus) are
+//! mounted. So the module finds "the system bus" at its compiled-in path, as
+//! in production (sshd clears the environment of its PAM process, so
+//! `DBUS_SYSTEM_BUS_ADDRESS` would not reach it), and nothing of the host's
+//! own login setup is touched: not its sshd, not port 22, not `/etc/pam.d`.
+//!
+//! The client is OpenSSH's `ssh` with `SSH_ASKPASS_REQUIRE=force`: every
+//! keyboard-interactive prompt, with the PAM messages sshd puts in front of
+//! it, goes to `ssh-askpass`, which hands it to the test and types its answer.
+
+use crate::{Bus, artifacts, wait_for, workspace_root};
+use anyhow::{Context, Result, bail};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The shipped `packaging/pam.d/NAME` file, with `pam_twofold.so` (and its
+/// arguments) pointing at the built module and `module_args` added.
+pub fn packaged_stack(name: &str, module_args: &str) -> Result<String> {
+    let text = std::fs::read_to_string(workspace_root().join("packaging/pam.d").join(name))
+        .with_context(|| format!("packaging/pam.d/{name}"))?;
+    let module = artifacts().module.display().to_string();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with('#') || !l.contains("pam_twofold.so") {
+                l.to_string()
+            } else {
+                let with_args = format!("{module} {module_args}");
+                l.replace("pam_twofold.so", with_args.trim_end())
+            }
+        })
+        .collect();
+    Ok(lines.join("\n") + "\n")
+}
+
+/// A throwaway sshd on 127.0.0.1, stopped when dropped.
+pub struct Sshd {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    host_key_line: String,
+}
+
+/// How a test wants the server set up.
+pub struct SshdSetup<'a> {
+    /// The `/etc/pam.d/sshd` sshd uses (see [`packaged_stack`]).
+    pub pam_stack: String,
+    /// Lines appended to the sshd_config (e.g. `AuthenticationMethods`).
+    pub extra_config: &'a str,
+}
+
+impl Sshd {
+    pub fn start(bus: &Bus, setup: &SshdSetup) -> Result<Sshd> {
+        let dir = tempfile::Builder::new().prefix("twofold-sshd-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let d = dir.path();
+        let keygen = Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "twofold-test-host",
+                "-f",
+            ])
+            .arg(d.join("host_ed25519"))
+            .output()
+            .context("ssh-keygen (apt-get install openssh-client)")?;
+        if !keygen.status.success() {
+            bail!("ssh-keygen: {}", String::from_utf8_lossy(&keygen.stderr));
+        }
+        let public = std::fs::read_to_string(d.join("host_ed25519.pub"))?;
+        let host_key = public.split_whitespace().take(2).collect::<Vec<_>>();
+
+        let pam_d = d.join("pam.d");
+        std::fs::create_dir(&pam_d)?;
+        for entry in std::fs::read_dir("/etc/pam.d")? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), pam_d.join(entry.file_name()))?;
+            }
+        }
+        std::fs::write(pam_d.join("sshd"), &setup.pam_stack)?;
+        std::fs::create_dir(d.join("authorized_keys"))?;
+
+        let socket = bus
+            .address
+            .strip_prefix("unix:path=")
+            .context("the private bus listens on a unix path")?;
+        // Linux assigns the port; a parallel test may take it between our
+        // probe and sshd's bind, so try a few.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let config = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile none\n\
+                 UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+                 PubkeyAuthentication yes\nAuthorizedKeysFile {dir}/authorized_keys/%u\n\
+                 StrictModes no\nUseDNS no\nPrintMotd no\nPrintLastLog no\nMaxStartups 100\n\
+                 LogLevel VERBOSE\n{extra}\n",
+                key = d.join("host_ed25519").display(),
+                dir = d.display(),
+                extra = setup.extra_config,
+            );
+            std::fs::write(d.join("sshd_config"), config)?;
+            let script = format!(
+                "set -e\n\
+                 mount -t tmpfs -o mode=0755 twofold-test-run /run\n\
+                 mkdir -p /run/sshd /run/dbus\n\
+                 ln -s '{socket}' /run/dbus/system_bus_socket\n\
+                 mount --bind '{pam_d}' /etc/pam.d\n\
+                 exec /usr/sbin/sshd -D -e -f '{config}'\n",
+                pam_d = pam_d.display(),
+                config = d.join("sshd_config").display(),
+            );
+            let log = std::fs::File::create(d.join("sshd.log"))?;
+            let mut child = Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting sshd (apt-get install openssh-server util-linux)")?;
+            let ready = wait_for("sshd to listen", Duration::from_secs(10), || {
+                child.try_wait().ok().flatten().is_some()
+                    || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if ready.is_ok() && child.try_wait()?.is_none() {
+                return Ok(Sshd {
+                    child,
+                    dir,
+                    port,
+                    host_key_line: format!("[127.0.0.1]:{port} {}", host_key.join(" ")),
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+            if !log.contains("Address already in use") {
+                bail!("sshd did not start:\n{log}");
+            }
+        }
+        bail!("no free port for sshd after 5 tries")
+    }
+
+    /// Everything sshd logged (`-e`: to stderr, into a file).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Let `user` log in with the public key at `public_key_path`.
+    pub fn authorize(&self, user: &str, public_key_path: &Path) -> Result<()> {
+        std::fs::copy(
+            public_key_path,
+            self.dir.path().join("authorized_keys").join(user),
+        )?;
+        Ok(())
+    }
+
+    fn known_hosts(&self) -> Result<PathBuf> {
+        let path = self.dir.path().join("known_hosts");
+        std::fs::write(&path, format!("{}\n", self.host_key_line))?;
+        Ok(path)
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // SIGTERM: sshd's listener exits; its per-connection children end
+        // with their connections.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A key pair for public-key logins, in a temporary directory.
+pub struct ClientKey {
+    dir: tempfile::TempDir,
+}
+
+impl ClientKey {
+    pub fn new() -> Result<ClientKey> {
+        let dir = tempfile::Builder::new().prefix("twofold-key-").tempdir()?;
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "twofold-test", "-f"])
+            .arg(dir.path().join("id_ed25519"))
+            .output()?;
+        if !out.status.success() {
+            bail!("ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(ClientKey { dir })
+    }
+    pub fn private(&self) -> PathBuf {
+        self.dir.path().join("id_ed25519")
+    }
+    pub fn public(&self) -> PathBuf {
+        self.dir.path().join("id_ed25519.pub")
+    }
+}
+
+/// What the person at the keyboard does at a prompt.
+pub enum Answer {
+    Type(String),
+    /// Close the prompt without answering (Ctrl-C at the prompt).
+    Cancel,
+}
+
+/// One `ssh` run: every prompt it showed, in order, and how it ended.
+#[derive(Debug)]
+pub struct SshLogin {
+    /// The prompts as the client showed them (`(user@127.0.0.1) ` stripped).
+    pub prompts: Vec<String>,
+    /// 0: logged in and the remote command succeeded; 255: refused.
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl SshLogin {
+    pub fn logged_in(&self) -> bool {
+        // 255 is ssh's own failure (refused, disconnected); anything else is
+        // the remote command's status, so the login itself succeeded.
+        self.status != 255
+    }
+    pub fn asked(&self, text: &str) -> usize {
+        self.prompts.iter().filter(|p| p.contains(text)).count()
+    }
+}
+
+/// How to connect.
+#[derive(Clone)]
+pub struct SshClient<'a> {
+    pub user: &'a str,
+    pub key: Option<&'a Path>,
+    /// Source address (`-b`), e.g. `127.0.0.2` to come from another host.
+    pub from: Option<&'a str>,
+    /// Keyboard-interactive rounds the client tries before giving up.
+    pub rounds: u32,
+    /// Remote command; `None` runs an interactive shell on a pty (stdin: `exit`).
+    pub command: Option<&'a str>,
+}
+
+impl<'a> SshClient<'a> {
+    pub fn new(user: &'a str) -> Self {
+        SshClient {
+            user,
+            key: None,
+            from: None,
+            rounds: 1,
+            command: Some("true"),
+        }
+    }
+
+    /// Connect and answer each prompt with `answer(prompt)`.
+    pub fn login(&self, sshd: &Sshd, mut answer: impl FnMut(&str) -> Answer) -> Result<SshLogin> {
+        let dir = tempfile::Builder::new().prefix("twofold-ssh-").tempdir()?;
+        let socket = dir.path().join("askpass.sock");
+        let listener = UnixListener::bind(&socket)?;
+        listener.set_nonblocking(true)?;
+        let mut c = Command::new("ssh");
+        // No host or user ssh_config: the same client options everywhere.
+        c.args(["-F", "/dev/null", "-p", &sshd.port.to_string()])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                sshd.known_hosts()?.display()
+            ))
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"])
+            .args(["-o", "BatchMode=no", "-o", "LogLevel=INFO"])
+            .arg("-o")
+            .arg(format!("NumberOfPasswordPrompts={}", self.rounds));
+        match self.key {
+            Some(key) => {
+                c.args([
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "PubkeyAuthentication=yes",
+                    "-i",
+                ])
+                .arg(key);
+            }
+            None => {
+                c.args(["-o", "PubkeyAuthentication=no"]);
+            }
+        }
+        if let Some(from) = self.from {
+            c.args(["-b", from]);
+        }
+        c.arg(format!("{}@127.0.0.1", self.user));
+        let stdin = match self.command {
+            Some(command) => {
+                c.args(["-T", "--", command]);
+                Stdio::null()
+            }
+            None => {
+                c.arg("-tt");
+                Stdio::piped()
+            }
+        };
+        c.env("SSH_ASKPASS", artifacts().bin.join("ssh-askpass"))
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("TWOFOLD_ASKPASS_SOCKET", &socket)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = c.spawn().context("ssh (apt-get install openssh-client)")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // The interactive shell ends as soon as it starts.
+            let _ = stdin.write_all(b"exit\n");
+        }
+        let mut out = child.stdout.take().context("stdout")?;
+        let mut err = child.stderr.take().context("stderr")?;
+        let out_reader = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = out.read_to_end(&mut s);
+            s
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = err.read_to_end(&mut s);
+            s
+        });
+        let prefix = format!("({}@127.0.0.1) ", self.user);
+        let mut prompts = Vec::new();
+        let status = loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false)?;
+                    let mut raw = Vec::new();
+                    stream.read_to_end(&mut raw)?;
+                    let text = String::from_utf8_lossy(&raw).into_owned();
+                    let prompt = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+                    let reply = answer(&prompt);
+                    prompts.push(prompt);
+                    match reply {
+                        Answer::Type(s) => stream.write_all(s.as_bytes())?,
+                        Answer::Cancel => stream.write_all(&[0])?,
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Some(status) = child.try_wait()? {
+                        break status;
+                    }
+                    if started.elapsed() > Duration::from_secs(60) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        bail!("ssh did not finish within 60 s; prompts so far: {prompts:#?}");
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let elapsed = started.elapsed();
+        let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+        let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+        Ok(SshLogin {
+            prompts,
+            status: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+            elapsed,
+        })
+    }
+}

@@ -1,0 +1,378 @@
+//! Real SSH logins: OpenSSH's `ssh` against a throwaway sshd on 127.0.0.1
+//! using the shipped pam.d stacks, the built module, a private bus and
+//! twofoldd; codes from oathtool.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use twofold_e2e::ssh::{Answer, ClientKey, SshClient, SshLogin, Sshd, SshdSetup, packaged_stack};
+use twofold_e2e::*;
+
+const PASSWORD: &str = "ssh horse 42";
+const ANN: &str = "tf-ssh-ann";
+const BEN: &str = "tf-ssh-ben";
+const FTP: &str = "tf-ssh-ftp";
+const CODE_PROMPT: &str = "Verification code: ";
+const PUBLICKEY_METHODS: &str = "AuthenticationMethods publickey,keyboard-interactive";
+
+struct Host {
+    bus: Bus,
+    daemon: Daemon,
+    sshd: Sshd,
+}
+
+fn users() {
+    for user in [ANN, BEN, FTP] {
+        ssh_user(user, PASSWORD).unwrap();
+    }
+    test_group("tf-ftp", &[FTP]).unwrap();
+}
+
+/// A host with `policy`, the shipped `stack` (`sshd` or `sshd-publickey`).
+fn host_with(policy: &str, stack: &str, module_args: &str, sshd_config: &str) -> Host {
+    users();
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start_with_policy(&bus, "", policy).unwrap();
+    let sshd = Sshd::start(
+        &bus,
+        &SshdSetup {
+            pam_stack: packaged_stack(stack, module_args).unwrap(),
+            extra_config: sshd_config,
+        },
+    )
+    .unwrap();
+    Host { bus, daemon, sshd }
+}
+
+fn host(policy: &str) -> Host {
+    host_with(policy, "sshd", "", "")
+}
+
+const REQUIRE: &str = "[default]\nmode = \"require\"\n\
+[[rule]]\nname = \"ftp\"\ngroups = [\"tf-ftp\"]\nmode = \"exempt\"\n";
+
+/// Someone who knows the password and types `codes` in turn at the code
+/// prompts (an empty string once they run out), Enter at anything else.
+fn person(password: &str, codes: &[&str]) -> impl FnMut(&str) -> Answer + use<> {
+    let password = password.to_string();
+    let mut codes: VecDeque<String> = codes.iter().map(|c| c.to_string()).collect();
+    move |prompt: &str| {
+        if prompt.ends_with("Password: ") {
+            Answer::Type(password.clone())
+        } else if prompt.ends_with(CODE_PROMPT) {
+            Answer::Type(codes.pop_front().unwrap_or_default())
+        } else {
+            Answer::Type(String::new())
+        }
+    }
+}
+
+fn explain(h: &Host, login: &SshLogin) -> String {
+    format!(
+        "{login:#?}\n--- sshd ---\n{}\n--- twofoldd ---\n{}",
+        h.sshd.log(),
+        h.daemon.log()
+    )
+}
+
+#[test]
+fn password_then_code() {
+    let h = host(REQUIRE);
+    let ann = enroll(&h.bus, ANN).unwrap();
+    let code = oathtool(&ann.secret, 0).unwrap();
+    let ok = SshClient::new(ANN)
+        .login(&h.sshd, person(PASSWORD, &[&code]))
+        .unwrap();
+    assert!(ok.logged_in() && ok.status == 0, "{}", explain(&h, &ok));
+    assert_eq!(
+        ok.prompts,
+        ["Password: ", CODE_PROMPT],
+        "{}",
+        explain(&h, &ok)
+    );
+
+    // Bad codes, each in its own connection: refused, with a message that
+    // says what was wrong, shown before the client gives up.
+    let long = "1".repeat(200);
+    let cases = [
+        ("", "no code"),
+        (long.as_str(), "too long"),
+        ("12ab56", "not a code"),
+        ("000000", "wrong code"),
+        (code.as_str(), "already used"),
+    ];
+    for (input, why) in cases {
+        let bad = SshClient::new(ANN)
+            .login(&h.sshd, person(PASSWORD, &[input]))
+            .unwrap();
+        assert!(!bad.logged_in(), "{input:?}: {}", explain(&h, &bad));
+        assert_eq!(bad.asked(CODE_PROMPT), 1, "{}", explain(&h, &bad));
+        assert!(
+            bad.stderr.to_lowercase().contains(why),
+            "{input:?} should say {why:?}: {}",
+            explain(&h, &bad)
+        );
+        assert!(bad.stderr.contains("Permission denied"), "{}", bad.stderr);
+    }
+}
+
+#[test]
+fn a_wrong_password_never_reaches_the_code_or_enrollment() {
+    let h = host(REQUIRE);
+    // Ben is not enrolled: a right password would lead to enrollment.
+    let wrong = SshClient {
+        rounds: 3,
+        ..SshClient::new(BEN)
+    }
+    .login(&h.sshd, person("not the password", &["123456"]))
+    .unwrap();
+    assert!(!wrong.logged_in(), "{}", explain(&h, &wrong));
+    assert_eq!(wrong.prompts, ["Password: "; 3], "{}", explain(&h, &wrong));
+    let everything = format!("{wrong:?}");
+    for secret_sign in ["otpauth://", "Key URI", "key by hand", "█"] {
+        assert!(!everything.contains(secret_sign), "{everything}");
+    }
+    assert!(
+        !h.daemon.log().contains("enrollment-offered"),
+        "the daemon was asked to enroll: {}",
+        h.daemon.log()
+    );
+    let status = bus_status(&h, BEN);
+    assert!(status.contains("not set up"), "{status}");
+}
+
+fn bus_status(h: &Host, user: &str) -> String {
+    let out = output({
+        let mut c = h.bus.command(artifacts().twofold());
+        c.args(["admin", "status", user]);
+        c
+    })
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The key and backup codes shown in an enrollment, read off the prompts.
+fn shown_enrollment(login: &SshLogin) -> (String, Vec<String>) {
+    let offer = login
+        .prompts
+        .iter()
+        .find(|p| p.contains("Key URI: "))
+        .expect("a prompt with the Key URI");
+    let uri = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("Key URI: "))
+        .unwrap();
+    let secret = uri_secret(uri).unwrap();
+    let by_hand = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("Or enter this key by hand: "))
+        .unwrap();
+    assert_eq!(by_hand.replace(' ', ""), secret);
+    let saved = login
+        .prompts
+        .iter()
+        .find(|p| p.contains("written them down"))
+        .expect("a prompt with the backup codes");
+    let codes = saved
+        .lines()
+        .filter_map(|l| l.trim().split_once(". ").map(|(_, c)| c.to_string()))
+        .filter(|c| c.len() == 11 && c.as_bytes()[5] == b'-')
+        .collect();
+    (secret, codes)
+}
+
+#[test]
+fn a_required_user_enrolls_inside_the_ssh_login() {
+    let h = host(REQUIRE);
+    let mut secret_seen = None;
+    let enrolling = SshClient::new(BEN)
+        .login(&h.sshd, |prompt: &str| {
+            if prompt.ends_with("Password: ") {
+                Answer::Type(PASSWORD.into())
+            } else if let Some(uri) = prompt.lines().find_map(|l| l.strip_prefix("Key URI: ")) {
+                let secret = uri_secret(uri).unwrap();
+                let code = oathtool(&secret, 0).unwrap();
+                secret_seen = Some(secret);
+                Answer::Type(code)
+            } else {
+                Answer::Type(String::new())
+            }
+        })
+        .unwrap();
+    assert!(
+        enrolling.logged_in() && enrolling.status == 0,
+        "{}",
+        explain(&h, &enrolling)
+    );
+    assert_eq!(enrolling.prompts.len(), 3, "{}", explain(&h, &enrolling));
+    let offer = &enrolling.prompts[1];
+    // What the user must read comes with the prompt, in this order.
+    let order = [
+        "required for your account",
+        "▀",
+        "Key URI: otpauth://totp/",
+        "Or enter this key by hand: ",
+        CODE_PROMPT,
+    ];
+    let positions: Vec<usize> = order.iter().map(|t| offer.find(t).unwrap()).collect();
+    assert!(positions.is_sorted(), "{offer}");
+    assert!(offer.ends_with(CODE_PROMPT));
+    assert!(enrolling.prompts[2].contains("Two-factor authentication is now set up"));
+    let (secret, backup) = shown_enrollment(&enrolling);
+    assert_eq!(Some(secret.clone()), secret_seen);
+    assert_eq!(backup.len(), 10, "{}", enrolling.prompts[2]);
+
+    // The next login asks for a code; a backup code from the screen works.
+    let again = SshClient::new(BEN)
+        .login(&h.sshd, person(PASSWORD, &[&backup[0]]))
+        .unwrap();
+    assert!(again.logged_in(), "{}", explain(&h, &again));
+    assert_eq!(again.prompts[..2], ["Password: ", CODE_PROMPT]);
+    assert!(again.asked("Key URI") == 0);
+    // And the TOTP key from the screen works too.
+    let totp = SshClient::new(BEN)
+        .login(&h.sshd, person(PASSWORD, &[&oathtool(&secret, 1).unwrap()]))
+        .unwrap();
+    assert!(totp.logged_in(), "{}", explain(&h, &totp));
+}
+
+#[test]
+fn public_key_then_code() {
+    let h = host_with(REQUIRE, "sshd-publickey", "", PUBLICKEY_METHODS);
+    let key = ClientKey::new().unwrap();
+    for user in [ANN, FTP] {
+        h.sshd.authorize(user, &key.public()).unwrap();
+    }
+    let ann = enroll(&h.bus, ANN).unwrap();
+    let with_key = SshClient {
+        key: Some(&key.private()),
+        ..SshClient::new(ANN)
+    };
+    // The key, then only the code: no password.
+    let ok = with_key
+        .login(&h.sshd, person("", &[&oathtool(&ann.secret, 0).unwrap()]))
+        .unwrap();
+    assert!(ok.logged_in() && ok.status == 0, "{}", explain(&h, &ok));
+    assert_eq!(ok.prompts, [CODE_PROMPT], "{}", explain(&h, &ok));
+    // The key and a wrong code: refused.
+    let wrong = with_key.login(&h.sshd, person("", &["000000"])).unwrap();
+    assert!(!wrong.logged_in(), "{}", explain(&h, &wrong));
+    // A right code without the key: never asked, refused.
+    let no_key = SshClient::new(ANN)
+        .login(
+            &h.sshd,
+            person(PASSWORD, &[&oathtool(&ann.secret, 1).unwrap()]),
+        )
+        .unwrap();
+    assert!(!no_key.logged_in(), "{}", explain(&h, &no_key));
+    assert!(no_key.prompts.is_empty(), "{}", explain(&h, &no_key));
+    // An exempt account: the key alone.
+    let ftp = SshClient {
+        key: Some(&key.private()),
+        ..SshClient::new(FTP)
+    }
+    .login(&h.sshd, person("", &[]))
+    .unwrap();
+    assert!(ftp.logged_in() && ftp.status == 0, "{}", explain(&h, &ftp));
+    assert!(ftp.prompts.is_empty(), "{}", explain(&h, &ftp));
+}
+
+#[test]
+fn an_exempt_user_gets_in_with_the_password_alone() {
+    let h = host(REQUIRE);
+    let ftp = SshClient::new(FTP)
+        .login(&h.sshd, person(PASSWORD, &[]))
+        .unwrap();
+    assert!(ftp.logged_in() && ftp.status == 0, "{}", explain(&h, &ftp));
+    assert_eq!(ftp.prompts, ["Password: "], "{}", explain(&h, &ftp));
+    let wrong = SshClient::new(FTP)
+        .login(&h.sshd, person("nope", &[]))
+        .unwrap();
+    assert!(!wrong.logged_in(), "{}", explain(&h, &wrong));
+}
+
+#[test]
+fn a_recommend_user_sees_the_days_left_and_gets_in() {
+    let in_ten_days = String::from_utf8(
+        output({
+            let mut c = std::process::Command::new("date");
+            c.args(["-u", "-d", "+10 days", "+%F"]);
+            c
+        })
+        .unwrap()
+        .stdout,
+    )
+    .unwrap();
+    let policy = format!(
+        "[default]\nmode = \"recommend\"\nschedule = [ {{ from = {}, mode = \"require\" }} ]\n",
+        in_ten_days.trim()
+    );
+    let h = host(&policy);
+    // An interactive session: sshd shows PAM's notices when it starts, as
+    // it does the message of the day.
+    let login = SshClient {
+        command: None,
+        ..SshClient::new(BEN)
+    }
+    .login(&h.sshd, person(PASSWORD, &[]))
+    .unwrap();
+    assert!(login.logged_in(), "{}", explain(&h, &login));
+    assert_eq!(login.prompts, ["Password: "], "{}", explain(&h, &login));
+    assert!(
+        login.stdout.contains(&format!(
+            "required for your account from {} (10 days from now)",
+            in_ten_days.trim()
+        )) && login.stdout.contains("twofold setup"),
+        "{}",
+        explain(&h, &login)
+    );
+}
+
+#[test]
+fn a_device_is_remembered_by_its_remote_address() {
+    let policy = "remember_device_secs = 3600\n[default]\nmode = \"require\"\n";
+    let h = host(policy);
+    let ann = enroll(&h.bus, ANN).unwrap();
+    let first = SshClient::new(ANN)
+        .login(
+            &h.sshd,
+            person(PASSWORD, &[&oathtool(&ann.secret, 0).unwrap()]),
+        )
+        .unwrap();
+    assert!(first.logged_in(), "{}", explain(&h, &first));
+    assert_eq!(first.prompts, ["Password: ", CODE_PROMPT]);
+    // Same address: the password alone.
+    let same = SshClient::new(ANN)
+        .login(&h.sshd, person(PASSWORD, &[]))
+        .unwrap();
+    assert!(same.logged_in(), "{}", explain(&h, &same));
+    assert_eq!(same.prompts, ["Password: "], "{}", explain(&h, &same));
+    // Another address: asked again.
+    let other = SshClient {
+        from: Some("127.0.0.2"),
+        ..SshClient::new(ANN)
+    }
+    .login(&h.sshd, person(PASSWORD, &["000000"]))
+    .unwrap();
+    assert!(!other.logged_in(), "{}", explain(&h, &other));
+    assert_eq!(other.prompts, ["Password: ", CODE_PROMPT]);
+}
+
+#[test]
+fn the_connection_closes_after_maxauthtries() {
+    let h = host_with(REQUIRE, "sshd", "", "MaxAuthTries 3");
+    enroll(&h.bus, ANN).unwrap();
+    // The client would try ten times; the server ends it after three.
+    let login = SshClient {
+        rounds: 10,
+        ..SshClient::new(ANN)
+    }
+    .login(&h.sshd, person(PASSWORD, &["000000"; 10]))
+    .unwrap();
+    assert!(!login.logged_in(), "{}", explain(&h, &login));
+    assert_eq!(login.asked(CODE_PROMPT), 3, "{}", explain(&h, &login));
+    assert!(
+        login.stderr.contains("Too many authentication failures"),
+        "{}",
+        explain(&h, &login)
+    );
+}
