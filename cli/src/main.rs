@@ -40,7 +40,7 @@ enum Command {
     /// On a terminal this is interactive. With stdout not a terminal, it prints the
     /// otpauth:// URI as the first line of stdout, reads one code line from stdin and
     /// prints the backup codes on stdout, one a line.
-    Setup(CodesFile),
+    Setup(SetupArgs),
     /// Show whether two-factor authentication is set up for you, and whether it is required.
     Status {
         /// Print one line of JSON instead of sentences.
@@ -65,6 +65,15 @@ enum Command {
     /// Commands for administrators (root or the daemon's admin group).
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Args)]
+struct SetupArgs {
+    #[command(flatten)]
+    file: CodesFile,
+    /// Draw the QR code in plain ASCII (the default when the locale is not UTF-8).
+    #[arg(long)]
+    ascii: bool,
 }
 
 #[derive(Args)]
@@ -164,7 +173,7 @@ impl std::error::Error for UsageError {}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Setup(file) => setup::run(file.backup_codes_file),
+        Command::Setup(args) => setup::run(args.file.backup_codes_file, args.ascii),
         Command::Status { json } => status::run(json),
         Command::BackupCodes(file) => codes::regenerate(file.backup_codes_file),
         Command::Disable => account::disable(),
@@ -253,8 +262,11 @@ mod tests {
             Cli::try_parse_from(["twofold", "setup", "--backup-codes-file", "/tmp/x"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Setup(CodesFile {
-                backup_codes_file: Some(_)
+            Command::Setup(SetupArgs {
+                file: CodesFile {
+                    backup_codes_file: Some(_)
+                },
+                ascii: false
             })
         ));
         let cli = Cli::try_parse_from(["twofold", "admin", "unlock", "alice"]).unwrap();

@@ -13,7 +13,9 @@ use crate::{bus, codes, prompt};
 /// after its own limit of wrong codes, whichever comes first.
 const MAX_TRIES: u32 = 5;
 
-pub fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(file: Option<PathBuf>, ascii: bool) -> anyhow::Result<()> {
+    let ascii = ascii
+        || twofold_protocol::text::locale_is_utf8(|name| std::env::var(name).ok()) == Some(false);
     if let Some(path) = &file {
         codes::ensure_absent(path)?;
     }
@@ -21,7 +23,7 @@ pub fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
     let backup_codes = bus::with_daemon(async |proxy| {
         let offer = proxy.begin_enrollment().await.map_err(bus::daemon_error)?;
         if interactive {
-            show_offer(&offer)?;
+            show_offer(&offer, ascii)?;
             confirm_interactively(proxy).await
         } else {
             confirm_piped(proxy, &offer).await
@@ -68,11 +70,16 @@ async fn confirm_interactively(proxy: &TwofoldProxy<'_>) -> anyhow::Result<Vec<S
     }
 }
 
-fn show_offer(offer: &EnrollmentOffer) -> anyhow::Result<()> {
+fn show_offer(offer: &EnrollmentOffer, ascii: bool) -> anyhow::Result<()> {
     let key = twofold_protocol::text::group_key(offer.secret_base32.expose());
     let mut out = io::stdout().lock();
     writeln!(out, "Set up two-factor authentication for your logins.\n")?;
-    match qr_lines(&offer.qr_code) {
+    let qr = if ascii {
+        &offer.qr_code_ascii
+    } else {
+        &offer.qr_code
+    };
+    match qr_lines(qr) {
         Some(qr) => {
             writeln!(out, "Scan this QR code with your authenticator app:\n")?;
             writeln!(out, "{qr}\n")?;

@@ -301,6 +301,7 @@ impl Engine {
         );
         Ok(EnrollmentOffer {
             qr_code: crate::qr::render(&uri).map_err(internal)?.into(),
+            qr_code_ascii: crate::qr::render_ascii(&uri).map_err(internal)?.into(),
             uri: uri.into(),
             secret_base32: secret_base32.into(),
             expires_in_secs: timeout,

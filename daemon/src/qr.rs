@@ -15,6 +15,19 @@ pub fn render(uri: &str) -> Result<String, qrcode::types::QrError> {
         .build())
 }
 
+/// Plain ASCII for terminals without Unicode: two characters per module
+/// (`##` and spaces, drawn the same way round as [`render`]) and one line per
+/// row, with the quiet zone; about twice as wide as the Unicode rendering.
+pub fn render_ascii(uri: &str) -> Result<String, qrcode::types::QrError> {
+    Ok(QrCode::new(uri.as_bytes())?
+        .render::<char>()
+        .dark_color(' ')
+        .light_color('#')
+        .module_dimensions(2, 1)
+        .quiet_zone(true)
+        .build())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -30,5 +43,22 @@ mod tests {
             text.chars()
                 .all(|c| matches!(c, ' ' | '█' | '▀' | '▄' | '\n'))
         );
+    }
+
+    #[test]
+    fn the_ascii_rendering_is_the_same_code_in_ascii() {
+        let uri = "otpauth://totp/twofold:alice%40host?secret=JBSWY3DPEHPK3PXP&issuer=twofold";
+        let unicode = super::render(uri).unwrap();
+        let ascii = super::render_ascii(uri).unwrap();
+        assert!(ascii.is_ascii() && ascii.chars().all(|c| matches!(c, ' ' | '#' | '\n')));
+        let rows: Vec<&str> = ascii.lines().collect();
+        let modules = rows.len();
+        // Square in modules: two characters wide per module, one row per line;
+        // half as many lines in the Unicode one (two rows per character).
+        assert!(rows.iter().all(|r| r.len() == 2 * modules));
+        assert_eq!(unicode.lines().count(), modules.div_ceil(2));
+        assert_eq!(unicode.lines().next().unwrap().chars().count(), modules);
+        // The quiet zone is light: drawn with '#', like the Unicode blocks.
+        assert!(rows[0].chars().all(|c| c == '#'));
     }
 }

@@ -42,6 +42,8 @@ pub trait Host {
     fn show(&mut self, kind: Shown, text: &str);
     /// Whether `Shown::Info` reaches the user (not under PAM_SILENT).
     fn shows_info(&self) -> bool;
+    /// Whether the host process's locale is UTF-8 (`None`: not set).
+    fn locale_is_utf8(&self) -> Option<bool>;
     fn log(&mut self, priority: Priority, text: &str);
 }
 
@@ -198,7 +200,9 @@ pub async fn run<H: Host, D: Daemon>(
             }
             PamResultCode::PAM_AUTH_ERR
         }
-        LoginAction::Enroll => enroll::enroll(host, &daemon, user, login, &plan.message).await,
+        LoginAction::Enroll => {
+            enroll::enroll(host, &daemon, user, login, &plan.message, options.qr).await
+        }
     }
 }
 

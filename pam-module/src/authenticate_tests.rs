@@ -21,6 +21,7 @@ struct Scripted {
     logs: Vec<(Priority, String)>,
     /// As under PAM_SILENT: info messages would be dropped.
     silent: bool,
+    locale_is_utf8: Option<bool>,
 }
 
 impl Scripted {
@@ -29,6 +30,7 @@ impl Scripted {
             steps: steps.into(),
             logs: Vec::new(),
             silent: false,
+            locale_is_utf8: None,
         }
     }
 }
@@ -72,6 +74,10 @@ impl Host for Scripted {
 
     fn shows_info(&self) -> bool {
         !self.silent
+    }
+
+    fn locale_is_utf8(&self) -> Option<bool> {
+        self.locale_is_utf8
     }
 
     fn log(&mut self, priority: Priority, text: &str) {
@@ -364,6 +370,7 @@ fn backup_code_success_shows_what_is_left() {
 const SAFE: Options = Options {
     failmode: FailMode::Safe,
     debug: false,
+    qr: crate::args::QrStyle::Auto,
 };
 
 fn io_error(kind: std::io::ErrorKind) -> zbus::Error {
@@ -506,7 +513,8 @@ Scan this QR code with your authenticator app, then type the code it shows.\n\
 █ ███ █ ▀▄ █\n\
 \n\
 Key URI: otpauth://totp/twofold:carol?secret=JBSWY3DPEHPK3PXP&issuer=twofold\n\
-Or enter this key by hand: JBSW Y3DP EHPK 3PXP";
+Or enter this key by hand: JBSW Y3DP EHPK 3PXP\n\
+QR code garbled? Type A at the prompt for a plain-text one.";
 const NO_MATCH: &str =
     "That code does not match. Check the time on your phone and type the current code.";
 
@@ -520,6 +528,7 @@ fn enroll_plan() -> Option<LoginPlan> {
 fn offer() -> Option<Result<EnrollmentOffer, fn() -> TwofoldError>> {
     Some(Ok(EnrollmentOffer {
         qr_code: SecretString::new("█▀▀▀▀▀█ ▄▀ █\n█ ███ █ ▀▄ █\n".into()),
+        qr_code_ascii: SecretString::new("##  ##\n  ##  \n".into()),
         uri: SecretString::new(
             "otpauth://totp/twofold:carol?secret=JBSWY3DPEHPK3PXP&issuer=twofold".into(),
         ),
@@ -753,4 +762,61 @@ fn an_enrollment_removed_while_the_prompt_is_open_refuses() {
     };
     let (code, _) = run_with(&mut host, &Options::default(), &login("bob"), daemon);
     assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+}
+
+#[test]
+fn answering_a_redraws_the_qr_code_in_ascii_without_costing_a_try() {
+    let mut host = Scripted::new(vec![
+        Step::Show(Shown::Info, "█▀▀▀▀▀█"),
+        Step::Prompt(PROMPT, Ok(b" a ")),
+        Step::ShowExact(
+            Shown::Info,
+            "##  ##\n  ##  \n\n\
+             Key URI: otpauth://totp/twofold:carol?secret=JBSWY3DPEHPK3PXP&issuer=twofold\n\
+             Or enter this key by hand: JBSW Y3DP EHPK 3PXP",
+        ),
+        Step::Prompt(PROMPT, Ok(b"111111")),
+        Step::ShowExact(Shown::Error, NO_MATCH),
+        // Already ASCII: "A" is no code, and counts.
+        Step::Prompt(PROMPT, Ok(b"A")),
+        Step::Show(Shown::Error, "not a code from your authenticator app"),
+        Step::Prompt(PROMPT, Ok(b"222222")),
+        Step::PromptContaining("now set up", Ok(b"")),
+    ]);
+    let (code, daemon) = run_fake(
+        &mut host,
+        &Options::default(),
+        &login("carol"),
+        enrolling(vec![no_match(), backup_codes()]),
+    );
+    assert_eq!(code, PamResultCode::PAM_IGNORE);
+    assert_eq!(confirmed_codes(&daemon), ["111111", "222222"]);
+}
+
+#[test]
+fn ascii_comes_first_when_asked_for_or_when_the_locale_is_not_utf8() {
+    use crate::args::QrStyle;
+    let ascii = "##  ##\n  ##  \n\nKey URI";
+    let unicode = "█ ███ █ ▀▄ █\n\nKey URI";
+    let cases = [
+        (QrStyle::Ascii, Some(true), ascii),
+        (QrStyle::Auto, Some(false), ascii),
+        (QrStyle::Auto, Some(true), unicode),
+        // sshd: no locale in the PAM process.
+        (QrStyle::Auto, None, unicode),
+        (QrStyle::Unicode, Some(false), unicode),
+    ];
+    for (qr, locale, drawing) in cases {
+        let mut host = Scripted::new(vec![
+            Step::Show(Shown::Info, drawing),
+            Step::Prompt(PROMPT, Err(PamResultCode::PAM_CONV_ERR)),
+        ]);
+        host.locale_is_utf8 = locale;
+        let options = Options {
+            qr,
+            ..Options::default()
+        };
+        let (code, _) = run_fake(&mut host, &options, &login("carol"), enrolling(vec![]));
+        assert_eq!(code, PamResultCode::PAM_CONV_ERR);
+    }
 }

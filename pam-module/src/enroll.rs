@@ -9,6 +9,7 @@
 //! user who has not enrolled yet. The daemon stores nothing unless a code is
 //! confirmed, so every way out before that leaves the user not enrolled.
 
+use crate::args::QrStyle;
 use crate::authenticate::{Daemon, Host, Login, PROMPT, Priority, Shown, refused_by};
 use pam::constants::PamResultCode;
 use twofold_protocol::code::{self, Code, CodeError};
@@ -29,6 +30,8 @@ Log in again to start over with a new key.";
 const NO_MESSAGES: &str = "Two-factor authentication must be set up before you can log in, \
 but this program asked for no messages, so the key cannot be shown. \
 Log in another way (for example over SSH) to set it up.";
+/// Shown under the Unicode QR code: the answer that redraws it in ASCII.
+const ASCII_HINT: &str = "QR code garbled? Type A at the prompt for a plain-text one.";
 const SET_UP: &str = "Two-factor authentication is now set up.";
 const BACKUP_CODES_INTRO: &str = "Your backup codes, for when you do not have your phone:";
 const KEEP_BACKUP_CODES: &str =
@@ -41,6 +44,7 @@ pub async fn enroll<H: Host, D: Daemon>(
     user: &str,
     login: &Login,
     explanation: &str,
+    qr: QrStyle,
 ) -> PamResultCode {
     // Under PAM_SILENT (sudo's default) the key would be dropped and the user
     // asked for a code they have no way to compute: say so instead, and do
@@ -56,11 +60,16 @@ pub async fn enroll<H: Host, D: Daemon>(
         Ok(offer) => offer,
         Err(e) => return refused_by(host, e),
     };
+    let mut ascii = match qr {
+        QrStyle::Ascii => true,
+        QrStyle::Unicode => false,
+        QrStyle::Auto => host.locale_is_utf8() == Some(false),
+    };
     // One message, right before the prompt: OpenSSH shows PAM info messages
     // only together with the next prompt.
-    host.show(Shown::Info, &offer_text(explanation, &offer));
-    drop(offer);
-    for attempt in 1..=MAX_TRIES {
+    host.show(Shown::Info, &offer_text(explanation, &offer, ascii));
+    let mut attempt = 0;
+    while attempt < MAX_TRIES {
         let answer = match host.prompt_hidden(PROMPT) {
             Ok(answer) => answer,
             Err(code) => {
@@ -71,6 +80,14 @@ pub async fn enroll<H: Host, D: Daemon>(
                 return code;
             }
         };
+        // Under sshd the client's character set is unknown: the user asks
+        // for ASCII when the Unicode drawing comes out garbled. Once.
+        if !ascii && answer.trim_ascii().eq_ignore_ascii_case(b"a") {
+            ascii = true;
+            host.show(Shown::Info, &offer_text("", &offer, true));
+            continue;
+        }
+        attempt += 1;
         let parsed = code::parse(&answer);
         drop(answer);
         // Only a TOTP code can confirm a new key; anything else is not sent,
@@ -122,20 +139,29 @@ pub async fn enroll<H: Host, D: Daemon>(
     PamResultCode::PAM_AUTH_ERR
 }
 
-/// The daemon's explanation, the QR code, the Key URI and the key by hand.
-fn offer_text(explanation: &str, offer: &EnrollmentOffer) -> Zeroizing<String> {
+/// The daemon's explanation, the QR code (Unicode, with the hint that
+/// redraws it, or ASCII), the Key URI and the key by hand.
+fn offer_text(explanation: &str, offer: &EnrollmentOffer, ascii: bool) -> Zeroizing<String> {
     let key = twofold_protocol::text::group_key(offer.secret_base32.expose());
-    let mut pieces = Vec::with_capacity(7);
+    let qr = if ascii {
+        &offer.qr_code_ascii
+    } else {
+        &offer.qr_code
+    };
+    let mut pieces = Vec::with_capacity(9);
     if !explanation.is_empty() {
         pieces.extend([explanation, "\n\n"]);
     }
     pieces.extend([
-        offer.qr_code.expose().trim_end_matches('\n'),
+        qr.expose().trim_end_matches('\n'),
         "\n\nKey URI: ",
         offer.uri.expose(),
         "\nOr enter this key by hand: ",
         &key,
     ]);
+    if !ascii {
+        pieces.extend(["\n", ASCII_HINT]);
+    }
     concat(&pieces)
 }
 
@@ -175,6 +201,7 @@ mod tests {
     fn offer() -> EnrollmentOffer {
         EnrollmentOffer {
             qr_code: SecretString::new("█▀▀█\n█▄▄█\n".into()),
+            qr_code_ascii: SecretString::new("##  ##\n  ##  \n".into()),
             uri: SecretString::new("otpauth://totp/twofold:alice?secret=JBSWY3DPEHPK3PXP".into()),
             secret_base32: SecretString::new("JBSWY3DPEHPK3PXP".into()),
             expires_in_secs: 600,
@@ -184,13 +211,21 @@ mod tests {
     #[test]
     fn the_offer_is_one_text_in_order() {
         assert_eq!(
-            offer_text("Set it up now.", &offer()).as_str(),
+            offer_text("Set it up now.", &offer(), false).as_str(),
             "Set it up now.\n\n█▀▀█\n█▄▄█\n\n\
+             Key URI: otpauth://totp/twofold:alice?secret=JBSWY3DPEHPK3PXP\n\
+             Or enter this key by hand: JBSW Y3DP EHPK 3PXP\n\
+             QR code garbled? Type A at the prompt for a plain-text one."
+        );
+        // No explanation: no leading blank lines.
+        assert!(offer_text("", &offer(), false).starts_with("█▀▀█\n"));
+        // ASCII: the other drawing, and no hint to switch.
+        assert_eq!(
+            offer_text("", &offer(), true).as_str(),
+            "##  ##\n  ##  \n\n\
              Key URI: otpauth://totp/twofold:alice?secret=JBSWY3DPEHPK3PXP\n\
              Or enter this key by hand: JBSW Y3DP EHPK 3PXP"
         );
-        // No explanation: no leading blank lines.
-        assert!(offer_text("", &offer()).starts_with("█▀▀█\n"));
     }
 
     #[test]

@@ -47,6 +47,10 @@ impl Host for PamHost<'_> {
         !self.silent
     }
 
+    fn locale_is_utf8(&self) -> Option<bool> {
+        twofold_protocol::text::locale_is_utf8(|name| std::env::var(name).ok())
+    }
+
     fn log(&mut self, priority: authenticate::Priority, text: &str) {
         let priority = match priority {
             authenticate::Priority::Debug if !self.debug => return,

@@ -85,6 +85,9 @@ pub struct EnrollmentOffer {
     /// The Key URI as a QR code, text lines of Unicode half blocks (rendered
     /// by the daemon so that the command and the module show the same thing).
     pub qr_code: SecretString,
+    /// The same QR code in plain ASCII (`#` and spaces, two characters per
+    /// module), for terminals that cannot show Unicode.
+    pub qr_code_ascii: SecretString,
     /// `otpauth://totp/...` Key URI.
     pub uri: SecretString,
     /// The same secret, base32, for manual entry.

@@ -22,6 +22,22 @@ pub fn group_key(key: &str) -> zeroize::Zeroizing<String> {
     grouped
 }
 
+/// Whether the locale named by the usual variables (`LC_ALL`, then
+/// `LC_CTYPE`, then `LANG`; the first one set wins) encodes UTF-8. `None`
+/// when none is set: the terminal's character set is unknown.
+pub fn locale_is_utf8(var: impl Fn(&str) -> Option<String>) -> Option<bool> {
+    ["LC_ALL", "LC_CTYPE", "LANG"]
+        .iter()
+        .filter_map(|name| var(name).filter(|v| !v.is_empty()))
+        .next()
+        .map(|locale| {
+            let codeset = locale.split_once('.').map_or("", |(_, c)| c);
+            let codeset = codeset.split('@').next().unwrap_or("").to_ascii_lowercase();
+            // C.UTF-8 and en_US.UTF-8 yes; C, POSIX, en_US.ISO-8859-1 no.
+            codeset == "utf-8" || codeset == "utf8"
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,6 +50,41 @@ mod tests {
         );
         assert_eq!(group_key("ABCDEF").as_str(), "ABCD EF");
         assert_eq!(group_key("").as_str(), "");
+    }
+
+    #[test]
+    fn utf8_locales_are_told_apart() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(locale_is_utf8(env(&[])), None);
+        assert_eq!(locale_is_utf8(env(&[("LANG", "")])), None);
+        assert_eq!(locale_is_utf8(env(&[("LANG", "en_US.UTF-8")])), Some(true));
+        assert_eq!(locale_is_utf8(env(&[("LANG", "C.utf8")])), Some(true));
+        assert_eq!(
+            locale_is_utf8(env(&[("LANG", "de_DE.UTF-8@euro")])),
+            Some(true)
+        );
+        assert_eq!(locale_is_utf8(env(&[("LANG", "C")])), Some(false));
+        assert_eq!(locale_is_utf8(env(&[("LANG", "POSIX")])), Some(false));
+        assert_eq!(
+            locale_is_utf8(env(&[("LANG", "en_US.ISO-8859-1")])),
+            Some(false)
+        );
+        // LC_ALL overrides LC_CTYPE, which overrides LANG.
+        assert_eq!(
+            locale_is_utf8(env(&[("LANG", "en_US.UTF-8"), ("LC_ALL", "C")])),
+            Some(false)
+        );
+        assert_eq!(
+            locale_is_utf8(env(&[("LANG", "C"), ("LC_CTYPE", "C.UTF-8")])),
+            Some(true)
+        );
     }
 
     #[test]

@@ -376,3 +376,60 @@ fn the_connection_closes_after_maxauthtries() {
         explain(&h, &login)
     );
 }
+
+/// Whether a prompt carries a QR code drawn in ASCII (rows of `#` and spaces).
+fn ascii_qr(prompt: &str) -> bool {
+    let rows = prompt
+        .lines()
+        .filter(|l| l.len() > 40 && l.chars().all(|c| c == '#' || c == ' '))
+        .count();
+    rows > 20 && !prompt.contains('█') && !prompt.contains('▀')
+}
+
+/// An enrollment at login answered by `pick(prompt)` until the Key URI is
+/// shown, then with oathtool's code.
+fn enroll_over_ssh(h: &Host, mut pick: impl FnMut(&str) -> Option<Answer>) -> SshLogin {
+    let login = SshClient::new(BEN)
+        .login(&h.sshd, |prompt: &str| {
+            if prompt.ends_with("Password: ") {
+                return Answer::Type(PASSWORD.into());
+            }
+            if let Some(answer) = pick(prompt) {
+                return answer;
+            }
+            match prompt.lines().find_map(|l| l.strip_prefix("Key URI: ")) {
+                Some(uri) => Answer::Type(oathtool(&uri_secret(uri).unwrap(), 0).unwrap()),
+                None => Answer::Type(String::new()),
+            }
+        })
+        .unwrap();
+    assert!(login.logged_in(), "{}", explain(h, &login));
+    login
+}
+
+#[test]
+fn the_qr_code_is_redrawn_in_ascii_when_the_user_types_a() {
+    let h = host(REQUIRE);
+    let mut asked = false;
+    let login = enroll_over_ssh(&h, |prompt| {
+        (prompt.contains("Type A at the prompt") && !asked).then(|| {
+            asked = true;
+            Answer::Type("a".into())
+        })
+    });
+    // Password, Unicode offer, ASCII offer, backup codes.
+    assert_eq!(login.prompts.len(), 4, "{}", explain(&h, &login));
+    assert!(login.prompts[1].contains('▀') && !ascii_qr(&login.prompts[1]));
+    assert!(ascii_qr(&login.prompts[2]), "{}", login.prompts[2]);
+    assert!(login.prompts[2].contains("Key URI: otpauth://"));
+    assert!(login.prompts[3].contains("now set up"));
+}
+
+#[test]
+fn the_admin_can_ask_for_ascii_qr_codes() {
+    let h = host_with(REQUIRE, "sshd", "qr=ascii", "");
+    let login = enroll_over_ssh(&h, |_| None);
+    assert_eq!(login.prompts.len(), 3, "{}", explain(&h, &login));
+    assert!(ascii_qr(&login.prompts[1]), "{}", login.prompts[1]);
+    assert!(!login.prompts[1].contains("Type A"));
+}

@@ -1,44 +1,59 @@
-//! `make demo`: a private bus, twofoldd, a demo user, enrollment with
-//! `twofold setup`, and a login through real libpam with the built module.
-//! Nothing of the host's login setup is touched; the demo user is removed at
-//! the end. With a terminal it is interactive (scan the QR code, type codes);
-//! without one it runs the same path scripted with oathtool and exits 0 on success.
+//! `make demo`: a private bus, twofoldd, a demo user and a throwaway sshd on
+//! 127.0.0.1 that asks for a code. With a terminal it waits while you log in
+//! from a second terminal (enrolling at the first login); without one (CI)
+//! it runs the same logins with OpenSSH's client and oathtool and exits 0 on
+//! success. Nothing of the host's login setup is touched; Ctrl-C stops
+//! everything and removes the demo user.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use anyhow::{Context, Result, bail};
 use std::io::IsTerminal;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use twofold_e2e::{Bus, Daemon, PamService, artifacts, enroll, oathtool, pam, test_user};
+use std::time::Duration;
+use twofold_e2e::ssh::{Answer, SshClient, SshLogin, Sshd, SshdSetup, packaged_stack};
+use twofold_e2e::{Bus, Daemon, oathtool, uri_secret};
+use twofold_protocol::text::group_key;
 
 const DEMO_USER: &str = "twofold-demo";
+/// Enrollment at the first login, as a host in its `require` phase.
+const POLICY: &str = "unenrolled_require = \"enroll\"\n[default]\nmode = \"require\"\n";
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(_: libc::c_int) {
+extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
 fn main() -> ExitCode {
     // SAFETY: installs an async-signal-safe handler (one atomic store); a
     // handler, unlike SIG_IGN, is reset in the children we exec.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    let created = match user_exists(DEMO_USER) {
-        Ok(true) => false,
-        Ok(false) => true,
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return fail(anyhow::anyhow!(
+            "run the demo as root (it starts twofoldd and sshd and creates a throwaway user)"
+        ));
+    }
+    let created = match create_demo_user() {
+        Ok(created) => created,
         Err(e) => return fail(e),
     };
     let result = run();
-    if created {
-        let _ = Command::new("userdel").arg(DEMO_USER).status();
-    }
+    let user = if created {
+        let _ = Command::new("userdel")
+            .args(["--remove", DEMO_USER])
+            .stderr(Stdio::null())
+            .status();
+        "the demo user are gone"
+    } else {
+        "its state are gone (the user twofold-demo existed before the demo and was left in place)"
+    };
     match result {
         Ok(()) => {
-            let user = if created {
-                "the demo user are gone"
-            } else {
-                "its state are gone (the user twofold-demo existed before the demo and was left in place)"
-            };
-            println!("\nDemo finished; the private bus, the daemon and {user}.");
+            println!("\nDemo finished; sshd, the private bus, the daemon and {user}.");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -50,135 +65,153 @@ fn fail(e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn user_exists(name: &str) -> Result<bool> {
-    Ok(Command::new("id")
-        .arg(name)
+/// The demo user, with a home, a shell and a fresh password; `true` if the
+/// demo created it (and so removes it).
+fn create_demo_user() -> Result<bool> {
+    let exists = Command::new("id")
+        .arg(DEMO_USER)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()?
-        .success())
+        .success();
+    if !exists {
+        let out = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh"])
+            .args(["--comment", "twofold demo", DEMO_USER])
+            .output()
+            .context("useradd")?;
+        if !out.status.success() {
+            bail!("useradd: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(!exists)
 }
 
 fn run() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("run the demo as root (it starts twofoldd and creates a throwaway user)");
-    }
-    test_user(DEMO_USER)?;
+    let password = format!("demo-{:06}", rand::random_range(0..1_000_000));
+    twofold_e2e::set_password(DEMO_USER, &password)?;
     let bus = Bus::start()?;
-    let daemon = Daemon::start(&bus, "")?;
-    let pam = PamService::new("")?;
-    println!("twofold demo");
+    let daemon = Daemon::start_with_policy(&bus, "", POLICY)?;
+    let sshd = Sshd::start(
+        &bus,
+        &SshdSetup {
+            pam_stack: packaged_stack("sshd", "")?,
+            extra_config: "",
+        },
+    )?;
+    println!("twofold demo: password, then a code, through a real sshd");
+    println!("  sshd:               127.0.0.1 port {}", sshd.port);
+    println!("  PAM stack:          packaging/pam.d/sshd (password, then pam_twofold.so)");
     println!("  private system bus: {}", bus.address);
     println!("  twofoldd log:       {}", daemon.log_path().display());
-    println!(
-        "  PAM service file:   {}",
-        pam.confdir().join(&pam.name).display()
-    );
-    println!("  demo user:          {DEMO_USER}\n");
+    println!("  demo user:          {DEMO_USER}, password {password}\n");
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        interactive(&bus, &pam)
+        interactive(&daemon, &sshd, &password)
     } else {
-        scripted(&bus, &pam, &daemon)
+        scripted(&daemon, &sshd, &password)
     }
 }
 
-fn interactive(bus: &Bus, pam: &PamService) -> Result<()> {
+fn interactive(daemon: &Daemon, sshd: &Sshd, password: &str) -> Result<()> {
+    println!("In a second terminal, log in:\n");
+    println!("    ssh -p {} {DEMO_USER}@127.0.0.1\n", sshd.port);
+    println!("1. Type the password ({password}).");
+    println!("2. The first time, you enroll: scan the QR code with an authenticator app");
+    println!("   (no phone? `oathtool --totp -b KEY` with the key shown), type the code,");
+    println!("   and note a backup code. The same login then goes on.");
+    println!("3. Log out and log in again: password, then the code your app shows now.");
+    println!("   A code works once; a backup code works too, once.\n");
+    println!("twofoldd's log follows. Press Ctrl-C here to stop everything.\n");
+    let mut shown = 0;
+    while !INTERRUPTED.load(Ordering::SeqCst) {
+        let log = daemon.log();
+        for line in log.lines().skip(shown) {
+            println!("  {line}");
+        }
+        shown = log.lines().count();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// What a person at the keyboard sees, with the key hidden.
+fn transcript(login: &SshLogin, secret: Option<&str>) {
+    for prompt in &login.prompts {
+        let mut shown = prompt.clone();
+        if let Some(secret) = secret {
+            shown = shown.replace(secret, "<key>");
+            shown = shown.replace(group_key(secret).as_str(), "<key>");
+        }
+        for line in shown.lines() {
+            println!("  | {line}");
+        }
+    }
+    for line in login.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        println!("  | {line}");
+    }
+}
+
+fn scripted(daemon: &Daemon, sshd: &Sshd, password: &str) -> Result<()> {
     println!(
-        "Step 1: {DEMO_USER} runs `twofold setup`. Scan the QR code with an authenticator app"
+        "No terminal: running the demo scripted, with OpenSSH's ssh and codes from oathtool.\n"
     );
-    println!("(no phone? `oathtool --totp -b SECRET` in another terminal computes the codes).\n");
-    let setup = bus
-        .command_as(DEMO_USER, artifacts().twofold())
-        .arg("setup")
-        .status()?;
-    if INTERRUPTED.load(Ordering::SeqCst) || !setup.success() {
-        bail!("setup did not complete");
-    }
-    loop {
-        println!(
-            "\nStep 2: a login through PAM with pam_twofold.so. Type the code your app shows now."
-        );
-        println!("(The code that confirmed the enrollment is spent: wait for the next one.)\n");
-        let login = pam_login(bus, pam)?;
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            bail!("interrupted");
+    let client = SshClient::new(DEMO_USER);
+    let mut secret = None;
+    let first = client.login(sshd, |prompt: &str| {
+        if prompt.ends_with("Password: ") {
+            return Answer::Type(password.into());
         }
-        if login == pam::SUCCESS {
-            println!(
-                "\nLogged in with a second factor. Press Enter to log in again, or type q to quit."
-            );
-        } else {
-            println!("\nLogin refused (PAM result {login}). Press Enter to try again, q to quit.");
+        if let Some(uri) = prompt.lines().find_map(|l| l.strip_prefix("Key URI: ")) {
+            let key = uri_secret(uri).unwrap_or_default();
+            let code = oathtool(&key, 0).unwrap_or_default();
+            secret = Some(key);
+            return Answer::Type(code);
         }
-        let mut answer = String::new();
-        if std::io::stdin().read_line(&mut answer)? == 0
-            || answer.trim() == "q"
-            || INTERRUPTED.load(Ordering::SeqCst)
-        {
-            return Ok(());
-        }
-    }
-}
+        Answer::Type(String::new())
+    })?;
+    println!("First login (enrolls inside the SSH login):");
+    transcript(&first, secret.as_deref());
+    let secret = match (first.logged_in(), secret) {
+        (true, Some(secret)) => secret,
+        _ => bail!(
+            "the first login did not enroll and log in:\n{first:#?}\n{}",
+            daemon.log()
+        ),
+    };
+    println!("  => logged in (exit {})\n", first.status);
 
-fn pam_login(bus: &Bus, pam: &PamService) -> Result<i32> {
-    let status = bus
-        .command(artifacts().pam_driver())
-        .arg("--confdir")
-        .arg(pam.confdir())
-        .args([
-            "--service",
-            &pam.name,
-            "--user",
-            DEMO_USER,
-            "--rhost",
-            "127.0.0.1",
-        ])
-        .status()?;
-    Ok(status.code().unwrap_or(-1))
-}
-
-fn scripted(bus: &Bus, pam: &PamService, daemon: &Daemon) -> Result<()> {
-    println!("No terminal: running the demo scripted, with codes from oathtool.\n");
-    let e = enroll(bus, DEMO_USER).context("enrolling the demo user")?;
-    println!(
-        "Enrolled {DEMO_USER}: {}",
-        e.uri.replace(&e.secret, "<secret>")
-    );
-    println!("Backup codes issued: {}", e.backup_codes.len());
-    let code = oathtool(&e.secret, 0)?;
-    let steps: [(&str, String, i32); 3] = [
-        ("a code from oathtool", code.clone(), pam::SUCCESS),
-        ("the same code again (replay)", code, pam::AUTH_ERR),
-        ("a wrong code", "000000".into(), pam::AUTH_ERR),
+    let code = oathtool(&secret, 1)?;
+    let steps = [
+        ("with the code the app shows", code.as_str(), true),
+        ("with the same code again (replay)", code.as_str(), false),
+        ("with a wrong code", "000000", false),
     ];
     for (what, input, expected) in steps {
-        let attempt = pam.login(bus, DEMO_USER, format!("{input}\n").as_bytes())?;
-        let verdict = if attempt.code == pam::SUCCESS {
+        let login = client.login(sshd, |prompt: &str| {
+            Answer::Type(if prompt.ends_with("Password: ") {
+                password.into()
+            } else {
+                input.into()
+            })
+        })?;
+        println!("Login {what}:");
+        transcript(&login, None);
+        let verdict = if login.logged_in() {
             "logged in"
         } else {
             "refused"
         };
-        let shown: Vec<&str> = attempt
-            .stderr
-            .lines()
-            .chain(attempt.stdout.lines())
-            .map(|l| l.trim_start_matches("Verification code: "))
-            .filter(|l| !l.is_empty() && !l.starts_with("pam_authenticate:"))
-            .collect();
-        println!(
-            "Login with {what}: asked \"Verification code:\", {verdict}; the user was shown {shown:?}"
-        );
-        if attempt.code != expected {
-            bail!(
-                "expected PAM result {expected}, got {}: {attempt:?}\n{}",
-                attempt.code,
-                daemon.log()
-            );
+        println!("  => {verdict}\n");
+        if login.logged_in() != expected {
+            bail!("expected {expected}: {login:#?}\n{}", daemon.log());
         }
     }
-    println!("\ntwofoldd's log of these logins:");
-    for line in daemon.log().lines().filter(|l| l.contains("login ")) {
+    println!("twofoldd's log of these logins:");
+    for line in daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("login ") || l.contains("enroll"))
+    {
         println!("  {line}");
     }
     Ok(())
