@@ -105,14 +105,19 @@ impl Sshd {
                 .local_addr()?
                 .port();
             let config = format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile none\n\
-                 UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+                // The first value sshd reads wins: the test's own lines, then
+                // the shipped snippet, then what a throwaway server needs.
+                "{extra}\nInclude {snippet}\n\
+                 Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile none\n\
                  PubkeyAuthentication yes\nAuthorizedKeysFile {dir}/authorized_keys/%u\n\
                  StrictModes no\nUseDNS no\nPrintMotd no\nPrintLastLog no\nMaxStartups 100\n\
-                 LogLevel VERBOSE\n{extra}\n",
+                 LogLevel VERBOSE\n",
+                extra = setup.extra_config,
+                snippet = workspace_root()
+                    .join("packaging/sshd/twofold.conf")
+                    .display(),
                 key = d.join("host_ed25519").display(),
                 dir = d.display(),
-                extra = setup.extra_config,
             );
             std::fs::write(d.join("sshd_config"), config)?;
             let script = format!(
