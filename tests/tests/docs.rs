@@ -92,3 +92,34 @@ fn every_config_key_is_documented() {
         assert!(readme.contains(&format!("`{key}`")), "README lacks {key}");
     }
 }
+
+#[test]
+fn every_module_option_is_documented_and_no_other() {
+    let (readme, man) = (read("README.md"), read("packaging/man/pam_twofold.8"));
+    for option in pam_twofold::args::OPTION_NAMES {
+        assert!(
+            readme.contains(&format!("`{option}`")),
+            "README lacks {option}"
+        );
+        assert!(
+            man.contains(&format!(".B {option}\n")),
+            "pam_twofold.8 lacks {option}"
+        );
+    }
+    // The man page's OPTIONS section lists nothing the module does not know.
+    let options = man
+        .split(".SH OPTIONS")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.SH ").next())
+        .unwrap();
+    let lines: Vec<&str> = options.lines().collect();
+    for pair in lines.windows(2) {
+        if pair[0] == ".TP" {
+            let option = pair[1].trim_start_matches(".B ");
+            assert!(
+                pam_twofold::args::OPTION_NAMES.contains(&option),
+                "pam_twofold.8 documents {option}, which the module does not know"
+            );
+        }
+    }
+}
