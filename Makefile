@@ -27,12 +27,14 @@ demo: deps
 	$(CARGO) build --workspace
 	target/debug/twofold-demo
 
-# The cost of one verification through the PAM module (release build; not
-# part of the test suite). TWOFOLD_BENCH_LOGINS=N changes the number of logins.
+# The cost of one verification through the PAM module, then of whole SSH
+# logins with and without a code (release build; not part of the test
+# suite). TWOFOLD_BENCH_LOGINS=N changes the number of PAM logins.
 bench:
 	scripts/install-deps.sh bench
 	$(CARGO) build --release --workspace
 	target/release/twofold-bench
+	target/release/twofold-bench ssh 20
 
 clean:
 	$(CARGO) clean

@@ -27,6 +27,10 @@ const NSS_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
 
 fn main() -> ExitCode {
     let result = match std::env::args().nth(1).as_deref() {
+        Some("ssh") => ssh(std::env::args()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(20)),
         Some("report") => report(
             std::env::args()
                 .nth(2)
@@ -169,6 +173,121 @@ fn report(users: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whole SSH logins through a throwaway sshd: password + code (the shipped
+/// `sshd` stack) beside password only (the same file without pam_twofold),
+/// interleaved, `n` of each; wall time of the whole `ssh` run.
+fn ssh(n: usize) -> Result<()> {
+    use twofold_e2e::ssh::{Answer, SshClient, Sshd, SshdSetup, packaged_stack};
+    use_release_build();
+    const PASSWORD: &str = "bench horse 9";
+    let bus = Bus::start()?;
+    let daemon = Daemon::start_with_policy(&bus, "", "[default]\nmode = \"require\"\n")?;
+    let with_code = packaged_stack("sshd", "")?;
+    let password_only: String = with_code
+        .lines()
+        .filter(|l| l.trim_start().starts_with('#') || !l.contains("pam_twofold"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let start = |pam_stack: String| {
+        Sshd::start(
+            &bus,
+            &SshdSetup {
+                pam_stack,
+                extra_config: "",
+            },
+        )
+    };
+    let (twofold_sshd, plain_sshd) = (start(with_code)?, start(password_only)?);
+    // One user per login with a code: each TOTP step is accepted once.
+    let mut users = Vec::with_capacity(n);
+    for i in 0..n {
+        let user = format!("tf-sshbench-{i:02}");
+        twofold_e2e::ssh_user(&user, PASSWORD)?;
+        let secret = twofold_e2e::enroll(&bus, &user)?.secret;
+        users.push((user, secret));
+    }
+    wait_for_step_margin(12);
+    let (mut plain, mut twofold) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (i, (user, secret)) in users.iter().enumerate() {
+        let code = twofold_e2e::oathtool(secret, 0)?;
+        let answer = |prompt: &str| {
+            Answer::Type(if prompt.ends_with("Password: ") {
+                PASSWORD.into()
+            } else {
+                code.clone()
+            })
+        };
+        let client = SshClient::new(user);
+        // Alternate which goes first, so neither always meets a warm cache.
+        let order = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_twofold in order {
+            let sshd = if with_twofold {
+                &twofold_sshd
+            } else {
+                &plain_sshd
+            };
+            let login = client.login(sshd, answer)?;
+            if !login.logged_in() || login.status != 0 {
+                bail!("login failed: {login:#?}\n{}", daemon.log());
+            }
+            let expected = if with_twofold { 2 } else { 1 };
+            if login.prompts.len() != expected {
+                bail!("unexpected prompts: {:?}", login.prompts);
+            }
+            let micros = login.elapsed.as_micros() as u64;
+            if with_twofold {
+                twofold.push(micros);
+            } else {
+                plain.push(micros);
+            }
+        }
+    }
+    for (user, _) in &users {
+        let _ = Command::new("userdel").arg(user).output();
+    }
+    // Each pair ran back to back: their difference cancels slow spells.
+    let mut paired: Vec<i64> = plain
+        .iter()
+        .zip(&twofold)
+        .map(|(p, t)| *t as i64 - *p as i64)
+        .collect();
+    paired.sort_unstable();
+    plain.sort_unstable();
+    twofold.sort_unstable();
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "twofold bench: whole SSH logins through a throwaway sshd on 127.0.0.1 ({n} each, interleaved)"
+    );
+    println!("| login | median | min | max |");
+    println!("| --- | --- | --- | --- |");
+    for (what, v) in [("password only", &plain), ("password + code", &twofold)] {
+        println!(
+            "| {what} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            ms(percentile(v, 50.0)),
+            ms(v[0]),
+            ms(v[v.len() - 1])
+        );
+    }
+    println!(
+        "twofold adds {:.1} ms to the median login; median of the {n} paired differences: {:.1} ms",
+        ms(percentile(&twofold, 50.0)) - ms(percentile(&plain, 50.0)),
+        paired[paired.len() / 2] as f64 / 1000.0
+    );
+    Ok(())
+}
+
+/// The harness copies release binaries unless TWOFOLD_PROFILE says otherwise.
+fn use_release_build() {
+    if std::env::var_os("TWOFOLD_PROFILE").is_none() {
+        // SAFETY: set before any thread is started.
+        unsafe { std::env::set_var("TWOFOLD_PROFILE", "release") };
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -206,10 +325,7 @@ fn run() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    if std::env::var_os("TWOFOLD_PROFILE").is_none() {
-        // SAFETY: set before any thread is started.
-        unsafe { std::env::set_var("TWOFOLD_PROFILE", "release") };
-    }
+    use_release_build();
     if !std::path::Path::new(NSS_WRAPPER).exists() {
         bail!("{NSS_WRAPPER} is missing (apt-get install libnss-wrapper)");
     }
