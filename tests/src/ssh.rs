@@ -270,12 +270,8 @@ impl<'a> SshClient<'a> {
         }
     }
 
-    /// Connect and answer each prompt with `answer(prompt)`.
-    pub fn login(&self, sshd: &Sshd, mut answer: impl FnMut(&str) -> Answer) -> Result<SshLogin> {
-        let dir = tempfile::Builder::new().prefix("twofold-ssh-").tempdir()?;
-        let socket = dir.path().join("askpass.sock");
-        let listener = UnixListener::bind(&socket)?;
-        listener.set_nonblocking(true)?;
+    /// `ssh` with the options every run shares, up to the destination.
+    fn command(&self, sshd: &Sshd) -> Result<Command> {
         let mut c = Command::new("ssh");
         // No host or user ssh_config: the same client options everywhere.
         c.args(["-F", "/dev/null", "-p", &sshd.port.to_string()])
@@ -306,6 +302,100 @@ impl<'a> SshClient<'a> {
         if let Some(from) = self.from {
             c.args(["-b", from]);
         }
+        Ok(c)
+    }
+
+    /// `ssh` on a pseudo-terminal, as a person runs it: type `password` at
+    /// `Password: `, then return everything the terminal showed until
+    /// `until` appeared, and hang up.
+    pub fn terminal_until(&self, sshd: &Sshd, password: &str, until: &str) -> Result<String> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty fills two fds; the null pointers mean defaults.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            bail!("openpty: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just opened and are owned only here.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut c = self.command(sshd)?;
+        c.arg(format!("{}@127.0.0.1", self.user))
+            .args(["-T", "--", "true"])
+            .env_remove("SSH_ASKPASS")
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(slave.try_clone()?)
+            .stdout(slave.try_clone()?)
+            .stderr(slave.try_clone()?);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                // A session of its own with the pty as controlling terminal:
+                // ssh reads passwords from /dev/tty.
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = c.spawn().context("ssh on a pty")?;
+        drop(slave);
+        let mut terminal = std::fs::File::from(master);
+        let fd = terminal.as_raw_fd();
+        let mut seen = Vec::new();
+        let read_until =
+            |terminal: &mut std::fs::File, text: &str, seen: &mut Vec<u8>| -> Result<()> {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !String::from_utf8_lossy(seen).contains(text) {
+                    if Instant::now() > deadline {
+                        bail!(
+                            "{text:?} did not appear; the terminal showed:\n{}",
+                            String::from_utf8_lossy(seen)
+                        );
+                    }
+                    let mut poll = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    if unsafe { libc::poll(&mut poll, 1, 200) } > 0 {
+                        let mut buf = [0u8; 4096];
+                        match terminal.read(&mut buf) {
+                            Ok(0) | Err(_) => bail!(
+                                "ssh ended before {text:?} appeared; the terminal showed:\n{}",
+                                String::from_utf8_lossy(seen)
+                            ),
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                }
+                Ok(())
+            };
+        let result = read_until(&mut terminal, "Password: ", &mut seen)
+            .and_then(|()| Ok(terminal.write_all(format!("{password}\n").as_bytes())?))
+            .and_then(|()| read_until(&mut terminal, until, &mut seen));
+        let _ = child.kill();
+        let _ = child.wait();
+        result.map(|()| String::from_utf8_lossy(&seen).into_owned())
+    }
+
+    /// Connect and answer each prompt with `answer(prompt)`.
+    pub fn login(&self, sshd: &Sshd, mut answer: impl FnMut(&str) -> Answer) -> Result<SshLogin> {
+        let dir = tempfile::Builder::new().prefix("twofold-ssh-").tempdir()?;
+        let socket = dir.path().join("askpass.sock");
+        let listener = UnixListener::bind(&socket)?;
+        listener.set_nonblocking(true)?;
+        let mut c = self.command(sshd)?;
         c.arg(format!("{}@127.0.0.1", self.user));
         let stdin = match self.command {
             Some(command) => {

@@ -439,3 +439,30 @@ fn the_admin_can_ask_for_ascii_qr_codes() {
     assert!(ascii_qr(&login.prompts[1]), "{}", login.prompts[1]);
     assert!(!login.prompts[1].contains("Type A"));
 }
+
+#[test]
+fn the_qr_code_reaches_a_terminal_intact() {
+    let h = host(REQUIRE);
+    // ssh on a pseudo-terminal, as a person runs it: the prompt goes
+    // through the client's terminal path, not through askpass.
+    let screen = SshClient::new(BEN)
+        .terminal_until(&h.sshd, PASSWORD, CODE_PROMPT)
+        .unwrap();
+    let offer = &screen[screen.find("required for your account").unwrap()..];
+    let qr_rows = offer
+        .lines()
+        .filter(|l| l.chars().count() > 40 && l.chars().all(|c| " █▀▄\r".contains(c)))
+        .count();
+    assert!(qr_rows > 20, "{screen}");
+    // Not escaped by the client (as \342\226\200 or the like).
+    assert!(!screen.contains("\\342"), "{screen}");
+    for text in [
+        "Key URI: otpauth://totp/",
+        "Or enter this key by hand: ",
+        "Type A",
+    ] {
+        assert!(offer.contains(text), "{screen}");
+    }
+    // Hanging up stored nothing.
+    assert!(bus_status(&h, BEN).contains("not set up"));
+}
