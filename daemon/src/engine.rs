@@ -21,6 +21,9 @@ use zeroize::Zeroizing;
 const LOCK_STRIPES: usize = 64;
 /// Journal records after which the state is folded into a new enrollment file.
 const COMPACT_AFTER_RECORDS: u64 = 512;
+/// A wrong code, with what to do about it.
+const WRONG_CODE: &str = "Wrong code. Try again with the code your app shows now.";
+
 /// Wrong codes allowed while confirming one enrollment offer.
 const MAX_CONFIRM_ATTEMPTS: u32 = 10;
 
@@ -217,7 +220,7 @@ impl Engine {
                 self.refusal("That code was already used. Wait for the next code from your app.")
             }
             VerifyOutcome::Wrong => match self.wait_for(e, now) {
-                0 => self.refusal("Wrong code."),
+                0 => self.refusal(WRONG_CODE),
                 wait => self.refusal(&format!(
                     "Wrong code. Wait {} before trying again.",
                     human_duration(wait)
@@ -429,7 +432,7 @@ impl Engine {
                     if other == TotpCheck::Replayed {
                         "That code was already used. Wait for the next code from your app.".into()
                     } else {
-                        "Wrong code.".into()
+                        WRONG_CODE.into()
                     },
                 ))
             }
