@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build=(libpam0g-dev pkg-config)
-runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client)
+runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client openssl)
 bench=(libpam-google-authenticator libpam-oath libnss-wrapper)
 
 case "${1:-test}" in

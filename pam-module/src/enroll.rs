@@ -16,11 +16,12 @@ use twofold_protocol::code::{self, Code, CodeError};
 use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, user};
 use zeroize::Zeroizing;
 
-/// Answers looked at before giving up, malformed ones included (as `twofold
-/// setup` allows): enough for a typo or a code that changed while typing.
 /// Asked after the backup codes, so that they are shown with a prompt.
 pub const SAVED_PROMPT: &str = "Press Enter once you have written them down: ";
 
+/// Answers looked at before giving up, malformed ones included (as `twofold
+/// setup` allows): enough for a typo or a code that changed while typing.
+/// The answer that redraws the QR code in ASCII is not counted.
 const MAX_TRIES: u32 = 3;
 
 const NOT_A_TOTP_CODE: &str =
@@ -53,7 +54,7 @@ pub async fn enroll<H: Host, D: Daemon>(
         host.show(Shown::Error, NO_MESSAGES);
         return PamResultCode::PAM_AUTH_ERR;
     }
-    let offer = match daemon
+    let mut offer = match daemon
         .enroll_at_login(user, &login.service, &login.rhost)
         .await
     {
@@ -87,6 +88,10 @@ pub async fn enroll<H: Host, D: Daemon>(
             host.show(Shown::Info, &offer_text("", &offer, true));
             continue;
         }
+        if ascii {
+            // Never drawn again: the key need not stay in memory.
+            offer = EnrollmentOffer::default();
+        }
         attempt += 1;
         let parsed = code::parse(&answer);
         drop(answer);
@@ -96,6 +101,7 @@ pub async fn enroll<H: Host, D: Daemon>(
         let problem = match parsed {
             Ok(Code::Totp(code)) => match daemon.confirm_at_login(user, &code).await {
                 Ok(backup_codes) => {
+                    drop(offer);
                     // The codes travel inside a prompt: OpenSSH shows info
                     // messages only with the next prompt, and otherwise logs
                     // them (at debug level) and sends them as a banner that

@@ -435,20 +435,18 @@ pub fn set_password(user: &str, password: &str) -> Result<()> {
     Ok(())
 }
 
-/// A test user who can log in over SSH: a shell and a password.
-pub fn ssh_user(name: &str, password: &str) -> Result<u32> {
-    let uid = test_user(name)?;
-    {
-        let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
-        let out = Command::new("usermod")
-            .args(["--shell", "/bin/sh", name])
-            .output()?;
-        if !out.status.success() {
-            bail!("usermod: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-    set_password(name, password)?;
-    Ok(uid)
+/// The password of the test users for this run, random: it is set in the
+/// host's shadow file for pam_unix (tests/tests/pamd.rs), and must not open
+/// those accounts to anyone who reads this repository.
+pub fn test_password() -> &'static str {
+    static PASSWORD: OnceLock<String> = OnceLock::new();
+    PASSWORD.get_or_init(|| {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..24)
+            .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
+            .collect()
+    })
 }
 
 /// A group with the given members (created or completed once).
@@ -647,7 +645,30 @@ impl PamService {
             .arg(self.dir.path())
             .args(["--service", &self.name, "--rhost", rhost]);
         c.arg("--user").arg(user).args(extra);
+        // The module draws the QR code by the locale: the same drawing
+        // whatever the environment the tests run in.
+        for name in ["LC_ALL", "LC_CTYPE", "LANG"] {
+            c.env_remove(name);
+        }
         c
+    }
+
+    /// Log `user` in as root with `LANG=lang` in the host's environment.
+    pub fn login_in_locale(
+        &self,
+        bus: &Bus,
+        user: &str,
+        lang: &str,
+        input: &[u8],
+    ) -> Result<Attempt> {
+        let mut c = self.driver(
+            bus.command(artifacts().pam_driver()),
+            user.as_ref(),
+            DEFAULT_RHOST,
+            &[],
+        );
+        c.env("LANG", lang);
+        run_with_input(c, input)
     }
 
     /// Log `user` in as root (like sshd), answering the prompt with `input`.

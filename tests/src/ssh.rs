@@ -1,13 +1,19 @@
 //! A throwaway OpenSSH server on 127.0.0.1 and a real `ssh` client driven
 //! prompt by prompt.
 //!
-//! sshd runs in its own mount namespace, where a private `/etc/pam.d` (the
-//! host's files plus the `sshd` stack under test) and an empty `/run` (with
-//! `/run/dbus/system_bus_socket` pointing at the test's private bus) are
-//! mounted. So the module finds "the system bus" at its compiled-in path, as
-//! in production (sshd clears the environment of its PAM process, so
+//! sshd runs in its own mount and PID namespaces, where these are mounted:
+//! a private `/etc/pam.d` (the host's files plus the `sshd` stack under
+//! test); private copies of `/etc/passwd` and `/etc/shadow` in which the test
+//! accounts have a shell and a password (on the host they keep `nologin` and
+//! no usable password, so the host's own sshd cannot be used to log in to
+//! them); an empty `/run` (with `/run/dbus/system_bus_socket` pointing at the
+//! test's private bus); an empty `/var/log` (wtmp, btmp, lastlog). So the
+//! module finds "the system bus" at its compiled-in path, as in production
+//! (sshd clears the environment of its PAM process, so
 //! `DBUS_SYSTEM_BUS_ADDRESS` would not reach it), and nothing of the host's
-//! own login setup is touched: not its sshd, not port 22, not `/etc/pam.d`.
+//! own login setup is touched: not its sshd, not port 22, not `/etc/pam.d`,
+//! not its accounts' passwords. Stopping it (drop) ends every process in its
+//! PID namespace, per-connection sshd processes included.
 //!
 //! The client is OpenSSH's `ssh` with `SSH_ASKPASS_REQUIRE=force`: every
 //! keyboard-interactive prompt, with the PAM messages sshd puts in front of
@@ -54,8 +60,75 @@ pub struct Sshd {
 pub struct SshdSetup<'a> {
     /// The `/etc/pam.d/sshd` sshd uses (see [`packaged_stack`]).
     pub pam_stack: String,
-    /// Lines appended to the sshd_config (e.g. `AuthenticationMethods`).
+    /// Lines put first in the sshd_config (e.g. `AuthenticationMethods`).
     pub extra_config: &'a str,
+    /// Existing host accounts given a shell and this password inside the
+    /// server's namespace only.
+    pub accounts: &'a [(&'a str, &'a str)],
+}
+
+/// Copies of `/etc/passwd` and `/etc/shadow` under `root/etc` in which
+/// `accounts` have `/bin/sh` and their password (SHA-512 crypt, hashed by
+/// `openssl passwd`).
+fn private_accounts(root: &Path, accounts: &[(&str, &str)]) -> Result<()> {
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let mut hashes = Vec::with_capacity(accounts.len());
+    for (user, password) in accounts {
+        let mut child = Command::new("openssl")
+            .args(["passwd", "-6", "-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("openssl (apt-get install openssl)")?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(format!("{password}\n").as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("openssl passwd: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        hashes.push((*user, String::from_utf8(out.stdout)?.trim().to_string()));
+    }
+    // Field 7 of passwd is the shell, field 2 of shadow the hash.
+    let edit = |file: &str, field: usize, value: &dyn Fn(&str) -> Option<String>| -> Result<()> {
+        let text = std::fs::read_to_string(Path::new("/etc").join(file))?;
+        let mut edited = String::with_capacity(text.len());
+        for line in text.lines() {
+            let mut fields: Vec<String> = line.split(':').map(String::from).collect();
+            if let Some(new) = fields.first().and_then(|user| value(user))
+                && let Some(slot) = fields.get_mut(field)
+            {
+                *slot = new;
+            }
+            edited.push_str(&fields.join(":"));
+            edited.push('\n');
+        }
+        std::fs::write(etc.join(file), edited)?;
+        Ok(())
+    };
+    edit("passwd", 6, &|user| {
+        accounts
+            .iter()
+            .any(|(u, _)| *u == user)
+            .then(|| "/bin/sh".to_string())
+    })?;
+    edit("shadow", 1, &|user| {
+        hashes
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, hash)| hash.clone())
+    })?;
+    std::fs::set_permissions(etc.join("shadow"), std::fs::Permissions::from_mode(0o640))?;
+    for (user, _) in accounts {
+        if !std::fs::read_to_string(etc.join("shadow"))?.contains(&format!("\n{user}:$6$")) {
+            bail!("{user} is not an account of this host (create it with test_user first)");
+        }
+    }
+    Ok(())
 }
 
 impl Sshd {
@@ -93,6 +166,8 @@ impl Sshd {
         }
         std::fs::write(pam_d.join("sshd"), &setup.pam_stack)?;
         std::fs::create_dir(d.join("authorized_keys"))?;
+        let root = d.join("root");
+        private_accounts(&root, setup.accounts)?;
 
         let socket = bus
             .address
@@ -125,22 +200,33 @@ impl Sshd {
                  mount -t tmpfs -o mode=0755 twofold-test-run /run\n\
                  mkdir -p /run/sshd /run/dbus\n\
                  ln -s '{socket}' /run/dbus/system_bus_socket\n\
+                 mount -t tmpfs -o mode=0755 twofold-test-log /var/log\n\
                  mount --bind '{pam_d}' /etc/pam.d\n\
+                 mount --bind '{etc}/passwd' /etc/passwd\n\
+                 mount --bind '{etc}/shadow' /etc/shadow\n\
                  exec /usr/sbin/sshd -D -e -f '{config}'\n",
                 pam_d = pam_d.display(),
+                etc = root.join("etc").display(),
                 config = d.join("sshd_config").display(),
             );
             let log = std::fs::File::create(d.join("sshd.log"))?;
+            // --kill-child: when unshare dies, sshd (the namespace's init)
+            // gets SIGKILL, and with it every process in the namespace.
             let mut child = Command::new("unshare")
-                .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+                .args(["--mount", "--propagation", "private"])
+                .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+                .args(["sh", "-c", &script])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
                 .context("starting sshd (apt-get install openssh-server util-linux)")?;
+            // Its own words, not a connect(): another test's sshd may hold the port.
+            let listening = format!("Server listening on 127.0.0.1 port {port}.");
+            let log_path = d.join("sshd.log");
             let ready = wait_for("sshd to listen", Duration::from_secs(10), || {
                 child.try_wait().ok().flatten().is_some()
-                    || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    || std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains(&listening))
             });
             if ready.is_ok() && child.try_wait()?.is_none() {
                 return Ok(Sshd {
@@ -183,10 +269,8 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        // SIGTERM: sshd's listener exits; its per-connection children end
-        // with their connections.
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        // unshare's death takes the whole PID namespace with it (--kill-child).
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -213,6 +297,18 @@ impl ClientKey {
     }
     pub fn public(&self) -> PathBuf {
         self.dir.path().join("id_ed25519.pub")
+    }
+}
+
+/// An `ssh` that must not outlive a failed test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -347,7 +443,8 @@ impl<'a> SshClient<'a> {
                 Ok(())
             });
         }
-        let mut child = c.spawn().context("ssh on a pty")?;
+        let mut child = KillOnDrop(c.spawn().context("ssh on a pty")?);
+        let child = &mut child.0;
         drop(slave);
         let mut terminal = std::fs::File::from(master);
         let fd = terminal.as_raw_fd();
@@ -415,7 +512,8 @@ impl<'a> SshClient<'a> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let started = Instant::now();
-        let mut child = c.spawn().context("ssh (apt-get install openssh-client)")?;
+        let mut child = KillOnDrop(c.spawn().context("ssh (apt-get install openssh-client)")?);
+        let child = &mut child.0;
         if let Some(mut stdin) = child.stdin.take() {
             // The interactive shell ends as soon as it starts.
             let _ = stdin.write_all(b"exit\n");

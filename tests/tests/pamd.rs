@@ -7,7 +7,6 @@ use twofold_e2e::*;
 const ALICE: &str = "tf-alice";
 const CAROL: &str = "tf-carol";
 const DAVE: &str = "tf-dave";
-const PASSWORD: &str = "correct horse 7";
 
 struct World {
     bus: Bus,
@@ -17,7 +16,7 @@ struct World {
 fn world(policy: &str) -> World {
     for user in [ALICE, CAROL, DAVE] {
         test_user(user).unwrap();
-        set_password(user, PASSWORD).unwrap();
+        set_password(user, test_password()).unwrap();
     }
     test_group("tf-robots", &[CAROL]).unwrap();
     let bus = Bus::start().unwrap();
@@ -56,7 +55,7 @@ fn password_then_code_for_sshd_login_and_sudo() {
             .login(
                 &w.bus,
                 user,
-                &answers(&[PASSWORD, &oathtool(secret, step).unwrap()]),
+                &answers(&[test_password(), &oathtool(secret, step).unwrap()]),
             )
             .unwrap();
         assert_eq!(ok.code, pam::SUCCESS, "{service}: {ok:?}");
@@ -65,7 +64,7 @@ fn password_then_code_for_sshd_login_and_sudo() {
             "{service}: {ok:?}"
         );
         let wrong_code = pam
-            .login(&w.bus, user, &answers(&[PASSWORD, "000000"]))
+            .login(&w.bus, user, &answers(&[test_password(), "000000"]))
             .unwrap();
         assert_eq!(
             (wrong_code.code, prompted_for_code(&wrong_code)),
@@ -105,7 +104,9 @@ fn a_wrong_password_never_reaches_enrollment_at_login() {
         w.daemon.log()
     );
     // With the right password, the same user is offered enrollment.
-    let r = pam.login(&w.bus, DAVE, &answers(&[PASSWORD])).unwrap();
+    let r = pam
+        .login(&w.bus, DAVE, &answers(&[test_password()]))
+        .unwrap();
     assert!(r.stdout.contains("otpauth://totp/twofold:tf-dave"), "{r:?}");
 }
 

@@ -149,6 +149,27 @@ fn every_mode_for_enrolled_and_unenrolled_users() {
 }
 
 #[test]
+fn a_host_whose_locale_is_not_utf8_gets_the_qr_code_in_ascii() {
+    let w = world("[default]\nmode = \"require\"\n");
+    let qr_rows = |text: &str, dark: char| {
+        text.lines()
+            .filter(|l| l.chars().count() > 40 && l.chars().all(|c| c == ' ' || c == dark))
+            .count()
+    };
+    // No answer: the conversation ends at the code prompt, nothing is stored.
+    let ascii = w.pam.login_in_locale(&w.bus, DAVE, "C", b"").unwrap();
+    assert!(qr_rows(&ascii.stdout, '#') > 20, "{ascii:?}");
+    assert!(!ascii.stdout.contains('█') && !ascii.stdout.contains("Type A"));
+    assert!(ascii.stdout.contains("Key URI: otpauth://"), "{ascii:?}");
+    let unicode = w.pam.login_in_locale(&w.bus, DAVE, "C.UTF-8", b"").unwrap();
+    assert!(
+        unicode.stdout.contains('█') && unicode.stdout.contains("Type A"),
+        "{unicode:?}"
+    );
+    assert_eq!(qr_rows(&unicode.stdout, '#'), 0);
+}
+
+#[test]
 fn require_enrolls_inside_the_login_and_the_next_login_asks_for_a_code() {
     let w = world("[default]\nmode = \"require\"\n");
     let (first, secret) = w.pam.login_enrolling(&w.bus, DAVE).unwrap();

@@ -20,12 +20,16 @@ struct Host {
     sshd: Sshd,
 }
 
+/// The accounts exist on the host (nologin, no password); the throwaway
+/// sshd gives them a shell and PASSWORD in its own namespace only.
 fn users() {
     for user in [ANN, BEN, FTP] {
-        ssh_user(user, PASSWORD).unwrap();
+        test_user(user).unwrap();
     }
     test_group("tf-ftp", &[FTP]).unwrap();
 }
+
+const ACCOUNTS: &[(&str, &str)] = &[(ANN, PASSWORD), (BEN, PASSWORD), (FTP, PASSWORD)];
 
 /// A host with `policy`, the shipped `stack` (`sshd` or `sshd-publickey`).
 fn host_with(policy: &str, stack: &str, module_args: &str, sshd_config: &str) -> Host {
@@ -37,6 +41,7 @@ fn host_with(policy: &str, stack: &str, module_args: &str, sshd_config: &str) ->
         &SshdSetup {
             pam_stack: packaged_stack(stack, module_args).unwrap(),
             extra_config: sshd_config,
+            accounts: ACCOUNTS,
         },
     )
     .unwrap();
@@ -93,12 +98,14 @@ fn password_then_code() {
     // Bad codes, each in its own connection: refused, with a message that
     // says what was wrong, shown before the client gives up.
     let long = "1".repeat(200);
+    // The replay first, while its step is still inside the daemon's window
+    // (pam_unix pauses about 2 s after each failed login).
     let cases = [
+        (code.as_str(), "already used"),
         ("", "no code"),
         (long.as_str(), "too long"),
         ("12ab56", "not a code"),
         ("000000", "wrong code"),
-        (code.as_str(), "already used"),
     ];
     for (input, why) in cases {
         let bad = SshClient::new(ANN)

@@ -188,23 +188,38 @@ fn ssh(n: usize) -> Result<()> {
         .filter(|l| l.trim_start().starts_with('#') || !l.contains("pam_twofold"))
         .map(|l| format!("{l}\n"))
         .collect();
+    // One user per login with a code: each TOTP step is accepted once.
+    // Removed at the end, whatever happens (they have no password outside
+    // the throwaway sshd's namespace anyway).
+    struct Remove(Vec<String>);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            for user in &self.0 {
+                let _ = Command::new("userdel").arg(user).output();
+            }
+        }
+    }
+    let names: Vec<String> = (0..n).map(|i| format!("tf-sshbench-{i:02}")).collect();
+    let _remove = Remove(names.clone());
+    for user in &names {
+        twofold_e2e::test_user(user)?;
+    }
+    let accounts: Vec<(&str, &str)> = names.iter().map(|u| (u.as_str(), PASSWORD)).collect();
     let start = |pam_stack: String| {
         Sshd::start(
             &bus,
             &SshdSetup {
                 pam_stack,
                 extra_config: "",
+                accounts: &accounts,
             },
         )
     };
     let (twofold_sshd, plain_sshd) = (start(with_code)?, start(password_only)?);
-    // One user per login with a code: each TOTP step is accepted once.
     let mut users = Vec::with_capacity(n);
-    for i in 0..n {
-        let user = format!("tf-sshbench-{i:02}");
-        twofold_e2e::ssh_user(&user, PASSWORD)?;
-        let secret = twofold_e2e::enroll(&bus, &user)?.secret;
-        users.push((user, secret));
+    for user in &names {
+        let secret = twofold_e2e::enroll(&bus, user)?.secret;
+        users.push((user.clone(), secret));
     }
     wait_for_step_margin(12);
     let (mut plain, mut twofold) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -245,9 +260,6 @@ fn ssh(n: usize) -> Result<()> {
                 plain.push(micros);
             }
         }
-    }
-    for (user, _) in &users {
-        let _ = Command::new("userdel").arg(user).output();
     }
     // Each pair ran back to back: their difference cancels slow spells.
     let mut paired: Vec<i64> = plain

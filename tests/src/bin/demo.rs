@@ -75,8 +75,10 @@ fn create_demo_user() -> Result<bool> {
         .status()?
         .success();
     if !exists {
+        // Locked and without a shell on the host: only the throwaway sshd
+        // gives it a password and a shell.
         let out = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh"])
+            .args(["--create-home", "--shell", "/usr/sbin/nologin"])
             .args(["--comment", "twofold demo", DEMO_USER])
             .output()
             .context("useradd")?;
@@ -89,7 +91,6 @@ fn create_demo_user() -> Result<bool> {
 
 fn run() -> Result<()> {
     let password = format!("demo-{:06}", rand::random_range(0..1_000_000));
-    twofold_e2e::set_password(DEMO_USER, &password)?;
     let bus = Bus::start()?;
     let daemon = Daemon::start_with_policy(&bus, "", POLICY)?;
     let sshd = Sshd::start(
@@ -97,6 +98,8 @@ fn run() -> Result<()> {
         &SshdSetup {
             pam_stack: packaged_stack("sshd", "")?,
             extra_config: "",
+            // The password and shell exist only inside sshd's namespace.
+            accounts: &[(DEMO_USER, &password)],
         },
     )?;
     println!("twofold demo: password, then a code, through a real sshd");
