@@ -160,7 +160,8 @@ impl Sshd {
         std::fs::create_dir(&pam_d)?;
         for entry in std::fs::read_dir("/etc/pam.d")? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
+            // Follows symlinks (authselect-managed pam.d files are links).
+            if entry.path().is_file() {
                 std::fs::copy(entry.path(), pam_d.join(entry.file_name()))?;
             }
         }
