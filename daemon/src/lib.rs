@@ -10,6 +10,7 @@ pub mod bus;
 pub mod config;
 pub mod engine;
 pub mod policy;
+pub mod privilege;
 pub mod qr;
 pub mod rules;
 pub mod store;

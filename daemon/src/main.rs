@@ -112,6 +112,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Everything from here on works as the owner of root's files; no
+    // capability is needed, so none is kept (see privilege.rs).
+    if let Err(e) = twofoldd::privilege::drop_all() {
+        audit::log(Level::Error, &format!("cannot drop capabilities: {e}"));
+        eprintln!("twofoldd: cannot drop capabilities: {e}");
+        return ExitCode::from(1);
+    }
+    audit::log(
+        Level::Info,
+        "dropped every capability (kept none) and set no-new-privileges",
+    );
     let engine = Arc::new(Engine::new(cfg, store, backup::DEFAULT_PARAMS, policy));
     if let Err(e) = reload_on_sighup(engine.clone()) {
         eprintln!("twofoldd: cannot watch SIGHUP: {e}");

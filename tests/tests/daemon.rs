@@ -149,3 +149,45 @@ fn a_state_directory_that_was_never_initialized_is_refused() {
         0o700
     );
 }
+
+#[test]
+fn the_running_daemon_holds_no_capability_and_cannot_regain_one() {
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start(&bus, "").unwrap();
+    let pid = daemon.pid().unwrap();
+    // Every thread, not only the first: capability sets are per thread.
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .collect();
+    assert!(!tasks.is_empty());
+    for task in tasks {
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            let value = status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{field}:")))
+                .unwrap()
+                .trim();
+            assert_eq!(value, "0000000000000000", "{field} of {}", task.display());
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
+    assert!(
+        daemon.log().contains("dropped every capability"),
+        "{}",
+        daemon.log()
+    );
+    // And it still does its job: an enrollment is stored and a code accepted.
+    test_user("tf-alice").unwrap();
+    let alice = enroll(&bus, "tf-alice").unwrap();
+    let pam = PamService::new("").unwrap();
+    let login = pam
+        .login(
+            &bus,
+            "tf-alice",
+            format!("{}\n", oathtool(&alice.secret, 0).unwrap()).as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(login.code, pam::SUCCESS, "{login:?}\n{}", daemon.log());
+}
