@@ -1,0 +1,188 @@
+//! Least privilege on the bus: every method of the interface, called by an
+//! unprivileged user about another user, through the shipped D-Bus policy.
+//! The method list comes from the daemon's own introspection data, so a new
+//! method without a line here fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use twofold_e2e::*;
+
+const ALICE: &str = "tf-alice";
+const DAVE: &str = "tf-dave";
+const DEST: &str = "org.twofold.Twofold1";
+const PATH: &str = "/org/twofold/Twofold1";
+
+/// What an unprivileged caller may get from a method about someone else.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// The daemon refuses it (org.twofold.Error.AccessDenied).
+    Refused,
+    /// It takes no user: it acts on the caller's own account only.
+    OwnAccount,
+}
+
+/// Each method with dbus-send arguments naming Alice where it takes a user.
+const METHODS: &[(&str, &[&str], Expect)] = &[
+    (
+        "BeginLogin",
+        &["string:tf-alice", "string:sshd", "string:192.0.2.10"],
+        Expect::Refused,
+    ),
+    (
+        "Verify",
+        &[
+            "string:tf-alice",
+            "string:123456",
+            "string:sshd",
+            "string:192.0.2.10",
+        ],
+        Expect::Refused,
+    ),
+    (
+        "EnrollAtLogin",
+        &["string:tf-alice", "string:sshd", "string:192.0.2.10"],
+        Expect::Refused,
+    ),
+    (
+        "ConfirmAtLogin",
+        &["string:tf-alice", "string:123456"],
+        Expect::Refused,
+    ),
+    ("AdminStatus", &["string:tf-alice"], Expect::Refused),
+    ("AdminUnlock", &["string:tf-alice"], Expect::Refused),
+    ("AdminReport", &[], Expect::Refused),
+    (
+        "AdminExplain",
+        &["string:tf-alice", "string:sshd", "string:"],
+        Expect::Refused,
+    ),
+    ("AdminReset", &["string:tf-alice"], Expect::Refused),
+    (
+        "AdminSetOverride",
+        &["string:tf-alice", "string:exempt"],
+        Expect::Refused,
+    ),
+    ("AdminForgetDevices", &["string:tf-alice"], Expect::Refused),
+    ("AdminCheckPolicy", &["string:"], Expect::Refused),
+    ("AdminReload", &[], Expect::Refused),
+    ("BeginEnrollment", &[], Expect::OwnAccount),
+    ("ConfirmEnrollment", &["string:123456"], Expect::OwnAccount),
+    ("Status", &[], Expect::OwnAccount),
+    (
+        "RegenerateBackupCodes",
+        &["string:123456"],
+        Expect::OwnAccount,
+    ),
+    ("Disable", &["string:123456"], Expect::OwnAccount),
+    ("Devices", &[], Expect::OwnAccount),
+    ("ForgetDevices", &[], Expect::OwnAccount),
+];
+
+fn call_as(bus: &Bus, user: &str, method: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "dbus-send"])
+        .arg(format!("--bus={}", bus.address))
+        .args(["--print-reply", "--reply-timeout=20000"])
+        .arg(format!("--dest={DEST}"))
+        .arg(PATH)
+        .arg(format!("{DEST}.{method}"))
+        .args(args)
+        .output()
+        .expect("dbus-send (apt-get install dbus-bin)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn interface_methods(bus: &Bus) -> BTreeSet<String> {
+    let out = Command::new("dbus-send")
+        .arg(format!("--bus={}", bus.address))
+        .args(["--print-reply=literal", &format!("--dest={DEST}"), PATH])
+        .arg("org.freedesktop.DBus.Introspectable.Introspect")
+        .output()
+        .unwrap();
+    let xml = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ours = xml
+        .split("<interface name=\"")
+        .find(|part| part.starts_with(&format!("{DEST}\"")))
+        .unwrap_or_else(|| panic!("no {DEST} interface in:\n{xml}"));
+    let ours = ours.split("</interface>").next().unwrap();
+    ours.split("<method name=\"")
+        .skip(1)
+        .map(|m| m.split('"').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_method_is_refused_or_limited_to_the_callers_own_account() {
+    for user in [ALICE, DAVE] {
+        test_user(user).unwrap();
+    }
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start(&bus, "").unwrap();
+    let alice = enroll(&bus, ALICE).unwrap();
+    let status_before = call_as(&bus, "root", "AdminStatus", &["string:tf-alice"]);
+    assert!(status_before.0, "{}", status_before.1);
+
+    let tried: BTreeSet<String> = METHODS.iter().map(|(m, _, _)| m.to_string()).collect();
+    let methods = interface_methods(&bus);
+    assert_eq!(
+        methods, tried,
+        "the interface and this test's list differ: add each new method here"
+    );
+
+    for (method, args, expect) in METHODS {
+        let (ok, reply) = call_as(&bus, DAVE, method, args);
+        match expect {
+            Expect::Refused => assert!(
+                !ok && reply.contains("org.twofold.Error.AccessDenied"),
+                "{method} was not refused to {DAVE}: {reply}"
+            ),
+            Expect::OwnAccount => {
+                assert!(
+                    !reply.contains("AccessDenied"),
+                    "{method} refused {DAVE} their own account: {reply}"
+                );
+                assert!(
+                    !reply.contains(ALICE),
+                    "{method} told {DAVE} about {ALICE}: {reply}"
+                );
+            }
+        }
+    }
+    // The enrollment begun was Dave's own.
+    let (_, offer) = call_as(&bus, DAVE, "BeginEnrollment", &[]);
+    assert!(offer.contains("tf-dave"), "{offer}");
+    assert!(!offer.contains(&alice.secret));
+
+    // Alice's state is as it was: same status, no override, codes intact.
+    let status_after = call_as(&bus, "root", "AdminStatus", &["string:tf-alice"]);
+    // The values, without dbus-send's header line (time, serial).
+    let values = |reply: &str| reply.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(values(&status_before.1), values(&status_after.1));
+    let pam = PamService::new("").unwrap();
+    let login = pam
+        .login(
+            &bus,
+            ALICE,
+            format!("{}\n", alice.backup_codes[0]).as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(login.code, pam::SUCCESS, "{login:?}");
+    // Each refusal is logged with the caller's uid.
+    let dave_uid = test_user(DAVE).unwrap();
+    for (method, _, expect) in METHODS {
+        if *expect == Expect::Refused {
+            let line = format!("access-denied caller_uid={dave_uid} method={method}");
+            assert!(
+                daemon.log().contains(&line),
+                "{line} not in:\n{}",
+                daemon.log()
+            );
+        }
+    }
+}
