@@ -503,6 +503,12 @@ pub struct Enrolled {
 /// next step are still free for logins).
 pub fn enroll(bus: &Bus, user: &str) -> Result<Enrolled> {
     wait_for_step_margin(10);
+    enroll_confirming(bus, user, -1)
+}
+
+/// `twofold setup` through a pipe, confirmed with oathtool's code for the
+/// step `steps` away from now (no wait for a step boundary).
+pub fn enroll_confirming(bus: &Bus, user: &str, steps: i64) -> Result<Enrolled> {
     let mut child = bus
         .command_as(user, artifacts().twofold())
         .arg("setup")
@@ -515,7 +521,7 @@ pub fn enroll(bus: &Bus, user: &str) -> Result<Enrolled> {
     stdout.read_line(&mut uri)?;
     let uri = uri.trim().to_string();
     let secret = uri_secret(&uri).with_context(|| format!("no secret in setup output {uri:?}"))?;
-    let code = oathtool(&secret, -1)?;
+    let code = oathtool(&secret, steps)?;
     let (rest, err, status) = answer_and_finish(child, stdout, format!("{code}\n").as_bytes())?;
     if !status.success() {
         bail!("twofold setup failed for {user}: {err}");
