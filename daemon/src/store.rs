@@ -331,6 +331,51 @@ impl FileStore {
     }
 }
 
+/// Which of a user's two files does not decode, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Enrollment(String),
+    Journal(String),
+}
+
+/// A user's state from the bytes of their enrollment file and journal,
+/// without touching the disk (the fuzz target `state_decoder` calls this).
+pub fn decode_state(enrollment_json: &str, journal: &[u8]) -> Result<Loaded, DecodeError> {
+    let mut enrollment: Enrollment = serde_json::from_str(enrollment_json)
+        .map_err(|e| DecodeError::Enrollment(e.to_string()))?;
+    if enrollment.version != ENROLLMENT_VERSION {
+        return Err(DecodeError::Enrollment(format!(
+            "unsupported version {}",
+            enrollment.version
+        )));
+    }
+    let full = journal.len() / RECORD_LEN;
+    let mut journal_len = 0u64;
+    for (i, chunk) in journal.chunks_exact(RECORD_LEN).enumerate() {
+        let mut record = [0u8; RECORD_LEN];
+        record.copy_from_slice(chunk);
+        match Event::decode(&record).map_err(DecodeError::Journal)? {
+            Some((generation, event)) => {
+                if generation == enrollment.generation {
+                    enrollment.apply(event).map_err(DecodeError::Journal)?;
+                }
+                journal_len += RECORD_LEN as u64;
+            }
+            // A bad checksum in the last record is an append that never completed.
+            None if i + 1 == full => break,
+            None => {
+                return Err(DecodeError::Journal(format!(
+                    "record {i} fails its checksum"
+                )));
+            }
+        }
+    }
+    Ok(Loaded {
+        enrollment,
+        journal_len,
+    })
+}
+
 impl Store for FileStore {
     /// The user's state, `None` if not enrolled. Any other problem is an error.
     fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError> {
@@ -347,19 +392,6 @@ impl Store for FileStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return self.check_marker().map(|()| None),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: path.clone(),
-            reason,
-        };
-        let mut enrollment: Enrollment =
-            serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-        if enrollment.version != ENROLLMENT_VERSION {
-            return Err(corrupt(format!(
-                "unsupported version {}",
-                enrollment.version
-            )));
-        }
-
         let jpath = self.path(user, "journal")?;
         let mut bytes = Vec::new();
         open_options(false)
@@ -372,31 +404,10 @@ impl Store for FileStore {
                 },
                 _ => io_err(&jpath)(e),
             })?;
-        let jcorrupt = |reason: String| StoreError::Corrupt {
-            path: jpath.clone(),
-            reason,
-        };
-        let full = bytes.len() / RECORD_LEN;
-        let mut journal_len = 0u64;
-        for (i, chunk) in bytes.chunks_exact(RECORD_LEN).enumerate() {
-            let mut record = [0u8; RECORD_LEN];
-            record.copy_from_slice(chunk);
-            match Event::decode(&record).map_err(&jcorrupt)? {
-                Some((generation, event)) => {
-                    if generation == enrollment.generation {
-                        enrollment.apply(event).map_err(&jcorrupt)?;
-                    }
-                    journal_len += RECORD_LEN as u64;
-                }
-                // A bad checksum in the last record is an append that never completed.
-                None if i + 1 == full => break,
-                None => return Err(jcorrupt(format!("record {i} fails its checksum"))),
-            }
-        }
-        Ok(Some(Loaded {
-            enrollment,
-            journal_len,
-        }))
+        decode_state(&text, &bytes).map(Some).map_err(|e| match e {
+            DecodeError::Enrollment(reason) => StoreError::Corrupt { path, reason },
+            DecodeError::Journal(reason) => StoreError::Corrupt { path: jpath, reason },
+        })
     }
 
     /// Durably append `event`; returns the new journal length.
