@@ -1,7 +1,7 @@
 # twofold — the two commands of the README, and the pieces they are made of.
 CARGO ?= cargo
 
-.PHONY: all deps build test lint demo bench clean
+.PHONY: all deps build test lint demo bench fuzz clean
 
 all: build
 
@@ -20,6 +20,13 @@ lint:
 test: deps lint
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Each libFuzzer target for FUZZ_SECONDS (make test: 10 s each, on the seed
+# corpus in fuzz/corpus); `make fuzz FUZZ_SECONDS=3600` is a long run.
+FUZZ_SECONDS ?= 10
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # A private bus, twofoldd, a demo user, enrollment and a PAM login with a code.
 # Touches nothing of the host's own login setup.

@@ -406,7 +406,10 @@ impl Store for FileStore {
             })?;
         decode_state(&text, &bytes).map(Some).map_err(|e| match e {
             DecodeError::Enrollment(reason) => StoreError::Corrupt { path, reason },
-            DecodeError::Journal(reason) => StoreError::Corrupt { path: jpath, reason },
+            DecodeError::Journal(reason) => StoreError::Corrupt {
+                path: jpath,
+                reason,
+            },
         })
     }
 
@@ -778,5 +781,22 @@ mod tests {
         let crc = crc32fast::hash(&r[..28]);
         r[28..32].copy_from_slice(&crc.to_le_bytes());
         assert!(Event::decode(&r).is_err());
+    }
+
+    #[test]
+    fn the_fuzz_seeds_are_real_state() {
+        // fuzz/corpus/state_decoder: an enrollment file, 0xFF, a journal.
+        let seed = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/corpus/state_decoder/torn-tail"
+        ))
+        .unwrap();
+        let split = seed.iter().position(|&b| b == 0xff).unwrap();
+        let text = std::str::from_utf8(&seed[..split]).unwrap();
+        let loaded = decode_state(text, &seed[split + 1..]).unwrap();
+        // Five whole records (one of another generation), then a torn one.
+        assert_eq!(loaded.journal_len, 5 * RECORD_LEN as u64);
+        assert_eq!(loaded.enrollment.last_step, Some(59_833_333));
+        assert_eq!(loaded.enrollment.backup.remaining(), 1);
     }
 }
