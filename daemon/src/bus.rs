@@ -1,10 +1,10 @@
 //! The D-Bus face of the engine. Every method first asks the bus daemon for
-//! the sender's uid (`caller_uid`); `authz` decides what that caller may do;
-//! then the work (NSS lookups, fsyncs, hashing) runs on a blocking thread so
-//! that one slow call never holds up the others.
+//! the sender's uid (`caller_uid`), then runs its function in `calls.rs`
+//! (where `authz` decides what that caller may do) on a blocking thread, so
+//! that one slow call (NSS lookups, fsyncs, hashing) never holds up the others.
 
-use crate::authz;
-use crate::engine::{Engine, LoginContext};
+use crate::calls;
+use crate::engine::Engine;
 use std::sync::Arc;
 use twofold_protocol::{
     EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
@@ -50,14 +50,6 @@ impl Service {
     }
 }
 
-fn context(service: &str, rhost: &str, caller_uid: u32) -> LoginContext {
-    LoginContext {
-        service: service.into(),
-        rhost: rhost.into(),
-        caller_uid,
-    }
-}
-
 #[interface(name = "org.twofold.Twofold1")]
 impl Service {
     async fn begin_login(
@@ -68,8 +60,7 @@ impl Service {
         rhost: String,
     ) -> Result<LoginPlan, TwofoldError> {
         self.run(&header, move |e, caller| {
-            let account = authz::login_target(caller, &user, "BeginLogin")?;
-            e.begin_login(&account, &context(&service, &rhost, caller), crate::now())
+            calls::begin_login(e, caller, &user, &service, &rhost)
         })
         .await
     }
@@ -84,13 +75,7 @@ impl Service {
     ) -> Result<VerifyReply, TwofoldError> {
         let code = Zeroizing::new(code);
         self.run(&header, move |e, caller| {
-            let account = authz::login_target(caller, &user, "Verify")?;
-            e.verify(
-                &account.name,
-                &code,
-                &context(&service, &rhost, caller),
-                crate::now(),
-            )
+            calls::verify(e, caller, &user, &code, &service, &rhost)
         })
         .await
     }
@@ -99,11 +84,7 @@ impl Service {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<EnrollmentOffer, TwofoldError> {
-        self.run(&header, |e, caller| {
-            let account = authz::own_account(caller)?;
-            e.begin_enrollment(account.uid, &account.name, crate::now())
-        })
-        .await
+        self.run(&header, calls::begin_enrollment).await
     }
 
     async fn confirm_enrollment(
@@ -113,17 +94,13 @@ impl Service {
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let code = Zeroizing::new(code);
         self.run(&header, move |e, caller| {
-            let account = authz::own_account(caller)?;
-            e.confirm_enrollment(account.uid, &account.name, &code, crate::now())
+            calls::confirm_enrollment(e, caller, &code)
         })
         .await
     }
 
     async fn status(&self, #[zbus(header)] header: Header<'_>) -> Result<UserStatus, TwofoldError> {
-        self.run(&header, |e, caller| {
-            e.status(&authz::own_account(caller)?, crate::now())
-        })
-        .await
+        self.run(&header, calls::status).await
     }
 
     async fn regenerate_backup_codes(
@@ -133,8 +110,7 @@ impl Service {
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let code = Zeroizing::new(code);
         self.run(&header, move |e, caller| {
-            let account = authz::own_account(caller)?;
-            e.regenerate_backup_codes(&account.name, &code, crate::now())
+            calls::regenerate_backup_codes(e, caller, &code)
         })
         .await
     }
@@ -147,8 +123,7 @@ impl Service {
         rhost: String,
     ) -> Result<EnrollmentOffer, TwofoldError> {
         self.run(&header, move |e, caller| {
-            let account = authz::login_target(caller, &user, "EnrollAtLogin")?;
-            e.enroll_at_login(&account, &context(&service, &rhost, caller), crate::now())
+            calls::enroll_at_login(e, caller, &user, &service, &rhost)
         })
         .await
     }
@@ -161,8 +136,7 @@ impl Service {
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let code = Zeroizing::new(code);
         self.run(&header, move |e, caller| {
-            let account = authz::login_target(caller, &user, "ConfirmAtLogin")?;
-            e.confirm_at_login(&account, &code, &context("", "", caller), crate::now())
+            calls::confirm_at_login(e, caller, &user, &code)
         })
         .await
     }
@@ -173,30 +147,22 @@ impl Service {
         code: String,
     ) -> Result<(), TwofoldError> {
         let code = Zeroizing::new(code);
-        self.run(&header, move |e, caller| {
-            e.disable(&authz::own_account(caller)?, &code, crate::now())
-        })
-        .await
+        self.run(&header, move |e, caller| calls::disable(e, caller, &code))
+            .await
     }
 
     async fn devices(
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<RememberedDevice>, TwofoldError> {
-        self.run(&header, |e, caller| {
-            e.devices(&authz::own_account(caller)?.name, crate::now())
-        })
-        .await
+        self.run(&header, calls::devices).await
     }
 
     async fn forget_devices(
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<u32, TwofoldError> {
-        self.run(&header, |e, caller| {
-            e.forget_devices(&authz::own_account(caller)?.name, caller)
-        })
-        .await
+        self.run(&header, calls::forget_devices).await
     }
 
     async fn admin_status(
@@ -205,8 +171,7 @@ impl Service {
         user: String,
     ) -> Result<UserStatus, TwofoldError> {
         self.run(&header, move |e, caller| {
-            authz::admin(caller, &e.config().admin_group, "AdminStatus")?;
-            e.status(&authz::named_account(&user)?, crate::now())
+            calls::admin_status(e, caller, &user)
         })
         .await
     }
@@ -217,11 +182,7 @@ impl Service {
         user: String,
     ) -> Result<(), TwofoldError> {
         self.run(&header, move |e, caller| {
-            let group = &e.config().admin_group;
-            authz::admin(caller, group, "AdminUnlock")?;
-            let account = authz::named_account(&user)?;
-            authz::may_unlock(caller, &account, group, "AdminUnlock")?;
-            e.unlock(&account.name, caller, crate::now())
+            calls::admin_unlock(e, caller, &user)
         })
         .await
     }
@@ -230,11 +191,7 @@ impl Service {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<ReportRow>, TwofoldError> {
-        self.run(&header, |e, caller| {
-            authz::admin(caller, &e.config().admin_group, "AdminReport")?;
-            e.report(crate::now())
-        })
-        .await
+        self.run(&header, calls::admin_report).await
     }
 
     async fn admin_explain(
@@ -245,9 +202,7 @@ impl Service {
         rhost: String,
     ) -> Result<Vec<String>, TwofoldError> {
         self.run(&header, move |e, caller| {
-            authz::admin(caller, &e.config().admin_group, "AdminExplain")?;
-            let account = authz::named_account(&user)?;
-            e.explain(&account, &context(&service, &rhost, 0), crate::now())
+            calls::admin_explain(e, caller, &user, &service, &rhost)
         })
         .await
     }
@@ -258,11 +213,7 @@ impl Service {
         user: String,
     ) -> Result<(), TwofoldError> {
         self.run(&header, move |e, caller| {
-            let group = &e.config().admin_group;
-            authz::admin(caller, group, "AdminReset")?;
-            let account = authz::named_account(&user)?;
-            authz::may_unlock(caller, &account, group, "AdminReset")?;
-            e.reset(&account.name, caller)
+            calls::admin_reset(e, caller, &user)
         })
         .await
     }
@@ -274,11 +225,7 @@ impl Service {
         mode: String,
     ) -> Result<(), TwofoldError> {
         self.run(&header, move |e, caller| {
-            let group = &e.config().admin_group;
-            authz::admin(caller, group, "AdminSetOverride")?;
-            let account = authz::named_account(&user)?;
-            authz::may_unlock(caller, &account, group, "AdminSetOverride")?;
-            e.set_override(&account.name, &mode, caller)
+            calls::admin_set_override(e, caller, &user, &mode)
         })
         .await
     }
@@ -289,8 +236,7 @@ impl Service {
         user: String,
     ) -> Result<u32, TwofoldError> {
         self.run(&header, move |e, caller| {
-            authz::admin(caller, &e.config().admin_group, "AdminForgetDevices")?;
-            e.forget_devices(&authz::named_account(&user)?.name, caller)
+            calls::admin_forget_devices(e, caller, &user)
         })
         .await
     }
@@ -301,23 +247,7 @@ impl Service {
         path: String,
     ) -> Result<String, TwofoldError> {
         self.run(&header, move |e, caller| {
-            authz::admin(caller, &e.config().admin_group, "AdminCheckPolicy")?;
-            if path.is_empty() {
-                return crate::rules::check_policy(&e.config().policy_file);
-            }
-            // Reading any file as root, and quoting it in errors, is for root only.
-            if caller != 0 {
-                crate::audit::log(
-                    crate::audit::Level::Warning,
-                    &format!(
-                        "access-denied caller_uid={caller} method=AdminCheckPolicy path-given"
-                    ),
-                );
-                return Err(TwofoldError::AccessDenied(
-                    "Only root may check a file other than the configured policy.".into(),
-                ));
-            }
-            crate::rules::check_policy(std::path::Path::new(&path))
+            calls::admin_check_policy(e, caller, &path)
         })
         .await
     }
@@ -326,10 +256,6 @@ impl Service {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, TwofoldError> {
-        self.run(&header, |e, caller| {
-            authz::admin(caller, &e.config().admin_group, "AdminReload")?;
-            e.reload_policy(Some(caller))
-        })
-        .await
+        self.run(&header, calls::admin_reload).await
     }
 }

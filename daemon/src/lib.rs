@@ -7,6 +7,7 @@ pub mod audit;
 pub mod authz;
 pub mod backup;
 pub mod bus;
+pub mod calls;
 pub mod config;
 pub mod engine;
 pub mod policy;

@@ -1,0 +1,176 @@
+//! Every D-Bus method, as a plain function of the engine, the caller's uid
+//! (from the bus, see `bus.rs`) and the method's arguments: `authz` decides
+//! what the caller may do, then the engine does it. `bus.rs` runs these on a
+//! blocking thread; the fuzz target `dbus_methods` calls them directly with
+//! arbitrary arguments.
+
+use crate::authz;
+use crate::engine::{Engine, LoginContext};
+use twofold_protocol::{
+    EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
+    UserStatus, VerifyReply,
+};
+
+type Result<T> = std::result::Result<T, TwofoldError>;
+
+fn context(service: &str, rhost: &str, caller_uid: u32) -> LoginContext {
+    LoginContext {
+        service: service.into(),
+        rhost: rhost.into(),
+        caller_uid,
+    }
+}
+
+pub fn begin_login(
+    e: &Engine,
+    caller: u32,
+    user: &str,
+    service: &str,
+    rhost: &str,
+) -> Result<LoginPlan> {
+    let account = authz::login_target(caller, user, "BeginLogin")?;
+    e.begin_login(&account, &context(service, rhost, caller), crate::now())
+}
+
+pub fn verify(
+    e: &Engine,
+    caller: u32,
+    user: &str,
+    code: &str,
+    service: &str,
+    rhost: &str,
+) -> Result<VerifyReply> {
+    let account = authz::login_target(caller, user, "Verify")?;
+    e.verify(
+        &account.name,
+        code,
+        &context(service, rhost, caller),
+        crate::now(),
+    )
+}
+
+pub fn begin_enrollment(e: &Engine, caller: u32) -> Result<EnrollmentOffer> {
+    let account = authz::own_account(caller)?;
+    e.begin_enrollment(account.uid, &account.name, crate::now())
+}
+
+pub fn confirm_enrollment(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
+    let account = authz::own_account(caller)?;
+    e.confirm_enrollment(account.uid, &account.name, code, crate::now())
+}
+
+pub fn status(e: &Engine, caller: u32) -> Result<UserStatus> {
+    e.status(&authz::own_account(caller)?, crate::now())
+}
+
+pub fn regenerate_backup_codes(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
+    let account = authz::own_account(caller)?;
+    e.regenerate_backup_codes(&account.name, code, crate::now())
+}
+
+pub fn enroll_at_login(
+    e: &Engine,
+    caller: u32,
+    user: &str,
+    service: &str,
+    rhost: &str,
+) -> Result<EnrollmentOffer> {
+    let account = authz::login_target(caller, user, "EnrollAtLogin")?;
+    e.enroll_at_login(&account, &context(service, rhost, caller), crate::now())
+}
+
+pub fn confirm_at_login(
+    e: &Engine,
+    caller: u32,
+    user: &str,
+    code: &str,
+) -> Result<Vec<SecretString>> {
+    let account = authz::login_target(caller, user, "ConfirmAtLogin")?;
+    e.confirm_at_login(&account, code, &context("", "", caller), crate::now())
+}
+
+pub fn disable(e: &Engine, caller: u32, code: &str) -> Result<()> {
+    e.disable(&authz::own_account(caller)?, code, crate::now())
+}
+
+pub fn devices(e: &Engine, caller: u32) -> Result<Vec<RememberedDevice>> {
+    e.devices(&authz::own_account(caller)?.name, crate::now())
+}
+
+pub fn forget_devices(e: &Engine, caller: u32) -> Result<u32> {
+    e.forget_devices(&authz::own_account(caller)?.name, caller)
+}
+
+pub fn admin_status(e: &Engine, caller: u32, user: &str) -> Result<UserStatus> {
+    authz::admin(caller, &e.config().admin_group, "AdminStatus")?;
+    e.status(&authz::named_account(user)?, crate::now())
+}
+
+pub fn admin_unlock(e: &Engine, caller: u32, user: &str) -> Result<()> {
+    let group = &e.config().admin_group;
+    authz::admin(caller, group, "AdminUnlock")?;
+    let account = authz::named_account(user)?;
+    authz::may_unlock(caller, &account, group, "AdminUnlock")?;
+    e.unlock(&account.name, caller, crate::now())
+}
+
+pub fn admin_report(e: &Engine, caller: u32) -> Result<Vec<ReportRow>> {
+    authz::admin(caller, &e.config().admin_group, "AdminReport")?;
+    e.report(crate::now())
+}
+
+pub fn admin_explain(
+    e: &Engine,
+    caller: u32,
+    user: &str,
+    service: &str,
+    rhost: &str,
+) -> Result<Vec<String>> {
+    authz::admin(caller, &e.config().admin_group, "AdminExplain")?;
+    let account = authz::named_account(user)?;
+    e.explain(&account, &context(service, rhost, 0), crate::now())
+}
+
+pub fn admin_reset(e: &Engine, caller: u32, user: &str) -> Result<()> {
+    let group = &e.config().admin_group;
+    authz::admin(caller, group, "AdminReset")?;
+    let account = authz::named_account(user)?;
+    authz::may_unlock(caller, &account, group, "AdminReset")?;
+    e.reset(&account.name, caller)
+}
+
+pub fn admin_set_override(e: &Engine, caller: u32, user: &str, mode: &str) -> Result<()> {
+    let group = &e.config().admin_group;
+    authz::admin(caller, group, "AdminSetOverride")?;
+    let account = authz::named_account(user)?;
+    authz::may_unlock(caller, &account, group, "AdminSetOverride")?;
+    e.set_override(&account.name, mode, caller)
+}
+
+pub fn admin_forget_devices(e: &Engine, caller: u32, user: &str) -> Result<u32> {
+    authz::admin(caller, &e.config().admin_group, "AdminForgetDevices")?;
+    e.forget_devices(&authz::named_account(user)?.name, caller)
+}
+
+pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String> {
+    authz::admin(caller, &e.config().admin_group, "AdminCheckPolicy")?;
+    if path.is_empty() {
+        return crate::rules::check_policy(&e.config().policy_file);
+    }
+    // Reading any file as root, and quoting it in errors, is for root only.
+    if caller != 0 {
+        crate::audit::log(
+            crate::audit::Level::Warning,
+            &format!("access-denied caller_uid={caller} method=AdminCheckPolicy path-given"),
+        );
+        return Err(TwofoldError::AccessDenied(
+            "Only root may check a file other than the configured policy.".into(),
+        ));
+    }
+    crate::rules::check_policy(std::path::Path::new(path))
+}
+
+pub fn admin_reload(e: &Engine, caller: u32) -> Result<String> {
+    authz::admin(caller, &e.config().admin_group, "AdminReload")?;
+    e.reload_policy(Some(caller))
+}
