@@ -287,6 +287,7 @@ impl Engine {
         let account = format!("{user}@{}", self.hostname);
         let uri =
             totp::key_uri(&secret, params, &self.cfg.totp.issuer, &account).map_err(internal)?;
+        let qr = crate::qr::render(&uri).map_err(internal)?;
         let secret_base32 = totp_rs::Secret::from(&secret[..]).to_base32();
         let timeout = self.cfg.enrollment.offer_timeout_secs;
         self.pending_map().insert(
@@ -303,8 +304,8 @@ impl Engine {
             &format!("enrollment-offered {}", field("user", user)),
         );
         Ok(EnrollmentOffer {
-            qr_code: crate::qr::render(&uri).map_err(internal)?.into(),
-            qr_code_ascii: crate::qr::render_ascii(&uri).map_err(internal)?.into(),
+            qr_code: qr.unicode.into(),
+            qr_code_ascii: qr.ascii.into(),
             uri: uri.into(),
             secret_base32: secret_base32.into(),
             expires_in_secs: timeout,

@@ -3,29 +3,35 @@
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 
-/// Unicode half blocks, two modules per character, with the quiet zone. Dark
-/// modules are drawn as spaces, so it scans on the dark background most
-/// terminals and SSH clients use.
-pub fn render(uri: &str) -> Result<String, qrcode::types::QrError> {
-    Ok(QrCode::new(uri.as_bytes())?
+/// The QR code of `uri`, drawn both ways an enrollment offer carries it.
+pub struct Drawings {
+    /// Unicode half blocks, two modules per character, with the quiet zone.
+    /// Dark modules are drawn as spaces, so it scans on the dark background
+    /// most terminals and SSH clients use.
+    pub unicode: String,
+    /// Plain ASCII for terminals without Unicode: two characters per module
+    /// (`##` and spaces, the same way round) and one line per row, with the
+    /// quiet zone; about twice as wide as the Unicode drawing.
+    pub ascii: String,
+}
+
+/// Encode `uri` once and draw it both ways.
+pub fn render(uri: &str) -> Result<Drawings, qrcode::types::QrError> {
+    let code = QrCode::new(uri.as_bytes())?;
+    let unicode = code
         .render::<Dense1x2>()
         .dark_color(Dense1x2::Light)
         .light_color(Dense1x2::Dark)
         .quiet_zone(true)
-        .build())
-}
-
-/// Plain ASCII for terminals without Unicode: two characters per module
-/// (`##` and spaces, drawn the same way round as [`render`]) and one line per
-/// row, with the quiet zone; about twice as wide as the Unicode rendering.
-pub fn render_ascii(uri: &str) -> Result<String, qrcode::types::QrError> {
-    Ok(QrCode::new(uri.as_bytes())?
+        .build();
+    let ascii = code
         .render::<char>()
         .dark_color(' ')
         .light_color('#')
         .module_dimensions(2, 1)
         .quiet_zone(true)
-        .build())
+        .build();
+    Ok(Drawings { unicode, ascii })
 }
 
 #[cfg(test)]
@@ -35,7 +41,8 @@ mod tests {
         let text = super::render(
             "otpauth://totp/twofold:alice%40host?secret=JBSWY3DPEHPK3PXP&issuer=twofold",
         )
-        .unwrap();
+        .unwrap()
+        .unicode;
         let lines: Vec<&str> = text.lines().collect();
         let width = lines[0].chars().count();
         assert!(width > 20 && lines.iter().all(|l| l.chars().count() == width));
@@ -48,8 +55,7 @@ mod tests {
     #[test]
     fn the_ascii_rendering_is_the_same_code_in_ascii() {
         let uri = "otpauth://totp/twofold:alice%40host?secret=JBSWY3DPEHPK3PXP&issuer=twofold";
-        let unicode = super::render(uri).unwrap();
-        let ascii = super::render_ascii(uri).unwrap();
+        let super::Drawings { unicode, ascii } = super::render(uri).unwrap();
         assert!(ascii.is_ascii() && ascii.chars().all(|c| matches!(c, ' ' | '#' | '\n')));
         let rows: Vec<&str> = ascii.lines().collect();
         let modules = rows.len();

@@ -54,14 +54,14 @@ pub async fn enroll<H: Host, D: Daemon>(
         host.show(Shown::Error, NO_MESSAGES);
         return PamResultCode::PAM_AUTH_ERR;
     }
-    let mut offer = match daemon
+    let offer = match daemon
         .enroll_at_login(user, &login.service, &login.rhost)
         .await
     {
         Ok(offer) => offer,
         Err(e) => return refused_by(host, e),
     };
-    let mut ascii = match qr {
+    let ascii = match qr {
         QrStyle::Ascii => true,
         QrStyle::Unicode => false,
         QrStyle::Auto => host.locale_is_utf8() == Some(false),
@@ -69,6 +69,8 @@ pub async fn enroll<H: Host, D: Daemon>(
     // One message, right before the prompt: OpenSSH shows PAM info messages
     // only together with the next prompt.
     host.show(Shown::Info, &offer_text(explanation, &offer, ascii));
+    // Kept (with the key in it) only while a redraw in ASCII may be asked for.
+    let mut redraw = (!ascii).then_some(offer);
     let mut attempt = 0;
     while attempt < MAX_TRIES {
         let answer = match host.prompt_hidden(PROMPT) {
@@ -83,14 +85,11 @@ pub async fn enroll<H: Host, D: Daemon>(
         };
         // Under sshd the client's character set is unknown: the user asks
         // for ASCII when the Unicode drawing comes out garbled. Once.
-        if !ascii && answer.trim_ascii().eq_ignore_ascii_case(b"a") {
-            ascii = true;
+        if answer.trim_ascii().eq_ignore_ascii_case(b"a")
+            && let Some(offer) = redraw.take()
+        {
             host.show(Shown::Info, &offer_text("", &offer, true));
             continue;
-        }
-        if ascii {
-            // Never drawn again: the key need not stay in memory.
-            offer = EnrollmentOffer::default();
         }
         attempt += 1;
         let parsed = code::parse(&answer);
@@ -101,7 +100,7 @@ pub async fn enroll<H: Host, D: Daemon>(
         let problem = match parsed {
             Ok(Code::Totp(code)) => match daemon.confirm_at_login(user, &code).await {
                 Ok(backup_codes) => {
-                    drop(offer);
+                    drop(redraw);
                     // The codes travel inside a prompt: OpenSSH shows info
                     // messages only with the next prompt, and otherwise logs
                     // them (at debug level) and sends them as a banner that

@@ -80,7 +80,7 @@ pub struct VerifyReply {
 
 /// A fresh secret offered to the caller by `BeginEnrollment`; stored only
 /// once `ConfirmEnrollment` proves the user's app computes the same codes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, Type)]
+#[derive(Debug, Clone, Serialize, Deserialize, Type)]
 pub struct EnrollmentOffer {
     /// The Key URI as a QR code, text lines of Unicode half blocks (rendered
     /// by the daemon so that the command and the module show the same thing).
