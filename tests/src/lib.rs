@@ -162,6 +162,13 @@ impl Bus {
         c
     }
 
+    /// `twofold ARGS` as root on this bus (the administrator's view).
+    pub fn twofold(&self, args: &[&str]) -> Result<Output> {
+        let mut c = self.command(artifacts().twofold());
+        c.args(args);
+        output(c)
+    }
+
     /// `program args…` run as `user` (through runuser), on this bus.
     pub fn command_as(&self, user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("runuser");
@@ -567,6 +574,26 @@ pub fn uri_secret(uri: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// The shipped `packaging/pam.d/NAME` file, with `pam_twofold.so` (and its
+/// arguments) pointing at the built module and `module_args` added.
+pub fn packaged_stack(name: &str, module_args: &str) -> Result<String> {
+    let text = std::fs::read_to_string(workspace_root().join("packaging/pam.d").join(name))
+        .with_context(|| format!("packaging/pam.d/{name}"))?;
+    let module = artifacts().module.display().to_string();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with('#') || !l.contains("pam_twofold.so") {
+                l.to_string()
+            } else {
+                let with_args = format!("{module} {module_args}");
+                l.replace("pam_twofold.so", with_args.trim_end())
+            }
+        })
+        .collect();
+    Ok(lines.join("\n") + "\n")
+}
+
 /// The remote host of a login unless a test names another (TEST-NET-1).
 pub const DEFAULT_RHOST: &str = "192.0.2.10";
 
@@ -613,7 +640,7 @@ impl PamService {
     /// of the host's `common-*` files (which it includes), with
     /// `pam_twofold.so` pointing at the built module.
     pub fn packaged(file: &str, name: &str) -> Result<PamService> {
-        let stack = ssh::packaged_stack(file, "")?;
+        let stack = packaged_stack(file, "")?;
         let service = Self::named(name, &stack)?;
         for entry in std::fs::read_dir("/etc/pam.d")? {
             let entry = entry?;

@@ -19,6 +19,7 @@
 //! keyboard-interactive prompt, with the PAM messages sshd puts in front of
 //! it, goes to `ssh-askpass`, which hands it to the test and types its answer.
 
+pub use crate::packaged_stack;
 use crate::{Bus, artifacts, wait_for, workspace_root};
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
@@ -27,26 +28,6 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The shipped `packaging/pam.d/NAME` file, with `pam_twofold.so` (and its
-/// arguments) pointing at the built module and `module_args` added.
-pub fn packaged_stack(name: &str, module_args: &str) -> Result<String> {
-    let text = std::fs::read_to_string(workspace_root().join("packaging/pam.d").join(name))
-        .with_context(|| format!("packaging/pam.d/{name}"))?;
-    let module = artifacts().module.display().to_string();
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with('#') || !l.contains("pam_twofold.so") {
-                l.to_string()
-            } else {
-                let with_args = format!("{module} {module_args}");
-                l.replace("pam_twofold.so", with_args.trim_end())
-            }
-        })
-        .collect();
-    Ok(lines.join("\n") + "\n")
-}
 
 /// A throwaway sshd on 127.0.0.1, stopped when dropped.
 pub struct Sshd {
@@ -123,8 +104,9 @@ fn private_accounts(root: &Path, accounts: &[(&str, &str)]) -> Result<()> {
             .map(|(_, hash)| hash.clone())
     })?;
     std::fs::set_permissions(etc.join("shadow"), std::fs::Permissions::from_mode(0o640))?;
+    let shadow = std::fs::read_to_string(etc.join("shadow"))?;
     for (user, _) in accounts {
-        if !std::fs::read_to_string(etc.join("shadow"))?.contains(&format!("\n{user}:$6$")) {
+        if !shadow.contains(&format!("\n{user}:$6$")) {
             bail!("{user} is not an account of this host (create it with test_user first)");
         }
     }
@@ -313,13 +295,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// What the person at the keyboard does at a prompt.
-pub enum Answer {
-    Type(String),
-    /// Close the prompt without answering (Ctrl-C at the prompt).
-    Cancel,
-}
-
 /// One `ssh` run: every prompt it showed, in order, and how it ended.
 #[derive(Debug)]
 pub struct SshLogin {
@@ -487,8 +462,8 @@ impl<'a> SshClient<'a> {
         result.map(|()| String::from_utf8_lossy(&seen).into_owned())
     }
 
-    /// Connect and answer each prompt with `answer(prompt)`.
-    pub fn login(&self, sshd: &Sshd, mut answer: impl FnMut(&str) -> Answer) -> Result<SshLogin> {
+    /// Connect and answer each prompt with what `answer(prompt)` types.
+    pub fn login(&self, sshd: &Sshd, mut answer: impl FnMut(&str) -> String) -> Result<SshLogin> {
         let dir = tempfile::Builder::new().prefix("twofold-ssh-").tempdir()?;
         let socket = dir.path().join("askpass.sock");
         let listener = UnixListener::bind(&socket)?;
@@ -543,10 +518,7 @@ impl<'a> SshClient<'a> {
                     let prompt = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
                     let reply = answer(&prompt);
                     prompts.push(prompt);
-                    match reply {
-                        Answer::Type(s) => stream.write_all(s.as_bytes())?,
-                        Answer::Cancel => stream.write_all(&[0])?,
-                    }
+                    stream.write_all(reply.as_bytes())?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if let Some(status) = child.try_wait()? {

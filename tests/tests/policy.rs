@@ -50,12 +50,14 @@ fn prompted(a: &Attempt) -> bool {
 
 /// `twofold ARGS` as `user` (root when `None`).
 fn twofold(w: &World, user: Option<&str>, args: &[&str]) -> std::process::Output {
-    let mut c = match user {
-        Some(u) => w.bus.command_as(u, artifacts().twofold()),
-        None => w.bus.command(artifacts().twofold()),
-    };
-    c.args(args);
-    output(c).unwrap()
+    match user {
+        Some(u) => {
+            let mut c = w.bus.command_as(u, artifacts().twofold());
+            c.args(args);
+            output(c).unwrap()
+        }
+        None => w.bus.twofold(args).unwrap(),
+    }
 }
 
 fn text(out: &std::process::Output) -> String {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::VecDeque;
-use twofold_e2e::ssh::{Answer, ClientKey, SshClient, SshLogin, Sshd, SshdSetup, packaged_stack};
+use twofold_e2e::ssh::{ClientKey, SshClient, SshLogin, Sshd, SshdSetup, packaged_stack};
 use twofold_e2e::*;
 
 const PASSWORD: &str = "ssh horse 42";
@@ -57,16 +57,16 @@ const REQUIRE: &str = "[default]\nmode = \"require\"\n\
 
 /// Someone who knows the password and types `codes` in turn at the code
 /// prompts (an empty string once they run out), Enter at anything else.
-fn person(password: &str, codes: &[&str]) -> impl FnMut(&str) -> Answer + use<> {
+fn person(password: &str, codes: &[&str]) -> impl FnMut(&str) -> String + use<> {
     let password = password.to_string();
     let mut codes: VecDeque<String> = codes.iter().map(|c| c.to_string()).collect();
     move |prompt: &str| {
         if prompt.ends_with("Password: ") {
-            Answer::Type(password.clone())
+            password.clone()
         } else if prompt.ends_with(CODE_PROMPT) {
-            Answer::Type(codes.pop_front().unwrap_or_default())
+            codes.pop_front().unwrap_or_default()
         } else {
-            Answer::Type(String::new())
+            String::new()
         }
     }
 }
@@ -154,12 +154,7 @@ fn a_wrong_password_never_reaches_the_code_or_enrollment() {
 }
 
 fn bus_status(h: &Host, user: &str) -> String {
-    let out = output({
-        let mut c = h.bus.command(artifacts().twofold());
-        c.args(["admin", "status", user]);
-        c
-    })
-    .unwrap();
+    let out = h.bus.twofold(&["admin", "status", user]).unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
@@ -200,14 +195,14 @@ fn a_required_user_enrolls_inside_the_ssh_login() {
     let enrolling = SshClient::new(BEN)
         .login(&h.sshd, |prompt: &str| {
             if prompt.ends_with("Password: ") {
-                Answer::Type(PASSWORD.into())
+                PASSWORD.into()
             } else if let Some(uri) = prompt.lines().find_map(|l| l.strip_prefix("Key URI: ")) {
                 let secret = uri_secret(uri).unwrap();
                 let code = oathtool(&secret, 0).unwrap();
                 secret_seen = Some(secret);
-                Answer::Type(code)
+                code
             } else {
-                Answer::Type(String::new())
+                String::new()
             }
         })
         .unwrap();
@@ -401,18 +396,18 @@ fn ascii_qr(prompt: &str) -> bool {
 
 /// An enrollment at login answered by `pick(prompt)` until the Key URI is
 /// shown, then with oathtool's code.
-fn enroll_over_ssh(h: &Host, mut pick: impl FnMut(&str) -> Option<Answer>) -> SshLogin {
+fn enroll_over_ssh(h: &Host, mut pick: impl FnMut(&str) -> Option<String>) -> SshLogin {
     let login = SshClient::new(BEN)
         .login(&h.sshd, |prompt: &str| {
             if prompt.ends_with("Password: ") {
-                return Answer::Type(PASSWORD.into());
+                return PASSWORD.into();
             }
             if let Some(answer) = pick(prompt) {
                 return answer;
             }
             match prompt.lines().find_map(|l| l.strip_prefix("Key URI: ")) {
-                Some(uri) => Answer::Type(oathtool(&uri_secret(uri).unwrap(), 0).unwrap()),
-                None => Answer::Type(String::new()),
+                Some(uri) => oathtool(&uri_secret(uri).unwrap(), 0).unwrap(),
+                None => String::new(),
             }
         })
         .unwrap();
@@ -427,7 +422,7 @@ fn the_qr_code_is_redrawn_in_ascii_when_the_user_types_a() {
     let login = enroll_over_ssh(&h, |prompt| {
         (prompt.contains("Type A at the prompt") && !asked).then(|| {
             asked = true;
-            Answer::Type("a".into())
+            "a".into()
         })
     });
     // Password, Unicode offer, ASCII offer, backup codes.

@@ -177,7 +177,7 @@ fn report(users: usize) -> Result<()> {
 /// `sshd` stack) beside password only (the same file without pam_twofold),
 /// interleaved, `n` of each; wall time of the whole `ssh` run.
 fn ssh(n: usize) -> Result<()> {
-    use twofold_e2e::ssh::{Answer, SshClient, Sshd, SshdSetup, packaged_stack};
+    use twofold_e2e::ssh::{SshClient, Sshd, SshdSetup, packaged_stack};
     use_release_build();
     const PASSWORD: &str = "bench horse 9";
     let bus = Bus::start()?;
@@ -226,11 +226,11 @@ fn ssh(n: usize) -> Result<()> {
     for (i, (user, secret)) in users.iter().enumerate() {
         let code = twofold_e2e::oathtool(secret, 0)?;
         let answer = |prompt: &str| {
-            Answer::Type(if prompt.ends_with("Password: ") {
+            if prompt.ends_with("Password: ") {
                 PASSWORD.into()
             } else {
                 code.clone()
-            })
+            }
         };
         let client = SshClient::new(user);
         // Alternate which goes first, so neither always meets a warm cache.

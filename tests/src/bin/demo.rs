@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use twofold_e2e::ssh::{Answer, SshClient, SshLogin, Sshd, SshdSetup, packaged_stack};
+use twofold_e2e::ssh::{SshClient, SshLogin, Sshd, SshdSetup, packaged_stack};
 use twofold_e2e::{Bus, Daemon, oathtool, uri_secret};
 use twofold_protocol::text::group_key;
 
@@ -162,15 +162,15 @@ fn scripted(daemon: &Daemon, sshd: &Sshd, password: &str) -> Result<()> {
     let mut secret = None;
     let first = client.login(sshd, |prompt: &str| {
         if prompt.ends_with("Password: ") {
-            return Answer::Type(password.into());
+            return password.into();
         }
         if let Some(uri) = prompt.lines().find_map(|l| l.strip_prefix("Key URI: ")) {
             let key = uri_secret(uri).unwrap_or_default();
             let code = oathtool(&key, 0).unwrap_or_default();
             secret = Some(key);
-            return Answer::Type(code);
+            return code;
         }
-        Answer::Type(String::new())
+        String::new()
     })?;
     println!("First login (enrolls inside the SSH login):");
     transcript(&first, secret.as_deref());
@@ -191,11 +191,11 @@ fn scripted(daemon: &Daemon, sshd: &Sshd, password: &str) -> Result<()> {
     ];
     for (what, input, expected) in steps {
         let login = client.login(sshd, |prompt: &str| {
-            Answer::Type(if prompt.ends_with("Password: ") {
+            if prompt.ends_with("Password: ") {
                 password.into()
             } else {
                 input.into()
-            })
+            }
         })?;
         println!("Login {what}:");
         transcript(&login, None);

@@ -2,8 +2,7 @@
 //! the demo. `ssh` runs it (`SSH_ASKPASS`, `SSH_ASKPASS_REQUIRE=force`) for
 //! every prompt, with the prompt text (PAM messages included) as its
 //! argument. It hands the prompt to the test over the Unix socket named by
-//! `TWOFOLD_ASKPASS_SOCKET` and prints the answer the test sends back. An
-//! answer starting with a NUL byte means "the user cancelled": exit 1.
+//! `TWOFOLD_ASKPASS_SOCKET` and prints the answer the test sends back.
 #![allow(clippy::print_stdout)]
 
 use std::io::{Read, Write};
@@ -25,7 +24,6 @@ fn main() -> ExitCode {
         Ok(answer)
     })();
     match answer {
-        Ok(answer) if answer.first() == Some(&0) => ExitCode::FAILURE,
         Ok(answer) => {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(&answer);
