@@ -228,6 +228,15 @@ fn a_required_user_enrolls_inside_the_ssh_login() {
     let (secret, backup) = shown_enrollment(&enrolling);
     assert_eq!(Some(secret.clone()), secret_seen);
     assert_eq!(backup.len(), 10, "{}", enrolling.prompts[2]);
+    // Shown to the user, logged nowhere: not by twofoldd, not by sshd.
+    let logs = h.daemon.log() + &h.sshd.log();
+    for secret in backup
+        .iter()
+        .map(|c| c.replace('-', ""))
+        .chain([secret.clone()])
+    {
+        assert!(!logs.contains(&secret), "a secret is in the logs:\n{logs}");
+    }
 
     // The next login asks for a code; a backup code from the screen works.
     let again = SshClient::new(BEN)
