@@ -88,6 +88,15 @@ fn sigkill_at_random_moments_loses_nothing_confirmed_and_accepts_nothing_twice()
         .collect();
     let mut rng = rand::rng();
     let mut n = Counts::default();
+    // Everyone enrolled before the first kill, so that every round can be
+    // any of the three operations (an enrollment round re-enrolls).
+    for user in &mut users {
+        let e = enroll_confirming(&bus, &user.name, 0).unwrap();
+        user.secret = Some(e.secret);
+        user.backup = e.backup_codes;
+        user.last_step = step_now();
+        n.confirmed_enrollments += 1;
+    }
 
     for round in 0..kills {
         let pid = daemon.pid().unwrap() as libc::pid_t;
@@ -99,10 +108,11 @@ fn sigkill_at_random_moments_loses_nothing_confirmed_and_accepts_nothing_twice()
             (1, u) if u.backup.is_empty() => 2,
             (op, _) => op,
         };
-        // Somewhere within the operation, or just after it: an enrollment
-        // takes a few hundred ms (ten Argon2id hashes), a backup code tens,
-        // a TOTP code a few.
-        let span_us = [600_000, 150_000, 40_000][op];
+        // Somewhere within the operation, or after it: an enrollment takes
+        // a few hundred ms (ten Argon2id hashes), a backup code tens, a TOTP
+        // code a few; the spans are about twice that, so that about half
+        // the operations complete and their replay is checked.
+        let span_us = [600_000, 300_000, 80_000][op];
         let delay = Duration::from_micros(rng.random_range(0..span_us));
         n.operations += 1;
         std::thread::scope(|scope| {
