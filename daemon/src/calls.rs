@@ -65,7 +65,7 @@ pub fn status(e: &Engine, caller: u32) -> Result<UserStatus> {
 
 pub fn regenerate_backup_codes(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
     let account = authz::own_account(caller)?;
-    e.regenerate_backup_codes(&account.name, code, crate::now())
+    e.regenerate_backup_codes(&account, code, crate::now())
 }
 
 pub fn enroll_at_login(

@@ -46,6 +46,11 @@ pub struct ThrottleConfig {
     pub lockout_after: u32,
     /// Wait after each failure past `lockout_after`; bounded, so no one is locked out for good.
     pub lockout_secs: u64,
+    /// Wrong codes for one account, from anywhere, allowed at once by the
+    /// account-wide ceiling (which bounds attackers with many addresses).
+    pub account_burst: u32,
+    /// The ceiling allows one more wrong code per this many seconds.
+    pub account_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -89,6 +94,8 @@ impl Default for ThrottleConfig {
             max_delay_secs: 1800,
             lockout_after: 100,
             lockout_secs: 86_400,
+            account_burst: 30,
+            account_interval_secs: 1800,
         }
     }
 }
@@ -172,7 +179,7 @@ impl Config {
         let t = &self.totp;
         let th = &self.throttle;
         let e = &self.enrollment;
-        let rules: [(bool, &'static str, String); 12] = [
+        let rules: [(bool, &'static str, String); 14] = [
             (self.state_dir.is_absolute(), "state_dir", "state_dir must be an absolute path".into()),
             (self.policy_file.is_absolute(), "policy_file", "policy_file must be an absolute path".into()),
             (!self.admin_group.is_empty(), "admin_group", "admin_group must not be empty".into()),
@@ -199,6 +206,16 @@ impl Config {
                 th.lockout_secs >= th.max_delay_secs && th.lockout_secs <= 7 * 86_400,
                 "throttle.lockout_secs",
                 "throttle.lockout_secs must be between max_delay_secs and 604800 (a week): a lockout must end".into(),
+            ),
+            (
+                (1..=1000).contains(&th.account_burst),
+                "throttle.account_burst",
+                format!("throttle.account_burst must be 1 to 1000, not {}", th.account_burst),
+            ),
+            (
+                (1..=86_400).contains(&th.account_interval_secs),
+                "throttle.account_interval_secs",
+                "throttle.account_interval_secs must be 1 to 86400".into(),
             ),
             (
                 (5..=20).contains(&e.backup_codes) && e.offer_timeout_secs >= 60,

@@ -6,8 +6,9 @@ use crate::backup::{self, HashParams};
 use crate::config::Config;
 use crate::policy::Policy;
 use crate::store::{ENROLLMENT_VERSION, Enrollment, Event, Loaded, SecretBytes, Store, StoreError};
-use crate::throttle;
+use crate::throttle::{self, Source, SourceTable};
 use crate::totp::{self, TotpCheck, TotpParams};
+use crate::users::Account;
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -45,14 +46,42 @@ impl LoginContext {
     pub fn trusted_rhost(&self) -> Option<&str> {
         (self.caller_uid == 0 && !self.rhost.is_empty()).then_some(self.rhost.as_str())
     }
+
+    /// Where wrong codes are counted.
+    pub fn source(&self) -> Source {
+        Source::of(self.caller_uid, &self.rhost)
+    }
 }
 
-/// The refusal while a user is throttled, the same from every path.
-pub(crate) fn throttled_text(wait: u64) -> String {
-    format!(
-        "Too many wrong codes. Try again in {}.",
-        human_duration(wait)
-    )
+/// Why no code is checked now: wrong codes from this source, or from
+/// everywhere for this account (the account-wide ceiling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hold {
+    pub wait: u64,
+    pub account_wide: bool,
+}
+
+impl Hold {
+    /// The refusal, the same from every path.
+    pub fn text(self) -> String {
+        let wait = human_duration(self.wait);
+        if self.account_wide {
+            format!(
+                "Too many wrong codes for this account from several places. Try again in {wait}, \
+or ask your administrator to unlock it."
+            )
+        } else {
+            format!("Too many wrong codes. Try again in {wait}.")
+        }
+    }
+
+    pub fn outcome(self) -> &'static str {
+        if self.account_wide {
+            "throttled-account"
+        } else {
+            "throttled"
+        }
+    }
 }
 
 struct Pending {
@@ -69,6 +98,9 @@ pub struct Engine {
     hostname: String,
     stripes: Vec<Mutex<()>>,
     pending: Mutex<HashMap<u32, Pending>>,
+    /// Wrong codes in a row per account and source (the account-wide
+    /// ceiling is in each enrollment, on disk).
+    sources: Mutex<SourceTable>,
     /// Replaced whole on reload; a login uses the policy it started with.
     pub(crate) policy: RwLock<Arc<Policy>>,
 }
@@ -101,6 +133,7 @@ impl Engine {
             hostname: crate::users::hostname(),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             pending: Mutex::new(HashMap::new()),
+            sources: Mutex::new(SourceTable::default()),
         }
     }
 
@@ -125,8 +158,55 @@ impl Engine {
         }
     }
 
-    pub(crate) fn wait_for(&self, e: &Enrollment, now: u64) -> u64 {
-        throttle::retry_after(&self.cfg.throttle, e.failures, e.last_failure, now)
+    pub(crate) fn source_table(&self) -> MutexGuard<'_, SourceTable> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a code from `source` for `user` (whose state is `e`) must wait.
+    /// Addresses that logged the user in recently skip the account-wide
+    /// ceiling, never their own back-off.
+    pub(crate) fn hold(
+        &self,
+        user: &str,
+        source: &Source,
+        e: &Enrollment,
+        now: u64,
+    ) -> Option<Hold> {
+        let cfg = &self.cfg.throttle;
+        let table = self.source_table();
+        let own = table.wait(cfg, user, source, now);
+        let ceiling = if table.is_known(user, source, now) {
+            0
+        } else {
+            throttle::ceiling_wait(cfg, e.ceiling_tat, now)
+        };
+        (own > 0 || ceiling > 0).then_some(Hold {
+            wait: own.max(ceiling),
+            account_wide: ceiling > own,
+        })
+    }
+
+    /// The longest wait anywhere for `user`, for status and reports.
+    pub(crate) fn longest_wait(&self, user: &str, e: &Enrollment, now: u64) -> u64 {
+        let cfg = &self.cfg.throttle;
+        let own = self.source_table().longest_wait(cfg, user, now);
+        own.max(throttle::ceiling_wait(cfg, e.ceiling_tat, now))
+    }
+
+    /// A wrong code from `source`: on disk (with the account-wide bucket),
+    /// then in the source's count.
+    pub(crate) fn record_failure(
+        &self,
+        user: &str,
+        source: &Source,
+        loaded: &mut Loaded,
+        now: u64,
+    ) -> Result<(), TwofoldError> {
+        let ceiling =
+            throttle::ceiling_after_failure(&self.cfg.throttle, loaded.enrollment.ceiling_tat, now);
+        self.record(user, loaded, Event::Failure { at: now, ceiling })?;
+        self.source_table().failed(user, source, now);
+        Ok(())
     }
 
     pub(crate) fn log_login(&self, user: &str, ctx: &LoginContext, outcome: &str) {
@@ -163,6 +243,7 @@ impl Engine {
             self.log_login(user, ctx, "refused-malformed-input");
             TwofoldError::InvalidInput(e.user_message().into())
         })?;
+        let source = ctx.source();
         let _guard = self.lock(user);
         let Some(mut loaded) = self.store.load(user)? else {
             self.log_login(user, ctx, "not-enrolled");
@@ -171,38 +252,43 @@ impl Engine {
                 message: NOT_ENROLLED_NOTICE.into(),
             });
         };
-        let wait = self.wait_for(&loaded.enrollment, now);
-        if wait > 0 {
-            self.log_login(user, ctx, "throttled");
+        if let Some(hold) = self.hold(user, &source, &loaded.enrollment, now) {
+            self.log_login(user, ctx, hold.outcome());
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::Throttled,
-                message: self.refusal(&throttled_text(wait)),
+                message: self.refusal(&hold.text()),
             });
         }
         let e = &loaded.enrollment;
-        let (outcome, event) = match &code {
+        let (outcome, accepted) = match &code {
             Code::Totp(c) => match totp::check(&e.secret.0, self.params_of(e), c, now, e.last_step)
                 .map_err(internal)?
             {
                 TotpCheck::Valid(step) => (
                     VerifyOutcome::Accepted,
-                    Event::TotpAccepted { step, at: now },
+                    Some(Event::TotpAccepted { step, at: now }),
                 ),
-                TotpCheck::Replayed => (VerifyOutcome::Replayed, Event::Failure { at: now }),
-                TotpCheck::Wrong => (VerifyOutcome::Wrong, Event::Failure { at: now }),
+                TotpCheck::Replayed => (VerifyOutcome::Replayed, None),
+                TotpCheck::Wrong => (VerifyOutcome::Wrong, None),
             },
             Code::Backup(c) => match e.backup.find(c).map_err(internal)? {
                 Some(index) => (
                     VerifyOutcome::AcceptedBackupCode,
-                    Event::BackupUsed {
+                    Some(Event::BackupUsed {
                         index: index as u64,
                         at: now,
-                    },
+                    }),
                 ),
-                None => (VerifyOutcome::Wrong, Event::Failure { at: now }),
+                None => (VerifyOutcome::Wrong, None),
             },
         };
-        self.record(user, &mut loaded, event)?;
+        match accepted {
+            Some(event) => {
+                self.record(user, &mut loaded, event)?;
+                self.source_table().succeeded(user, &source, now);
+            }
+            None => self.record_failure(user, &source, &mut loaded, now)?,
+        }
         let e = &loaded.enrollment;
         let message = match outcome {
             VerifyOutcome::AcceptedBackupCode => {
@@ -219,11 +305,11 @@ impl Engine {
             VerifyOutcome::Replayed => {
                 self.refusal("That code was already used. Wait for the next code from your app.")
             }
-            VerifyOutcome::Wrong => match self.wait_for(e, now) {
-                0 => self.refusal(WRONG_CODE),
-                wait => self.refusal(&format!(
+            VerifyOutcome::Wrong => match self.hold(user, &source, e, now) {
+                None => self.refusal(WRONG_CODE),
+                Some(hold) => self.refusal(&format!(
                     "Wrong code. Wait {} before trying again.",
-                    human_duration(wait)
+                    human_duration(hold.wait)
                 )),
             },
             _ => String::new(),
@@ -382,9 +468,11 @@ impl Engine {
             backup,
             failures: 0,
             last_failure: 0,
+            ceiling_tat: 0,
             last_login: None,
         };
         self.store.write_enrollment(user, &enrollment)?;
+        self.source_table().forget_user(user);
         audit::log(
             Level::Info,
             &format!("enrolled {} method=totp", field("user", user)),
@@ -398,11 +486,14 @@ impl Engine {
     /// the state and the step the code was for.
     pub(crate) fn prove_with_code(
         &self,
-        user: &str,
+        account: &Account,
         input: &str,
         now: u64,
         action: &str,
     ) -> Result<(Loaded, u64), TwofoldError> {
+        let user = account.name.as_str();
+        // The user's own program: counted as that uid, like a screen locker.
+        let source = Source::Caller(account.uid);
         let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
             return Err(TwofoldError::InvalidInput(
                 "Type the current code from your authenticator app.".into(),
@@ -414,17 +505,19 @@ impl Engine {
                     .into(),
             ));
         };
-        let wait = self.wait_for(&loaded.enrollment, now);
-        if wait > 0 {
-            return Err(TwofoldError::Throttled(throttled_text(wait)));
+        if let Some(hold) = self.hold(user, &source, &loaded.enrollment, now) {
+            return Err(TwofoldError::Throttled(hold.text()));
         }
         let e = &loaded.enrollment;
         match totp::check(&e.secret.0, self.params_of(e), &code, now, e.last_step)
             .map_err(internal)?
         {
-            TotpCheck::Valid(step) => Ok((loaded, step)),
+            TotpCheck::Valid(step) => {
+                self.source_table().succeeded(user, &source, now);
+                Ok((loaded, step))
+            }
             other => {
-                self.record(user, &mut loaded, Event::Failure { at: now })?;
+                self.record_failure(user, &source, &mut loaded, now)?;
                 audit::log(
                     Level::Warning,
                     &format!("{action}-refused {}", field("user", user)),
@@ -443,12 +536,13 @@ impl Engine {
     /// New backup codes for `user`, after a current TOTP code (throttled like a login).
     pub fn regenerate_backup_codes(
         &self,
-        user: &str,
+        account: &Account,
         input: &str,
         now: u64,
     ) -> Result<Vec<SecretString>, TwofoldError> {
+        let user = account.name.as_str();
         let _guard = self.lock(user);
-        let (loaded, step) = self.prove_with_code(user, input, now, "backup-codes")?;
+        let (loaded, step) = self.prove_with_code(account, input, now, "backup-codes")?;
         let (codes, backup) =
             backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
                 .map_err(internal)?;
@@ -474,6 +568,7 @@ impl Engine {
             )));
         };
         self.record(user, &mut loaded, Event::Unlock { at: now })?;
+        self.source_table().forget_user(user);
         audit::log(
             Level::Info,
             &format!("admin-unlock {} admin_uid={admin_uid}", field("user", user)),

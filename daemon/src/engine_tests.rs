@@ -218,6 +218,127 @@ fn unlock_clears_the_wait() {
     );
 }
 
+fn from(rhost: &str) -> LoginContext {
+    LoginContext {
+        rhost: rhost.into(),
+        ..ctx()
+    }
+}
+
+fn reopen(d: &tempfile::TempDir, throttle: ThrottleConfig) -> Engine {
+    let cfg = Config {
+        state_dir: d.path().join("state"),
+        throttle,
+        ..Config::default()
+    };
+    Engine::new(
+        cfg.clone(),
+        FileStore::open(&cfg.state_dir).unwrap(),
+        FAST,
+        Policy::default(),
+    )
+}
+
+#[test]
+fn an_attacker_from_one_address_never_holds_up_the_owner_from_another() {
+    let (_d, e) = engine();
+    let (secret, _) = enroll(&e);
+    let attacker = from("198.51.100.7");
+    let mut t = T0 + 30;
+    // Guess as soon as allowed for a day: the owner from elsewhere is never held.
+    let mut checked = 0;
+    while t < T0 + 86_400 {
+        let r = e.verify("alice", "000000", &attacker, t).unwrap();
+        if r.outcome == VerifyOutcome::Wrong {
+            checked += 1;
+        }
+        let owner = e
+            .begin_login(&account("alice"), &from("203.0.113.5"), t)
+            .unwrap();
+        assert_eq!(owner.action, LoginAction::AskCode, "at {t}");
+        t += 10;
+    }
+    let cfg = ThrottleConfig::default();
+    assert_eq!(
+        checked,
+        throttle::guesses_within(&cfg, 86_400 - 30, 1),
+        "10 s polling"
+    );
+    // The owner gets in, and that does not reset the attacker's count.
+    let right = totp::code_at(&secret, SIX, t).unwrap();
+    let r = e.verify("alice", &right, &from("203.0.113.5"), t).unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::Accepted);
+    let r = e.verify("alice", "000000", &attacker, t).unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::Throttled);
+    assert!(
+        r.message.starts_with("Too many wrong codes. Try again in "),
+        "the attacker's own back-off: {}",
+        r.message
+    );
+}
+
+#[test]
+fn many_addresses_meet_the_account_ceiling_but_known_ones_do_not() {
+    let (d, e) = engine();
+    let (secret, _) = enroll(&e);
+    let t = T0 + 30;
+    let right = totp::code_at(&secret, SIX, t).unwrap();
+    assert_eq!(
+        e.verify("alice", &right, &from("203.0.113.5"), t)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::Accepted
+    );
+    let burst = ThrottleConfig::default().account_burst;
+    for i in 0..burst {
+        let r = e
+            .verify("alice", "000000", &from(&format!("198.51.100.{i}")), t)
+            .unwrap();
+        assert_eq!(r.outcome, VerifyOutcome::Wrong, "guess {i}");
+    }
+    // A new address now waits, even with a right code; the owner's usual one does not.
+    let next = totp::code_at(&secret, SIX, t + 30).unwrap();
+    let r = e
+        .verify("alice", &next, &from("192.0.2.99"), t + 30)
+        .unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::Throttled);
+    assert!(r.message.contains("from several places"), "{}", r.message);
+    assert_eq!(
+        e.begin_login(&account("alice"), &from("203.0.113.5"), t + 30)
+            .unwrap()
+            .action,
+        LoginAction::AskCode
+    );
+    assert_eq!(
+        e.verify("alice", &next, &from("203.0.113.5"), t + 30)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::Accepted
+    );
+    // The ceiling is on disk: a restart keeps it (and forgets the known address).
+    drop(e);
+    let e = reopen(&d, ThrottleConfig::default());
+    assert_eq!(
+        e.begin_login(&account("alice"), &from("203.0.113.5"), t + 31)
+            .unwrap()
+            .action,
+        LoginAction::Refuse
+    );
+    assert!(
+        e.status(&account("alice"), t + 31)
+            .unwrap()
+            .throttled_for_secs
+            > 0
+    );
+    e.unlock("alice", 0, t + 32).unwrap();
+    assert_eq!(
+        e.begin_login(&account("alice"), &from("192.0.2.99"), t + 32)
+            .unwrap()
+            .action,
+        LoginAction::AskCode
+    );
+}
+
 #[test]
 fn state_survives_a_new_engine() {
     let (d, e) = engine();
@@ -294,15 +415,17 @@ fn regenerating_backup_codes_needs_a_fresh_code_and_retires_the_old_ones() {
     let (_d, e) = engine();
     let (secret, old) = enroll(&e);
     assert!(matches!(
-        e.regenerate_backup_codes("alice", "000000", T0 + 30),
+        e.regenerate_backup_codes(&account("alice"), "000000", T0 + 30),
         Err(TwofoldError::InvalidInput(_))
     ));
     assert!(matches!(
-        e.regenerate_backup_codes("alice", old[0].expose(), T0 + 30),
+        e.regenerate_backup_codes(&account("alice"), old[0].expose(), T0 + 30),
         Err(TwofoldError::InvalidInput(_))
     ));
     let code = totp::code_at(&secret, SIX, T0 + 30).unwrap();
-    let new = e.regenerate_backup_codes("alice", &code, T0 + 30).unwrap();
+    let new = e
+        .regenerate_backup_codes(&account("alice"), &code, T0 + 30)
+        .unwrap();
     assert_eq!(new.len(), 10);
     assert_eq!(
         e.verify("alice", old[0].expose(), &ctx(), T0 + 31)

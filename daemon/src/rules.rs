@@ -3,7 +3,7 @@
 //! that the caller may act for the account.
 
 use crate::audit::{self, Level, field};
-use crate::engine::{Engine, LoginContext, internal, throttled_text};
+use crate::engine::{Engine, LoginContext, internal};
 use crate::policy::{self, Mode, Policy, Subject, Unenrolled};
 use crate::store::{Loaded, Remembered};
 use crate::users::{self, Account};
@@ -117,16 +117,23 @@ impl Engine {
                 "enrolled: yes ({} backup codes left)",
                 enrollment.backup.remaining()
             ));
-            let wait = self.wait_for(enrollment, now);
-            if wait > 0 {
-                reasons.push(format!("throttled for {}", human_duration(wait)));
-                let message = self.refusal(&throttled_text(wait));
+            if let Some(hold) = self.hold(user, &ctx.source(), enrollment, now) {
+                reasons.push(format!(
+                    "throttled for {} ({})",
+                    human_duration(hold.wait),
+                    if hold.account_wide {
+                        "wrong codes for this account from several places".to_string()
+                    } else {
+                        format!("wrong codes from {}", ctx.source())
+                    }
+                ));
+                let message = self.refusal(&hold.text());
                 return Ok(Planned {
                     plan: LoginPlan {
                         action: LoginAction::Refuse,
                         message,
                     },
-                    outcome: "throttled",
+                    outcome: hold.outcome(),
                     reasons,
                 });
             }
@@ -324,7 +331,7 @@ so you cannot log in. Ask your administrator to help you enroll.",
         let today = policy::date_of(now);
         let decision = policy.decide(&subject, meta.override_mode, today);
         let e = loaded.as_ref().map(|l| &l.enrollment);
-        let throttle = e.map_or((0, 0), |e| (self.wait_for(e, now), e.failures));
+        let throttle = e.map_or((0, 0), |e| (self.longest_wait(user, e, now), e.failures));
         let row = ReportRow {
             user: user.to_string(),
             uid: account.uid,
@@ -429,7 +436,7 @@ Ask your administrator if you lost your phone."
         }
         let _guard = self.lock(user);
         let mut meta = self.store.load_meta(user)?;
-        self.prove_with_code(user, input, now, "disable")?;
+        self.prove_with_code(account, input, now, "disable")?;
         self.store.remove_enrollment(user)?;
         // Hosts remembered for the old key must not skip the next one.
         if !meta.remembered.is_empty() {

@@ -73,9 +73,12 @@ pub struct Enrollment {
     /// Last TOTP step accepted (replay guard).
     pub last_step: Option<u64>,
     pub backup: BackupSet,
-    /// Wrong codes in a row, and when the last one came.
+    /// Wrong codes in a row (from any source), and when the last one came.
     pub failures: u32,
     pub last_failure: u64,
+    /// The account-wide throttle bucket: when it is full again (`throttle.rs`).
+    #[serde(default)]
+    pub ceiling_tat: u64,
     /// Last login with a code (TOTP or backup).
     #[serde(default)]
     pub last_login: Option<u64>,
@@ -107,10 +110,23 @@ pub struct Remembered {
 /// One journal record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    TotpAccepted { step: u64, at: u64 },
-    BackupUsed { index: u64, at: u64 },
-    Failure { at: u64 },
-    Unlock { at: u64 },
+    TotpAccepted {
+        step: u64,
+        at: u64,
+    },
+    BackupUsed {
+        index: u64,
+        at: u64,
+    },
+    /// A wrong code, and the account-wide bucket after it (computed by the
+    /// engine with the configured rate, so replaying needs no configuration).
+    Failure {
+        at: u64,
+        ceiling: u64,
+    },
+    Unlock {
+        at: u64,
+    },
 }
 
 impl Event {
@@ -118,7 +134,7 @@ impl Event {
         match self {
             Self::TotpAccepted { step, at } => (1, step, at),
             Self::BackupUsed { index, at } => (2, index, at),
-            Self::Failure { at } => (3, 0, at),
+            Self::Failure { at, ceiling } => (3, ceiling, at),
             Self::Unlock { at } => (4, 0, at),
         }
     }
@@ -150,7 +166,7 @@ impl Event {
         let event = match r[8] {
             1 => Event::TotpAccepted { step: value, at },
             2 => Event::BackupUsed { index: value, at },
-            3 => Event::Failure { at },
+            3 => Event::Failure { at, ceiling: value },
             4 => Event::Unlock { at },
             k => return Err(format!("unknown record kind {k}")),
         };
@@ -176,11 +192,15 @@ impl Enrollment {
                 self.last_login = Some(self.last_login.map_or(at, |l| l.max(at)));
                 self.failures = 0;
             }
-            Event::Failure { at } => {
+            Event::Failure { at, ceiling } => {
                 self.failures = self.failures.saturating_add(1);
                 self.last_failure = self.last_failure.max(at);
+                self.ceiling_tat = self.ceiling_tat.max(ceiling);
             }
-            Event::Unlock { .. } => self.failures = 0,
+            Event::Unlock { .. } => {
+                self.failures = 0;
+                self.ceiling_tat = 0;
+            }
         }
         Ok(())
     }
@@ -560,6 +580,7 @@ mod tests {
             backup,
             failures: 0,
             last_failure: 0,
+            ceiling_tat: 0,
             last_login: None,
         }
     }
@@ -577,11 +598,11 @@ mod tests {
         s.write_enrollment("alice", &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
         for e in [
-            Event::Failure { at: 10 },
-            Event::Failure { at: 11 },
+            Event::Failure { at: 10, ceiling: 0 },
+            Event::Failure { at: 11, ceiling: 0 },
             Event::TotpAccepted { step: 9, at: 12 },
             Event::BackupUsed { index: 1, at: 13 },
-            Event::Failure { at: 14 },
+            Event::Failure { at: 14, ceiling: 0 },
         ] {
             l.journal_len = s.append("alice", &l, e).unwrap();
         }
@@ -771,7 +792,7 @@ mod tests {
                 at: 1,
             },
             Event::BackupUsed { index: 3, at: 2 },
-            Event::Failure { at: 3 },
+            Event::Failure { at: 3, ceiling: 0 },
             Event::Unlock { at: 4 },
         ] {
             assert_eq!(Event::decode(&e.encode(42)).unwrap(), Some((42, e)));

@@ -1,9 +1,76 @@
-//! Per-user back-off after wrong codes. Pure functions of the failure count
-//! and the time, so the arithmetic in the README is checked by tests here.
+//! Back-off after wrong codes, counted per account *and* source address, with
+//! a slower account-wide ceiling. Pure functions of counts and times (and a
+//! bounded in-memory table), so the arithmetic in the README is checked by
+//! tests here.
+//!
+//! - Per source: wrong codes in a row from one address (IPv6: its /64, the
+//!   block one host usually holds) wait as `wait_after` says. An attacker's
+//!   failures never delay the owner logging in from elsewhere, and the
+//!   owner's success does not reset the attacker's count.
+//! - Per account: every wrong code, from anywhere, spends one token of a
+//!   bucket (`account_burst` tokens, one back every `account_interval_secs`),
+//!   which bounds an attacker with many addresses. Addresses that logged this
+//!   user in with a code recently skip this ceiling (not their own back-off),
+//!   so a distributed attack cannot keep the owner out of their usual hosts.
 
 use crate::config::ThrottleConfig;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
 
-/// Seconds a user must wait after their `failures`-th wrong code in a row.
+/// Successful logins make an address "known" to an account for this long.
+pub const KNOWN_SOURCE_SECS: u64 = 30 * 86_400;
+/// Entries kept in memory before the oldest are dropped. A dropped entry only
+/// forgets a per-source count; the account-wide ceiling is on disk.
+const MAX_TRACKED: usize = 100_000;
+/// Known addresses kept per account.
+const MAX_KNOWN_PER_USER: usize = 16;
+
+/// Where a code came from, as counted by the throttle.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A remote host named by the PAM stack (root): an IPv4 address, an IPv6
+    /// /64, or a host name as given.
+    Remote(String),
+    /// The PAM stack without a remote host: console, su, sudo.
+    Local,
+    /// A program running as this uid (a screen locker, `twofold`), whose word
+    /// about the remote host is not trusted.
+    Caller(u32),
+}
+
+impl Source {
+    pub fn of(caller_uid: u32, rhost: &str) -> Self {
+        if caller_uid != 0 {
+            return Self::Caller(caller_uid);
+        }
+        if rhost.is_empty() {
+            return Self::Local;
+        }
+        Self::Remote(match rhost.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => v4.to_string(),
+            Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+            Err(_) => rhost.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Remote(r) => f.write_str(r),
+            Self::Local => f.write_str("local"),
+            Self::Caller(uid) => write!(f, "uid {uid}"),
+        }
+    }
+}
+
+/// Seconds a source must wait after its `failures`-th wrong code in a row.
 pub fn wait_after(cfg: &ThrottleConfig, failures: u32) -> u64 {
     if failures <= cfg.free_failures {
         return 0;
@@ -24,28 +91,164 @@ pub fn retry_after(cfg: &ThrottleConfig, failures: u32, last_failure: u64, now: 
     allowed_at.saturating_sub(now)
 }
 
-/// An attacker who guesses as soon as the throttle allows, for `horizon_secs`,
-/// while the account owner logs in successfully every `reset_every_secs`
-/// (resetting the count; `None`: never). Returns the number of guesses.
-pub fn guesses_within(
-    cfg: &ThrottleConfig,
-    horizon_secs: u64,
-    reset_every_secs: Option<u64>,
-) -> u64 {
-    let mut guesses = 0u64;
-    let mut t = 0u64;
-    let mut failures = 0u32;
-    let mut next_reset = reset_every_secs.unwrap_or(u64::MAX);
-    while t < horizon_secs {
-        if t >= next_reset {
-            failures = 0;
-            next_reset = next_reset.saturating_add(reset_every_secs.unwrap_or(u64::MAX));
+/// Tokens the account-wide bucket holds, as seconds of its refill.
+fn bucket_secs(cfg: &ThrottleConfig) -> u64 {
+    u64::from(cfg.account_burst).saturating_mul(cfg.account_interval_secs)
+}
+
+/// The bucket is kept as the time it will be full again (`tat`, as in GCRA).
+/// A clock set back must not stretch a wait beyond what a full bucket takes.
+fn clamp_tat(cfg: &ThrottleConfig, tat: u64, now: u64) -> u64 {
+    tat.min(now.saturating_add(bucket_secs(cfg)))
+}
+
+/// The account-wide bucket after a wrong code at `now` (what the journal records).
+pub fn ceiling_after_failure(cfg: &ThrottleConfig, tat: u64, now: u64) -> u64 {
+    clamp_tat(cfg, tat, now)
+        .max(now)
+        .saturating_add(cfg.account_interval_secs)
+}
+
+/// Seconds until the account-wide ceiling lets a code be checked (0: now).
+pub fn ceiling_wait(cfg: &ThrottleConfig, tat: u64, now: u64) -> u64 {
+    let allowance = bucket_secs(cfg).saturating_sub(cfg.account_interval_secs);
+    clamp_tat(cfg, tat, now)
+        .saturating_sub(now)
+        .saturating_sub(allowance)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Streak {
+    failures: u32,
+    last: u64,
+}
+
+/// Wrong codes in a row per account and source, and the sources that logged
+/// each account in recently. In memory: a restart forgets them, and the
+/// account-wide ceiling, which is on disk, still holds.
+#[derive(Debug, Default)]
+pub struct SourceTable {
+    streaks: HashMap<String, HashMap<Source, Streak>>,
+    tracked: usize,
+    known: HashMap<String, Vec<(Source, u64)>>,
+}
+
+impl SourceTable {
+    /// Seconds `source` must wait before a code for `user` is checked.
+    pub fn wait(&self, cfg: &ThrottleConfig, user: &str, source: &Source, now: u64) -> u64 {
+        self.streaks
+            .get(user)
+            .and_then(|m| m.get(source))
+            .map_or(0, |s| retry_after(cfg, s.failures, s.last, now))
+    }
+
+    /// The longest wait of any source for `user`, and wrong codes in a row from it.
+    pub fn longest_wait(&self, cfg: &ThrottleConfig, user: &str, now: u64) -> u64 {
+        self.streaks.get(user).map_or(0, |m| {
+            m.values()
+                .map(|s| retry_after(cfg, s.failures, s.last, now))
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
+    pub fn failed(&mut self, user: &str, source: &Source, now: u64) {
+        if self.tracked >= MAX_TRACKED {
+            self.drop_oldest_half();
+        }
+        let per_user = self.streaks.entry(user.to_string()).or_default();
+        let streak = per_user.entry(source.clone()).or_insert_with(|| {
+            self.tracked += 1;
+            Streak {
+                failures: 0,
+                last: 0,
+            }
+        });
+        streak.failures = streak.failures.saturating_add(1);
+        streak.last = streak.last.max(now);
+    }
+
+    /// A code from `source` was right: its streak ends and it becomes known.
+    pub fn succeeded(&mut self, user: &str, source: &Source, now: u64) {
+        self.end_streak(user, source);
+        let known = self.known.entry(user.to_string()).or_default();
+        known.retain(|(s, at)| s != source && at.saturating_add(KNOWN_SOURCE_SECS) > now);
+        if known.len() >= MAX_KNOWN_PER_USER {
+            known.remove(0);
+        }
+        known.push((source.clone(), now));
+    }
+
+    /// Whether `source` logged `user` in with a code within `KNOWN_SOURCE_SECS`.
+    pub fn is_known(&self, user: &str, source: &Source, now: u64) -> bool {
+        self.known.get(user).is_some_and(|k| {
+            k.iter()
+                .any(|(s, at)| s == source && at.saturating_add(KNOWN_SOURCE_SECS) > now)
+        })
+    }
+
+    /// An administrator's unlock, or a new enrollment: every count starts over.
+    pub fn forget_user(&mut self, user: &str) {
+        if let Some(m) = self.streaks.remove(user) {
+            self.tracked -= m.len();
+        }
+    }
+
+    fn end_streak(&mut self, user: &str, source: &Source) {
+        if let Some(m) = self.streaks.get_mut(user) {
+            if m.remove(source).is_some() {
+                self.tracked -= 1;
+            }
+            if m.is_empty() {
+                self.streaks.remove(user);
+            }
+        }
+    }
+
+    /// At capacity: forget the half of the streaks that ended longest ago.
+    fn drop_oldest_half(&mut self) {
+        let mut lasts: Vec<u64> = self
+            .streaks
+            .values()
+            .flat_map(|m| m.values().map(|s| s.last))
+            .collect();
+        let mid = lasts.len() / 2;
+        let (_, &mut cutoff, _) = lasts.select_nth_unstable(mid);
+        for m in self.streaks.values_mut() {
+            m.retain(|_, s| s.last > cutoff);
+        }
+        self.streaks.retain(|_, m| !m.is_empty());
+        self.tracked = self.streaks.values().map(HashMap::len).sum();
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.tracked
+    }
+}
+
+/// An attacker guessing one account's codes from `sources` addresses (none of
+/// them known to the account), each as soon as both its own back-off and the
+/// account-wide ceiling allow, for `horizon_secs`. Returns the number of codes
+/// the daemon checks. The owner's logins change nothing here: they reset only
+/// the owner's own source.
+pub fn guesses_within(cfg: &ThrottleConfig, horizon_secs: u64, sources: u32) -> u64 {
+    use std::cmp::Reverse;
+    let allowance = bucket_secs(cfg).saturating_sub(cfg.account_interval_secs);
+    let mut ready: BinaryHeap<Reverse<(u64, u32)>> =
+        (0..sources.max(1)).map(|i| Reverse((0, i))).collect();
+    let mut failures = vec![0u32; sources.max(1) as usize];
+    let (mut tat, mut guesses) = (0u64, 0u64);
+    while let Some(Reverse((ready_at, i))) = ready.pop() {
+        let t = ready_at.max(tat.saturating_sub(allowance));
+        if t >= horizon_secs {
+            break;
         }
         guesses += 1;
-        failures = failures.saturating_add(1);
-        // Free guesses cost no time here (the most favourable case for the
-        // attacker); the count always reaches a wait, since lockout_after > free_failures.
-        t = t.saturating_add(wait_after(cfg, failures));
+        let f = &mut failures[i as usize];
+        *f = f.saturating_add(1);
+        tat = ceiling_after_failure(cfg, tat, t);
+        ready.push(Reverse((t.saturating_add(wait_after(cfg, *f)), i)));
     }
     guesses
 }
@@ -83,19 +286,121 @@ mod tests {
         assert_eq!(retry_after(&cfg, 2, 1000, 1000), 0);
     }
 
-    /// The README's figure: at the defaults an attacker alone gets under 1 %
-    /// in ten years, and even with the owner resetting the count by logging in
-    /// every day, stays below 50 %.
+    #[test]
+    fn the_ceiling_lets_a_burst_through_then_one_per_interval() {
+        let cfg = ThrottleConfig::default();
+        let (burst, interval) = (cfg.account_burst, cfg.account_interval_secs);
+        let mut tat = 0;
+        for n in 0..burst {
+            assert_eq!(ceiling_wait(&cfg, tat, 1000), 0, "failure {n}");
+            tat = ceiling_after_failure(&cfg, tat, 1000);
+        }
+        assert_eq!(ceiling_wait(&cfg, tat, 1000), interval);
+        assert_eq!(ceiling_wait(&cfg, tat, 1000 + interval), 0);
+        // Idle for a whole bucket's time: full again.
+        let later = 1000 + u64::from(burst) * interval * 2;
+        assert_eq!(ceiling_wait(&cfg, tat, later), 0);
+        // A clock set far back waits at most one interval.
+        assert_eq!(ceiling_wait(&cfg, u64::MAX, 5), interval);
+    }
+
+    #[test]
+    fn sources_are_addresses_with_ipv6_by_slash_64() {
+        assert_eq!(
+            Source::of(0, "192.0.2.7"),
+            Source::Remote("192.0.2.7".into())
+        );
+        assert_eq!(
+            Source::of(0, "::ffff:192.0.2.7"),
+            Source::Remote("192.0.2.7".into())
+        );
+        assert_eq!(
+            Source::of(0, "2001:db8:1:2:aaaa::1"),
+            Source::of(0, "2001:db8:1:2:bbbb::9")
+        );
+        assert_ne!(
+            Source::of(0, "2001:db8:1:2::1"),
+            Source::of(0, "2001:db8:1:3::1")
+        );
+        assert_eq!(
+            Source::of(0, "Host.Example"),
+            Source::Remote("host.example".into())
+        );
+        assert_eq!(Source::of(0, ""), Source::Local);
+        // A user's program names any host it likes: it is counted as itself.
+        assert_eq!(Source::of(1000, "192.0.2.7"), Source::Caller(1000));
+    }
+
+    #[test]
+    fn one_sources_failures_do_not_touch_another_and_success_ends_only_its_own() {
+        let cfg = ThrottleConfig::default();
+        let (a, b) = (Source::of(0, "192.0.2.1"), Source::of(0, "192.0.2.2"));
+        let mut t = SourceTable::default();
+        for _ in 0..5 {
+            t.failed("alice", &a, 100);
+        }
+        assert_eq!(t.wait(&cfg, "alice", &a, 100), 60);
+        assert_eq!(t.wait(&cfg, "alice", &b, 100), 0);
+        assert_eq!(t.wait(&cfg, "bob", &a, 100), 0);
+        assert_eq!(t.longest_wait(&cfg, "alice", 100), 60);
+        t.succeeded("alice", &b, 101);
+        assert_eq!(t.wait(&cfg, "alice", &a, 101), 59);
+        assert!(t.is_known("alice", &b, 101));
+        assert!(!t.is_known("alice", &a, 101));
+        assert!(!t.is_known("alice", &b, 101 + KNOWN_SOURCE_SECS));
+        t.succeeded("alice", &a, 200);
+        assert_eq!(t.wait(&cfg, "alice", &a, 200), 0);
+        assert_eq!(t.tracked(), 0);
+        t.failed("alice", &a, 300);
+        t.forget_user("alice");
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_keeps_the_newest_streaks() {
+        let mut t = SourceTable::default();
+        for i in 0..(MAX_TRACKED as u64 + 10) {
+            t.failed("alice", &Source::Remote(i.to_string()), i);
+        }
+        assert!(t.tracked() <= MAX_TRACKED);
+        let newest = Source::Remote((MAX_TRACKED as u64 + 9).to_string());
+        assert!(
+            t.streaks["alice"].contains_key(&newest),
+            "the newest streak was dropped"
+        );
+    }
+
+    /// The README's figures: from one address an attacker gets under 4,000
+    /// guesses (about 1 %) in ten years; from any number of addresses the
+    /// account-wide ceiling keeps the chance below 50 % for ten years.
     #[test]
     fn ten_years_is_not_enough_for_an_even_chance() {
         let cfg = ThrottleConfig::default();
-        let alone = guesses_within(&cfg, TEN_YEARS, None);
-        let p_alone = success_probability(alone, P_SIX_DIGITS_WINDOW_1);
-        assert!(alone < 4_000, "{alone} guesses");
-        assert!(p_alone < 0.02, "{p_alone}");
+        let one = guesses_within(&cfg, TEN_YEARS, 1);
+        let p_one = success_probability(one, P_SIX_DIGITS_WINDOW_1);
+        assert!(one < 4_000, "{one} guesses");
+        assert!(p_one < 0.02, "{p_one}");
 
-        let daily = guesses_within(&cfg, TEN_YEARS, Some(86_400));
-        let p_daily = success_probability(daily, P_SIX_DIGITS_WINDOW_1);
-        assert!(p_daily < 0.5, "{daily} guesses, p = {p_daily}");
+        let ceiling = u64::from(cfg.account_burst) + TEN_YEARS / cfg.account_interval_secs;
+        for sources in [2, 16, 256] {
+            let many = guesses_within(&cfg, TEN_YEARS, sources);
+            assert!(many <= ceiling, "{sources} sources: {many}");
+            let p = success_probability(many, P_SIX_DIGITS_WINDOW_1);
+            assert!(p < 0.5, "{sources} sources: {many} guesses, p = {p}");
+        }
+    }
+
+    /// One attacking address never empties the account-wide bucket at the
+    /// defaults, so the owner is not held up anywhere else.
+    #[test]
+    fn one_address_never_reaches_the_ceiling() {
+        let cfg = ThrottleConfig::default();
+        let (mut tat, mut failures, mut t) = (0u64, 0u32, 0u64);
+        while t < TEN_YEARS {
+            assert_eq!(ceiling_wait(&cfg, tat, t), 0, "at {t} after {failures}");
+            failures += 1;
+            tat = ceiling_after_failure(&cfg, tat, t);
+            t += wait_after(&cfg, failures);
+        }
     }
 }

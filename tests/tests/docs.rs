@@ -86,6 +86,8 @@ fn every_config_key_is_documented() {
         "throttle.max_delay_secs",
         "throttle.lockout_after",
         "throttle.lockout_secs",
+        "throttle.account_burst",
+        "throttle.account_interval_secs",
         "enrollment.backup_codes",
         "enrollment.offer_timeout_secs",
     ] {

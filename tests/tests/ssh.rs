@@ -391,6 +391,45 @@ fn the_connection_closes_after_maxauthtries() {
     );
 }
 
+/// MaxAuthTries bounds the tries in one connection, but it is the daemon's
+/// count, per account and address, that bounds an attacker: ten wrong codes
+/// cost the same in one connection as in ten.
+#[test]
+fn codes_cost_the_same_in_one_connection_or_in_many() {
+    let allowed = twofoldd::config::ThrottleConfig::default().free_failures as usize + 1;
+    let one = host_with(REQUIRE, "sshd", "", "MaxAuthTries 10");
+    enroll(&one.bus, ANN).unwrap();
+    let login = SshClient {
+        rounds: 10,
+        ..SshClient::new(ANN)
+    }
+    .login(&one.sshd, person(PASSWORD, &["000000"; 10]))
+    .unwrap();
+    assert!(!login.logged_in(), "{}", explain(&one, &login));
+    assert_eq!(login.asked("Password: "), 10, "{}", explain(&one, &login));
+    assert_eq!(
+        login.asked(CODE_PROMPT),
+        allowed,
+        "{}",
+        explain(&one, &login)
+    );
+    let checked = |h: &Host| h.daemon.log().matches("outcome=refused-wrong-code").count();
+    assert_eq!(checked(&one), allowed);
+
+    let many = host_with(REQUIRE, "sshd", "", "MaxAuthTries 1");
+    enroll(&many.bus, ANN).unwrap();
+    let mut asked = 0;
+    for _ in 0..10 {
+        let login = SshClient::new(ANN)
+            .login(&many.sshd, person(PASSWORD, &["000000"]))
+            .unwrap();
+        assert!(!login.logged_in(), "{}", explain(&many, &login));
+        asked += login.asked(CODE_PROMPT);
+    }
+    assert_eq!(asked, allowed);
+    assert_eq!(checked(&many), allowed);
+}
+
 /// Whether a prompt carries a QR code drawn in ASCII (rows of `#` and spaces).
 fn ascii_qr(prompt: &str) -> bool {
     let rows = prompt

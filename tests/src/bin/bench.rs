@@ -104,6 +104,7 @@ fn seed(store: &FileStore, user: &str, generation: u64) -> Result<Vec<u8>> {
         backup,
         failures: 0,
         last_failure: 0,
+        ceiling_tat: 0,
         last_login: None,
     };
     store.write_enrollment(user, &enrollment)?;

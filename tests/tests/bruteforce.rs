@@ -1,0 +1,240 @@
+//! An attacker guessing one account's codes as fast as twofoldd lets them,
+//! through PAM and straight over the bus, with the throttle scaled down to
+//! seconds. The number of codes the daemon actually checks must be what
+//! `throttle::guesses_within` (the model behind the README's ten-year
+//! figures) predicts for the same settings and time, and the account's owner,
+//! logging in from another address meanwhile, must get in at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use twofold_e2e::*;
+use twofoldd::config::ThrottleConfig;
+use twofoldd::throttle;
+
+const ALICE: &str = "tf-alice";
+const DEST: &str = "org.twofold.Twofold1";
+const PATH: &str = "/org/twofold/Twofold1";
+/// Seconds each attack lasts.
+const HORIZON: u64 = 16;
+
+/// The defaults' shape (free guesses, doubling, a cap, a lockout, an
+/// account-wide bucket) in seconds instead of minutes and days.
+fn scaled() -> (ThrottleConfig, String) {
+    let cfg = ThrottleConfig {
+        free_failures: 2,
+        base_delay_secs: 1,
+        max_delay_secs: 2,
+        lockout_after: 5,
+        lockout_secs: 4,
+        account_burst: 4,
+        account_interval_secs: 2,
+    };
+    let text = format!(
+        "[throttle]\nfree_failures = {}\nbase_delay_secs = {}\nmax_delay_secs = {}\n\
+         lockout_after = {}\nlockout_secs = {}\naccount_burst = {}\naccount_interval_secs = {}\n",
+        cfg.free_failures,
+        cfg.base_delay_secs,
+        cfg.max_delay_secs,
+        cfg.lockout_after,
+        cfg.lockout_secs,
+        cfg.account_burst,
+        cfg.account_interval_secs
+    );
+    (cfg, text)
+}
+
+/// The daemon's answer to one guess.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Checked,
+    Held,
+}
+
+/// The daemon's reply to `code` from `rhost`, straight over the bus as root
+/// (the PAM stack's place).
+fn verify_over_bus(bus: &Bus, rhost: &str, code: &str) -> String {
+    let out = Command::new("dbus-send")
+        .arg(format!("--bus={}", bus.address))
+        .args(["--print-reply", "--reply-timeout=20000"])
+        .arg(format!("--dest={DEST}"))
+        .arg(PATH)
+        .arg(format!("{DEST}.Verify"))
+        .args(["string:tf-alice", &format!("string:{code}"), "string:sshd"])
+        .arg(format!("string:{rhost}"))
+        .output()
+        .expect("dbus-send (apt-get install dbus-bin)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// One wrong guess over the bus.
+fn guess_over_bus(bus: &Bus, rhost: &str) -> Answer {
+    let text = verify_over_bus(bus, rhost, "000000");
+    if text.contains("Too many wrong codes") {
+        Answer::Held
+    } else {
+        assert!(text.contains("Wrong code"), "{text}");
+        Answer::Checked
+    }
+}
+
+/// One wrong guess through the PAM module.
+fn guess_through_pam(bus: &Bus, pam: &PamService, rhost: &str) -> Answer {
+    let a = pam.login_from(bus, ALICE, rhost, b"000000\n").unwrap();
+    assert_eq!(a.code, pam::AUTH_ERR, "{a:?}");
+    if a.stderr.contains("Verification code") {
+        Answer::Checked
+    } else {
+        assert!(a.stderr.contains("Too many wrong codes"), "{a:?}");
+        Answer::Held
+    }
+}
+
+/// Guess from `sources` in turn, without pause, for `HORIZON` seconds of the
+/// daemon's clock (whole seconds, as the daemon counts); returns the codes
+/// the daemon checked. `between` runs after each guess (the owner's turn).
+fn attack(
+    sources: &[String],
+    mut guess: impl FnMut(&str) -> Answer,
+    mut between: impl FnMut(),
+) -> u64 {
+    let start = unix_now();
+    let (mut checked, mut tries) = (0, 0u64);
+    while unix_now() < start + HORIZON {
+        let source = &sources[(tries % sources.len() as u64) as usize];
+        if guess(source) == Answer::Checked {
+            checked += 1;
+        }
+        tries += 1;
+        between();
+    }
+    eprintln!(
+        "{} source(s): {tries} guesses sent in {HORIZON} s, {checked} checked",
+        sources.len()
+    );
+    checked
+}
+
+fn world() -> (Bus, Daemon, PamService, Enrolled, ThrottleConfig) {
+    test_user(ALICE).unwrap();
+    let (cfg, text) = scaled();
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start(&bus, &text).unwrap();
+    let pam = PamService::new("").unwrap();
+    let e = enroll(&bus, ALICE).unwrap();
+    (bus, daemon, pam, e, cfg)
+}
+
+/// Guess from new addresses until the account-wide bucket is empty for the
+/// next two seconds.
+fn drain_bucket(bus: &Bus) {
+    for n in 0..20 {
+        let rhost = format!("192.0.2.{}", 100 + n);
+        if verify_over_bus(bus, &rhost, "000000")
+            .contains("from several places. Try again in 2 seconds")
+        {
+            return;
+        }
+    }
+    panic!("the account-wide bucket never ran dry");
+}
+
+fn owner_logs_in(
+    bus: &Bus,
+    pam: &PamService,
+    e: &Enrolled,
+    rhost: &str,
+    step: i64,
+) -> (i32, Duration, String) {
+    let code = oathtool(&e.secret, step).unwrap();
+    let t = Instant::now();
+    let a = pam
+        .login_from(bus, ALICE, rhost, format!("{code}\n").as_bytes())
+        .unwrap();
+    (a.code, t.elapsed(), a.stderr)
+}
+
+#[test]
+fn one_address_gets_what_the_model_says_and_never_holds_up_the_owner() {
+    let (bus, _daemon, pam, e, cfg) = world();
+    let sources = ["198.51.100.7".to_string()];
+    // The owner logs in from elsewhere every 4 s of the attack: with a
+    // backup code each time (a TOTP step is accepted once).
+    let mut owner = Vec::new();
+    let mut next_owner_login = Instant::now() + Duration::from_secs(2);
+    let mut backup = e.backup_codes.iter();
+    let checked = attack(
+        &sources,
+        |s| guess_through_pam(&bus, &pam, s),
+        || {
+            if Instant::now() < next_owner_login {
+                return;
+            }
+            next_owner_login += Duration::from_secs(4);
+            let code = backup.next().expect("enough backup codes");
+            let t = Instant::now();
+            let a = pam
+                .login_from(&bus, ALICE, "203.0.113.5", format!("{code}\n").as_bytes())
+                .unwrap();
+            owner.push((a.code, t.elapsed(), a.stderr));
+        },
+    );
+    let model = throttle::guesses_within(&cfg, HORIZON, 1);
+    assert!(
+        checked.abs_diff(model) <= 1,
+        "checked {checked}, model {model}"
+    );
+    assert!(!owner.is_empty());
+    for (code, took, stderr) in &owner {
+        assert_eq!(*code, pam::SUCCESS, "the owner was held up: {stderr}");
+        eprintln!("owner's login during the attack: {} ms", took.as_millis());
+    }
+}
+
+#[test]
+fn many_addresses_get_what_the_ceiling_allows_and_known_addresses_stay_open() {
+    let (bus, _daemon, pam, e, cfg) = world();
+    // The owner's usual address: a login with a code before the attack.
+    let (code, _, stderr) = owner_logs_in(&bus, &pam, &e, "203.0.113.5", 0);
+    assert_eq!(code, pam::SUCCESS, "{stderr}");
+    let sources: Vec<String> = (1..=4).map(|i| format!("198.51.100.{i}")).collect();
+    let checked = attack(&sources, |s| guess_over_bus(&bus, s), || {});
+    let model = throttle::guesses_within(&cfg, HORIZON, sources.len() as u32);
+    assert!(
+        checked.abs_diff(model) <= 1,
+        "checked {checked}, model {model}"
+    );
+    let one_address = throttle::guesses_within(&cfg, HORIZON, 1);
+    assert!(
+        model < sources.len() as u64 * one_address,
+        "the ceiling must bind in this setting ({model} vs {one_address} per address)"
+    );
+
+    // With the bucket empty (spent again now, so that no token comes back
+    // in the next second), a new address is held even with a right code,
+    // and the owner's usual address is not.
+    drain_bucket(&bus);
+    let (code, took, stderr) = owner_logs_in(&bus, &pam, &e, "203.0.113.5", 1);
+    assert_eq!(
+        code,
+        pam::SUCCESS,
+        "the owner's usual address was held up: {stderr}"
+    );
+    eprintln!(
+        "owner's login from a known address after the attack: {} ms",
+        took.as_millis()
+    );
+    drain_bucket(&bus);
+    let a = pam
+        .login_from(
+            &bus,
+            ALICE,
+            "192.0.2.201",
+            format!("{}\n", oathtool(&e.secret, -1).unwrap()).as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(a.code, pam::AUTH_ERR, "{a:?}");
+    assert!(a.stderr.contains("from several places"), "{a:?}");
+}
