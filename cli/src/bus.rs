@@ -37,6 +37,10 @@ pub fn daemon_error(e: TwofoldError) -> anyhow::Error {
         }
         TwofoldError::Throttled(m) => (m, "too many wrong codes; try again later"),
         TwofoldError::Internal(m) => (m, "twofoldd failed; see its log"),
+        TwofoldError::Busy(m) => (
+            m,
+            "twofoldd is busy with this account's requests; try again",
+        ),
     };
     if message.trim().is_empty() {
         anyhow!(fallback)

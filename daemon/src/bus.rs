@@ -5,7 +5,9 @@
 
 use crate::calls;
 use crate::engine::Engine;
-use std::sync::Arc;
+use crate::limits::Limits;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use twofold_protocol::{
     EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
     UserStatus, VerifyReply,
@@ -14,9 +16,17 @@ use zbus::message::Header;
 use zbus::{Connection, fdo, interface};
 use zeroize::Zeroizing;
 
+/// Senders whose uid is remembered; the table is emptied when full.
+const MAX_CACHED_SENDERS: usize = 4096;
+
 pub struct Service {
     engine: Arc<Engine>,
     dbus: fdo::DBusProxy<'static>,
+    limits: Arc<Limits>,
+    /// Unique bus name -> uid. A unique name is never reused while the bus
+    /// runs and a connection's uid never changes, so the bus's answer holds
+    /// for the sender's lifetime; this saves a round trip per call.
+    uids: Mutex<HashMap<String, u32>>,
 }
 
 impl Service {
@@ -24,7 +34,13 @@ impl Service {
         Ok(Self {
             engine,
             dbus: fdo::DBusProxy::new(conn).await?,
+            limits: Arc::default(),
+            uids: Mutex::default(),
         })
+    }
+
+    fn uids(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.uids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The caller's uid, as the bus daemon knows it. Never taken from arguments.
@@ -32,21 +48,38 @@ impl Service {
         let sender = header
             .sender()
             .ok_or_else(|| TwofoldError::AccessDenied("The caller has no bus name.".into()))?;
-        self.dbus
+        if let Some(&uid) = self.uids().get(sender.as_str()) {
+            return Ok(uid);
+        }
+        let uid = self
+            .dbus
             .get_connection_unix_user(sender.clone().into())
             .await
-            .map_err(|e| TwofoldError::ZBus(e.into()))
+            .map_err(|e| TwofoldError::ZBus(e.into()))?;
+        let mut uids = self.uids();
+        if uids.len() >= MAX_CACHED_SENDERS {
+            uids.clear();
+        }
+        uids.insert(sender.to_string(), uid);
+        Ok(uid)
     }
 
-    /// Run `work` with the caller's uid on a blocking thread.
+    /// Run `work` with the caller's uid on a blocking thread, if the caller's
+    /// limits allow (`limits.rs`); the slot is held until the work is done,
+    /// even if the caller goes away first.
     async fn run<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         work: impl FnOnce(&Engine, u32) -> Result<T, TwofoldError> + Send + 'static,
     ) -> Result<T, TwofoldError> {
         let caller = self.caller_uid(header).await?;
+        let permit = self.limits.admit(caller, crate::now_ms())?;
         let engine = self.engine.clone();
-        zruntime::unblock(move || work(&engine, caller)).await
+        zruntime::unblock(move || {
+            let _permit = permit;
+            work(&engine, caller)
+        })
+        .await
     }
 }
 

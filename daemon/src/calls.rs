@@ -6,6 +6,7 @@
 
 use crate::authz;
 use crate::engine::{Engine, LoginContext};
+use crate::limits::small;
 use twofold_protocol::{
     EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
     UserStatus, VerifyReply,
@@ -28,6 +29,11 @@ pub fn begin_login(
     service: &str,
     rhost: &str,
 ) -> Result<LoginPlan> {
+    small(&[
+        ("user name", user),
+        ("service name", service),
+        ("host name", rhost),
+    ])?;
     let account = authz::login_target(caller, user, "BeginLogin")?;
     e.begin_login(&account, &context(service, rhost, caller), crate::now())
 }
@@ -40,6 +46,12 @@ pub fn verify(
     service: &str,
     rhost: &str,
 ) -> Result<VerifyReply> {
+    small(&[
+        ("user name", user),
+        ("code", code),
+        ("service name", service),
+        ("host name", rhost),
+    ])?;
     let account = authz::login_target(caller, user, "Verify")?;
     e.verify(
         &account.name,
@@ -55,6 +67,7 @@ pub fn begin_enrollment(e: &Engine, caller: u32) -> Result<EnrollmentOffer> {
 }
 
 pub fn confirm_enrollment(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
+    small(&[("code", code)])?;
     let account = authz::own_account(caller)?;
     e.confirm_enrollment(account.uid, &account.name, code, crate::now())
 }
@@ -64,6 +77,7 @@ pub fn status(e: &Engine, caller: u32) -> Result<UserStatus> {
 }
 
 pub fn regenerate_backup_codes(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
+    small(&[("code", code)])?;
     let account = authz::own_account(caller)?;
     e.regenerate_backup_codes(&account, code, crate::now())
 }
@@ -75,6 +89,11 @@ pub fn enroll_at_login(
     service: &str,
     rhost: &str,
 ) -> Result<EnrollmentOffer> {
+    small(&[
+        ("user name", user),
+        ("service name", service),
+        ("host name", rhost),
+    ])?;
     let account = authz::login_target(caller, user, "EnrollAtLogin")?;
     e.enroll_at_login(&account, &context(service, rhost, caller), crate::now())
 }
@@ -85,11 +104,13 @@ pub fn confirm_at_login(
     user: &str,
     code: &str,
 ) -> Result<Vec<SecretString>> {
+    small(&[("user name", user), ("code", code)])?;
     let account = authz::login_target(caller, user, "ConfirmAtLogin")?;
     e.confirm_at_login(&account, code, &context("", "", caller), crate::now())
 }
 
 pub fn disable(e: &Engine, caller: u32, code: &str) -> Result<()> {
+    small(&[("code", code)])?;
     e.disable(&authz::own_account(caller)?, code, crate::now())
 }
 
@@ -102,11 +123,13 @@ pub fn forget_devices(e: &Engine, caller: u32) -> Result<u32> {
 }
 
 pub fn admin_status(e: &Engine, caller: u32, user: &str) -> Result<UserStatus> {
+    small(&[("user name", user)])?;
     authz::admin(caller, &e.config().admin_group, "AdminStatus")?;
     e.status(&authz::named_account(user)?, crate::now())
 }
 
 pub fn admin_unlock(e: &Engine, caller: u32, user: &str) -> Result<()> {
+    small(&[("user name", user)])?;
     let group = &e.config().admin_group;
     authz::admin(caller, group, "AdminUnlock")?;
     let account = authz::named_account(user)?;
@@ -126,12 +149,18 @@ pub fn admin_explain(
     service: &str,
     rhost: &str,
 ) -> Result<Vec<String>> {
+    small(&[
+        ("user name", user),
+        ("service name", service),
+        ("host name", rhost),
+    ])?;
     authz::admin(caller, &e.config().admin_group, "AdminExplain")?;
     let account = authz::named_account(user)?;
     e.explain(&account, &context(service, rhost, 0), crate::now())
 }
 
 pub fn admin_reset(e: &Engine, caller: u32, user: &str) -> Result<()> {
+    small(&[("user name", user)])?;
     let group = &e.config().admin_group;
     authz::admin(caller, group, "AdminReset")?;
     let account = authz::named_account(user)?;
@@ -140,6 +169,7 @@ pub fn admin_reset(e: &Engine, caller: u32, user: &str) -> Result<()> {
 }
 
 pub fn admin_set_override(e: &Engine, caller: u32, user: &str, mode: &str) -> Result<()> {
+    small(&[("user name", user), ("mode", mode)])?;
     let group = &e.config().admin_group;
     authz::admin(caller, group, "AdminSetOverride")?;
     let account = authz::named_account(user)?;
@@ -148,11 +178,13 @@ pub fn admin_set_override(e: &Engine, caller: u32, user: &str, mode: &str) -> Re
 }
 
 pub fn admin_forget_devices(e: &Engine, caller: u32, user: &str) -> Result<u32> {
+    small(&[("user name", user)])?;
     authz::admin(caller, &e.config().admin_group, "AdminForgetDevices")?;
     e.forget_devices(&authz::named_account(user)?.name, caller)
 }
 
 pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String> {
+    small(&[("path", path)])?;
     authz::admin(caller, &e.config().admin_group, "AdminCheckPolicy")?;
     if path.is_empty() {
         return crate::rules::check_policy(&e.config().policy_file);

@@ -27,6 +27,8 @@ const WRONG_CODE: &str = "Wrong code. Try again with the code your app shows now
 
 /// Wrong codes allowed while confirming one enrollment offer.
 const MAX_CONFIRM_ATTEMPTS: u32 = 10;
+/// Enrollment offers held at once (one per uid at most); each holds a secret.
+const MAX_PENDING_OFFERS: usize = 10_000;
 
 pub const NOT_ENROLLED_NOTICE: &str = "Two-factor authentication is not set up for your account. \
 Run `twofold setup` to protect it with codes from an authenticator app.";
@@ -376,7 +378,17 @@ impl Engine {
         let qr = crate::qr::render(&uri).map_err(internal)?;
         let secret_base32 = totp_rs::Secret::from(&secret[..]).to_base32();
         let timeout = self.cfg.enrollment.offer_timeout_secs;
-        self.pending_map().insert(
+        let mut pending = self.pending_map();
+        if pending.len() >= MAX_PENDING_OFFERS && !pending.contains_key(&uid) {
+            pending.retain(|_, p| p.expires_at > now);
+            if pending.len() >= MAX_PENDING_OFFERS {
+                return Err(TwofoldError::Busy(
+                    "Too many enrollments are in progress on this host. Try again in a few minutes."
+                        .into(),
+                ));
+            }
+        }
+        pending.insert(
             uid,
             Pending {
                 secret,
@@ -385,6 +397,7 @@ impl Engine {
                 attempts: 0,
             },
         );
+        drop(pending);
         audit::log(
             Level::Info,
             &format!("enrollment-offered {}", field("user", user)),

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod calls;
 pub mod config;
 pub mod engine;
+pub mod limits;
 pub mod policy;
 pub mod privilege;
 pub mod qr;
@@ -19,10 +20,18 @@ pub mod throttle;
 pub mod totp;
 pub mod users;
 
-/// Seconds since the Unix epoch; the only place the daemon reads the clock.
+/// Seconds since the Unix epoch; with `now_ms`, the only places the daemon reads the clock.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch, for the per-caller rate limits.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }

@@ -296,7 +296,8 @@ pub(crate) fn refused_by<H: Host>(host: &mut H, error: TwofoldError) -> PamResul
         | TwofoldError::Internal(message)
         | TwofoldError::NotEnrolled(message)
         | TwofoldError::AlreadyEnrolled(message)
-        | TwofoldError::NoPendingEnrollment(message) => {
+        | TwofoldError::NoPendingEnrollment(message)
+        | TwofoldError::Busy(message) => {
             host.show(Shown::Error, &message);
             PamResultCode::PAM_AUTH_ERR
         }

@@ -163,6 +163,9 @@ pub enum TwofoldError {
     Throttled(String),
     /// The daemon could not read or write its state; the login is refused.
     Internal(String),
+    /// The caller (not root) has too many calls in flight or made too many
+    /// too fast; nothing was done.
+    Busy(String),
 }
 
 /// The daemon's interface. Every method identifies the caller by the uid the

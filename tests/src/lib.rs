@@ -73,7 +73,13 @@ fn copy_artifacts() -> Result<Artifacts> {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin)?;
-    for name in ["twofoldd", "twofold", "pam-driver", "ssh-askpass"] {
+    for name in [
+        "twofoldd",
+        "twofold",
+        "pam-driver",
+        "ssh-askpass",
+        "twofold-flood",
+    ] {
         std::fs::copy(from.join(name), bin.join(name)).with_context(|| {
             format!("{} (build the workspace first)", from.join(name).display())
         })?;
@@ -153,6 +159,11 @@ impl Bus {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The bus daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// A command with `DBUS_SYSTEM_BUS_ADDRESS` pointing at this bus.
@@ -860,4 +871,20 @@ pub fn run_with_input(mut c: Command, input: &[u8]) -> Result<Attempt> {
 /// Run a command, returning its output; fails if it cannot start.
 pub fn output(mut c: Command) -> Result<Output> {
     Ok(c.stdin(Stdio::null()).output()?)
+}
+
+/// CPU time (user + system) a process has used so far, from /proc.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<u64>()?)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    Ok(Duration::from_millis(total * 1000 / hz.max(1)))
 }

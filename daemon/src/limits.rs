@@ -1,0 +1,177 @@
+//! What one caller may cost the daemon. Root (the PAM stacks of sshd, login,
+//! su, sudo) is never limited here: its logins are what the limits protect.
+//! Every other uid gets a few calls in flight and a steady rate, whatever
+//! number of connections it opens, and every argument has a size bound, so a
+//! flood from one local user cannot starve the logins of others.
+
+use crate::audit::{self, Level};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use twofold_protocol::TwofoldError;
+
+/// Calls of one non-root uid being worked on at once.
+pub const MAX_IN_FLIGHT_PER_UID: u32 = 4;
+/// Calls one non-root uid may make at once after a pause...
+pub const BURST_PER_UID: u32 = 20;
+/// ...and then one per this many milliseconds (10 a second).
+pub const INTERVAL_MS_PER_UID: u64 = 100;
+/// Bytes of one string argument (user and service names, codes, host
+/// names, a policy path: PATH_MAX).
+pub const MAX_ARG_BYTES: usize = 4096;
+/// Uids remembered at once; idle ones are dropped first.
+const MAX_TRACKED_UIDS: usize = 4096;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Caller {
+    in_flight: u32,
+    /// When the rate bucket is full again, in ms (GCRA).
+    tat_ms: u64,
+    /// When a refusal was last logged (one line a minute per uid at most).
+    logged_ms: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Limits {
+    callers: Mutex<HashMap<u32, Caller>>,
+}
+
+/// One admitted call; the slot is given back when it is dropped.
+#[derive(Debug)]
+pub struct Permit {
+    limits: Option<(Arc<Limits>, u32)>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some((limits, uid)) = self.limits.take()
+            && let Some(c) = limits.callers().get_mut(&uid)
+        {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+fn busy() -> TwofoldError {
+    TwofoldError::Busy(
+        "Too many requests from your account at once. Wait a moment and try again.".into(),
+    )
+}
+
+impl Limits {
+    fn callers(&self) -> MutexGuard<'_, HashMap<u32, Caller>> {
+        // A poisoned lock only means a panic elsewhere; the counts stay usable.
+        self.callers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admit a call from `uid` at `now_ms`, or refuse it at once.
+    pub fn admit(self: &Arc<Self>, uid: u32, now_ms: u64) -> Result<Permit, TwofoldError> {
+        if uid == 0 {
+            return Ok(Permit { limits: None });
+        }
+        let bucket_ms = u64::from(BURST_PER_UID) * INTERVAL_MS_PER_UID;
+        let mut callers = self.callers();
+        if callers.len() >= MAX_TRACKED_UIDS && !callers.contains_key(&uid) {
+            callers.retain(|_, c| c.in_flight > 0 || c.tat_ms > now_ms);
+            if callers.len() >= MAX_TRACKED_UIDS {
+                return Err(busy());
+            }
+        }
+        let c = callers.entry(uid).or_default();
+        let tat = c.tat_ms.min(now_ms + bucket_ms).max(now_ms);
+        if c.in_flight >= MAX_IN_FLIGHT_PER_UID || tat + INTERVAL_MS_PER_UID > now_ms + bucket_ms {
+            if c.logged_ms.is_none_or(|t| now_ms >= t + 60_000) {
+                c.logged_ms = Some(now_ms);
+                audit::log(
+                    Level::Warning,
+                    &format!(
+                        "caller-limited caller_uid={uid} (too many calls at once or too fast)"
+                    ),
+                );
+            }
+            return Err(busy());
+        }
+        c.tat_ms = tat + INTERVAL_MS_PER_UID;
+        c.in_flight += 1;
+        Ok(Permit {
+            limits: Some((self.clone(), uid)),
+        })
+    }
+}
+
+/// Refuse any string argument longer than `MAX_ARG_BYTES`, before any work.
+pub fn small(args: &[(&str, &str)]) -> Result<(), TwofoldError> {
+    match args.iter().find(|(_, value)| value.len() > MAX_ARG_BYTES) {
+        Some((what, value)) => Err(TwofoldError::InvalidInput(format!(
+            "The {what} is too long ({} bytes; at most {MAX_ARG_BYTES}).",
+            value.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_never_limited() {
+        let l = Arc::new(Limits::default());
+        let permits: Vec<_> = (0..1000).map(|_| l.admit(0, 5).unwrap()).collect();
+        assert_eq!(permits.len(), 1000);
+        assert!(l.callers().is_empty());
+    }
+
+    #[test]
+    fn a_uid_gets_a_few_calls_in_flight() {
+        let l = Arc::new(Limits::default());
+        let held: Vec<_> = (0..MAX_IN_FLIGHT_PER_UID)
+            .map(|_| l.admit(1000, 0).unwrap())
+            .collect();
+        assert!(matches!(l.admit(1000, 0), Err(TwofoldError::Busy(_))));
+        // Another uid is not affected.
+        assert!(l.admit(1001, 0).is_ok());
+        drop(held);
+        assert!(l.admit(1000, 0).is_ok());
+    }
+
+    #[test]
+    fn a_uid_gets_a_burst_then_a_steady_rate() {
+        let l = Arc::new(Limits::default());
+        for n in 0..BURST_PER_UID {
+            assert!(l.admit(1000, 1_000).is_ok(), "call {n}");
+        }
+        assert!(l.admit(1000, 1_000).is_err());
+        assert!(l.admit(1000, 1_000 + INTERVAL_MS_PER_UID - 1).is_err());
+        assert!(l.admit(1000, 1_000 + INTERVAL_MS_PER_UID).is_ok());
+        // Over ten seconds of asking without pause: the burst, then 10 a second.
+        let l = Arc::new(Limits::default());
+        let admitted = (0..10_000u64)
+            .filter(|ms| l.admit(1000, 50_000 + ms).is_ok())
+            .count() as u64;
+        assert_eq!(
+            admitted,
+            u64::from(BURST_PER_UID) + 10_000 / INTERVAL_MS_PER_UID - 1
+        );
+    }
+
+    #[test]
+    fn the_table_of_uids_stays_bounded() {
+        let l = Arc::new(Limits::default());
+        for uid in 1..=(MAX_TRACKED_UIDS as u32 * 2) {
+            // Each uid's bucket is full again a second later: idle by then.
+            let _ = l.admit(uid, u64::from(uid) * 10_000);
+        }
+        assert!(l.callers().len() <= MAX_TRACKED_UIDS);
+    }
+
+    #[test]
+    fn long_arguments_are_refused_with_their_size() {
+        assert!(small(&[("user name", "alice"), ("code", "123456")]).is_ok());
+        let long = "x".repeat(MAX_ARG_BYTES + 1);
+        let e = small(&[("host name", &long)]).unwrap_err();
+        assert!(
+            matches!(&e, TwofoldError::InvalidInput(m) if m.contains("host name is too long (4097 bytes")),
+            "{e:?}"
+        );
+    }
+}

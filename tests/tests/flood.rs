@@ -1,0 +1,117 @@
+//! One local user floods twofoldd from many connections at once, with the
+//! costliest calls a user may make and oversized arguments; root's logins
+//! (the PAM stack's calls) must keep working meanwhile. Their latency before
+//! and during the flood is printed (a figure for the README, not a timed
+//! assertion).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use twofold_e2e::*;
+use twofoldd::limits::{BURST_PER_UID, INTERVAL_MS_PER_UID};
+
+const FLOODER: &str = "tf-bob";
+const USERS: [&str; 3] = ["tf-alice", "tf-carol", "tf-dave"];
+const FLOOD_SECS: u64 = 10;
+const CONNECTIONS: u32 = 16;
+
+fn median_and_max(mut v: Vec<Duration>) -> (u128, u128) {
+    v.sort();
+    (v[v.len() / 2].as_millis(), v[v.len() - 1].as_millis())
+}
+
+#[test]
+fn a_flooding_user_is_held_to_their_limits_and_roots_logins_keep_working() {
+    test_user(FLOODER).unwrap();
+    for u in USERS {
+        test_user(u).unwrap();
+    }
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start(&bus, "").unwrap();
+    let pam = PamService::new("").unwrap();
+    // Backup codes: single use, so each login below has a fresh right code.
+    let mut codes: Vec<(&str, String)> = USERS
+        .iter()
+        .flat_map(|&u| {
+            let e = enroll(&bus, u).unwrap();
+            e.backup_codes.into_iter().map(move |c| (u, c))
+        })
+        .collect();
+    let mut login = || {
+        let (user, code) = codes.pop().expect("enough backup codes");
+        let t = Instant::now();
+        let a = pam
+            .login(&bus, user, format!("{code}\n").as_bytes())
+            .unwrap();
+        assert_eq!(a.code, pam::SUCCESS, "root's login of {user} failed: {a:?}");
+        t.elapsed()
+    };
+    let before: Vec<Duration> = (0..5).map(|_| login()).collect();
+
+    let flood = bus
+        .command_as(FLOODER, artifacts().bin.join("twofold-flood"))
+        .args([FLOOD_SECS.to_string(), CONNECTIONS.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = |pid: Option<u32>| cpu_time(pid.unwrap()).unwrap();
+    let (bus_cpu, daemon_cpu) = (cpu(Some(bus.pid())), cpu(daemon.pid()));
+    let started = Instant::now();
+    let mut during = Vec::new();
+    while started.elapsed() < Duration::from_secs(FLOOD_SECS - 2) {
+        during.push(login());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (bus_cpu, daemon_cpu) = (
+        cpu(Some(bus.pid())) - bus_cpu,
+        cpu(daemon.pid()) - daemon_cpu,
+    );
+    let spent = started.elapsed().as_secs_f64();
+    let out = flood.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> u64 {
+        report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {report:?}"))
+    };
+    let (b, d) = (median_and_max(before), median_and_max(during.clone()));
+    eprintln!(
+        "flood by one user over {CONNECTIONS} connections for {FLOOD_SECS} s: {report}\n\
+         root's logins before: median {} ms, max {} ms; during ({} logins): median {} ms, max {} ms\n\
+         CPU during the flood: dbus-daemon {:.0} %, twofoldd {:.0} % (of one core)",
+        b.0,
+        b.1,
+        during.len(),
+        d.0,
+        d.1,
+        bus_cpu.as_secs_f64() * 100.0 / spent,
+        daemon_cpu.as_secs_f64() * 100.0 / spent
+    );
+    assert!(
+        during.len() >= 10,
+        "{} logins during the flood",
+        during.len()
+    );
+    assert_eq!(field("failed"), 0, "{report}");
+    // Everything past the burst and the steady rate was turned away at once...
+    let allowed = u64::from(BURST_PER_UID) + (FLOOD_SECS + 1) * 1000 / INTERVAL_MS_PER_UID;
+    assert!(field("served") + field("refused") <= allowed, "{report}");
+    assert!(
+        field("busy") > 10 * allowed,
+        "the flood was not a flood: {report}"
+    );
+    // ...and oversized arguments were refused, not worked on.
+    assert!(field("refused") > 0, "{report}");
+    // One log line a minute per uid, not one per refused call.
+    let lines = daemon.log().matches("caller-limited caller_uid=").count();
+    assert_eq!(lines, 1, "{}", daemon.log());
+}
