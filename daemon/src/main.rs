@@ -112,6 +112,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = twofoldd::privilege::no_core_dumps() {
+        audit::log(Level::Error, &format!("cannot turn core dumps off: {e}"));
+        eprintln!("twofoldd: cannot turn core dumps off: {e}");
+        return ExitCode::from(1);
+    }
     // Everything from here on works as the owner of root's files; no
     // capability is needed, so none is kept (see privilege.rs).
     if let Err(e) = twofoldd::privilege::drop_all() {
@@ -121,7 +126,7 @@ fn main() -> ExitCode {
     }
     audit::log(
         Level::Info,
-        "dropped every capability (kept none) and set no-new-privileges",
+        "dropped every capability (kept none), set no-new-privileges, turned core dumps off",
     );
     let engine = Arc::new(Engine::new(cfg, store, backup::DEFAULT_PARAMS, policy));
     if let Err(e) = reload_on_sighup(engine.clone()) {

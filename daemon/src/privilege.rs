@@ -83,3 +83,23 @@ pub fn drop_all() -> Result<(), PrivilegeError> {
         Err(PrivilegeError::StillHeld(left))
     }
 }
+
+/// No core file, ever: a dump of the daemon would hold the secrets of the
+/// users whose logins it was checking. A zero core size limit (kept by
+/// anything it starts) and not dumpable (which also keeps other processes of
+/// root's uid without CAP_SYS_PTRACE from attaching).
+pub fn no_core_dumps() -> std::io::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct we pass and nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: prctl with PR_SET_DUMPABLE takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

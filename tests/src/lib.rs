@@ -366,7 +366,62 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+        if !std::thread::panicking() {
+            assert_no_secret_in("twofoldd's log", &self.log());
+        }
     }
+}
+
+/// Every key, Key URI, code, backup code and password this test process has
+/// used so far. Each log the harness collects (twofoldd's, sshd's) is
+/// checked against all of them when it is dropped, so no test can forget to.
+static USED_SECRETS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+/// Logs checked by `assert_no_secret_in` in this process.
+static LOGS_CHECKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Remember `secret` as one that must appear in no log.
+pub fn used_secret(secret: &str) {
+    if secret.len() >= 6 {
+        USED_SECRETS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(secret.to_string());
+    }
+}
+
+/// How many logs have been checked for secrets in this process.
+pub fn logs_checked() -> usize {
+    LOGS_CHECKED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether `log` holds `secret`. A code made of digits counts only as a
+/// number of its own: not inside a longer number, and not as a `[pid]`.
+pub fn log_holds(log: &str, secret: &str) -> bool {
+    if !secret.bytes().all(|b| b.is_ascii_digit()) {
+        return log.contains(secret);
+    }
+    let bytes = log.as_bytes();
+    log.match_indices(secret).any(|(i, _)| {
+        let before = i.checked_sub(1).map(|j| bytes[j]);
+        let after = bytes.get(i + secret.len()).copied();
+        let digit = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_digit());
+        let pid = before == Some(b'[') && after == Some(b']');
+        !(digit(before) || digit(after) || pid)
+    })
+}
+
+/// Panic if `log` holds any secret this process used.
+pub fn assert_no_secret_in(what: &str, log: &str) {
+    let secrets = USED_SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    let found: Vec<String> = secrets
+        .iter()
+        .filter(|s| log_holds(log, s))
+        .map(|s| format!("{}… ({} characters)", &s[..3], s.len()))
+        .collect();
+    drop(secrets);
+    LOGS_CHECKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    assert!(found.is_empty(), "{what} holds secrets: {found:?}\n{log}");
 }
 
 /// A real Unix account for tests, created once if missing (no home, no shell).
@@ -435,11 +490,14 @@ pub fn test_alias(name: &str, of: &str) -> Result<u32> {
 
 fn uid_gid(user: &str) -> Result<String> {
     let out = Command::new("id").arg("-g").arg(user).output()?;
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    let code = String::from_utf8(out.stdout)?.trim().to_string();
+    used_secret(&code);
+    Ok(code)
 }
 
 /// Give `user` a password (for pam_unix in the shipped stacks).
 pub fn set_password(user: &str, password: &str) -> Result<()> {
+    used_secret(password);
     let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
     let mut child = Command::new("chpasswd").stdin(Stdio::piped()).spawn()?;
     child
@@ -461,9 +519,11 @@ pub fn test_password() -> &'static str {
     PASSWORD.get_or_init(|| {
         use rand::Rng;
         let mut rng = rand::rng();
-        (0..24)
+        let password: String = (0..24)
             .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
-            .collect()
+            .collect();
+        used_secret(&password);
+        password
     })
 }
 
@@ -544,12 +604,16 @@ pub fn enroll_confirming(bus: &Bus, user: &str, steps: i64) -> Result<Enrolled> 
     if !status.success() {
         bail!("twofold setup failed for {user}: {err}");
     }
-    let backup_codes = rest
+    let backup_codes: Vec<String> = rest
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
+    for c in &backup_codes {
+        used_secret(c);
+        used_secret(&c.replace('-', ""));
+    }
     Ok(Enrolled {
         uri,
         secret,
@@ -579,10 +643,13 @@ fn answer_and_finish(
 /// The `secret=` parameter of an otpauth URI.
 pub fn uri_secret(uri: &str) -> Option<String> {
     let query = uri.split_once('?')?.1;
-    query
+    let secret = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("secret="))
-        .map(String::from)
+        .map(String::from)?;
+    used_secret(&secret);
+    used_secret(uri);
+    Some(secret)
 }
 
 /// The shipped `packaging/pam.d/NAME` file, with `pam_twofold.so` (and its
@@ -887,4 +954,25 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
     Ok(Duration::from_millis(total * 1000 / hz.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_counts_only_as_a_number_of_its_own() {
+        assert!(log_holds("code=123456 accepted", "123456"));
+        assert!(log_holds("123456", "123456"));
+        assert!(!log_holds("at 1123456789", "123456"));
+        assert!(!log_holds("sshd[123456]: Accepted", "123456"));
+        assert!(log_holds("key JBSWY3DPEHPK3PXP shown", "JBSWY3DPEHPK3PXP"));
+    }
+
+    #[test]
+    #[should_panic(expected = "holds secrets")]
+    fn a_used_secret_in_a_log_fails_the_test() {
+        used_secret("abcde-fghjk");
+        assert_no_secret_in("a log", "user=alice code=abcde-fghjk");
+    }
 }

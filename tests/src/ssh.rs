@@ -255,6 +255,9 @@ impl Drop for Sshd {
         // unshare's death takes the whole PID namespace with it (--kill-child).
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            crate::assert_no_secret_in("sshd's log", &self.log());
+        }
     }
 }
 

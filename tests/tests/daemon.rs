@@ -173,6 +173,17 @@ fn the_running_daemon_holds_no_capability_and_cannot_regain_one() {
         }
         assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     }
+    // No core file could hold a secret.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
     assert!(
         daemon.log().contains("dropped every capability"),
         "{}",

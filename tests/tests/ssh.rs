@@ -184,7 +184,12 @@ fn shown_enrollment(login: &SshLogin) -> (String, Vec<String>) {
         .lines()
         .filter_map(|l| l.trim().split_once(". ").map(|(_, c)| c.to_string()))
         .filter(|c| c.len() == 11 && c.as_bytes()[5] == b'-')
-        .collect();
+        .collect::<Vec<String>>();
+    for c in &codes {
+        used_secret(c);
+        used_secret(&c.replace('-', ""));
+    }
+    used_secret(by_hand);
     (secret, codes)
 }
 
