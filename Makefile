@@ -1,7 +1,7 @@
 # twofold — the two commands of the README, and the pieces they are made of.
 CARGO ?= cargo
 
-.PHONY: all deps build test lint demo bench fuzz clean
+.PHONY: all deps build test lint demo bench fuzz package clean
 
 all: build
 
@@ -42,6 +42,11 @@ bench:
 	$(CARGO) build --release --workspace
 	target/release/twofold-bench
 	target/release/twofold-bench ssh 20
+
+# The Debian package and the RPM, in target/packages (cargo-deb and
+# cargo-generate-rpm, installed once if missing).
+package:
+	scripts/package.sh
 
 clean:
 	$(CARGO) clean
