@@ -1,7 +1,7 @@
 # twofold — the two commands of the README, and the pieces they are made of.
 CARGO ?= cargo
 
-.PHONY: all deps build test lint demo bench fuzz clean
+.PHONY: all deps build test lint demo bench fuzz package package-test clean
 
 all: build
 
@@ -21,6 +21,7 @@ test: deps lint
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+	scripts/package-test.sh
 
 # Each libFuzzer target for FUZZ_SECONDS (make test: 10 s each, on the seed
 # corpus in fuzz/corpus); `make fuzz FUZZ_SECONDS=3600` is a long run.
@@ -42,6 +43,17 @@ bench:
 	$(CARGO) build --release --workspace
 	target/release/twofold-bench
 	target/release/twofold-bench ssh 20
+
+# The Debian package and the RPM, in target/packages (cargo-deb and
+# cargo-generate-rpm, installed once if missing).
+package:
+	scripts/package.sh
+
+# Builds the packages and tests them: the unit's exposure, the RPM's file
+# list, and the .deb installed, used and purged in a scratch Debian 12 root.
+# Needs root and Debian's mirror (the bootstrap is cached in /var/cache).
+package-test:
+	scripts/package-test.sh
 
 clean:
 	$(CARGO) clean

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Installs the Debian packages twofold builds and tests with, if missing.
-# Usage: scripts/install-deps.sh [build|test|bench]
+# Usage: scripts/install-deps.sh [build|test|bench|package|package-test]
 set -euo pipefail
 
 build=(libpam0g-dev pkg-config)
 runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client openssl)
 bench=(libpam-google-authenticator libpam-oath libnss-wrapper)
+# dpkg-shlibdeps finds the libraries the binaries need (cargo-deb's $auto).
+package=(dpkg-dev)
+# A scratch Debian root for the .deb, rpm to read the RPM, and
+# systemd-analyze for the unit.
+package_test=(mmdebstrap rpm systemd oathtool)
 
 case "${1:-test}" in
   build) wanted=("${build[@]}") ;;
   test) wanted=("${build[@]}" "${runtime[@]}") ;;
   bench) wanted=("${build[@]}" "${runtime[@]}" "${bench[@]}") ;;
-  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+  package) wanted=("${build[@]}" "${package[@]}") ;;
+  package-test) wanted=("${build[@]}" "${package[@]}" "${package_test[@]}") ;;
+  *) echo "usage: $0 [build|test|bench|package|package-test]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -13,150 +13,10 @@ mod setup;
 mod show;
 mod status;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    name = "twofold",
-    version,
-    about = "Set up and check two-factor authentication (TOTP) for your logins",
-    long_about = "Set up and check two-factor authentication (TOTP) for your logins.\n\n\
-        Every command asks the twofoldd daemon on the system bus, which acts for the \
-        user running the command. Commands under `admin` need root or the daemon's admin group.",
-    after_help = "Exit status: 0 on success, 1 if the command was refused or failed, 2 for usage errors."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Enroll: scan a QR code into your authenticator app, confirm with a code, get backup codes.
-    ///
-    /// On a terminal this is interactive. With stdout not a terminal, it prints the
-    /// otpauth:// URI as the first line of stdout, reads one code line from stdin and
-    /// prints the backup codes on stdout, one a line.
-    Setup(SetupArgs),
-    /// Show whether two-factor authentication is set up for you, and whether it is required.
-    Status {
-        /// Print one line of JSON instead of sentences.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replace your backup codes with a new set (needs a current code from your app).
-    ///
-    /// Reads the code as one line from stdin; the old backup codes stop working.
-    BackupCodes(CodesFile),
-    /// Turn two-factor authentication off for your account (needs a current code from your app).
-    ///
-    /// Reads the code as one line from stdin. Refused while your rule requires
-    /// two-factor authentication.
-    Disable,
-    /// List the hosts where a login with a code is remembered, so no code is asked for a while.
-    Devices {
-        /// Forget them all: the next login from each asks for a code again.
-        #[arg(long)]
-        forget: bool,
-    },
-    /// Commands for administrators (root or the daemon's admin group).
-    #[command(subcommand)]
-    Admin(AdminCommand),
-}
-
-#[derive(Args)]
-struct SetupArgs {
-    #[command(flatten)]
-    file: CodesFile,
-    /// Draw the QR code in plain ASCII (the default when the locale is not UTF-8).
-    #[arg(long)]
-    ascii: bool,
-}
-
-#[derive(Args)]
-struct CodesFile {
-    /// Also write the backup codes to this new file (mode 0600; an existing file is never overwritten).
-    #[arg(long, value_name = "PATH")]
-    backup_codes_file: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Show a user's enrollment, backup codes left, throttle and rule.
-    Status {
-        /// The user to look at.
-        user: String,
-        /// Print one line of JSON instead of sentences.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List every local account: enrolled or not, last login, rule, mode and enforcement date.
-    #[command(visible_alias = "list")]
-    Report {
-        /// Print a JSON array (one object a line) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show which rule applies to a user's login, and why, step by step.
-    Explain {
-        /// The user who would log in.
-        user: String,
-        /// The PAM service of the login.
-        #[arg(long, value_name = "S", default_value = "sshd")]
-        service: String,
-        /// The remote host the login would come from (default: none, a local login).
-        #[arg(long, value_name = "H")]
-        rhost: Option<String>,
-    },
-    /// Remove a user's enrollment: they enroll again at their next login or with `twofold setup`.
-    Reset {
-        /// The user whose enrollment to remove.
-        user: String,
-        /// Do not ask for confirmation (needed when not on a terminal).
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
-    /// Require two-factor authentication for a user, whatever the policy's rules say.
-    Require {
-        /// The user.
-        user: String,
-    },
-    /// Exempt a user from two-factor authentication, whatever the policy's rules say.
-    Exempt {
-        /// The user.
-        user: String,
-    },
-    /// Remove a user's `require` or `exempt` override: the policy's rules apply again.
-    Clear {
-        /// The user.
-        user: String,
-    },
-    /// Let a user who has been locked out by too many wrong codes try again now.
-    Unlock {
-        /// The user to unlock.
-        user: String,
-    },
-    /// Forget a user's remembered devices: their next login from each asks for a code.
-    ForgetDevices {
-        /// The user.
-        user: String,
-    },
-    /// Check a policy file (default: the one twofoldd uses) and print a summary.
-    ///
-    /// Only root may check a file other than the configured one. Errors show
-    /// path:line:column and exit with status 1.
-    CheckConfig {
-        /// The file to check.
-        path: Option<PathBuf>,
-    },
-    /// Make twofoldd read its policy file again (as SIGHUP does).
-    ///
-    /// An invalid file is refused and the policy in force stays.
-    Reload,
-}
+use clap::{CommandFactory, Parser};
+use twofold_cli::args::{AdminCommand, Cli, Command};
 
 /// How the command was called is wrong (exit status 2, as for clap's own
 /// usage errors), though clap could not tell.
@@ -179,6 +39,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Disable => account::disable(),
         Command::Devices { forget } => account::devices(forget),
         Command::Admin(admin) => run_admin(admin),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "twofold",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }
 
@@ -238,7 +107,7 @@ fn report(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use twofold_cli::args::{CodesFile, SetupArgs};
 
     #[test]
     fn reports_each_cause_once() {
@@ -360,6 +229,35 @@ mod tests {
         ));
         assert!(matches!(admin(&["reload"]), AdminCommand::Reload));
         assert!(Cli::try_parse_from(["twofold", "admin", "require"]).is_err());
+    }
+
+    #[test]
+    fn completions_offer_every_command() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "twofold", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for command in Cli::command().get_subcommands().chain(
+                Cli::command()
+                    .find_subcommand("admin")
+                    .unwrap()
+                    .get_subcommands(),
+            ) {
+                assert!(
+                    text.contains(command.get_name()),
+                    "{shell}: {}",
+                    command.get_name()
+                );
+            }
+        }
+        assert!(matches!(
+            Cli::try_parse_from(["twofold", "completions", "zsh"])
+                .unwrap()
+                .command,
+            Command::Completions {
+                shell: clap_complete::Shell::Zsh
+            }
+        ));
     }
 
     #[test]

@@ -89,13 +89,23 @@ pub fn drop_all() -> Result<(), PrivilegeError> {
 /// anything it starts) and not dumpable (which also keeps other processes of
 /// root's uid without CAP_SYS_PTRACE from attaching).
 pub fn no_core_dumps() -> std::io::Result<()> {
-    let zero = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let mut now = libc::rlimit {
+        rlim_cur: 1,
+        rlim_max: 1,
     };
-    // SAFETY: setrlimit reads the struct we pass and nothing else.
-    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    // SAFETY: getrlimit writes only the struct we pass.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut now) } == 0;
+    // Under the shipped unit (LimitCORE=0) it is zero already, and setrlimit
+    // is outside its system call filter.
+    if !known || now.rlim_cur != 0 || now.rlim_max != 0 {
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: setrlimit reads the struct we pass and nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     // SAFETY: prctl with PR_SET_DUMPABLE takes integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
