@@ -177,7 +177,7 @@ impl Engine {
         let cfg = &self.cfg.throttle;
         let table = self.source_table();
         let own = table.wait(cfg, user, source, now);
-        let ceiling = if table.is_known(user, source, now) {
+        let ceiling = if table.is_known(cfg, user, source, now) {
             0
         } else {
             throttle::ceiling_wait(cfg, e.ceiling_tat, now)
@@ -207,7 +207,8 @@ impl Engine {
         let ceiling =
             throttle::ceiling_after_failure(&self.cfg.throttle, loaded.enrollment.ceiling_tat, now);
         self.record(user, loaded, Event::Failure { at: now, ceiling })?;
-        self.source_table().failed(user, source, now);
+        self.source_table()
+            .failed(&self.cfg.throttle, user, source, now);
         Ok(())
     }
 
@@ -287,7 +288,8 @@ impl Engine {
         match accepted {
             Some(event) => {
                 self.record(user, &mut loaded, event)?;
-                self.source_table().succeeded(user, &source, now);
+                self.source_table()
+                    .succeeded(&self.cfg.throttle, user, &source, now);
             }
             None => self.record_failure(user, &source, &mut loaded, now)?,
         }
@@ -526,7 +528,8 @@ impl Engine {
             .map_err(internal)?
         {
             TotpCheck::Valid(step) => {
-                self.source_table().succeeded(user, &source, now);
+                self.source_table()
+                    .succeeded(&self.cfg.throttle, user, &source, now);
                 Ok((loaded, step))
             }
             other => {
@@ -581,7 +584,7 @@ impl Engine {
             )));
         };
         self.record(user, &mut loaded, Event::Unlock { at: now })?;
-        self.source_table().forget_user(user);
+        self.source_table().forget_streaks(user);
         audit::log(
             Level::Info,
             &format!("admin-unlock {} admin_uid={admin_uid}", field("user", user)),

@@ -438,6 +438,7 @@ Ask your administrator if you lost your phone."
         let mut meta = self.store.load_meta(user)?;
         self.prove_with_code(account, input, now, "disable")?;
         self.store.remove_enrollment(user)?;
+        self.source_table().forget_user(user);
         // Hosts remembered for the old key must not skip the next one.
         if !meta.remembered.is_empty() {
             meta.remembered.clear();
@@ -485,6 +486,7 @@ Ask your administrator if you lost your phone."
         // not leave a half-done reset behind.
         let mut meta = self.store.load_meta(user)?;
         self.store.remove_enrollment(user)?;
+        self.source_table().forget_user(user);
         meta.first_prompt = None;
         meta.remembered.clear();
         self.store.write_meta(user, &meta)?;

@@ -195,7 +195,8 @@ impl Enrollment {
             Event::Failure { at, ceiling } => {
                 self.failures = self.failures.saturating_add(1);
                 self.last_failure = self.last_failure.max(at);
-                self.ceiling_tat = self.ceiling_tat.max(ceiling);
+                // The latest record's, even if the clock went back since.
+                self.ceiling_tat = ceiling;
             }
             Event::Unlock { .. } => {
                 self.failures = 0;

@@ -46,19 +46,40 @@ impl Source {
         if rhost.is_empty() {
             return Self::Local;
         }
-        Self::Remote(match rhost.parse::<IpAddr>() {
-            Ok(IpAddr::V4(v4)) => v4.to_string(),
-            Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => {
-                    let s = v6.segments();
-                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-                }
-            },
-            Err(_) => rhost.to_ascii_lowercase(),
+        let ip = match rhost.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            Ok(ip) => ip,
+            // A name (sshd with UseDNS): whoever runs their own DNS can have
+            // any number of them, so all names share one count.
+            Err(_) => return Self::Remote(NAMES.into()),
+        };
+        // Anyone on this host can connect from any 127.x address.
+        if ip.is_loopback() {
+            return Self::Remote(LOOPBACK.into());
+        }
+        Self::Remote(match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
         })
     }
+
+    /// Whether a success from here may let this source skip the account-wide
+    /// ceiling later: only one host's own address. Not `local` or a uid
+    /// (shared by every local user, and by the owner with whoever has their
+    /// password), not host names or loopback (any number of each), and not
+    /// an IPv6 /64 (shared by a hotel's or a cloud's hosts).
+    fn may_become_known(&self) -> bool {
+        matches!(self, Self::Remote(r) if r.parse::<std::net::Ipv4Addr>().is_ok())
+    }
 }
+
+/// The source of every remote host given by name.
+const NAMES: &str = "host names";
+/// The source of every loopback address.
+const LOOPBACK: &str = "loopback";
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,9 +118,16 @@ fn bucket_secs(cfg: &ThrottleConfig) -> u64 {
 }
 
 /// The bucket is kept as the time it will be full again (`tat`, as in GCRA).
-/// A clock set back must not stretch a wait beyond what a full bucket takes.
+/// A `tat` further ahead than a whole bucket cannot come from failures: the
+/// clock was set back after they were recorded (or ran ahead when they
+/// were). Taken as is, it would hold every login until the clock catches up,
+/// so it counts as a full bucket; the next failure writes a sane one.
 fn clamp_tat(cfg: &ThrottleConfig, tat: u64, now: u64) -> u64 {
-    tat.min(now.saturating_add(bucket_secs(cfg)))
+    if tat > now.saturating_add(bucket_secs(cfg)) {
+        0
+    } else {
+        tat
+    }
 }
 
 /// The account-wide bucket after a wrong code at `now` (what the journal records).
@@ -123,6 +151,14 @@ struct Streak {
     last: u64,
 }
 
+impl Streak {
+    /// A failure "after now" means the clock went back: the wait counts
+    /// from now, never longer than the back-off itself.
+    fn wait(self, cfg: &ThrottleConfig, now: u64) -> u64 {
+        retry_after(cfg, self.failures, self.last.min(now), now)
+    }
+}
+
 /// Wrong codes in a row per account and source, and the sources that logged
 /// each account in recently. In memory: a restart forgets them, and the
 /// account-wide ceiling, which is on disk, still holds.
@@ -139,22 +175,19 @@ impl SourceTable {
         self.streaks
             .get(user)
             .and_then(|m| m.get(source))
-            .map_or(0, |s| retry_after(cfg, s.failures, s.last, now))
+            .map_or(0, |s| s.wait(cfg, now))
     }
 
     /// The longest wait of any source for `user`, and wrong codes in a row from it.
     pub fn longest_wait(&self, cfg: &ThrottleConfig, user: &str, now: u64) -> u64 {
         self.streaks.get(user).map_or(0, |m| {
-            m.values()
-                .map(|s| retry_after(cfg, s.failures, s.last, now))
-                .max()
-                .unwrap_or(0)
+            m.values().map(|s| s.wait(cfg, now)).max().unwrap_or(0)
         })
     }
 
-    pub fn failed(&mut self, user: &str, source: &Source, now: u64) {
+    pub fn failed(&mut self, cfg: &ThrottleConfig, user: &str, source: &Source, now: u64) {
         if self.tracked >= MAX_TRACKED {
-            self.drop_oldest_half();
+            self.make_room(cfg, now);
         }
         let per_user = self.streaks.entry(user.to_string()).or_default();
         let streak = per_user.entry(source.clone()).or_insert_with(|| {
@@ -165,12 +198,27 @@ impl SourceTable {
             }
         });
         streak.failures = streak.failures.saturating_add(1);
-        streak.last = streak.last.max(now);
+        // The time of the latest failure, even if the clock went back.
+        streak.last = now;
     }
 
-    /// A code from `source` was right: its streak ends and it becomes known.
-    pub fn succeeded(&mut self, user: &str, source: &Source, now: u64) {
-        self.end_streak(user, source);
+    /// A code from `source` was right. It forgives the source's last few
+    /// failures (typos before it), not a long streak: the source may be
+    /// shared (a NAT, `local`) with someone guessing. A single host's
+    /// address becomes known.
+    pub fn succeeded(&mut self, cfg: &ThrottleConfig, user: &str, source: &Source, now: u64) {
+        let forgiven = cfg.free_failures.saturating_add(1);
+        if let Some(m) = self.streaks.get_mut(user)
+            && let Some(s) = m.get_mut(source)
+        {
+            s.failures = s.failures.saturating_sub(forgiven);
+            if s.failures == 0 {
+                self.end_streak(user, source);
+            }
+        }
+        if !source.may_become_known() {
+            return;
+        }
         let known = self.known.entry(user.to_string()).or_default();
         known.retain(|(s, at)| s != source && at.saturating_add(KNOWN_SOURCE_SECS) > now);
         if known.len() >= MAX_KNOWN_PER_USER {
@@ -179,19 +227,34 @@ impl SourceTable {
         known.push((source.clone(), now));
     }
 
-    /// Whether `source` logged `user` in with a code within `KNOWN_SOURCE_SECS`.
-    pub fn is_known(&self, user: &str, source: &Source, now: u64) -> bool {
-        self.known.get(user).is_some_and(|k| {
-            k.iter()
-                .any(|(s, at)| s == source && at.saturating_add(KNOWN_SOURCE_SECS) > now)
-        })
+    /// Whether `source` may skip the account-wide ceiling for `user`: it
+    /// logged the user in with a code within `KNOWN_SOURCE_SECS`, and has not
+    /// been guessing since (no more wrong codes than the free ones).
+    pub fn is_known(&self, cfg: &ThrottleConfig, user: &str, source: &Source, now: u64) -> bool {
+        let guessing = self
+            .streaks
+            .get(user)
+            .and_then(|m| m.get(source))
+            .is_some_and(|s| s.failures > cfg.free_failures);
+        !guessing
+            && self.known.get(user).is_some_and(|k| {
+                k.iter()
+                    .any(|(s, at)| s == source && at.saturating_add(KNOWN_SOURCE_SECS) > now)
+            })
     }
 
-    /// An administrator's unlock, or a new enrollment: every count starts over.
-    pub fn forget_user(&mut self, user: &str) {
+    /// An administrator's unlock: every count starts over.
+    pub fn forget_streaks(&mut self, user: &str) {
         if let Some(m) = self.streaks.remove(user) {
             self.tracked -= m.len();
         }
+    }
+
+    /// A new key (enrollment, reset, disable): the counts start over, and
+    /// no address is known for it yet.
+    pub fn forget_user(&mut self, user: &str) {
+        self.forget_streaks(user);
+        self.known.remove(user);
     }
 
     fn end_streak(&mut self, user: &str, source: &Source) {
@@ -205,17 +268,30 @@ impl SourceTable {
         }
     }
 
-    /// At capacity: forget the half of the streaks that ended longest ago.
-    fn drop_oldest_half(&mut self) {
-        let mut lasts: Vec<u64> = self
+    /// At capacity: forget the streaks whose wait is over, the shortest
+    /// first, until half the table is free; a streak still waiting is never
+    /// forgotten (that would end its wait). If every streak is waiting, the
+    /// table grows: each entry cost an attacker a checked code, which the
+    /// account-wide ceiling rations.
+    fn make_room(&mut self, cfg: &ThrottleConfig, now: u64) {
+        let mut ended: Vec<(u32, u64)> = self
             .streaks
             .values()
-            .flat_map(|m| m.values().map(|s| s.last))
+            .flat_map(|m| m.values())
+            .filter(|s| s.wait(cfg, now) == 0)
+            .map(|s| (s.failures, s.last))
             .collect();
-        let mid = lasts.len() / 2;
-        let (_, &mut cutoff, _) = lasts.select_nth_unstable(mid);
+        let excess = self
+            .tracked
+            .saturating_sub(MAX_TRACKED / 2)
+            .min(ended.len());
+        if excess == 0 {
+            return;
+        }
+        ended.sort_unstable();
+        let cutoff = ended[excess - 1];
         for m in self.streaks.values_mut() {
-            m.retain(|_, s| s.last > cutoff);
+            m.retain(|_, s| s.wait(cfg, now) > 0 || (s.failures, s.last) > cutoff);
         }
         self.streaks.retain(|_, m| !m.is_empty());
         self.tracked = self.streaks.values().map(HashMap::len).sum();
@@ -300,8 +376,8 @@ mod tests {
         // Idle for a whole bucket's time: full again.
         let later = 1000 + u64::from(burst) * interval * 2;
         assert_eq!(ceiling_wait(&cfg, tat, later), 0);
-        // A clock set far back waits at most one interval.
-        assert_eq!(ceiling_wait(&cfg, u64::MAX, 5), interval);
+        // A bucket impossibly far ahead (the clock went back) counts as full.
+        assert_eq!(ceiling_wait(&cfg, u64::MAX, 5), 0);
     }
 
     #[test]
@@ -322,10 +398,11 @@ mod tests {
             Source::of(0, "2001:db8:1:2::1"),
             Source::of(0, "2001:db8:1:3::1")
         );
-        assert_eq!(
-            Source::of(0, "Host.Example"),
-            Source::Remote("host.example".into())
-        );
+        // Names and loopback addresses: any number for the asking, one count each.
+        assert_eq!(Source::of(0, "a1.example"), Source::of(0, "a2.example"));
+        assert_eq!(Source::of(0, "127.0.0.1"), Source::of(0, "127.9.8.7"));
+        assert_eq!(Source::of(0, "::1"), Source::of(0, "127.0.0.1"));
+        assert_ne!(Source::of(0, "a1.example"), Source::of(0, "127.0.0.1"));
         assert_eq!(Source::of(0, ""), Source::Local);
         // A user's program names any host it likes: it is counted as itself.
         assert_eq!(Source::of(1000, "192.0.2.7"), Source::Caller(1000));
@@ -337,36 +414,92 @@ mod tests {
         let (a, b) = (Source::of(0, "192.0.2.1"), Source::of(0, "192.0.2.2"));
         let mut t = SourceTable::default();
         for _ in 0..5 {
-            t.failed("alice", &a, 100);
+            t.failed(&cfg, "alice", &a, 100);
         }
         assert_eq!(t.wait(&cfg, "alice", &a, 100), 60);
         assert_eq!(t.wait(&cfg, "alice", &b, 100), 0);
         assert_eq!(t.wait(&cfg, "bob", &a, 100), 0);
         assert_eq!(t.longest_wait(&cfg, "alice", 100), 60);
-        t.succeeded("alice", &b, 101);
+        t.succeeded(&cfg, "alice", &b, 101);
         assert_eq!(t.wait(&cfg, "alice", &a, 101), 59);
-        assert!(t.is_known("alice", &b, 101));
-        assert!(!t.is_known("alice", &a, 101));
-        assert!(!t.is_known("alice", &b, 101 + KNOWN_SOURCE_SECS));
-        t.succeeded("alice", &a, 200);
+        assert!(t.is_known(&cfg, "alice", &b, 101));
+        assert!(!t.is_known(&cfg, "alice", &a, 101));
+        assert!(!t.is_known(&cfg, "alice", &b, 101 + KNOWN_SOURCE_SECS));
+        // A success forgives a few typos, not a streak: 5 - 4 = 1 left.
+        t.succeeded(&cfg, "alice", &a, 200);
         assert_eq!(t.wait(&cfg, "alice", &a, 200), 0);
+        assert_eq!(t.tracked(), 1);
+        t.succeeded(&cfg, "alice", &a, 201);
         assert_eq!(t.tracked(), 0);
-        t.failed("alice", &a, 300);
+        t.failed(&cfg, "alice", &a, 300);
         t.forget_user("alice");
         assert_eq!(t.tracked(), 0);
+        assert!(!t.is_known(&cfg, "alice", &b, 301));
+    }
+
+    #[test]
+    fn shared_sources_never_become_known_and_guessing_ends_known() {
+        let cfg = ThrottleConfig::default();
+        let mut t = SourceTable::default();
+        for shared in [
+            Source::Local,
+            Source::Caller(1000),
+            Source::of(0, "host.example"),
+            Source::of(0, "127.0.0.1"),
+            Source::of(0, "2001:db8::1"),
+        ] {
+            t.succeeded(&cfg, "alice", &shared, 100);
+            assert!(!t.is_known(&cfg, "alice", &shared, 100), "{shared}");
+        }
+        // Someone behind the owner's address who starts guessing loses the
+        // way around the ceiling, whatever the owner's successes before.
+        let office = Source::of(0, "192.0.2.10");
+        t.succeeded(&cfg, "alice", &office, 100);
+        for _ in 0..=cfg.free_failures {
+            t.failed(&cfg, "alice", &office, 101);
+        }
+        assert!(!t.is_known(&cfg, "alice", &office, 101));
+    }
+
+    #[test]
+    fn a_clock_set_back_or_ahead_never_holds_anyone_longer_than_a_bucket() {
+        let cfg = ThrottleConfig::default();
+        let mut t = SourceTable::default();
+        let a = Source::of(0, "192.0.2.1");
+        for _ in 0..4 {
+            t.failed(&cfg, "alice", &a, 1_000_000);
+        }
+        // The clock goes back a day: the wait is the back-off, not a day more.
+        assert_eq!(t.wait(&cfg, "alice", &a, 1_000_000 - 86_400), 30);
+        // A bucket recorded far ahead (the clock ran ahead, then was fixed)
+        // counts as full, not as a wait until the clock catches up.
+        let ahead = ceiling_after_failure(&cfg, 0, 10_000_000);
+        assert_eq!(ceiling_wait(&cfg, ahead, 1_000_000), 0);
     }
 
     #[test]
     fn the_table_stays_bounded_and_keeps_the_newest_streaks() {
+        let cfg = ThrottleConfig::default();
         let mut t = SourceTable::default();
+        // One source still waiting (4 failures: 30 s), then many whose wait is over.
+        let waiting = Source::Remote("waiting".into());
+        for _ in 0..4 {
+            t.failed(&cfg, "alice", &waiting, 0);
+        }
+        let now = 10;
         for i in 0..(MAX_TRACKED as u64 + 10) {
-            t.failed("alice", &Source::Remote(i.to_string()), i);
+            t.failed(&cfg, "alice", &Source::Remote(i.to_string()), now);
         }
         assert!(t.tracked() <= MAX_TRACKED);
         let newest = Source::Remote((MAX_TRACKED as u64 + 9).to_string());
         assert!(
             t.streaks["alice"].contains_key(&newest),
-            "the newest streak was dropped"
+            "the newest was dropped"
+        );
+        assert_eq!(
+            t.wait(&cfg, "alice", &waiting, now),
+            20,
+            "a wait was cut short"
         );
     }
 
