@@ -23,10 +23,40 @@ pub struct Service {
     engine: Arc<Engine>,
     dbus: fdo::DBusProxy<'static>,
     limits: Arc<Limits>,
-    /// Unique bus name -> uid. A unique name is never reused while the bus
-    /// runs and a connection's uid never changes, so the bus's answer holds
-    /// for the sender's lifetime; this saves a round trip per call.
-    uids: Mutex<HashMap<String, u32>>,
+    /// Unique bus name -> uid and process. A unique name is never reused
+    /// while the bus runs and a connection's credentials never change, so the
+    /// bus's answer holds for the sender's lifetime; this saves a round trip
+    /// per call.
+    peers: Mutex<HashMap<String, Peer>>,
+}
+
+/// A caller as the bus daemon knows it (from the kernel, at connect time).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    uid: u32,
+    pid: Option<u32>,
+}
+
+impl Peer {
+    /// For root's calls: the real uid of the calling process, read from
+    /// /proc, which for the PAM stack of su or sudo is the user who typed the
+    /// command. It only picks which count a wrong code goes to (never what
+    /// the caller may do), so the one race (the process gone and its pid
+    /// reused before this read) can at worst file a code under another
+    /// local count, which the account-wide ceiling still rations.
+    fn invoker(self) -> Option<u32> {
+        if self.uid != 0 {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
 }
 
 impl Service {
@@ -35,49 +65,67 @@ impl Service {
             engine,
             dbus: fdo::DBusProxy::new(conn).await?,
             limits: Arc::default(),
-            uids: Mutex::default(),
+            peers: Mutex::default(),
         })
     }
 
-    fn uids(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.uids.lock().unwrap_or_else(|p| p.into_inner())
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Peer>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The caller's uid, as the bus daemon knows it. Never taken from arguments.
-    async fn caller_uid(&self, header: &Header<'_>) -> Result<u32, TwofoldError> {
+    /// The caller's uid (and process), as the bus daemon knows them. Never
+    /// taken from arguments.
+    async fn peer(&self, header: &Header<'_>) -> Result<Peer, TwofoldError> {
         let sender = header
             .sender()
             .ok_or_else(|| TwofoldError::AccessDenied("The caller has no bus name.".into()))?;
-        if let Some(&uid) = self.uids().get(sender.as_str()) {
-            return Ok(uid);
+        if let Some(&peer) = self.peers().get(sender.as_str()) {
+            return Ok(peer);
         }
-        let uid = self
+        let credentials = self
             .dbus
-            .get_connection_unix_user(sender.clone().into())
+            .get_connection_credentials(sender.clone().into())
             .await
             .map_err(|e| TwofoldError::ZBus(e.into()))?;
-        let mut uids = self.uids();
-        if uids.len() >= MAX_CACHED_SENDERS {
-            uids.clear();
+        let uid = credentials.unix_user_id().ok_or_else(|| {
+            TwofoldError::AccessDenied("The bus does not know the caller's uid.".into())
+        })?;
+        let peer = Peer {
+            uid,
+            pid: credentials.process_id(),
+        };
+        let mut peers = self.peers();
+        if peers.len() >= MAX_CACHED_SENDERS {
+            peers.clear();
         }
-        uids.insert(sender.to_string(), uid);
-        Ok(uid)
+        peers.insert(sender.to_string(), peer);
+        Ok(peer)
     }
 
-    /// Run `work` with the caller's uid on a blocking thread, if the caller's
-    /// limits allow (`limits.rs`); the slot is held until the work is done,
-    /// even if the caller goes away first.
+    /// Run `work` with the caller's uid on a blocking thread.
     async fn run<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         work: impl FnOnce(&Engine, u32) -> Result<T, TwofoldError> + Send + 'static,
     ) -> Result<T, TwofoldError> {
-        let caller = self.caller_uid(header).await?;
-        let permit = self.limits.admit(caller, crate::now_ms())?;
+        self.run_login(header, move |e, uid, _| work(e, uid)).await
+    }
+
+    /// Run `work` with the caller's uid and, for root, the real uid of the
+    /// calling process (`Peer::invoker`) on a blocking thread, if the
+    /// caller's limits allow (`limits.rs`); the slot is held until the work
+    /// is done, even if the caller goes away first.
+    async fn run_login<T: Send + 'static>(
+        &self,
+        header: &Header<'_>,
+        work: impl FnOnce(&Engine, u32, Option<u32>) -> Result<T, TwofoldError> + Send + 'static,
+    ) -> Result<T, TwofoldError> {
+        let peer = self.peer(header).await?;
+        let permit = self.limits.admit(peer.uid, crate::now_ms())?;
         let engine = self.engine.clone();
         zruntime::unblock(move || {
             let _permit = permit;
-            work(&engine, caller)
+            work(&engine, peer.uid, peer.invoker())
         })
         .await
     }
@@ -92,8 +140,8 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<LoginPlan, TwofoldError> {
-        self.run(&header, move |e, caller| {
-            calls::begin_login(e, caller, &user, &service, &rhost)
+        self.run_login(&header, move |e, caller, invoker| {
+            calls::begin_login(e, caller, invoker, &user, &service, &rhost)
         })
         .await
     }
@@ -107,8 +155,8 @@ impl Service {
         rhost: String,
     ) -> Result<VerifyReply, TwofoldError> {
         let code = Zeroizing::new(code);
-        self.run(&header, move |e, caller| {
-            calls::verify(e, caller, &user, &code, &service, &rhost)
+        self.run_login(&header, move |e, caller, invoker| {
+            calls::verify(e, caller, invoker, &user, &code, &service, &rhost)
         })
         .await
     }

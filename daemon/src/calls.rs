@@ -19,12 +19,23 @@ fn context(service: &str, rhost: &str, caller_uid: u32) -> LoginContext {
         service: service.into(),
         rhost: rhost.into(),
         caller_uid,
+        invoker: None,
+    }
+}
+
+/// The context of a login step, with the real uid of the calling process
+/// (`invoker`, read by `bus.rs`; `None` when unknown).
+fn login_context(service: &str, rhost: &str, caller: u32, invoker: Option<u32>) -> LoginContext {
+    LoginContext {
+        invoker,
+        ..context(service, rhost, caller)
     }
 }
 
 pub fn begin_login(
     e: &Engine,
     caller: u32,
+    invoker: Option<u32>,
     user: &str,
     service: &str,
     rhost: &str,
@@ -35,12 +46,17 @@ pub fn begin_login(
         ("host name", rhost),
     ])?;
     let account = authz::login_target(caller, user, "BeginLogin")?;
-    e.begin_login(&account, &context(service, rhost, caller), crate::now())
+    e.begin_login(
+        &account,
+        &login_context(service, rhost, caller, invoker),
+        crate::now(),
+    )
 }
 
 pub fn verify(
     e: &Engine,
     caller: u32,
+    invoker: Option<u32>,
     user: &str,
     code: &str,
     service: &str,
@@ -56,7 +72,7 @@ pub fn verify(
     e.verify(
         &account.name,
         code,
-        &context(service, rhost, caller),
+        &login_context(service, rhost, caller, invoker),
         crate::now(),
     )
 }

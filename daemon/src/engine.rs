@@ -40,6 +40,9 @@ pub struct LoginContext {
     pub rhost: String,
     /// Who asked: 0 for the PAM stacks of sshd, login, su, sudo.
     pub caller_uid: u32,
+    /// The real uid of the asking process (read by the daemon from /proc):
+    /// who ran su or sudo. Only for counting wrong codes.
+    pub invoker: Option<u32>,
 }
 
 impl LoginContext {
@@ -51,7 +54,7 @@ impl LoginContext {
 
     /// Where wrong codes are counted.
     pub fn source(&self) -> Source {
-        Source::of(self.caller_uid, &self.rhost)
+        Source::of(self.caller_uid, &self.rhost, self.invoker)
     }
 }
 

@@ -39,6 +39,7 @@ fn ctx() -> LoginContext {
         service: "test".into(),
         rhost: "192.0.2.1".into(),
         caller_uid: 0,
+        invoker: None,
     }
 }
 

@@ -31,20 +31,25 @@ pub enum Source {
     /// A remote host named by the PAM stack (root): an IPv4 address, an IPv6
     /// /64, or a host name as given.
     Remote(String),
-    /// The PAM stack without a remote host: console, su, sudo.
-    Local,
+    /// The PAM stack without a remote host (console, su, sudo), by the real
+    /// uid of the process that runs it: the user who typed `su` or `sudo`
+    /// (root at the console), so someone guessing through `su owner` has a
+    /// count apart from the owner's own sudo. `None`: not known.
+    Local(Option<u32>),
     /// A program running as this uid (a screen locker, `twofold`), whose word
     /// about the remote host is not trusted.
     Caller(u32),
 }
 
 impl Source {
-    pub fn of(caller_uid: u32, rhost: &str) -> Self {
+    /// `invoker`: the real uid of the calling process, as the daemon read it
+    /// (never the caller's word).
+    pub fn of(caller_uid: u32, rhost: &str, invoker: Option<u32>) -> Self {
         if caller_uid != 0 {
             return Self::Caller(caller_uid);
         }
         if rhost.is_empty() {
-            return Self::Local;
+            return Self::Local(invoker);
         }
         let ip = match rhost.parse::<IpAddr>() {
             Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -85,7 +90,8 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Remote(r) => f.write_str(r),
-            Self::Local => f.write_str("local"),
+            Self::Local(None) => f.write_str("local"),
+            Self::Local(Some(uid)) => write!(f, "local (uid {uid})"),
             Self::Caller(uid) => write!(f, "uid {uid}"),
         }
     }
@@ -383,35 +389,49 @@ mod tests {
     #[test]
     fn sources_are_addresses_with_ipv6_by_slash_64() {
         assert_eq!(
-            Source::of(0, "192.0.2.7"),
+            Source::of(0, "192.0.2.7", None),
             Source::Remote("192.0.2.7".into())
         );
         assert_eq!(
-            Source::of(0, "::ffff:192.0.2.7"),
+            Source::of(0, "::ffff:192.0.2.7", None),
             Source::Remote("192.0.2.7".into())
         );
         assert_eq!(
-            Source::of(0, "2001:db8:1:2:aaaa::1"),
-            Source::of(0, "2001:db8:1:2:bbbb::9")
+            Source::of(0, "2001:db8:1:2:aaaa::1", None),
+            Source::of(0, "2001:db8:1:2:bbbb::9", None)
         );
         assert_ne!(
-            Source::of(0, "2001:db8:1:2::1"),
-            Source::of(0, "2001:db8:1:3::1")
+            Source::of(0, "2001:db8:1:2::1", None),
+            Source::of(0, "2001:db8:1:3::1", None)
         );
         // Names and loopback addresses: any number for the asking, one count each.
-        assert_eq!(Source::of(0, "a1.example"), Source::of(0, "a2.example"));
-        assert_eq!(Source::of(0, "127.0.0.1"), Source::of(0, "127.9.8.7"));
-        assert_eq!(Source::of(0, "::1"), Source::of(0, "127.0.0.1"));
-        assert_ne!(Source::of(0, "a1.example"), Source::of(0, "127.0.0.1"));
-        assert_eq!(Source::of(0, ""), Source::Local);
+        assert_eq!(
+            Source::of(0, "a1.example", None),
+            Source::of(0, "a2.example", None)
+        );
+        assert_eq!(
+            Source::of(0, "127.0.0.1", None),
+            Source::of(0, "127.9.8.7", None)
+        );
+        assert_eq!(Source::of(0, "::1", None), Source::of(0, "127.0.0.1", None));
+        assert_ne!(
+            Source::of(0, "a1.example", None),
+            Source::of(0, "127.0.0.1", None)
+        );
+        assert_eq!(Source::of(0, "", None), Source::Local(None));
+        // su and sudo: by who ran them.
+        assert_ne!(Source::of(0, "", Some(1000)), Source::of(0, "", Some(1001)));
         // A user's program names any host it likes: it is counted as itself.
-        assert_eq!(Source::of(1000, "192.0.2.7"), Source::Caller(1000));
+        assert_eq!(Source::of(1000, "192.0.2.7", None), Source::Caller(1000));
     }
 
     #[test]
     fn one_sources_failures_do_not_touch_another_and_success_ends_only_its_own() {
         let cfg = ThrottleConfig::default();
-        let (a, b) = (Source::of(0, "192.0.2.1"), Source::of(0, "192.0.2.2"));
+        let (a, b) = (
+            Source::of(0, "192.0.2.1", None),
+            Source::of(0, "192.0.2.2", None),
+        );
         let mut t = SourceTable::default();
         for _ in 0..5 {
             t.failed(&cfg, "alice", &a, 100);
@@ -442,18 +462,18 @@ mod tests {
         let cfg = ThrottleConfig::default();
         let mut t = SourceTable::default();
         for shared in [
-            Source::Local,
+            Source::Local(Some(1000)),
             Source::Caller(1000),
-            Source::of(0, "host.example"),
-            Source::of(0, "127.0.0.1"),
-            Source::of(0, "2001:db8::1"),
+            Source::of(0, "host.example", None),
+            Source::of(0, "127.0.0.1", None),
+            Source::of(0, "2001:db8::1", None),
         ] {
             t.succeeded(&cfg, "alice", &shared, 100);
             assert!(!t.is_known(&cfg, "alice", &shared, 100), "{shared}");
         }
         // Someone behind the owner's address who starts guessing loses the
         // way around the ceiling, whatever the owner's successes before.
-        let office = Source::of(0, "192.0.2.10");
+        let office = Source::of(0, "192.0.2.10", None);
         t.succeeded(&cfg, "alice", &office, 100);
         for _ in 0..=cfg.free_failures {
             t.failed(&cfg, "alice", &office, 101);
@@ -465,7 +485,7 @@ mod tests {
     fn a_clock_set_back_or_ahead_never_holds_anyone_longer_than_a_bucket() {
         let cfg = ThrottleConfig::default();
         let mut t = SourceTable::default();
-        let a = Source::of(0, "192.0.2.1");
+        let a = Source::of(0, "192.0.2.1", None);
         for _ in 0..4 {
             t.failed(&cfg, "alice", &a, 1_000_000);
         }

@@ -77,10 +77,12 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
     let (who, script) = input;
     let e = engine();
     let caller = CALLERS[usize::from(who) % CALLERS.len()];
+    // The real uid of a root caller's process, as bus.rs reads it.
+    let invoker = [None, Some(0), Some(1000)][usize::from(who / 3) % 3];
     for call in script.into_iter().take(8) {
         let _ = match call {
-            Call::BeginLogin(u, s, r) => calls::begin_login(e, caller, &u, &s, &r).map(drop),
-            Call::Verify(u, c, s, r) => calls::verify(e, caller, &u, &c, &s, &r).map(drop),
+            Call::BeginLogin(u, s, r) => calls::begin_login(e, caller, invoker, &u, &s, &r).map(drop),
+            Call::Verify(u, c, s, r) => calls::verify(e, caller, invoker, &u, &c, &s, &r).map(drop),
             Call::BeginEnrollment => calls::begin_enrollment(e, caller).map(drop),
             Call::ConfirmEnrollment(c) => calls::confirm_enrollment(e, caller, &c).map(drop),
             Call::Status => calls::status(e, caller).map(drop),

@@ -870,18 +870,51 @@ impl PamService {
         user: &str,
         input: &[u8],
     ) -> Result<Attempt> {
+        self.login_setuid_from(bus, as_user, user, DEFAULT_RHOST, input)
+    }
+
+    /// Log `user` in as su or sudo runs the PAM stack: effective uid root,
+    /// real uid `invoker`'s, no remote host. The kernel then marks the
+    /// process secure, so the module ignores `DBUS_SYSTEM_BUS_ADDRESS` as it
+    /// does in su; the run happens in a private mount namespace whose
+    /// `/run/dbus/system_bus_socket` leads to this test's bus.
+    pub fn login_su(&self, bus: &Bus, invoker: &str, user: &str, input: &[u8]) -> Result<Attempt> {
+        let uid = output({
+            let mut c = Command::new("id");
+            c.args(["-u", invoker]);
+            c
+        })?;
+        let uid = String::from_utf8(uid.stdout)?.trim().to_string();
+        let script = format!(
+            "set -e\n\
+             mount -t tmpfs -o mode=0755 twofold-test-run /run\n\
+             mkdir -p /run/dbus\n\
+             ln -s '{}' /run/dbus/system_bus_socket\n\
+             exec setpriv --ruid {uid} -- \"$0\" \"$@\"\n",
+            bus.dir().join("system_bus_socket").display()
+        );
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .arg(artifacts().pam_driver());
+        run_with_input(self.driver(c, user.as_ref(), "", &[]), input)
+    }
+
+    /// `login_setuid` with the remote host `rhost` (empty: a local login, as su's).
+    pub fn login_setuid_from(
+        &self,
+        bus: &Bus,
+        as_user: &str,
+        user: &str,
+        rhost: &str,
+        input: &[u8],
+    ) -> Result<Attempt> {
         use std::os::unix::fs::PermissionsExt;
         let setuid = artifacts().bin.join("pam-driver-setuid");
         if !setuid.exists() {
             std::fs::copy(artifacts().pam_driver(), &setuid)?;
             std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755))?;
         }
-        let c = self.driver(
-            bus.command_as(as_user, &setuid),
-            user.as_ref(),
-            DEFAULT_RHOST,
-            &[],
-        );
+        let c = self.driver(bus.command_as(as_user, &setuid), user.as_ref(), rhost, &[]);
         run_with_input(c, input)
     }
 

@@ -242,3 +242,35 @@ fn many_addresses_get_what_the_ceiling_allows_and_known_addresses_stay_open() {
     assert_eq!(a.code, pam::AUTH_ERR, "{a:?}");
     assert!(a.stderr.contains("from several places"), "{a:?}");
 }
+
+/// su and sudo run the PAM stack as root with no remote host; wrong codes
+/// typed through `su tf-alice` by another local user are counted by who ran
+/// su (the real uid of the process, which twofoldd reads itself), apart
+/// from tf-alice's own local logins.
+#[test]
+fn guessing_through_su_does_not_hold_up_the_owners_own_local_logins() {
+    test_user(ALICE).unwrap();
+    test_user("tf-bob").unwrap();
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start(&bus, "").unwrap();
+    let pam = PamService::new("").unwrap();
+    let e = enroll(&bus, ALICE).unwrap();
+    let free = ThrottleConfig::default().free_failures as usize;
+    let mut asked = 0;
+    for _ in 0..free + 3 {
+        let a = pam.login_su(&bus, "tf-bob", ALICE, b"000000\n").unwrap();
+        assert_eq!(a.code, pam::AUTH_ERR, "{a:?}");
+        asked += usize::from(a.stderr.contains("Verification code"));
+    }
+    // 3 free, the 4th checked, then a 30 s wait for this count.
+    assert_eq!(asked, free + 1, "{}", daemon.log());
+    // The owner's own local login (run by root here) is another count.
+    let code = oathtool(&e.secret, 0).unwrap();
+    let a = pam
+        .login_from(&bus, ALICE, "", format!("{code}\n").as_bytes())
+        .unwrap();
+    assert_eq!(a.code, pam::SUCCESS, "{a:?}\n{}", daemon.log());
+    // And the owner's success did not reset the guesser's count.
+    let a = pam.login_su(&bus, "tf-bob", ALICE, b"000000\n").unwrap();
+    assert!(a.stderr.contains("Too many wrong codes"), "{a:?}");
+}
