@@ -141,6 +141,21 @@ impl Daemon for BusDaemon {
     }
 }
 
+/// The remote host to name to the daemon: PAM_RHOST, unless that is a name
+/// (sshd with `UseDNS yes`) and sshd put the numeric peer address in the PAM
+/// environment (`SSH_CONNECTION=CLIENT_IP CLIENT_PORT SERVER_IP
+/// SERVER_PORT`). Names cannot be counted per host (anyone with their own DNS
+/// has any number) nor matched against trusted networks.
+pub fn remote_host(rhost: String, ssh_connection: Option<&str>) -> String {
+    if rhost.is_empty() || rhost.parse::<std::net::IpAddr>().is_ok() {
+        return rhost;
+    }
+    ssh_connection
+        .and_then(|c| c.split(' ').next())
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        .map_or(rhost, str::to_string)
+}
+
 /// Who is logging in, from the PAM items. `user` is `Err` with a printable
 /// form of the name when the name is not UTF-8.
 #[derive(Debug, Clone)]

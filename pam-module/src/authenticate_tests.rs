@@ -820,3 +820,18 @@ fn ascii_comes_first_when_asked_for_or_when_the_locale_is_not_utf8() {
         assert_eq!(code, PamResultCode::PAM_CONV_ERR);
     }
 }
+
+#[test]
+fn a_host_name_gives_way_to_sshds_numeric_peer_address() {
+    let conn = Some("192.0.2.7 50022 192.0.2.1 22");
+    assert_eq!(remote_host("host.example".into(), conn), "192.0.2.7");
+    assert_eq!(remote_host("198.51.100.1".into(), conn), "198.51.100.1");
+    assert_eq!(remote_host("2001:db8::1".into(), conn), "2001:db8::1");
+    // No remote host stays none; a name stays a name without a usable address.
+    assert_eq!(remote_host(String::new(), conn), "");
+    assert_eq!(remote_host("host.example".into(), None), "host.example");
+    assert_eq!(
+        remote_host("host.example".into(), Some("not-an-address 1 2 3")),
+        "host.example"
+    );
+}

@@ -2,11 +2,25 @@
 //! libpam calls pam-bindings does not wrap.
 
 use pam::module::PamHandle;
-use std::ffi::{CString, c_char, c_int};
+use std::ffi::{CStr, CString, c_char, c_int};
 
 #[link(name = "pam")]
 unsafe extern "C" {
     fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
+    fn pam_getenv(pamh: *const PamHandle, name: *const c_char) -> *const c_char;
+}
+
+/// A variable of the PAM environment (what the application and modules put
+/// there, not the process's environment), copied out.
+pub fn pam_env(pamh: &PamHandle, name: &CStr) -> Option<String> {
+    // SAFETY: `pamh` is the live handle libpam gave this hook and `name` is
+    // NUL-terminated; the result is NULL or a NUL-terminated string owned by
+    // libpam that stays valid until the environment changes, and it is
+    // copied before this function returns.
+    unsafe {
+        let value = pam_getenv(pamh, name.as_ptr());
+        (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned())
+    }
 }
 
 /// Log through libpam, which prefixes the service and module name.

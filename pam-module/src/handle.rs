@@ -81,7 +81,10 @@ pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) ->
         Err(code) => return code,
     };
     let service = item_text(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
-    let rhost = item_text(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0));
+    let rhost = authenticate::remote_host(
+        item_text(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0)),
+        ffi::pam_env(pamh, c"SSH_CONNECTION").as_deref(),
+    );
     let mut host = PamHost {
         pamh,
         silent: flags & PAM_SILENT != 0,

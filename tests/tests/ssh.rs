@@ -396,6 +396,29 @@ fn the_connection_closes_after_maxauthtries() {
     );
 }
 
+/// With `UseDNS yes`, sshd names the client by its host name in PAM_RHOST;
+/// the module gives the daemon the numeric address sshd puts in the PAM
+/// environment instead, so trusted networks (and the throttle's count per
+/// address) still see an address.
+#[test]
+fn with_usedns_the_daemon_still_sees_the_address() {
+    let policy = "trusted_networks = [\"127.0.0.0/8\"]\n[default]\nmode = \"require\"\n";
+    let h = host_with(policy, "sshd", "", "UseDNS yes");
+    enroll(&h.bus, ANN).unwrap();
+    let login = SshClient::new(ANN)
+        .login(&h.sshd, person(PASSWORD, &["000000"]))
+        .unwrap();
+    assert!(login.logged_in(), "{}", explain(&h, &login));
+    assert_eq!(login.prompts, ["Password: "], "{}", explain(&h, &login));
+    assert!(
+        h.daemon
+            .log()
+            .contains("rhost=127.0.0.1 outcome=allowed-trusted-network"),
+        "{}",
+        explain(&h, &login)
+    );
+}
+
 /// MaxAuthTries bounds the tries in one connection, but it is the daemon's
 /// count, per account and address, that bounds an attacker: ten wrong codes
 /// cost the same in one connection as in ten.
