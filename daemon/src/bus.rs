@@ -108,24 +108,28 @@ impl Service {
         header: &Header<'_>,
         work: impl FnOnce(&Engine, u32) -> Result<T, TwofoldError> + Send + 'static,
     ) -> Result<T, TwofoldError> {
-        self.run_login(header, move |e, uid, _| work(e, uid)).await
+        self.run_login(header, false, move |e, uid, _| work(e, uid))
+            .await
     }
 
-    /// Run `work` with the caller's uid and, for root, the real uid of the
-    /// calling process (`Peer::invoker`) on a blocking thread, if the
-    /// caller's limits allow (`limits.rs`); the slot is held until the work
-    /// is done, even if the caller goes away first.
+    /// Run `work` with the caller's uid and, for a `local` login (no remote
+    /// host) by root, the real uid of the calling process (`Peer::invoker`), on a
+    /// blocking thread, if the caller's limits allow (`limits.rs`); the slot
+    /// is held until the work is done, even if the caller goes away first.
     async fn run_login<T: Send + 'static>(
         &self,
         header: &Header<'_>,
+        local: bool,
         work: impl FnOnce(&Engine, u32, Option<u32>) -> Result<T, TwofoldError> + Send + 'static,
     ) -> Result<T, TwofoldError> {
         let peer = self.peer(header).await?;
         let permit = self.limits.admit(peer.uid, crate::now_ms())?;
         let engine = self.engine.clone();
+        // Only a local login is counted by its invoker: skip /proc otherwise.
         zruntime::unblock(move || {
             let _permit = permit;
-            work(&engine, peer.uid, peer.invoker())
+            let invoker = if local { peer.invoker() } else { None };
+            work(&engine, peer.uid, invoker)
         })
         .await
     }
@@ -140,7 +144,7 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<LoginPlan, TwofoldError> {
-        self.run_login(&header, move |e, caller, invoker| {
+        self.run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
             calls::begin_login(e, caller, invoker, &user, &service, &rhost)
         })
         .await
@@ -155,7 +159,7 @@ impl Service {
         rhost: String,
     ) -> Result<VerifyReply, TwofoldError> {
         let code = Zeroizing::new(code);
-        self.run_login(&header, move |e, caller, invoker| {
+        self.run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
             calls::verify(e, caller, invoker, &user, &code, &service, &rhost)
         })
         .await
