@@ -52,9 +52,15 @@ impl LoginContext {
         (self.caller_uid == 0 && !self.rhost.is_empty()).then_some(self.rhost.as_str())
     }
 
-    /// Where wrong codes are counted.
+    /// Where wrong codes are counted: the remote host only when it can be
+    /// trusted (as for `trusted_rhost`), else the local login's invoker, or
+    /// the calling user.
     pub fn source(&self) -> Source {
-        Source::of(self.caller_uid, &self.rhost, self.invoker)
+        match self.trusted_rhost() {
+            Some(rhost) => Source::remote(rhost),
+            None if self.caller_uid == 0 => Source::Local(self.invoker),
+            None => Source::Caller(self.caller_uid),
+        }
     }
 }
 

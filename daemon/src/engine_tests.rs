@@ -241,6 +241,25 @@ fn reopen(d: &tempfile::TempDir, throttle: ThrottleConfig) -> Engine {
 }
 
 #[test]
+fn wrong_codes_are_counted_by_a_source_the_caller_cannot_choose() {
+    let local = |invoker| LoginContext {
+        rhost: String::new(),
+        invoker,
+        ..ctx()
+    };
+    assert_eq!(local(None).source(), Source::Local(None));
+    // su and sudo: by who ran them.
+    assert_ne!(local(Some(1000)).source(), local(Some(1001)).source());
+    // A user's program names any host it likes: it is counted as itself.
+    let program = LoginContext {
+        caller_uid: 1000,
+        ..from("192.0.2.7")
+    };
+    assert_eq!(program.source(), Source::Caller(1000));
+    assert_eq!(from("192.0.2.7").source(), Source::remote("192.0.2.7"));
+}
+
+#[test]
 fn an_attacker_from_one_address_never_holds_up_the_owner_from_another() {
     let (_d, e) = engine();
     let (secret, _) = enroll(&e);

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod authz;
 pub mod backup;
+pub mod bucket;
 pub mod bus;
 pub mod calls;
 pub mod config;

@@ -5,6 +5,7 @@
 //! flood from one local user cannot starve the logins of others.
 
 use crate::audit::{self, Level};
+use crate::bucket::Bucket;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use twofold_protocol::TwofoldError;
@@ -15,6 +16,11 @@ pub const MAX_IN_FLIGHT_PER_UID: u32 = 4;
 pub const BURST_PER_UID: u32 = 20;
 /// ...and then one per this many milliseconds (10 a second).
 pub const INTERVAL_MS_PER_UID: u64 = 100;
+/// The rate of one non-root uid, in milliseconds.
+const RATE: Bucket = Bucket {
+    burst: BURST_PER_UID as u64,
+    interval: INTERVAL_MS_PER_UID,
+};
 /// Bytes of one string argument (user and service names, codes, host
 /// names, a policy path: PATH_MAX).
 pub const MAX_ARG_BYTES: usize = 4096;
@@ -68,7 +74,6 @@ impl Limits {
         if uid == 0 {
             return Ok(Permit { limits: None });
         }
-        let bucket_ms = u64::from(BURST_PER_UID) * INTERVAL_MS_PER_UID;
         let mut callers = self.callers();
         if callers.len() >= MAX_TRACKED_UIDS && !callers.contains_key(&uid) {
             callers.retain(|_, c| c.in_flight > 0 || c.tat_ms > now_ms);
@@ -77,8 +82,7 @@ impl Limits {
             }
         }
         let c = callers.entry(uid).or_default();
-        let tat = c.tat_ms.min(now_ms + bucket_ms).max(now_ms);
-        if c.in_flight >= MAX_IN_FLIGHT_PER_UID || tat + INTERVAL_MS_PER_UID > now_ms + bucket_ms {
+        if c.in_flight >= MAX_IN_FLIGHT_PER_UID || RATE.wait(c.tat_ms, now_ms) > 0 {
             if c.logged_ms.is_none_or(|t| now_ms >= t + 60_000) {
                 c.logged_ms = Some(now_ms);
                 audit::log(
@@ -90,7 +94,7 @@ impl Limits {
             }
             return Err(busy());
         }
-        c.tat_ms = tat + INTERVAL_MS_PER_UID;
+        c.tat_ms = RATE.spend(c.tat_ms, now_ms);
         c.in_flight += 1;
         Ok(Permit {
             limits: Some((self.clone(), uid)),

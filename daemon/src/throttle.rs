@@ -13,9 +13,10 @@
 //!   user in with a code recently skip this ceiling (not their own back-off),
 //!   so a distributed attack cannot keep the owner out of their usual hosts.
 
+use crate::bucket::Bucket;
 use crate::config::ThrottleConfig;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Successful logins make an address "known" to an account for this long.
 pub const KNOWN_SOURCE_SECS: u64 = 30 * 86_400;
@@ -28,9 +29,15 @@ const MAX_KNOWN_PER_USER: usize = 16;
 /// Where a code came from, as counted by the throttle.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
-    /// A remote host named by the PAM stack (root): an IPv4 address, an IPv6
-    /// /64, or a host name as given.
-    Remote(String),
+    /// One IPv4 address.
+    Address(Ipv4Addr),
+    /// An IPv6 /64 (its first four segments): the block one host usually holds.
+    Ipv6Block([u16; 4]),
+    /// Every remote host given by name (an application other than sshd, which
+    /// names the address): whoever runs their own DNS can have any number.
+    HostNames,
+    /// Every loopback address: anyone on this host can connect from any 127.x.
+    Loopback,
     /// The PAM stack without a remote host (console, su, sudo), by the real
     /// uid of the process that runs it: the user who typed `su` or `sudo`
     /// (root at the console), so someone guessing through `su owner` has a
@@ -42,33 +49,21 @@ pub enum Source {
 }
 
 impl Source {
-    /// `invoker`: the real uid of the calling process, as the daemon read it
-    /// (never the caller's word).
-    pub fn of(caller_uid: u32, rhost: &str, invoker: Option<u32>) -> Self {
-        if caller_uid != 0 {
-            return Self::Caller(caller_uid);
-        }
-        if rhost.is_empty() {
-            return Self::Local(invoker);
-        }
+    /// The source of a remote host the PAM stack (root) named.
+    pub fn remote(rhost: &str) -> Self {
         let ip = match rhost.parse::<IpAddr>() {
             Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             Ok(ip) => ip,
-            // A name (sshd with UseDNS): whoever runs their own DNS can have
-            // any number of them, so all names share one count.
-            Err(_) => return Self::Remote(NAMES.into()),
+            Err(_) => return Self::HostNames,
         };
-        // Anyone on this host can connect from any 127.x address.
-        if ip.is_loopback() {
-            return Self::Remote(LOOPBACK.into());
-        }
-        Self::Remote(match ip {
-            IpAddr::V4(v4) => v4.to_string(),
+        match ip {
+            _ if ip.is_loopback() => Self::Loopback,
+            IpAddr::V4(v4) => Self::Address(v4),
             IpAddr::V6(v6) => {
                 let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                Self::Ipv6Block([s[0], s[1], s[2], s[3]])
             }
-        })
+        }
     }
 
     /// Whether a success from here may let this source skip the account-wide
@@ -77,19 +72,17 @@ impl Source {
     /// password), not host names or loopback (any number of each), and not
     /// an IPv6 /64 (shared by a hotel's or a cloud's hosts).
     fn may_become_known(&self) -> bool {
-        matches!(self, Self::Remote(r) if r.parse::<std::net::Ipv4Addr>().is_ok())
+        matches!(self, Self::Address(_))
     }
 }
-
-/// The source of every remote host given by name.
-const NAMES: &str = "host names";
-/// The source of every loopback address.
-const LOOPBACK: &str = "loopback";
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Remote(r) => f.write_str(r),
+            Self::Address(a) => write!(f, "{a}"),
+            Self::Ipv6Block([a, b, c, d]) => write!(f, "{a:x}:{b:x}:{c:x}:{d:x}::/64"),
+            Self::HostNames => f.write_str("host names"),
+            Self::Loopback => f.write_str("loopback"),
             Self::Local(None) => f.write_str("local"),
             Self::Local(Some(uid)) => write!(f, "local (uid {uid})"),
             Self::Caller(uid) => write!(f, "uid {uid}"),
@@ -118,37 +111,22 @@ pub fn retry_after(cfg: &ThrottleConfig, failures: u32, last_failure: u64, now: 
     allowed_at.saturating_sub(now)
 }
 
-/// Tokens the account-wide bucket holds, as seconds of its refill.
-fn bucket_secs(cfg: &ThrottleConfig) -> u64 {
-    u64::from(cfg.account_burst).saturating_mul(cfg.account_interval_secs)
-}
-
-/// The bucket is kept as the time it will be full again (`tat`, as in GCRA).
-/// A `tat` further ahead than a whole bucket cannot come from failures: the
-/// clock was set back after they were recorded (or ran ahead when they
-/// were). Taken as is, it would hold every login until the clock catches up,
-/// so it counts as a full bucket; the next failure writes a sane one.
-fn clamp_tat(cfg: &ThrottleConfig, tat: u64, now: u64) -> u64 {
-    if tat > now.saturating_add(bucket_secs(cfg)) {
-        0
-    } else {
-        tat
+/// The account-wide bucket, in seconds.
+fn ceiling(cfg: &ThrottleConfig) -> Bucket {
+    Bucket {
+        burst: u64::from(cfg.account_burst),
+        interval: cfg.account_interval_secs,
     }
 }
 
 /// The account-wide bucket after a wrong code at `now` (what the journal records).
 pub fn ceiling_after_failure(cfg: &ThrottleConfig, tat: u64, now: u64) -> u64 {
-    clamp_tat(cfg, tat, now)
-        .max(now)
-        .saturating_add(cfg.account_interval_secs)
+    ceiling(cfg).spend(tat, now)
 }
 
 /// Seconds until the account-wide ceiling lets a code be checked (0: now).
 pub fn ceiling_wait(cfg: &ThrottleConfig, tat: u64, now: u64) -> u64 {
-    let allowance = bucket_secs(cfg).saturating_sub(cfg.account_interval_secs);
-    clamp_tat(cfg, tat, now)
-        .saturating_sub(now)
-        .saturating_sub(allowance)
+    ceiling(cfg).wait(tat, now)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -316,13 +294,12 @@ impl SourceTable {
 /// the owner's own source.
 pub fn guesses_within(cfg: &ThrottleConfig, horizon_secs: u64, sources: u32) -> u64 {
     use std::cmp::Reverse;
-    let allowance = bucket_secs(cfg).saturating_sub(cfg.account_interval_secs);
     let mut ready: BinaryHeap<Reverse<(u64, u32)>> =
         (0..sources.max(1)).map(|i| Reverse((0, i))).collect();
     let mut failures = vec![0u32; sources.max(1) as usize];
     let (mut tat, mut guesses) = (0u64, 0u64);
     while let Some(Reverse((ready_at, i))) = ready.pop() {
-        let t = ready_at.max(tat.saturating_sub(allowance));
+        let t = ready_at.max(ceiling(cfg).fits_from(tat));
         if t >= horizon_secs {
             break;
         }
@@ -389,49 +366,32 @@ mod tests {
     #[test]
     fn sources_are_addresses_with_ipv6_by_slash_64() {
         assert_eq!(
-            Source::of(0, "192.0.2.7", None),
-            Source::Remote("192.0.2.7".into())
+            Source::remote("192.0.2.7"),
+            Source::Address(Ipv4Addr::new(192, 0, 2, 7))
         );
         assert_eq!(
-            Source::of(0, "::ffff:192.0.2.7", None),
-            Source::Remote("192.0.2.7".into())
+            Source::remote("::ffff:192.0.2.7"),
+            Source::Address(Ipv4Addr::new(192, 0, 2, 7))
         );
         assert_eq!(
-            Source::of(0, "2001:db8:1:2:aaaa::1", None),
-            Source::of(0, "2001:db8:1:2:bbbb::9", None)
+            Source::remote("2001:db8:1:2:aaaa::1"),
+            Source::remote("2001:db8:1:2:bbbb::9")
         );
         assert_ne!(
-            Source::of(0, "2001:db8:1:2::1", None),
-            Source::of(0, "2001:db8:1:3::1", None)
+            Source::remote("2001:db8:1:2::1"),
+            Source::remote("2001:db8:1:3::1")
         );
         // Names and loopback addresses: any number for the asking, one count each.
-        assert_eq!(
-            Source::of(0, "a1.example", None),
-            Source::of(0, "a2.example", None)
-        );
-        assert_eq!(
-            Source::of(0, "127.0.0.1", None),
-            Source::of(0, "127.9.8.7", None)
-        );
-        assert_eq!(Source::of(0, "::1", None), Source::of(0, "127.0.0.1", None));
-        assert_ne!(
-            Source::of(0, "a1.example", None),
-            Source::of(0, "127.0.0.1", None)
-        );
-        assert_eq!(Source::of(0, "", None), Source::Local(None));
-        // su and sudo: by who ran them.
-        assert_ne!(Source::of(0, "", Some(1000)), Source::of(0, "", Some(1001)));
-        // A user's program names any host it likes: it is counted as itself.
-        assert_eq!(Source::of(1000, "192.0.2.7", None), Source::Caller(1000));
+        assert_eq!(Source::remote("a1.example"), Source::remote("a2.example"));
+        assert_eq!(Source::remote("127.0.0.1"), Source::remote("127.9.8.7"));
+        assert_eq!(Source::remote("::1"), Source::remote("127.0.0.1"));
+        assert_ne!(Source::remote("a1.example"), Source::remote("127.0.0.1"));
     }
 
     #[test]
     fn one_sources_failures_do_not_touch_another_and_success_ends_only_its_own() {
         let cfg = ThrottleConfig::default();
-        let (a, b) = (
-            Source::of(0, "192.0.2.1", None),
-            Source::of(0, "192.0.2.2", None),
-        );
+        let (a, b) = (Source::remote("192.0.2.1"), Source::remote("192.0.2.2"));
         let mut t = SourceTable::default();
         for _ in 0..5 {
             t.failed(&cfg, "alice", &a, 100);
@@ -464,16 +424,16 @@ mod tests {
         for shared in [
             Source::Local(Some(1000)),
             Source::Caller(1000),
-            Source::of(0, "host.example", None),
-            Source::of(0, "127.0.0.1", None),
-            Source::of(0, "2001:db8::1", None),
+            Source::remote("host.example"),
+            Source::remote("127.0.0.1"),
+            Source::remote("2001:db8::1"),
         ] {
             t.succeeded(&cfg, "alice", &shared, 100);
             assert!(!t.is_known(&cfg, "alice", &shared, 100), "{shared}");
         }
         // Someone behind the owner's address who starts guessing loses the
         // way around the ceiling, whatever the owner's successes before.
-        let office = Source::of(0, "192.0.2.10", None);
+        let office = Source::remote("192.0.2.10");
         t.succeeded(&cfg, "alice", &office, 100);
         for _ in 0..=cfg.free_failures {
             t.failed(&cfg, "alice", &office, 101);
@@ -485,7 +445,7 @@ mod tests {
     fn a_clock_set_back_or_ahead_never_holds_anyone_longer_than_a_bucket() {
         let cfg = ThrottleConfig::default();
         let mut t = SourceTable::default();
-        let a = Source::of(0, "192.0.2.1", None);
+        let a = Source::remote("192.0.2.1");
         for _ in 0..4 {
             t.failed(&cfg, "alice", &a, 1_000_000);
         }
@@ -502,16 +462,21 @@ mod tests {
         let cfg = ThrottleConfig::default();
         let mut t = SourceTable::default();
         // One source still waiting (4 failures: 30 s), then many whose wait is over.
-        let waiting = Source::Remote("waiting".into());
+        let waiting = Source::Address(Ipv4Addr::new(203, 0, 113, 1));
         for _ in 0..4 {
             t.failed(&cfg, "alice", &waiting, 0);
         }
         let now = 10;
         for i in 0..(MAX_TRACKED as u64 + 10) {
-            t.failed(&cfg, "alice", &Source::Remote(i.to_string()), now);
+            t.failed(
+                &cfg,
+                "alice",
+                &Source::Address(Ipv4Addr::from(i as u32)),
+                now,
+            );
         }
         assert!(t.tracked() <= MAX_TRACKED);
-        let newest = Source::Remote((MAX_TRACKED as u64 + 9).to_string());
+        let newest = Source::Address(Ipv4Addr::from(MAX_TRACKED as u32 + 9));
         assert!(
             t.streaks["alice"].contains_key(&newest),
             "the newest was dropped"
