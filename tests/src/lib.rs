@@ -180,6 +180,36 @@ impl Bus {
         output(c)
     }
 
+    /// `dbus-send` of twofoldd's `method` with `args` (dbus-send's typed
+    /// values), as root or as `as_user`; returns whether it succeeded, and
+    /// its output (the reply, or the error).
+    pub fn dbus_send(&self, as_user: Option<&str>, method: &str, args: &[&str]) -> (bool, String) {
+        use twofold_protocol::{BUS_NAME, INTERFACE, OBJECT_PATH};
+        let mut c = match as_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "dbus-send"]);
+                c
+            }
+            None => Command::new("dbus-send"),
+        };
+        let out = c
+            .arg(format!("--bus={}", self.address))
+            .args(["--print-reply", "--reply-timeout=20000"])
+            .arg(format!("--dest={BUS_NAME}"))
+            .arg(OBJECT_PATH)
+            .arg(format!("{INTERFACE}.{method}"))
+            .args(args)
+            .output()
+            .expect("dbus-send (apt-get install dbus-bin)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// `program args…` run as `user` (through runuser), on this bus.
     pub fn command_as(&self, user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("runuser");
@@ -870,7 +900,19 @@ impl PamService {
         user: &str,
         input: &[u8],
     ) -> Result<Attempt> {
-        self.login_setuid_from(bus, as_user, user, DEFAULT_RHOST, input)
+        use std::os::unix::fs::PermissionsExt;
+        let setuid = artifacts().bin.join("pam-driver-setuid");
+        if !setuid.exists() {
+            std::fs::copy(artifacts().pam_driver(), &setuid)?;
+            std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755))?;
+        }
+        let c = self.driver(
+            bus.command_as(as_user, &setuid),
+            user.as_ref(),
+            DEFAULT_RHOST,
+            &[],
+        );
+        run_with_input(c, input)
     }
 
     /// Log `user` in as su or sudo runs the PAM stack: effective uid root,
@@ -897,25 +939,6 @@ impl PamService {
         c.args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .arg(artifacts().pam_driver());
         run_with_input(self.driver(c, user.as_ref(), "", &[]), input)
-    }
-
-    /// `login_setuid` with the remote host `rhost` (empty: a local login, as su's).
-    pub fn login_setuid_from(
-        &self,
-        bus: &Bus,
-        as_user: &str,
-        user: &str,
-        rhost: &str,
-        input: &[u8],
-    ) -> Result<Attempt> {
-        use std::os::unix::fs::PermissionsExt;
-        let setuid = artifacts().bin.join("pam-driver-setuid");
-        if !setuid.exists() {
-            std::fs::copy(artifacts().pam_driver(), &setuid)?;
-            std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755))?;
-        }
-        let c = self.driver(bus.command_as(as_user, &setuid), user.as_ref(), rhost, &[]);
-        run_with_input(c, input)
     }
 
     /// Log in with pam-driver's thread report; returns (threads before, after).

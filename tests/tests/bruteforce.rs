@@ -6,15 +6,12 @@
 //! logging in from another address meanwhile, must get in at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 use twofold_e2e::*;
 use twofoldd::config::ThrottleConfig;
 use twofoldd::throttle;
 
 const ALICE: &str = "tf-alice";
-const DEST: &str = "org.twofold.Twofold1";
-const PATH: &str = "/org/twofold/Twofold1";
 /// Seconds each attack lasts.
 const HORIZON: u64 = 16;
 
@@ -54,18 +51,17 @@ enum Answer {
 /// The daemon's reply to `code` from `rhost`, straight over the bus as root
 /// (the PAM stack's place).
 fn verify_over_bus(bus: &Bus, rhost: &str, code: &str) -> String {
-    let out = Command::new("dbus-send")
-        .arg(format!("--bus={}", bus.address))
-        .args(["--print-reply", "--reply-timeout=20000"])
-        .arg(format!("--dest={DEST}"))
-        .arg(PATH)
-        .arg(format!("{DEST}.Verify"))
-        .args(["string:tf-alice", &format!("string:{code}"), "string:sshd"])
-        .arg(format!("string:{rhost}"))
-        .output()
-        .expect("dbus-send (apt-get install dbus-bin)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = bus.dbus_send(
+        None,
+        "Verify",
+        &[
+            "string:tf-alice",
+            &format!("string:{code}"),
+            "string:sshd",
+            &format!("string:{rhost}"),
+        ],
+    );
+    assert!(ok, "{text}");
     text
 }
 

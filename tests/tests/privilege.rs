@@ -10,8 +10,8 @@ use twofold_e2e::*;
 
 const ALICE: &str = "tf-alice";
 const DAVE: &str = "tf-dave";
-const DEST: &str = "org.twofold.Twofold1";
-const PATH: &str = "/org/twofold/Twofold1";
+const DEST: &str = twofold_protocol::BUS_NAME;
+const PATH: &str = twofold_protocol::OBJECT_PATH;
 
 /// What an unprivileged caller may get from a method about someone else.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,25 +79,6 @@ const METHODS: &[(&str, &[&str], Expect)] = &[
     ("ForgetDevices", &[], Expect::OwnAccount),
 ];
 
-fn call_as(bus: &Bus, user: &str, method: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("runuser")
-        .args(["-u", user, "--", "dbus-send"])
-        .arg(format!("--bus={}", bus.address))
-        .args(["--print-reply", "--reply-timeout=20000"])
-        .arg(format!("--dest={DEST}"))
-        .arg(PATH)
-        .arg(format!("{DEST}.{method}"))
-        .args(args)
-        .output()
-        .expect("dbus-send (apt-get install dbus-bin)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 fn interface_methods(bus: &Bus) -> BTreeSet<String> {
     let out = Command::new("dbus-send")
         .arg(format!("--bus={}", bus.address))
@@ -125,7 +106,7 @@ fn every_method_is_refused_or_limited_to_the_callers_own_account() {
     let bus = Bus::start().unwrap();
     let daemon = Daemon::start(&bus, "").unwrap();
     let alice = enroll(&bus, ALICE).unwrap();
-    let status_before = call_as(&bus, "root", "AdminStatus", &["string:tf-alice"]);
+    let status_before = bus.dbus_send(None, "AdminStatus", &["string:tf-alice"]);
     assert!(status_before.0, "{}", status_before.1);
 
     let tried: BTreeSet<String> = METHODS.iter().map(|(m, _, _)| m.to_string()).collect();
@@ -136,7 +117,7 @@ fn every_method_is_refused_or_limited_to_the_callers_own_account() {
     );
 
     for (method, args, expect) in METHODS {
-        let (ok, reply) = call_as(&bus, DAVE, method, args);
+        let (ok, reply) = bus.dbus_send(Some(DAVE), method, args);
         match expect {
             Expect::Refused => assert!(
                 !ok && reply.contains("org.twofold.Error.AccessDenied"),
@@ -155,12 +136,12 @@ fn every_method_is_refused_or_limited_to_the_callers_own_account() {
         }
     }
     // The enrollment begun was Dave's own.
-    let (_, offer) = call_as(&bus, DAVE, "BeginEnrollment", &[]);
+    let (_, offer) = bus.dbus_send(Some(DAVE), "BeginEnrollment", &[]);
     assert!(offer.contains("tf-dave"), "{offer}");
     assert!(!offer.contains(&alice.secret));
 
     // Alice's state is as it was: same status, no override, codes intact.
-    let status_after = call_as(&bus, "root", "AdminStatus", &["string:tf-alice"]);
+    let status_after = bus.dbus_send(None, "AdminStatus", &["string:tf-alice"]);
     // The values, without dbus-send's header line (time, serial).
     let values = |reply: &str| reply.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(values(&status_before.1), values(&status_after.1));
