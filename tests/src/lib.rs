@@ -31,10 +31,11 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Built binaries, copied into a world-readable directory so that
-/// unprivileged test users can run them whatever the checkout's permissions.
+/// Built binaries, linked (or copied) into a world-readable directory so
+/// that unprivileged test users can run them whatever the checkout's
+/// permissions.
 pub struct Artifacts {
-    _dir: tempfile::TempDir,
+    dir: PathBuf,
     pub bin: PathBuf,
     pub module: PathBuf,
     pub policy: PathBuf,
@@ -63,16 +64,49 @@ fn target_dir() -> PathBuf {
 pub fn artifacts() -> &'static Artifacts {
     static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
     ARTIFACTS.get_or_init(|| {
-        copy_artifacts().expect("built binaries (run `cargo build --workspace` first)")
+        let artifacts =
+            copy_artifacts().expect("built binaries (run `cargo build --workspace` first)");
+        // A static is never dropped, and the test harness ends with exit():
+        // without this every test process would leave its copy in /tmp.
+        extern "C" fn remove_artifacts() {
+            if let Some(artifacts) = ARTIFACTS.get() {
+                let _ = std::fs::remove_dir_all(&artifacts.dir);
+            }
+        }
+        // SAFETY: registers a plain function with no arguments; it runs once,
+        // at exit, and only removes files.
+        unsafe { libc::atexit(remove_artifacts) };
+        artifacts
     })
+}
+
+/// A hard link costs no space (debug binaries are tens of megabytes each);
+/// a copy, made executable by everyone, where the link is impossible (another
+/// file system) or the build's file is not (a restrictive umask).
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    let everyone_runs = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005)
+    };
+    if std::fs::hard_link(from, to).is_ok() && everyone_runs(to) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(to);
+    std::fs::copy(from, to)
+        .with_context(|| format!("{} (build the workspace first)", from.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
 }
 
 fn copy_artifacts() -> Result<Artifacts> {
     let from = target_dir();
-    let dir = tempfile::Builder::new().prefix("twofold-e2e-").tempdir()?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let bin = dir.path().join("bin");
+    let dir = tempfile::Builder::new()
+        .prefix("twofold-e2e-")
+        .tempdir()?
+        .keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let bin = dir.join("bin");
     std::fs::create_dir(&bin)?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
     for name in [
         "twofoldd",
         "twofold",
@@ -80,27 +114,18 @@ fn copy_artifacts() -> Result<Artifacts> {
         "ssh-askpass",
         "twofold-flood",
     ] {
-        std::fs::copy(from.join(name), bin.join(name)).with_context(|| {
-            format!("{} (build the workspace first)", from.join(name).display())
-        })?;
+        link_or_copy(&from.join(name), &bin.join(name))?;
     }
-    let module = dir.path().join("pam_twofold.so");
-    std::fs::copy(from.join("libpam_twofold.so"), &module).context("libpam_twofold.so")?;
-    let policy = dir.path().join("org.twofold.Twofold1.conf");
+    let module = dir.join("pam_twofold.so");
+    link_or_copy(&from.join("libpam_twofold.so"), &module)?;
+    let policy = dir.join("org.twofold.Twofold1.conf");
     std::fs::copy(
         workspace_root().join("packaging/dbus/org.twofold.Twofold1.conf"),
         &policy,
     )?;
-    for path in [&bin, &module, &policy] {
-        let mode = if path.is_dir() || path == &module {
-            0o755
-        } else {
-            0o644
-        };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644))?;
     Ok(Artifacts {
-        _dir: dir,
+        dir,
         bin,
         module,
         policy,
