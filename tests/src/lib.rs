@@ -973,6 +973,20 @@ impl PamService {
         user: &str,
         input: &[u8],
     ) -> Result<(Attempt, usize, usize)> {
+        let (attempt, report) = self.login_measuring_host(bus, user, input)?;
+        let get = |name: &str| report.get(name).copied().context("thread report");
+        Ok((attempt, get("threads-before")?, get("threads-after")?))
+    }
+
+    /// One login through pam-driver `--threads`: its result, and what the
+    /// host process reported (`threads-before`, `threads-after`,
+    /// `rss-before-kb`, `rss-after-kb`, `peak-rss-kb`).
+    pub fn login_measuring_host(
+        &self,
+        bus: &Bus,
+        user: &str,
+        input: &[u8],
+    ) -> Result<(Attempt, std::collections::HashMap<String, usize>)> {
         let c = self.driver(
             bus.command(artifacts().pam_driver()),
             user.as_ref(),
@@ -985,14 +999,14 @@ impl PamService {
             .lines()
             .find(|l| l.starts_with("threads-before="))
             .context("thread report")?;
-        let mut numbers = line
+        let report = line
             .split(' ')
-            .filter_map(|kv| kv.split_once('=')?.1.parse::<usize>().ok());
-        let (before, after) = (
-            numbers.next().context("before")?,
-            numbers.next().context("after")?,
-        );
-        Ok((attempt, before, after))
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.parse::<usize>().ok()?))
+            })
+            .collect();
+        Ok((attempt, report))
     }
 }
 

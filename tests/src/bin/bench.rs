@@ -10,6 +10,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, ExitCode};
 use twofold_e2e::{
     Bus, DEFAULT_RHOST, Daemon, PamService, artifacts, pam, unix_now, wait_for_step_margin,
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(10_000),
         ),
-        _ => run(),
+        _ => pam(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,14 +86,25 @@ fn synthetic_accounts(dir: &std::path::Path, users: usize) -> Result<[(String, S
 }
 
 fn seed(store: &FileStore, user: &str, generation: u64) -> Result<Vec<u8>> {
+    Ok(seed_with_backup(store, user, generation, 1)?.0)
+}
+
+/// An enrollment written through the daemon's own store, with `backup_codes`
+/// backup codes hashed with cheap, benchmark-only parameters (seeding
+/// thousands of users with the real ones would take minutes).
+fn seed_with_backup(
+    store: &FileStore,
+    user: &str,
+    generation: u64,
+    backup_codes: u32,
+) -> Result<(Vec<u8>, Vec<String>)> {
     let secret: Vec<u8> = rand::random::<[u8; 20]>().to_vec();
-    // Backup codes are not used here; cheap hashing keeps the seeding quick.
     let cheap = HashParams {
         m_cost_kib: 64,
         t_cost: 1,
         p_cost: 1,
     };
-    let (_, backup) = backup::generate(1, cheap)?;
+    let (plain, backup) = backup::generate(backup_codes, cheap)?;
     let enrollment = Enrollment {
         version: ENROLLMENT_VERSION,
         generation,
@@ -108,7 +120,10 @@ fn seed(store: &FileStore, user: &str, generation: u64) -> Result<Vec<u8>> {
         last_login: None,
     };
     store.write_enrollment(user, &enrollment)?;
-    Ok(secret)
+    Ok((
+        secret,
+        plain.iter().map(|c| c.expose().to_string()).collect(),
+    ))
 }
 
 /// `twofold admin report` on a host with `users` accounts, half enrolled.
@@ -333,88 +348,601 @@ fn children_cpu_seconds() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
-fn run() -> Result<()> {
-    let logins: usize = std::env::var("TWOFOLD_BENCH_LOGINS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    use_release_build();
-    if !std::path::Path::new(NSS_WRAPPER).exists() {
-        bail!("{NSS_WRAPPER} is missing (apt-get install libnss-wrapper)");
-    }
-    // Each user can log in at the current step and the next one; one more
-    // user is kept fresh for the footprint login at the end.
-    let users = logins.div_ceil(2) + 1;
-    let work = tempfile::tempdir()?;
-    let env = synthetic_accounts(work.path(), users)?;
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let bus = Bus::start()?;
-    let daemon = Daemon::start_with_env(&bus, "", &env)?;
-    let store = FileStore::open(&daemon.state_dir())?;
-    let secrets = (0..users)
-        .map(|i| seed(&store, &format!("tfb{i}"), 1 + i as u64))
-        .collect::<Result<Vec<_>>>()?;
+/// A login to run: the account and what it types at the prompt.
+type Login = (String, String);
 
-    // Codes for this step for every user, then for the next step.
-    wait_for_step_margin(25);
-    let now = unix_now();
-    let mut codes = String::new();
-    for (offset, _) in [(0u64, ()), (30, ())] {
-        for (i, secret) in secrets.iter().enumerate().take(users - 1) {
-            writeln!(
-                codes,
-                "tfb{i} {}",
-                totp::code_at(secret, SIX, now + offset)?
-            )?;
+/// One login's outcome as pam-driver reports it.
+#[derive(Clone, Copy)]
+struct Outcome {
+    micros: u64,
+    result: i32,
+}
+
+/// The second-factor modules compared, each alone in its stack (after
+/// `pam_permit`, which stands in for the password).
+struct Modules {
+    work: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    bus: Bus,
+    daemon: Daemon,
+    store: FileStore,
+    /// Accounts seeded so far (tfb0 .. tfbN-1), and their secrets.
+    secrets: Vec<Vec<u8>>,
+    twofold: PamService,
+    google: PamService,
+    oath: PamService,
+}
+
+const GOOGLE: &str = "pam_google_authenticator";
+const OATH: &str = "pam_oath";
+const TWOFOLD: &str = "pam_twofold";
+
+impl Modules {
+    /// `users` synthetic accounts in nss_wrapper, all enrolled in twofold;
+    /// the anchors' files are written per phase, for the users it takes.
+    fn start(users: usize) -> Result<Modules> {
+        if !std::path::Path::new(NSS_WRAPPER).exists() {
+            bail!("{NSS_WRAPPER} is missing (apt-get install libnss-wrapper)");
+        }
+        let work = tempfile::tempdir()?;
+        let env = synthetic_accounts(work.path(), users)?.to_vec();
+        let env_refs: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let bus = Bus::start()?;
+        let daemon = Daemon::start_with_env(&bus, "", &env_refs)?;
+        let store = FileStore::open(&daemon.state_dir())?;
+        let google_dir = work.path().join("google");
+        std::fs::create_dir(&google_dir)?;
+        let oath_file = work.path().join("users.oath");
+        std::fs::write(&oath_file, "")?;
+        std::fs::set_permissions(&oath_file, std::fs::Permissions::from_mode(0o600))?;
+        let twofold = PamService::new("")?;
+        // The anchors as their documentation configures them for secrets kept
+        // by root: google-authenticator with one file per user (read as root,
+        // codes never reused), pam_oath with its one users file.
+        let google = PamService::with_stack(&format!(
+            "auth required pam_google_authenticator.so secret={}/${{USER}} user=root\n\
+             auth required pam_permit.so\n",
+            google_dir.display()
+        ))?;
+        let oath = PamService::with_stack(&format!(
+            "auth required pam_oath.so usersfile={} window=1 digits=6\n\
+             auth required pam_permit.so\n",
+            oath_file.display()
+        ))?;
+        let mut modules = Modules {
+            work,
+            env,
+            bus,
+            daemon,
+            store,
+            secrets: Vec::new(),
+            twofold,
+            google,
+            oath,
+        };
+        let seeding = std::time::Instant::now();
+        for i in 0..users {
+            let secret = seed(&modules.store, &format!("tfb{i}"), 1 + i as u64)?;
+            modules.secrets.push(secret);
+        }
+        eprintln!(
+            "seeded {users} enrollments in {:.1} s",
+            seeding.elapsed().as_secs_f64()
+        );
+        Ok(modules)
+    }
+
+    fn service(&self, module: &str) -> &PamService {
+        match module {
+            GOOGLE => &self.google,
+            OATH => &self.oath,
+            _ => &self.twofold,
         }
     }
-    let codes_file = work.path().join("codes");
-    std::fs::write(&codes_file, codes)?;
 
-    let service = PamService::new("")?;
-    let daemon_pid = daemon.pid().context("daemon pid")?;
-    let daemon_cpu_before = cpu_seconds(daemon_pid);
-    let children_before = children_cpu_seconds();
-    let start = std::time::Instant::now();
-    let out = bus
-        .command(artifacts().pam_driver())
-        .arg("--confdir")
-        .arg(service.confdir())
-        .args([
-            "--service",
-            &service.name,
-            "--rhost",
-            DEFAULT_RHOST,
-            "--repeat",
-            &logins.to_string(),
-        ])
-        .arg("--codes")
-        .arg(&codes_file)
-        .output()?;
-    let wall = start.elapsed().as_secs_f64();
-    let driver_cpu = children_cpu_seconds() - children_before;
-    let daemon_cpu = cpu_seconds(daemon_pid) - daemon_cpu_before;
-    if !out.status.success() {
+    /// Gives `users` (indexes) to the anchors: a google-authenticator file
+    /// each, and the pam_oath users file holding exactly them.
+    fn anchor_files(&self, users: &[usize]) -> Result<()> {
+        let mut oath = String::new();
+        for &i in users {
+            let secret = &self.secrets[i];
+            let file = self.work.path().join("google").join(format!("tfb{i}"));
+            let text = format!(
+                "{}\n\" WINDOW_SIZE 3\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n",
+                base32(secret)
+            );
+            std::fs::write(&file, text)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            writeln!(oath, "HOTP/T30/6\ttfb{i}\t-\t{hex}")?;
+        }
+        std::fs::write(self.work.path().join("users.oath"), oath)?;
+        Ok(())
+    }
+
+    /// Two logins per user, valid for the next half minute at least: the code
+    /// of this time step for every user, then the code of the next one.
+    fn totp_logins(&self, users: &[usize]) -> Result<Vec<Login>> {
+        wait_for_step_margin(20);
+        let now = unix_now();
+        let mut logins = Vec::with_capacity(users.len() * 2);
+        for offset in [0, 30] {
+            for &i in users {
+                logins.push((
+                    format!("tfb{i}"),
+                    totp::code_at(&self.secrets[i], SIX, now + offset)?,
+                ));
+            }
+        }
+        Ok(logins)
+    }
+
+    /// Starts pam-driver on `logins`, in order, for `module`.
+    fn spawn(
+        &self,
+        module: &str,
+        logins: &[Login],
+        start_at_ms: Option<u64>,
+        tag: &str,
+    ) -> Result<std::process::Child> {
+        let file = self.work.path().join(format!("codes-{tag}"));
+        let mut text = String::new();
+        for (user, code) in logins {
+            writeln!(text, "{user} {code}")?;
+        }
+        std::fs::write(&file, text)?;
+        let service = self.service(module);
+        let mut c = self.bus.command(artifacts().pam_driver());
+        c.arg("--confdir")
+            .arg(service.confdir())
+            .args(["--service", &service.name, "--rhost", DEFAULT_RHOST])
+            .args(["--repeat", &logins.len().to_string()])
+            .arg("--codes")
+            .arg(&file)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(at) = start_at_ms {
+            c.args(["--start-at", &at.to_string()]);
+        }
+        Ok(c.spawn()?)
+    }
+
+    /// Runs `logins` through `module` from one process; the outcomes in order.
+    fn run(&self, module: &str, logins: &[Login]) -> Result<Vec<Outcome>> {
+        collect(
+            self.spawn(module, logins, None, "sequential")?,
+            logins.len(),
+        )
+    }
+
+    fn daemon_cpu(&self) -> f64 {
+        self.daemon.pid().map_or(0.0, cpu_seconds)
+    }
+}
+
+/// The outcomes pam-driver printed, one per login, checked complete.
+fn collect(child: std::process::Child, expected: usize) -> Result<Vec<Outcome>> {
+    let out = child.wait_with_output()?;
+    let outcomes: Vec<Outcome> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (micros, result) = l.trim().split_once(' ')?;
+            Some(Outcome {
+                micros: micros.parse().ok()?,
+                result: result.parse().ok()?,
+            })
+        })
+        .collect();
+    if outcomes.len() != expected {
         bail!(
-            "logins failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            daemon.log()
+            "pam-driver reported {} of {expected} logins: {}",
+            outcomes.len(),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
-    let mut micros: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    if micros.len() != logins {
-        bail!("expected {logins} timings, got {}", micros.len());
-    }
-    micros.sort_unstable();
-    let mean = micros.iter().sum::<u64>() as f64 / micros.len() as f64;
+    Ok(outcomes)
+}
 
-    // Module footprint.
+/// RFC 4648 base32 without padding (google-authenticator's secret format).
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut buffer, mut bits) = (0u32, 0);
+    for &b in bytes {
+        buffer = (buffer << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// Figures for one module's logins.
+struct Figures {
+    median_ms: f64,
+    p99_ms: f64,
+    per_second: f64,
+    cpu_ms: f64,
+    refused: usize,
+    /// The PAM results of the refused logins, and how many of each.
+    refusals: std::collections::BTreeMap<i32, usize>,
+}
+
+impl Figures {
+    /// "0", or "3 (2 × result 9, 1 × result 7)".
+    fn refused_text(&self) -> String {
+        if self.refused == 0 {
+            return "0".into();
+        }
+        let parts: Vec<String> = self
+            .refusals
+            .iter()
+            .map(|(result, n)| format!("{n} × PAM result {result}"))
+            .collect();
+        format!("{} ({})", self.refused, parts.join(", "))
+    }
+}
+
+fn figures(outcomes: &[Outcome], wall: f64, cpu: f64) -> Figures {
+    let mut micros: Vec<u64> = outcomes.iter().map(|o| o.micros).collect();
+    micros.sort_unstable();
+    Figures {
+        median_ms: percentile(&micros, 50.0) as f64 / 1000.0,
+        p99_ms: percentile(&micros, 99.0) as f64 / 1000.0,
+        per_second: outcomes.len() as f64 / wall,
+        cpu_ms: cpu * 1000.0 / outcomes.len() as f64,
+        refused: outcomes.iter().filter(|o| o.result != pam::SUCCESS).count(),
+        refusals: outcomes.iter().filter(|o| o.result != pam::SUCCESS).fold(
+            Default::default(),
+            |mut map, o| {
+                *map.entry(o.result).or_default() += 1;
+                map
+            },
+        ),
+    }
+}
+
+/// Takes the next `n` unused accounts.
+struct Accounts(std::ops::Range<usize>);
+
+impl Accounts {
+    fn take(&mut self, n: usize) -> Result<Vec<usize>> {
+        let start = self.0.start;
+        if start + n > self.0.end {
+            bail!("the benchmark needs more synthetic accounts");
+        }
+        self.0.start += n;
+        Ok((start..start + n).collect())
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `logins` spread over `in_flight` drivers started at the same instant, each
+/// account's logins in one driver (in order: a later step first would refuse
+/// the earlier one, rightly). Outcomes in the order of `logins`, and the wall
+/// time from the common start to the last driver's exit.
+fn concurrent(
+    m: &Modules,
+    module: &str,
+    logins: &[Login],
+    in_flight: usize,
+) -> Result<(Vec<Outcome>, f64)> {
+    let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); in_flight];
+    let mut lane_of = std::collections::HashMap::new();
+    for (k, (user, _)) in logins.iter().enumerate() {
+        let next = lane_of.len() % in_flight;
+        let lane = *lane_of.entry(user.clone()).or_insert(next);
+        lanes[lane].push(k);
+    }
+    run_lanes(m, module, logins, &lanes)
+}
+
+/// Runs each lane (indexes into `logins`) in its own driver, all starting at
+/// once.
+fn run_lanes(
+    m: &Modules,
+    module: &str,
+    logins: &[Login],
+    lanes: &[Vec<usize>],
+) -> Result<(Vec<Outcome>, f64)> {
+    // Time for every driver to start and load its stack before the signal.
+    let start_at = unix_millis() + 300 + 5 * lanes.len() as u64;
+    let mut children = Vec::new();
+    for (n, lane) in lanes.iter().enumerate() {
+        let lane_logins: Vec<Login> = lane.iter().map(|&k| logins[k].clone()).collect();
+        children.push((
+            m.spawn(module, &lane_logins, Some(start_at), &format!("lane{n}"))?,
+            lane,
+        ));
+    }
+    let mut outcomes = vec![
+        Outcome {
+            micros: 0,
+            result: -1
+        };
+        logins.len()
+    ];
+    for (child, lane) in children {
+        for (k, outcome) in lane.iter().zip(collect(child, lane.len())?) {
+            outcomes[*k] = outcome;
+        }
+    }
+    let wall = (unix_millis().saturating_sub(start_at)) as f64 / 1000.0;
+    Ok((outcomes, wall))
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `make bench`: one verification through each module, concurrency, the
+/// race check and the module's footprint.
+fn pam() -> Result<()> {
+    use_release_build();
+    let logins = env_usize("TWOFOLD_BENCH_LOGINS", 1000).max(6) / 6 * 6;
+    let per_level = env_usize("TWOFOLD_BENCH_CONCURRENT_LOGINS", 4000);
+    let levels = [1usize, 8, 64, 256];
+    let race_users = 512;
+    // Sequential: logins/2 users per module (two steps each); concurrency:
+    // per_level/2 users per level for twofold, and for each anchor at 8;
+    // the race; one spare for the footprint login.
+    let users = logins / 2 * 3 + per_level / 2 * (levels.len() + 2) + race_users + 1;
+    let m = Modules::start(users)?;
+    let mut accounts = Accounts(0..users);
+    print_machine();
+
+    // 1. One verification at a time, the three modules interleaved in three
+    // rounds so that a slow spell of the machine touches each alike.
+    let mut seq: Vec<(&str, Vec<Outcome>, f64, f64)> = Vec::new();
+    let mut plan = Vec::new();
+    for module in [TWOFOLD, GOOGLE, OATH] {
+        let mine = accounts.take(logins / 2)?;
+        plan.push((module, mine));
+        seq.push((module, Vec::new(), 0.0, 0.0));
+    }
+    let all: Vec<usize> = plan.iter().flat_map(|(_, u)| u.clone()).collect();
+    m.anchor_files(&all)?;
+    let mut per_module: Vec<Vec<Login>> = Vec::new();
+    for (_, users) in &plan {
+        per_module.push(m.totp_logins(users)?);
+    }
+    for round in 0..3 {
+        for (n, (module, _)) in plan.iter().enumerate() {
+            let chunk = per_module[n].len() / 3;
+            let part = &per_module[n][round * chunk..(round + 1) * chunk];
+            let (cpu_before, daemon_before) = (children_cpu_seconds(), m.daemon_cpu());
+            let start = std::time::Instant::now();
+            let outcomes = m.run(module, part)?;
+            let wall = start.elapsed().as_secs_f64();
+            let mut cpu = children_cpu_seconds() - cpu_before;
+            if *module == TWOFOLD {
+                cpu += m.daemon_cpu() - daemon_before;
+            }
+            let entry = &mut seq[n];
+            entry.1.extend(outcomes);
+            entry.2 += wall;
+            entry.3 += cpu;
+        }
+    }
+    println!(
+        "\n1. One verification through PAM, one at a time: {} logins per module over {} users each, \
+         in 3 interleaved rounds, each login pam_start_confdir .. pam_authenticate .. pam_end\n",
+        logins,
+        logins / 2
+    );
+    println!(
+        "| module | median | 99th percentile | logins/s | CPU per login (host + daemon) | refused |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut seq_figures = Vec::new();
+    for (module, outcomes, wall, cpu) in &seq {
+        let f = figures(outcomes, *wall, *cpu);
+        println!(
+            "| {module} | {:.3} ms | {:.3} ms | {:.0} | {:.3} ms | {} |",
+            f.median_ms,
+            f.p99_ms,
+            f.per_second,
+            f.cpu_ms,
+            f.refused_text()
+        );
+        seq_figures.push((*module, f));
+    }
+    let ours = &seq_figures[0].1;
+    for (module, f) in &seq_figures[1..] {
+        println!(
+            "pam_twofold / {module}: median {:.2}, 99th percentile {:.2}, CPU {:.2}",
+            ours.median_ms / f.median_ms,
+            ours.p99_ms / f.p99_ms,
+            ours.cpu_ms / f.cpu_ms
+        );
+    }
+
+    // 2. Concurrency.
+    println!(
+        "\n2. Logins in flight at once (separate host processes started together, \
+         {per_level} logins per run, each account's codes in one process)\n"
+    );
+    println!(
+        "| module | in flight | logins/s | median | 99th percentile | correct codes refused |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut at_eight = Vec::new();
+    let runs: Vec<(&str, usize)> = levels
+        .iter()
+        .map(|&l| (TWOFOLD, l))
+        .chain([(GOOGLE, 8), (OATH, 8)])
+        .collect();
+    for (module, in_flight) in runs {
+        let users = accounts.take(per_level / 2)?;
+        if module != TWOFOLD {
+            m.anchor_files(&users)?;
+        }
+        let logins = m.totp_logins(&users)?;
+        let (outcomes, wall) = concurrent(&m, module, &logins, in_flight)?;
+        let f = figures(&outcomes, wall, 0.0);
+        println!(
+            "| {module} | {in_flight} | {:.0} | {:.3} ms | {:.3} ms | {} |",
+            f.per_second,
+            f.median_ms,
+            f.p99_ms,
+            f.refused_text()
+        );
+        if in_flight == 8 {
+            at_eight.push((module, f.per_second));
+        }
+    }
+    for (module, rate) in &at_eight[1..] {
+        println!(
+            "pam_twofold / {module} throughput at 8 in flight: {:.2}",
+            at_eight[0].1 / rate
+        );
+    }
+
+    // 3. The race: each code typed twice at once, in two processes.
+    race(&m, &accounts.take(race_users)?)?;
+
+    // 4. Footprint.
+    footprint(&m, accounts.take(1)?[0])?;
+    drop(m);
+    Ok(())
+}
+
+fn print_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    println!("twofold bench (release build)");
+    println!(
+        "machine: {} cores, {cpu}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+}
+
+/// 64 processes at once; every TOTP code and every backup code of `users`
+/// is typed by two processes at the same moment, and a second backup code
+/// of each user by a third beside them. Exactly one of each pair must get
+/// in, every second backup code must get in (no use lost to a concurrent
+/// write), and afterwards no used backup code works again.
+fn race(m: &Modules, users: &[usize]) -> Result<()> {
+    const LANES: usize = 64;
+    let wait = std::time::Instant::now();
+    let mut backup = Vec::new();
+    for &i in users {
+        let (secret, codes) =
+            seed_with_backup(&m.store, &format!("tfb{i}"), 9_000_000 + i as u64, 2)?;
+        backup.push((secret, codes));
+    }
+    eprintln!(
+        "re-enrolled {} users with backup codes in {:.1} s",
+        users.len(),
+        wait.elapsed().as_secs_f64()
+    );
+    wait_for_step_margin(20);
+    let now = unix_now();
+    // Each user: its TOTP code and its first backup code, each in lanes p
+    // and p + 1; its second backup code in lane p + 2.
+    let mut logins: Vec<Login> = Vec::new();
+    let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); LANES];
+    let mut totp_pairs = Vec::new();
+    let mut backup_pairs = Vec::new();
+    let mut singles = Vec::new();
+    for (n, (&i, (secret, codes))) in users.iter().zip(&backup).enumerate() {
+        let user = format!("tfb{i}");
+        let code = totp::code_at(secret, SIX, now)?;
+        let p = n % LANES;
+        let mut add = |login: Login, lane: usize| {
+            logins.push(login);
+            lanes[lane % LANES].push(logins.len() - 1);
+            logins.len() - 1
+        };
+        let t = (
+            add((user.clone(), code.clone()), p),
+            add((user.clone(), code), p + 1),
+        );
+        let b = (
+            add((user.clone(), codes[0].clone()), p),
+            add((user.clone(), codes[0].clone()), p + 1),
+        );
+        let s = add((user, codes[1].clone()), p + 2);
+        totp_pairs.push(t);
+        backup_pairs.push(b);
+        singles.push(s);
+    }
+    let (outcomes, wall) = run_lanes(m, TWOFOLD, &logins, &lanes)?;
+    let ok = |k: usize| outcomes[k].result == pam::SUCCESS;
+    let count = |pairs: &[(usize, usize)], wins: usize| {
+        pairs
+            .iter()
+            .filter(|(a, b)| usize::from(ok(*a)) + usize::from(ok(*b)) == wins)
+            .count()
+    };
+    let totp_twice = count(&totp_pairs, 2);
+    let totp_never = count(&totp_pairs, 0);
+    let backup_twice = count(&backup_pairs, 2);
+    let backup_never = count(&backup_pairs, 0);
+    let lost = singles.iter().filter(|&&k| !ok(k)).count();
+    // Afterwards every backup code used above must be refused.
+    let mut again: Vec<Login> = Vec::new();
+    for (&i, (_, codes)) in users.iter().zip(&backup).take(64) {
+        for code in codes {
+            again.push((format!("tfb{i}"), code.clone()));
+        }
+    }
+    let reused = m
+        .run(TWOFOLD, &again)?
+        .iter()
+        .filter(|o| o.result == pam::SUCCESS)
+        .count();
+    println!(
+        "\n3. The race: {} logins from {LANES} processes at once in {wall:.1} s; each of {} TOTP codes \
+         and {} backup codes typed twice at the same moment, and a second backup code per user beside them\n",
+        logins.len(),
+        users.len(),
+        users.len()
+    );
+    println!("| check | count (must be 0) |");
+    println!("| --- | --- |");
+    println!("| TOTP code accepted twice | {totp_twice} |");
+    println!("| TOTP code refused both times | {totp_never} |");
+    println!("| backup code accepted twice | {backup_twice} |");
+    println!("| backup code refused both times | {backup_never} |");
+    println!("| second backup code refused (a lost use) | {lost} |");
+    println!(
+        "| used backup codes accepted again afterwards (of {}) | {reused} |",
+        again.len()
+    );
+    if totp_twice + totp_never + backup_twice + backup_never + lost + reused != 0 {
+        bail!("the daemon was wrong under concurrency: {}", m.daemon.log());
+    }
+    Ok(())
+}
+
+/// Size, threads left behind, resident memory added to the host process.
+fn footprint(m: &Modules, spare: usize) -> Result<()> {
     let module = &artifacts().module;
     let size = std::fs::metadata(module)?.len();
-    let stripped_path = work.path().join("stripped.so");
+    let stripped_path = m.work.path().join("stripped.so");
     let strip = Command::new("strip")
         .arg("-o")
         .arg(&stripped_path)
@@ -425,77 +953,43 @@ fn run() -> Result<()> {
     } else {
         0
     };
-    let spare = users - 1;
-    let spare_code = totp::code_at(&secrets[spare], SIX, unix_now())?;
-    let (attempt, before, after) = service.login_counting_threads(
-        &bus,
+    let code = totp::code_at(&m.secrets[spare], SIX, unix_now())?;
+    let (attempt, report) = m.twofold.login_measuring_host(
+        &m.bus,
         &format!("tfb{spare}"),
-        format!("{spare_code}\n").as_bytes(),
+        format!("{code}\n").as_bytes(),
     )?;
-
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_default();
-    println!("twofold bench: one verification through pam_twofold.so (release build)");
-    println!(
-        "machine: {} cores, {cpu}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!(
-        "logins: {logins} over {} users, in one process, each pam_start_confdir..pam_end\n",
-        users - 1
-    );
+    // The same host process with a stack of pam_permit alone: what libpam
+    // and the driver cost without the module.
+    let bare = PamService::with_stack("auth required pam_permit.so\n")?;
+    let (_, baseline) = bare.login_measuring_host(&m.bus, "root", b"")?;
+    let kib = |name: &str| report.get(name).copied().unwrap_or(0);
+    let base = |name: &str| baseline.get(name).copied().unwrap_or(0);
+    println!("\n4. The module's footprint\n");
     println!("| figure | value |");
     println!("| --- | --- |");
     println!(
-        "| median latency | {:.3} ms |",
-        percentile(&micros, 50.0) as f64 / 1000.0
+        "| pam_twofold.so size | {:.2} MiB ({:.2} MiB stripped) |",
+        size as f64 / 1048576.0,
+        stripped as f64 / 1048576.0
     );
     println!(
-        "| 90th percentile | {:.3} ms |",
-        percentile(&micros, 90.0) as f64 / 1000.0
+        "| threads in the host before pam_start / after pam_end | {} / {} |",
+        kib("threads-before"),
+        kib("threads-after")
     );
     println!(
-        "| 99th percentile | {:.3} ms |",
-        percentile(&micros, 99.0) as f64 / 1000.0
+        "| host resident memory after pam_end, more than before pam_start | {} KiB (pam_permit alone: {} KiB) |",
+        kib("rss-after-kb") as i64 - kib("rss-before-kb") as i64,
+        base("rss-after-kb") as i64 - base("rss-before-kb") as i64
     );
     println!(
-        "| max | {:.3} ms |",
-        micros[micros.len() - 1] as f64 / 1000.0
+        "| host peak resident memory, more than pam_permit alone | {} KiB ({} against {} KiB) |",
+        kib("peak-rss-kb") as i64 - base("peak-rss-kb") as i64,
+        kib("peak-rss-kb"),
+        base("peak-rss-kb")
     );
-    println!("| mean | {:.3} ms |", mean / 1000.0);
-    println!(
-        "| logins per second (one at a time) | {:.0} |",
-        logins as f64 / wall
-    );
-    println!(
-        "| CPU per login, host process (libpam + module) | {:.3} ms |",
-        driver_cpu * 1000.0 / logins as f64
-    );
-    println!(
-        "| CPU per login, twofoldd | {:.3} ms |",
-        daemon_cpu * 1000.0 / logins as f64
-    );
-    println!(
-        "| pam_twofold.so size | {:.2} MB ({:.2} MB stripped) |",
-        size as f64 / 1e6,
-        stripped as f64 / 1e6
-    );
-    println!(
-        "| threads in the host before pam_start / after pam_end | {before} / {after} (login result {}) |",
-        if attempt.code == pam::SUCCESS {
-            "success"
-        } else {
-            "FAILED"
-        }
-    );
-    if attempt.code != pam::SUCCESS || before != after {
+    if attempt.code != pam::SUCCESS || kib("threads-before") != kib("threads-after") {
         bail!("the footprint login failed or left threads: {attempt:?}");
     }
     Ok(())

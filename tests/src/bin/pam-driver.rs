@@ -6,10 +6,13 @@
 //! end of input answers with a conversation error. The exit status is the
 //! PAM result code of `pam_authenticate` (0 = PAM_SUCCESS).
 //!
-//! `--threads` prints the host process's thread count before `pam_start` and
-//! after `pam_end` on stdout, as `threads-before=N threads-after=M`.
+//! `--threads` prints the host process's thread count and resident memory
+//! before `pam_start` and after `pam_end` on stdout, as `threads-before=N
+//! threads-after=M rss-before-kb=A rss-after-kb=B peak-rss-kb=C`.
 //! `--repeat N` with `--codes FILE` runs N logins in-process, user and code per
-//! line of FILE, and prints one latency (microseconds) per line (benchmarks).
+//! line of FILE, and prints one line per login (benchmarks): its latency in
+//! microseconds and its PAM result. `--start-at MS` (Unix time in
+//! milliseconds) waits until then first, so that many drivers start at once.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
@@ -200,16 +203,25 @@ impl Drop for EchoOff {
     }
 }
 
-fn threads() -> usize {
+/// A number field of /proc/self/status (`Threads:`, `VmRSS:` in kB, ...).
+fn status_field(name: &str) -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines().find_map(|l| {
-                l.strip_prefix("Threads:")
-                    .map(|v| v.trim().parse().unwrap_or(0))
+                l.strip_prefix(name)?
+                    .trim_start_matches(':')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
             })
         })
         .unwrap_or(0)
+}
+
+fn threads() -> usize {
+    status_field("Threads")
 }
 
 struct Args {
@@ -219,13 +231,14 @@ struct Args {
     rhost: Option<CString>,
     threads: bool,
     repeat: Option<(usize, std::path::PathBuf)>,
+    start_at_ms: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args_os().skip(1);
     let (mut confdir, mut service, mut user, mut rhost, mut threads) =
         (None, None, None, None, false);
-    let (mut repeat, mut codes) = (None, None);
+    let (mut repeat, mut codes, mut start_at_ms) = (None, None, None);
     let cstring = |v: std::ffi::OsString| {
         CString::new(v.as_bytes()).map_err(|_| "argument with a NUL byte".to_string())
     };
@@ -233,7 +246,8 @@ fn parse_args() -> Result<Args, String> {
         match flag.to_str() {
             Some("--threads") => threads = true,
             Some(
-                name @ ("--confdir" | "--service" | "--user" | "--rhost" | "--repeat" | "--codes"),
+                name @ ("--confdir" | "--service" | "--user" | "--rhost" | "--repeat" | "--codes"
+                | "--start-at"),
             ) => {
                 let value = it.next().ok_or(format!("{name} needs a value"))?;
                 match name {
@@ -246,6 +260,14 @@ fn parse_args() -> Result<Args, String> {
                             value
                                 .to_string_lossy()
                                 .parse::<usize>()
+                                .map_err(|e| e.to_string())?,
+                        )
+                    }
+                    "--start-at" => {
+                        start_at_ms = Some(
+                            value
+                                .to_string_lossy()
+                                .parse::<u64>()
                                 .map_err(|e| e.to_string())?,
                         )
                     }
@@ -267,6 +289,7 @@ fn parse_args() -> Result<Args, String> {
         rhost,
         threads,
         repeat,
+        start_at_ms,
     })
 }
 
@@ -321,14 +344,19 @@ fn main() -> ExitCode {
     if let Some((n, file)) = &args.repeat {
         return bench(&args, *n, file);
     }
-    let before = threads();
+    let (before, rss_before) = (threads(), status_field("VmRSS"));
     let mut answers = Answers {
         lines: Default::default(),
         from_stdin: true,
     };
     let result = login(&args, &args.user, &mut answers);
     if args.threads {
-        println!("threads-before={before} threads-after={}", threads());
+        println!(
+            "threads-before={before} threads-after={} rss-before-kb={rss_before} rss-after-kb={} peak-rss-kb={}",
+            threads(),
+            status_field("VmRSS"),
+            status_field("VmHWM")
+        );
     }
     ExitCode::from(u8::try_from(result).unwrap_or(101))
 }
@@ -348,6 +376,12 @@ fn bench(args: &Args, n: usize, file: &std::path::Path) -> ExitCode {
         .filter_map(|(u, c)| Some((CString::new(u).ok()?, c.as_bytes().to_vec())))
         .take(n)
         .collect();
+    if let Some(at) = args.start_at_ms {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        std::thread::sleep(std::time::Duration::from_millis(at.saturating_sub(now)));
+    }
     let mut failures = 0;
     for (user, code) in &pairs {
         let mut answers = Answers {
@@ -356,7 +390,7 @@ fn bench(args: &Args, n: usize, file: &std::path::Path) -> ExitCode {
         };
         let start = std::time::Instant::now();
         let result = login(args, user, &mut answers);
-        println!("{}", start.elapsed().as_micros());
+        println!("{} {result}", start.elapsed().as_micros());
         if result != PAM_SUCCESS {
             failures += 1;
         }
