@@ -5,7 +5,7 @@ set -euo pipefail
 
 build=(libpam0g-dev pkg-config)
 runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client openssl)
-bench=(libpam-google-authenticator libpam-oath libnss-wrapper)
+bench=(libpam-google-authenticator libpam-oath libnss-wrapper eatmydata)
 # dpkg-shlibdeps finds the libraries the binaries need (cargo-deb's $auto).
 package=(dpkg-dev)
 # A scratch Debian root for the .deb, rpm to read the RPM, and

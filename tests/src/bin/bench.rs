@@ -38,6 +38,20 @@ fn main() -> ExitCode {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(10_000),
         ),
+        Some("scale") => scale(
+            &std::env::args()
+                .skip(2)
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<usize>>(),
+        ),
+        Some("fill") => {
+            let arg = |n: usize| std::env::args().nth(n).unwrap_or_default();
+            fill(
+                std::path::Path::new(&arg(2)),
+                arg(3).parse().unwrap_or(0),
+                arg(4).parse().unwrap_or(0),
+            )
+        }
         _ => pam(),
     };
     match result {
@@ -189,9 +203,11 @@ fn report(users: usize) -> Result<()> {
     Ok(())
 }
 
-/// Whole SSH logins through a throwaway sshd: password + code (the shipped
-/// `sshd` stack) beside password only (the same file without pam_twofold),
-/// interleaved, `n` of each; wall time of the whole `ssh` run.
+/// Whole SSH logins through throwaway sshds: password only (the shipped
+/// `sshd` stack without pam_twofold), password + twofold code (the shipped
+/// stack), password + pam_google_authenticator code (the same stack with
+/// that module in twofold's place), interleaved, `n` of each; the wall time
+/// of the whole `ssh` run.
 fn ssh(n: usize) -> Result<()> {
     use twofold_e2e::ssh::{SshClient, Sshd, SshdSetup, packaged_stack};
     use_release_build();
@@ -199,10 +215,25 @@ fn ssh(n: usize) -> Result<()> {
     let bus = Bus::start()?;
     let daemon = Daemon::start_with_policy(&bus, "", "[default]\nmode = \"require\"\n")?;
     let with_code = packaged_stack("sshd", "")?;
+    let module = artifacts().module.display().to_string();
     let password_only: String = with_code
         .lines()
-        .filter(|l| l.trim_start().starts_with('#') || !l.contains("pam_twofold"))
+        .filter(|l| l.trim_start().starts_with('#') || !l.contains(&module))
         .map(|l| format!("{l}\n"))
+        .collect();
+    let google_dir = tempfile::tempdir()?;
+    let with_google: String = with_code
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with('#') || !l.contains(&module) {
+                format!("{l}\n")
+            } else {
+                format!(
+                    "auth required pam_google_authenticator.so secret={}/${{USER}} user=root\n",
+                    google_dir.path().display()
+                )
+            }
+        })
         .collect();
     // One user per login with a code: each TOTP step is accepted once.
     // Removed at the end, whatever happens (they have no password outside
@@ -231,14 +262,29 @@ fn ssh(n: usize) -> Result<()> {
             },
         )
     };
-    let (twofold_sshd, plain_sshd) = (start(with_code)?, start(password_only)?);
+    let sshds = [
+        ("password only", start(password_only)?, 1),
+        ("password + pam_twofold", start(with_code)?, 2),
+        (
+            "password + pam_google_authenticator",
+            start(with_google)?,
+            2,
+        ),
+    ];
     let mut users = Vec::with_capacity(n);
     for user in &names {
+        // The same secret for both modules; each keeps its own used steps.
         let secret = twofold_e2e::enroll(&bus, user)?.secret;
+        let file = google_dir.path().join(user);
+        std::fs::write(
+            &file,
+            format!("{secret}\n\" WINDOW_SIZE 3\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n"),
+        )?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
         users.push((user.clone(), secret));
     }
-    wait_for_step_margin(12);
-    let (mut plain, mut twofold) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    wait_for_step_margin(20);
+    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(n); sshds.len()];
     for (i, (user, secret)) in users.iter().enumerate() {
         let code = twofold_e2e::oathtool(secret, 0)?;
         let answer = |prompt: &str| {
@@ -249,61 +295,57 @@ fn ssh(n: usize) -> Result<()> {
             }
         };
         let client = SshClient::new(user);
-        // Alternate which goes first, so neither always meets a warm cache.
-        let order = if i % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for with_twofold in order {
-            let sshd = if with_twofold {
-                &twofold_sshd
-            } else {
-                &plain_sshd
-            };
+        // Rotate which goes first, so that none always meets a warm cache.
+        for k in 0..sshds.len() {
+            let which = (i + k) % sshds.len();
+            let (what, sshd, prompts) = &sshds[which];
             let login = client.login(sshd, answer)?;
             if !login.logged_in() || login.status != 0 {
-                bail!("login failed: {login:#?}\n{}", daemon.log());
+                bail!("{what} login failed: {login:#?}\n{}", daemon.log());
             }
-            let expected = if with_twofold { 2 } else { 1 };
-            if login.prompts.len() != expected {
-                bail!("unexpected prompts: {:?}", login.prompts);
+            if login.prompts.len() != *prompts {
+                bail!("unexpected prompts for {what}: {:?}", login.prompts);
             }
-            let micros = login.elapsed.as_micros() as u64;
-            if with_twofold {
-                twofold.push(micros);
-            } else {
-                plain.push(micros);
-            }
+            times[which].push(login.elapsed.as_micros() as u64);
         }
     }
-    // Each pair ran back to back: their difference cancels slow spells.
-    let mut paired: Vec<i64> = plain
-        .iter()
-        .zip(&twofold)
-        .map(|(p, t)| *t as i64 - *p as i64)
-        .collect();
-    paired.sort_unstable();
-    plain.sort_unstable();
-    twofold.sort_unstable();
+    // Each triple ran back to back: differences within it cancel slow spells.
+    let paired = |which: usize| {
+        let mut d: Vec<i64> = times[0]
+            .iter()
+            .zip(&times[which])
+            .map(|(p, t)| *t as i64 - *p as i64)
+            .collect();
+        d.sort_unstable();
+        d[d.len() / 2] as f64 / 1000.0
+    };
     let ms = |us: u64| us as f64 / 1000.0;
     println!(
-        "twofold bench: whole SSH logins through a throwaway sshd on 127.0.0.1 ({n} each, interleaved)"
+        "twofold bench: whole SSH logins through throwaway sshds on 127.0.0.1 ({n} each, interleaved)"
     );
-    println!("| login | median | min | max |");
-    println!("| --- | --- | --- | --- |");
-    for (what, v) in [("password only", &plain), ("password + code", &twofold)] {
+    println!(
+        "| login | median | min | max | added over password only (median of paired differences) |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (which, (what, _, _)) in sshds.iter().enumerate() {
+        let mut v = times[which].clone();
+        v.sort_unstable();
         println!(
-            "| {what} | {:.1} ms | {:.1} ms | {:.1} ms |",
-            ms(percentile(v, 50.0)),
+            "| {what} | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+            ms(percentile(&v, 50.0)),
             ms(v[0]),
-            ms(v[v.len() - 1])
+            ms(v[v.len() - 1]),
+            if which == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1} ms", paired(which))
+            }
         );
     }
     println!(
-        "twofold adds {:.1} ms to the median login; median of the {n} paired differences: {:.1} ms",
-        ms(percentile(&twofold, 50.0)) - ms(percentile(&plain, 50.0)),
-        paired[paired.len() / 2] as f64 / 1000.0
+        "pam_twofold adds {:.1} ms, pam_google_authenticator {:.1} ms",
+        paired(1),
+        paired(2)
     );
     Ok(())
 }
@@ -993,4 +1035,149 @@ fn footprint(m: &Modules, spare: usize) -> Result<()> {
         bail!("the footprint login failed or left threads: {attempt:?}");
     }
     Ok(())
+}
+
+/// `fill STATE FROM TO`: enrollments for `tfs{FROM}` .. `tfs{TO-1}` (names no
+/// account has) written through the daemon's own store, without backup
+/// codes. The scale benchmark runs it under eatmydata: a fixture, not state
+/// anyone relies on, so its fsyncs are skipped.
+fn fill(state: &std::path::Path, from: usize, to: usize) -> Result<()> {
+    let store = FileStore::open(state)?;
+    for i in from..to {
+        seed_with_backup(&store, &format!("tfs{i}"), 1 + i as u64, 0)?;
+    }
+    Ok(())
+}
+
+/// The daemon with 100, 100,000 and 1,000,000 enrolled users (or the sizes
+/// given): its start time, resident memory idle and after logins and a
+/// report, the latency of 200 logins by 100 users, and `twofold admin report`.
+fn scale(sizes: &[usize]) -> Result<()> {
+    use_release_build();
+    let sizes = if sizes.is_empty() {
+        vec![100, 100_000, 1_000_000]
+    } else {
+        sizes.to_vec()
+    };
+    const LOGIN_USERS: usize = 100;
+    // Accounts tfb0.. in nss_wrapper: 100 login users per size.
+    let mut m = Modules::start(LOGIN_USERS * sizes.len())?;
+    let state = m.daemon.state_dir();
+    let eatmydata = which("eatmydata");
+    print_machine();
+    println!(
+        "\nScale: enrolled users in the store; 100 of them log in twice each (200 logins, one at a time)\n"
+    );
+    println!(
+        "| enrolled | daemon start | RSS idle | RSS peak after logins and report | login median | login 99th percentile | `twofold admin report` |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut filled = 0;
+    let mut base_median = None;
+    for (level, &n) in sizes.iter().enumerate() {
+        let bulk = n.saturating_sub(LOGIN_USERS * sizes.len());
+        if bulk > filled {
+            let start = std::time::Instant::now();
+            let workers = 2;
+            let mut children = Vec::new();
+            for w in 0..workers {
+                let (from, to) = (
+                    filled + (bulk - filled) * w / workers,
+                    filled + (bulk - filled) * (w + 1) / workers,
+                );
+                let mut c = match &eatmydata {
+                    Some(path) => {
+                        let mut c = Command::new(path);
+                        c.arg(std::env::current_exe()?);
+                        c
+                    }
+                    None => Command::new(std::env::current_exe()?),
+                };
+                c.arg("fill")
+                    .arg(&state)
+                    .args([from.to_string(), to.to_string()]);
+                children.push(c.spawn()?);
+            }
+            for mut c in children {
+                if !c.wait()?.success() {
+                    bail!("filling the store failed");
+                }
+            }
+            Command::new("sync").status()?;
+            eprintln!(
+                "filled the store to {bulk} + {} enrollments in {:.0} s",
+                LOGIN_USERS * sizes.len(),
+                start.elapsed().as_secs_f64()
+            );
+            filled = bulk;
+        }
+        // Start time: from spawn to the bus name owned, caches cold for the
+        // daemon's own memory (not for the kernel's page cache).
+        let start = std::time::Instant::now();
+        m.daemon.restart()?;
+        let started = start.elapsed().as_secs_f64();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let pid = m.daemon.pid().context("daemon pid")?;
+        let idle = proc_status_kib(pid, "VmRSS");
+        let users: Vec<usize> = (level * LOGIN_USERS..(level + 1) * LOGIN_USERS).collect();
+        let logins = m.totp_logins(&users)?;
+        let outcomes = m.run(TWOFOLD, &logins)?;
+        let f = figures(&outcomes, 1.0, 0.0);
+        if f.refused != 0 {
+            bail!("{} logins refused: {}", f.refused, m.daemon.log());
+        }
+        let start = std::time::Instant::now();
+        let report = m
+            .bus
+            .command(artifacts().twofold())
+            .args(["admin", "report"])
+            .output()?;
+        let report_secs = start.elapsed().as_secs_f64();
+        if !report.status.success() {
+            bail!("report failed: {}", String::from_utf8_lossy(&report.stderr));
+        }
+        let peak = proc_status_kib(pid, "VmHWM");
+        let base = *base_median.get_or_insert(f.median_ms);
+        println!(
+            "| {n} | {:.0} ms | {:.1} MiB | {:.1} MiB | {:.3} ms ({:+.0} %) | {:.3} ms | {:.2} s |",
+            started * 1000.0,
+            idle as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            f.median_ms,
+            (f.median_ms / base - 1.0) * 100.0,
+            f.p99_ms,
+            report_secs
+        );
+    }
+    println!(
+        "\nThe report lists the accounts the name service knows ({} here, through nss_wrapper); \
+         the other enrolled names have no account, so each costs a failed lookup.",
+        LOGIN_USERS * sizes.len()
+    );
+    Ok(())
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A number field of /proc/PID/status, in kB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(field)?
+                    .trim_start_matches(':')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
 }
