@@ -1,7 +1,7 @@
 # twofold — the two commands of the README, and the pieces they are made of.
 CARGO ?= cargo
 
-.PHONY: all deps build test lint demo bench fuzz package package-test clean
+.PHONY: all deps build test lint demo bench bench-scale fuzz package package-test clean
 
 all: build
 
@@ -35,14 +35,22 @@ demo: deps
 	$(CARGO) build --workspace
 	target/debug/twofold-demo
 
-# The cost of one verification through the PAM module, then of whole SSH
-# logins with and without a code (release build; not part of the test
-# suite). TWOFOLD_BENCH_LOGINS=N changes the number of PAM logins.
+# pam_twofold beside pam_google_authenticator and pam_oath (one at a time,
+# then 1/8/64/256 logins in flight, a race check, the module's footprint),
+# then whole SSH logins with each (release build; not part of the test
+# suite). TWOFOLD_BENCH_LOGINS=N changes the number of sequential logins.
 bench:
 	scripts/install-deps.sh bench
 	$(CARGO) build --release --workspace
 	target/release/twofold-bench
 	target/release/twofold-bench ssh 20
+
+# The daemon with 100, 100,000 and 1,000,000 enrolled users (about 5 minutes
+# and 5 GB of disk in /tmp for the fixture, removed at the end).
+bench-scale:
+	scripts/install-deps.sh bench
+	$(CARGO) build --release --workspace
+	target/release/twofold-bench scale
 
 # The Debian package and the RPM, in target/packages (cargo-deb and
 # cargo-generate-rpm, installed once if missing).
