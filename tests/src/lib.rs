@@ -1010,6 +1010,25 @@ impl PamService {
     }
 }
 
+/// A number field of /proc/PID/status (`Threads`, `VmRSS` in kB, ...) of
+/// `pid`, or of this process; 0 when unreadable.
+pub fn proc_status_field(pid: Option<u32>, name: &str) -> u64 {
+    let path = pid.map_or("/proc/self/status".into(), |p| format!("/proc/{p}/status"));
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim_start_matches(':')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
 pub fn run_with_input(mut c: Command, input: &[u8]) -> Result<Attempt> {
     let mut child = c
         .stdin(Stdio::piped())

@@ -1181,19 +1181,6 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-/// A number field of /proc/PID/status, in kB.
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix(field)?
-                    .trim_start_matches(':')
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
+    twofold_e2e::proc_status_field(Some(pid), field)
 }

@@ -203,21 +203,9 @@ impl Drop for EchoOff {
     }
 }
 
-/// A number field of /proc/self/status (`Threads:`, `VmRSS:` in kB, ...).
+/// A number field of /proc/self/status (`Threads`, `VmRSS` in kB, ...).
 fn status_field(name: &str) -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix(name)?
-                    .trim_start_matches(':')
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
+    twofold_e2e::proc_status_field(None, name) as usize
 }
 
 fn threads() -> usize {
