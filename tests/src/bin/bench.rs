@@ -492,7 +492,7 @@ impl Modules {
             let file = self.work.path().join("google").join(format!("tfb{i}"));
             let text = format!(
                 "{}\n\" WINDOW_SIZE 3\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n",
-                base32(secret)
+                totp_rs::Secret::from(&secret[..]).to_base32()
             );
             std::fs::write(&file, text)?;
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
@@ -585,25 +585,6 @@ fn collect(child: std::process::Child, expected: usize) -> Result<Vec<Outcome>> 
         );
     }
     Ok(outcomes)
-}
-
-/// RFC 4648 base32 without padding (google-authenticator's secret format).
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
 }
 
 /// Figures for one module's logins.

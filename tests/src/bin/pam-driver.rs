@@ -227,6 +227,11 @@ fn parse_args() -> Result<Args, String> {
     let (mut confdir, mut service, mut user, mut rhost, mut threads) =
         (None, None, None, None, false);
     let (mut repeat, mut codes, mut start_at_ms) = (None, None, None);
+    let number = |v: std::ffi::OsString| {
+        v.to_string_lossy()
+            .parse::<u64>()
+            .map_err(|e| format!("{}: {e}", v.to_string_lossy()))
+    };
     let cstring = |v: std::ffi::OsString| {
         CString::new(v.as_bytes()).map_err(|_| "argument with a NUL byte".to_string())
     };
@@ -243,22 +248,8 @@ fn parse_args() -> Result<Args, String> {
                     "--service" => service = Some(cstring(value)?),
                     "--user" => user = Some(cstring(value)?),
                     "--rhost" => rhost = Some(cstring(value)?),
-                    "--repeat" => {
-                        repeat = Some(
-                            value
-                                .to_string_lossy()
-                                .parse::<usize>()
-                                .map_err(|e| e.to_string())?,
-                        )
-                    }
-                    "--start-at" => {
-                        start_at_ms = Some(
-                            value
-                                .to_string_lossy()
-                                .parse::<u64>()
-                                .map_err(|e| e.to_string())?,
-                        )
-                    }
+                    "--repeat" => repeat = Some(number(value)? as usize),
+                    "--start-at" => start_at_ms = Some(number(value)?),
                     _ => codes = Some(std::path::PathBuf::from(value)),
                 }
             }
