@@ -3,8 +3,8 @@
 # Usage: scripts/install-deps.sh [build|test|bench|package|package-test]
 set -euo pipefail
 
-build=(libpam0g-dev pkg-config)
-runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client openssl)
+build=(libpam0g-dev pkg-config libssl-dev)
+runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client openssl python3-aiosmtpd)
 bench=(libpam-google-authenticator libpam-oath libnss-wrapper eatmydata)
 # dpkg-shlibdeps finds the libraries the binaries need (cargo-deb's $auto).
 package=(dpkg-dev)

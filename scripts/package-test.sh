@@ -90,6 +90,7 @@ if [ "${1:-}" = "--inside" ]; then
   check_mode 700 root /var/lib/twofold/users
   check_mode 600 root /var/lib/twofold/users/.twofold-state
   check_mode 644 root /usr/share/doc/twofold/examples/sshd_config.d/twofold.conf
+  check_mode 644 root /usr/share/doc/twofold/examples/twofoldd-email.conf
   check_mode 644 root /usr/share/doc/twofold/examples/pam.d/sshd
   check_mode 644 root /usr/share/bash-completion/completions/twofold
   check_mode 644 root /usr/share/zsh/vendor-completions/_twofold
@@ -230,6 +231,20 @@ awk -v e="$exposure" 'BEGIN { exit !(e <= 1.5) }' ||
   { echo "$analysis"; fail "the unit's exposure is $exposure, above 1.5"; }
 ok "systemd-analyze security --offline=true: overall exposure $exposure (at most 1.5)"
 
+# With the e-mail drop-in (network for an SMTP relay): the unit with the
+# drop-in's [Service] lines appended, as systemd merges them.
+email_unit="$(mktemp -d)/twofoldd.service"
+{ sed '/^\[Install\]/,$d' packaging/systemd/twofoldd.service
+  sed -n '/^\[Service\]/,$p' packaging/systemd/twofoldd-email.conf | tail -n +2
+  sed -n '/^\[Install\]/,$p' packaging/systemd/twofoldd.service; } >"$email_unit"
+email_exposure="$(systemd-analyze security --offline=true "$email_unit" 2>&1 |
+  sed -n 's/.*Overall exposure level for twofoldd.service: \([0-9.]*\).*/\1/p')"
+[ -n "$email_exposure" ] || fail "no exposure figure for the e-mail drop-in"
+awk -v e="$email_exposure" 'BEGIN { exit !(e <= 1.6) }' ||
+  fail "with the e-mail drop-in the exposure is $email_exposure, above the documented 1.6"
+ok "with packaging/systemd/twofoldd-email.conf: overall exposure $email_exposure (documented 1.6)"
+rm -r "$(dirname "$email_unit")"
+
 # 2. The RPM.
 rpm_files="$(rpm -qp --queryformat '[%{FILEMODES:perms} %{FILEUSERNAME} %{FILENAMES}\n]' "$rpm" | LC_ALL=C sort -k3)"
 expected_rpm="$(LC_ALL=C sort -k3 <<'EOF'
@@ -250,6 +265,7 @@ expected_rpm="$(LC_ALL=C sort -k3 <<'EOF'
 -rw-r--r-- root /usr/share/doc/twofold/examples/pam.d/su
 -rw-r--r-- root /usr/share/doc/twofold/examples/pam.d/sudo
 -rw-r--r-- root /usr/share/doc/twofold/examples/sshd_config.d/twofold.conf
+-rw-r--r-- root /usr/share/doc/twofold/examples/twofoldd-email.conf
 -rw-r--r-- root /usr/share/man/man1/twofold.1.gz
 -rw-r--r-- root /usr/share/man/man5/twofold-policy.5.gz
 -rw-r--r-- root /usr/share/man/man5/twofold.toml.5.gz

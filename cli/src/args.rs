@@ -71,6 +71,22 @@ pub struct SetupArgs {
     /// Draw the QR code in plain ASCII (the default when the locale is not UTF-8).
     #[arg(long)]
     pub ascii: bool,
+    /// How codes reach you: an authenticator app, or e-mail (a code is sent to
+    /// prove the address). Asked on a terminal when not given; `totp` otherwise.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// The address for `--method email` (asked on a terminal when not given).
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: Option<String>,
+}
+
+/// A second-factor method to set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// An authenticator app (TOTP codes).
+    Totp,
+    /// Codes sent by e-mail at each login.
+    Email,
 }
 
 #[derive(Args)]

@@ -37,6 +37,7 @@ pub fn daemon_error(e: TwofoldError) -> anyhow::Error {
         }
         TwofoldError::Throttled(m) => (m, "too many wrong codes; try again later"),
         TwofoldError::Internal(m) => (m, "twofoldd failed; see its log"),
+        TwofoldError::DeliveryFailed(m) => (m, "the code could not be sent by e-mail"),
         TwofoldError::Busy(m) => (
             m,
             "twofoldd is busy with this account's requests; try again",

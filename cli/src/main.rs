@@ -33,7 +33,7 @@ impl std::error::Error for UsageError {}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Setup(args) => setup::run(args.file.backup_codes_file, args.ascii),
+        Command::Setup(args) => setup::run(args),
         Command::Status { json } => status::run(json),
         Command::BackupCodes(file) => codes::regenerate(file.backup_codes_file),
         Command::Disable => account::disable(),
@@ -135,7 +135,9 @@ mod tests {
                 file: CodesFile {
                     backup_codes_file: Some(_)
                 },
-                ascii: false
+                ascii: false,
+                method: None,
+                address: None,
             })
         ));
         let cli = Cli::try_parse_from(["twofold", "admin", "unlock", "alice"]).unwrap();

@@ -8,18 +8,29 @@ use anyhow::bail;
 use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, TwofoldProxy};
 
 use crate::{bus, codes, prompt};
+use twofold_cli::args::{Method, SetupArgs};
 
 /// Codes the user may type before giving up. The daemon forgets the offer
 /// after its own limit of wrong codes, whichever comes first.
 const MAX_TRIES: u32 = 5;
 
-pub fn run(file: Option<PathBuf>, ascii: bool) -> anyhow::Result<()> {
-    let ascii = ascii
+pub fn run(args: SetupArgs) -> anyhow::Result<()> {
+    let file = args.file.backup_codes_file;
+    let ascii = args.ascii
         || twofold_protocol::text::locale_is_utf8(|name| std::env::var(name).ok()) == Some(false);
     if let Some(path) = &file {
         codes::ensure_absent(path)?;
     }
     let interactive = io::stdout().is_terminal();
+    let method = match args.method {
+        Some(method) => method,
+        None if interactive && args.address.is_none() => choose()?,
+        None if args.address.is_some() => Method::Email,
+        None => Method::Totp,
+    };
+    if method == Method::Email {
+        return run_email(args.address, file, interactive);
+    }
     let backup_codes = bus::with_daemon(async |proxy| {
         let offer = proxy.begin_enrollment().await.map_err(bus::daemon_error)?;
         if interactive {
@@ -31,6 +42,79 @@ pub fn run(file: Option<PathBuf>, ascii: bool) -> anyhow::Result<()> {
     })?;
     if interactive {
         println!("\nTwo-factor authentication is now set up.");
+    }
+    if backup_codes.is_empty() {
+        // The app joined an e-mail enrollment, whose backup codes stay.
+        if interactive {
+            println!("Your backup codes are unchanged.");
+        }
+        return Ok(());
+    }
+    codes::present(&backup_codes, file, interactive)
+}
+
+fn choose() -> anyhow::Result<Method> {
+    for _ in 0..MAX_TRIES {
+        let Some(answer) =
+            prompt::ask("Set up (1) an authenticator app or (2) codes sent by e-mail? [1]: ")?
+        else {
+            bail!("no answer; nothing was stored");
+        };
+        match answer.trim() {
+            "" | "1" => return Ok(Method::Totp),
+            "2" => return Ok(Method::Email),
+            _ => eprintln!("Type 1 or 2."),
+        }
+    }
+    bail!("no choice was made; nothing was stored")
+}
+
+/// E-mail codes: the daemon sends a code to the address, the user types it
+/// back, and only then is the address stored. Piped, the code is one line
+/// on stdin and the backup codes (if this is the first method) go to stdout.
+fn run_email(
+    address: Option<String>,
+    file: Option<PathBuf>,
+    interactive: bool,
+) -> anyhow::Result<()> {
+    let address = match address {
+        Some(a) => a,
+        None => match prompt::ask("E-mail address for your login codes: ")? {
+            Some(a) => a.trim().to_string(),
+            None => bail!("no address was given; nothing was stored"),
+        },
+    };
+    let backup_codes = bus::with_daemon(async |proxy| {
+        let masked = proxy
+            .begin_email_enrollment(&address)
+            .await
+            .map_err(bus::daemon_error)?;
+        let question = format!("Code sent by e-mail to {masked}: ");
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Some(code) = prompt::ask(&question)? else {
+                bail!(
+                    "no code was entered; nothing was stored. Run `twofold setup --method email` again."
+                );
+            };
+            match proxy.confirm_email_enrollment(code.trim()).await {
+                Ok(codes) => return Ok(codes),
+                Err(TwofoldError::InvalidInput(message)) if interactive && tries < MAX_TRIES => {
+                    eprintln!("{message}");
+                }
+                Err(e) => return Err(bus::daemon_error(e)),
+            }
+        }
+    })?;
+    if interactive {
+        println!("\nLogin codes will now be sent to your e-mail.");
+    }
+    if backup_codes.is_empty() {
+        if interactive {
+            println!("Your backup codes are unchanged.");
+        }
+        return Ok(());
     }
     codes::present(&backup_codes, file, interactive)
 }

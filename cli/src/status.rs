@@ -32,7 +32,8 @@ pub fn print(text: &str) -> anyhow::Result<()> {
 pub fn describe_own(s: &UserStatus) -> String {
     let mut text = if s.enrolled {
         format!(
-            "Two-factor authentication: enrolled (TOTP). Backup codes left: {}.",
+            "Two-factor authentication: enrolled ({}). Backup codes left: {}.",
+            methods_text(s),
             s.backup_codes_left
         )
     } else {
@@ -67,9 +68,12 @@ pub fn describe_own(s: &UserStatus) -> String {
 pub fn describe_for_admin(s: &UserStatus) -> String {
     let mut text = if s.enrolled {
         format!(
-            "{}: two-factor authentication enrolled (TOTP). Backup codes left: {}.\n\
+            "{}: two-factor authentication enrolled ({}). Backup codes left: {}.\n\
              Consecutive failed codes: {}.",
-            s.user, s.backup_codes_left, s.consecutive_failures
+            s.user,
+            methods_text(s),
+            s.backup_codes_left,
+            s.consecutive_failures
         )
     } else {
         format!("{}: two-factor authentication not set up.", s.user)
@@ -131,13 +135,32 @@ fn enforcement(s: &UserStatus) -> Option<String> {
     Some(format!("{} ({when})", s.enforcement_date))
 }
 
+/// `TOTP`, `e-mail codes to a***@example.com`, or both.
+pub fn methods_text(s: &UserStatus) -> String {
+    let mut parts = Vec::new();
+    for method in s.methods.split(',') {
+        match method {
+            "totp" => parts.push("TOTP".to_string()),
+            "email" => parts.push(format!("e-mail codes to {}", s.email)),
+            _ => {}
+        }
+    }
+    if parts.is_empty() {
+        "TOTP".into()
+    } else {
+        parts.join(" and ")
+    }
+}
+
 /// One line of JSON, written by hand to keep the dependencies few.
 pub fn to_json(s: &UserStatus) -> String {
     format!(
-        "{{\"user\":{},\"enrolled\":{},\"backup_codes_left\":{},\"throttled_for_secs\":{},\"consecutive_failures\":{},\
+        "{{\"user\":{},\"enrolled\":{},\"methods\":{},\"email\":{},\"backup_codes_left\":{},\"throttled_for_secs\":{},\"consecutive_failures\":{},\
          \"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{}}}",
         json_string(&s.user),
         s.enrolled,
+        json_string(&s.methods),
+        json_string(&s.email),
         s.backup_codes_left,
         s.throttled_for_secs,
         s.consecutive_failures,
@@ -177,6 +200,12 @@ mod tests {
         UserStatus {
             user: "alice".into(),
             enrolled,
+            methods: if enrolled {
+                "totp".into()
+            } else {
+                String::new()
+            },
+            email: String::new(),
             backup_codes_left: left,
             throttled_for_secs: throttled,
             consecutive_failures: 3,
@@ -283,10 +312,31 @@ mod tests {
     }
 
     #[test]
+    fn names_each_method() {
+        let s = UserStatus {
+            methods: "totp,email".into(),
+            email: "a***@example.com".into(),
+            ..status(true, 8, 0)
+        };
+        assert!(
+            describe_own(&s).starts_with(
+                "Two-factor authentication: enrolled (TOTP and e-mail codes to a***@example.com)."
+            ),
+            "{}",
+            describe_own(&s)
+        );
+        let s = UserStatus {
+            methods: "email".into(),
+            ..s
+        };
+        assert!(describe_for_admin(&s).contains("enrolled (e-mail codes to a***@example.com)"));
+    }
+
+    #[test]
     fn writes_json() {
         assert_eq!(
             to_json(&status(true, 8, 0)),
-            r#"{"user":"alice","enrolled":true,"backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"rule":"default","mode":"optional","enforcement_date":"","days_left":0}"#
+            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"rule":"default","mode":"optional","enforcement_date":"","days_left":0}"#
         );
         assert!(
             to_json(&rolling_out("recommend", "2026-09-01", 32))

@@ -343,4 +343,67 @@ impl Service {
     ) -> Result<String, TwofoldError> {
         self.run(&header, calls::admin_reload).await
     }
+
+    async fn send_login_code(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+        service: String,
+        rhost: String,
+    ) -> Result<String, TwofoldError> {
+        self.run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
+            calls::send_login_code(e, caller, invoker, &user, &service, &rhost)
+        })
+        .await
+    }
+
+    async fn begin_email_enrollment(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        address: String,
+    ) -> Result<String, TwofoldError> {
+        self.run(&header, move |e, caller| {
+            calls::begin_email_enrollment(e, caller, &address)
+        })
+        .await
+    }
+
+    async fn confirm_email_enrollment(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        code: String,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let code = Zeroizing::new(code);
+        self.run(&header, move |e, caller| {
+            calls::confirm_email_enrollment(e, caller, &code)
+        })
+        .await
+    }
+
+    async fn email_enroll_at_login(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+        address: String,
+        service: String,
+        rhost: String,
+    ) -> Result<String, TwofoldError> {
+        self.run(&header, move |e, caller| {
+            calls::email_enroll_at_login(e, caller, &user, &address, &service, &rhost)
+        })
+        .await
+    }
+
+    async fn confirm_email_at_login(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+        code: String,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let code = Zeroizing::new(code);
+        self.run(&header, move |e, caller| {
+            calls::confirm_email_at_login(e, caller, &user, &code)
+        })
+        .await
+    }
 }

@@ -222,3 +222,70 @@ pub fn admin_reload(e: &Engine, caller: u32) -> Result<String> {
     authz::admin(caller, &e.config().admin_group, "AdminReload")?;
     e.reload_policy(Some(caller))
 }
+
+pub fn send_login_code(
+    e: &Engine,
+    caller: u32,
+    invoker: Option<u32>,
+    user: &str,
+    service: &str,
+    rhost: &str,
+) -> Result<String> {
+    small(&[
+        ("user name", user),
+        ("service name", service),
+        ("host name", rhost),
+    ])?;
+    let account = authz::login_target(caller, user, "SendLoginCode")?;
+    e.send_login_code(
+        &account,
+        &login_context(service, rhost, caller, invoker),
+        crate::now(),
+    )
+}
+
+pub fn begin_email_enrollment(e: &Engine, caller: u32, address: &str) -> Result<String> {
+    small(&[("address", address)])?;
+    let account = authz::own_account(caller)?;
+    e.begin_email_enrollment(&account, address, crate::now())
+}
+
+pub fn confirm_email_enrollment(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
+    small(&[("code", code)])?;
+    let account = authz::own_account(caller)?;
+    e.confirm_email_enrollment(&account, code, crate::now())
+}
+
+pub fn email_enroll_at_login(
+    e: &Engine,
+    caller: u32,
+    user: &str,
+    address: &str,
+    service: &str,
+    rhost: &str,
+) -> Result<String> {
+    small(&[
+        ("user name", user),
+        ("address", address),
+        ("service name", service),
+        ("host name", rhost),
+    ])?;
+    let account = authz::login_target(caller, user, "EmailEnrollAtLogin")?;
+    e.email_enroll_at_login(
+        &account,
+        address,
+        &context(service, rhost, caller),
+        crate::now(),
+    )
+}
+
+pub fn confirm_email_at_login(
+    e: &Engine,
+    caller: u32,
+    user: &str,
+    code: &str,
+) -> Result<Vec<SecretString>> {
+    small(&[("user name", user), ("code", code)])?;
+    let account = authz::login_target(caller, user, "ConfirmEmailAtLogin")?;
+    e.confirm_email_at_login(&account, code, &context("", "", caller), crate::now())
+}

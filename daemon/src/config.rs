@@ -18,6 +18,7 @@ pub struct Config {
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     pub enrollment: EnrollmentConfig,
+    pub email: EmailConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -62,6 +63,81 @@ pub struct EnrollmentConfig {
     pub offer_timeout_secs: u64,
 }
 
+/// How e-mail codes leave the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// E-mail codes are off: nobody can register or receive one.
+    None,
+    /// An SMTP relay (`smtp_host`).
+    Smtp,
+    /// The local `sendmail` program (`sendmail_path`).
+    Sendmail,
+}
+
+/// How the connection to the SMTP relay is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Plain SMTP, then STARTTLS, which must succeed (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on this host (port 25).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    pub transport: Transport,
+    pub smtp_host: String,
+    /// 0: the usual port for `smtp_security` (587, 465 or 25).
+    pub smtp_port: u16,
+    pub smtp_security: Security,
+    /// A root-only file (0600 or 0400): the user name on the first line,
+    /// the password on the second. Empty: no authentication.
+    pub smtp_credentials_file: PathBuf,
+    pub sendmail_path: PathBuf,
+    /// Sender address; empty: `twofold@` and the host name.
+    pub from: String,
+    /// `{host}`, `{user}`, `{code}` and `{minutes}` are replaced.
+    pub subject: String,
+    pub body: String,
+    /// Seconds a code sent by e-mail stays valid.
+    pub code_valid_secs: u64,
+    /// Longest wait for the relay or sendmail, in seconds; past it the send
+    /// is refused.
+    pub timeout_secs: u64,
+    /// Seconds between two codes sent to one user.
+    pub resend_interval_secs: u64,
+    /// Codes sent to one user in any hour.
+    pub max_sends_per_hour: u32,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            transport: Transport::None,
+            smtp_host: "localhost".into(),
+            smtp_port: 0,
+            smtp_security: Security::Starttls,
+            smtp_credentials_file: PathBuf::new(),
+            sendmail_path: PathBuf::from("/usr/sbin/sendmail"),
+            from: String::new(),
+            subject: "Your login code for {host}".into(),
+            body: "Your code to log in to {host} as {user} is {code}.\n\
+It is valid for {minutes} minutes and works once.\n\n\
+If you did not try to log in, someone may know your password: change it and tell your administrator.\n"
+                .into(),
+            code_valid_secs: 300,
+            timeout_secs: 10,
+            resend_interval_secs: 30,
+            max_sends_per_hour: 6,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -71,6 +147,7 @@ impl Default for Config {
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             enrollment: EnrollmentConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -179,7 +256,8 @@ impl Config {
         let t = &self.totp;
         let th = &self.throttle;
         let e = &self.enrollment;
-        let rules: [(bool, &'static str, String); 14] = [
+        let m = &self.email;
+        let rules: [(bool, &'static str, String); 21] = [
             (self.state_dir.is_absolute(), "state_dir", "state_dir must be an absolute path".into()),
             (self.policy_file.is_absolute(), "policy_file", "policy_file must be an absolute path".into()),
             (!self.admin_group.is_empty(), "admin_group", "admin_group must not be empty".into()),
@@ -221,6 +299,41 @@ impl Config {
                 (5..=20).contains(&e.backup_codes) && e.offer_timeout_secs >= 60,
                 "enrollment.backup_codes",
                 "enrollment.backup_codes must be 5 to 20 and enrollment.offer_timeout_secs at least 60".into(),
+            ),
+            (
+                m.transport != Transport::Smtp || !m.smtp_host.is_empty(),
+                "email.smtp_host",
+                "email.smtp_host must name the SMTP relay".into(),
+            ),
+            (
+                m.transport != Transport::Sendmail || m.sendmail_path.is_absolute(),
+                "email.sendmail_path",
+                "email.sendmail_path must be an absolute path".into(),
+            ),
+            (
+                m.smtp_credentials_file.as_os_str().is_empty() || m.smtp_credentials_file.is_absolute(),
+                "email.smtp_credentials_file",
+                "email.smtp_credentials_file must be an absolute path (or empty)".into(),
+            ),
+            (
+                (10..=3600).contains(&m.code_valid_secs),
+                "email.code_valid_secs",
+                "email.code_valid_secs must be 10 to 3600 (a few minutes)".into(),
+            ),
+            (
+                (1..=120).contains(&m.timeout_secs),
+                "email.timeout_secs",
+                "email.timeout_secs must be 1 to 120".into(),
+            ),
+            (
+                m.resend_interval_secs <= 3600,
+                "email.resend_interval_secs",
+                "email.resend_interval_secs must be at most 3600".into(),
+            ),
+            (
+                (1..=100).contains(&m.max_sends_per_hour),
+                "email.max_sends_per_hour",
+                "email.max_sends_per_hour must be 1 to 100".into(),
             ),
         ];
         for (ok, key, message) in rules {
@@ -362,6 +475,19 @@ pub const KEYS: &[&str] = &[
     "throttle.account_interval_secs",
     "enrollment.backup_codes",
     "enrollment.offer_timeout_secs",
+    "email.transport",
+    "email.smtp_host",
+    "email.smtp_port",
+    "email.smtp_security",
+    "email.smtp_credentials_file",
+    "email.sendmail_path",
+    "email.from",
+    "email.subject",
+    "email.body",
+    "email.code_valid_secs",
+    "email.timeout_secs",
+    "email.resend_interval_secs",
+    "email.max_sends_per_hour",
 ];
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 use crate::audit::{self, Level, field};
 use crate::backup::{self, HashParams};
 use crate::config::Config;
+use crate::email::{EmailCheck, EmailCodes};
+use crate::mail::{Mailer, Outbox};
+use crate::policy::Methods;
 use crate::policy::Policy;
 use crate::store::{ENROLLMENT_VERSION, Enrollment, Event, Loaded, SecretBytes, Store, StoreError};
 use crate::throttle::{self, Source, SourceTable};
@@ -24,6 +27,7 @@ const LOCK_STRIPES: usize = 64;
 const COMPACT_AFTER_RECORDS: u64 = 512;
 /// A wrong code, with what to do about it.
 const WRONG_CODE: &str = "Wrong code. Try again with the code your app shows now.";
+const WRONG_EMAIL_CODE: &str = "Wrong code. Try again with the code from the latest e-mail.";
 
 /// Wrong codes allowed while confirming one enrollment offer.
 const MAX_CONFIRM_ATTEMPTS: u32 = 10;
@@ -105,8 +109,10 @@ struct Pending {
 pub struct Engine {
     pub(crate) cfg: Config,
     pub(crate) store: Box<dyn Store>,
-    backup_params: HashParams,
-    hostname: String,
+    pub(crate) backup_params: HashParams,
+    pub(crate) hostname: String,
+    pub(crate) outbox: Box<dyn Outbox>,
+    pub(crate) email_codes: Mutex<EmailCodes>,
     stripes: Vec<Mutex<()>>,
     pending: Mutex<HashMap<u32, Pending>>,
     /// Wrong codes in a row per account and source (the account-wide
@@ -136,12 +142,15 @@ impl Engine {
         backup_params: HashParams,
         policy: Policy,
     ) -> Self {
+        let hostname = crate::users::hostname();
         Self {
             policy: RwLock::new(Arc::new(policy)),
+            outbox: Box::new(Mailer::new(&cfg.email, &hostname)),
+            email_codes: Mutex::default(),
             cfg,
             store: Box::new(store),
             backup_params,
-            hostname: crate::users::hostname(),
+            hostname,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             pending: Mutex::new(HashMap::new()),
             sources: Mutex::new(SourceTable::default()),
@@ -150,6 +159,40 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Send e-mail through `outbox` instead of the configured transport.
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: impl Outbox + 'static) -> Self {
+        self.outbox = Box::new(outbox);
+        self
+    }
+
+    /// The methods `user`'s rule accepts now. Only asked of NSS when some
+    /// rule restricts them (so the usual login pays nothing for it).
+    fn accepted_methods(
+        &self,
+        user: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<Methods, TwofoldError> {
+        let policy = self.policy();
+        if !policy.restricts_methods() {
+            return Ok(Methods::ANY);
+        }
+        let Some(account) = crate::users::by_name(user).ok().flatten() else {
+            return Ok(Methods::ANY);
+        };
+        let groups = self.groups(&account, &policy);
+        let meta = self.store.load_meta(user)?;
+        let subject = crate::policy::Subject {
+            user,
+            groups,
+            service: &ctx.service,
+        };
+        Ok(policy
+            .decide(&subject, meta.override_mode, crate::policy::date_of(now))
+            .methods)
     }
 
     pub(crate) fn lock(&self, user: &str) -> MutexGuard<'_, ()> {
@@ -256,6 +299,8 @@ impl Engine {
             TwofoldError::InvalidInput(e.user_message().into())
         })?;
         let source = ctx.source();
+        // NSS (when needed) before the user's lock, as in `plan`.
+        let methods = self.accepted_methods(user, ctx, now)?;
         let _guard = self.lock(user);
         let Some(mut loaded) = self.store.load(user)? else {
             self.log_login(user, ctx, "not-enrolled");
@@ -272,16 +317,30 @@ impl Engine {
             });
         }
         let e = &loaded.enrollment;
+        let email_ok = methods.email && e.email.is_some();
         let (outcome, accepted) = match &code {
-            Code::Totp(c) => match totp::check(&e.secret.0, self.params_of(e), c, now, e.last_step)
-                .map_err(internal)?
+            Code::Totp(c)
+                if email_ok && self.check_login_email_code(user, c, now) == EmailCheck::Match =>
             {
-                TotpCheck::Valid(step) => (
+                (
                     VerifyOutcome::Accepted,
-                    Some(Event::TotpAccepted { step, at: now }),
-                ),
-                TotpCheck::Replayed => (VerifyOutcome::Replayed, None),
-                TotpCheck::Wrong => (VerifyOutcome::Wrong, None),
+                    Some(Event::EmailAccepted { at: now }),
+                )
+            }
+            Code::Totp(c) => match e.secret.as_ref().filter(|_| methods.totp) {
+                Some(secret) => {
+                    match totp::check(&secret.0, self.params_of(e), c, now, e.last_step)
+                        .map_err(internal)?
+                    {
+                        TotpCheck::Valid(step) => (
+                            VerifyOutcome::Accepted,
+                            Some(Event::TotpAccepted { step, at: now }),
+                        ),
+                        TotpCheck::Replayed => (VerifyOutcome::Replayed, None),
+                        TotpCheck::Wrong => (VerifyOutcome::Wrong, None),
+                    }
+                }
+                None => (VerifyOutcome::Wrong, None),
             },
             Code::Backup(c) => match e.backup.find(c).map_err(internal)? {
                 Some(index) => (
@@ -319,6 +378,7 @@ impl Engine {
                 self.refusal("That code was already used. Wait for the next code from your app.")
             }
             VerifyOutcome::Wrong => match self.hold(user, &source, e, now) {
+                None if e.secret.is_none() => self.refusal(WRONG_EMAIL_CODE),
                 None => self.refusal(WRONG_CODE),
                 Some(hold) => self.refusal(&format!(
                     "Wrong code. Wait {} before trying again.",
@@ -327,10 +387,11 @@ impl Engine {
             },
             _ => String::new(),
         };
-        let logged = match outcome {
-            VerifyOutcome::Accepted => "accepted-totp",
-            VerifyOutcome::AcceptedBackupCode => "accepted-backup-code",
-            VerifyOutcome::Replayed => "refused-replayed-code",
+        let logged = match (outcome, accepted) {
+            (VerifyOutcome::Accepted, Some(Event::EmailAccepted { .. })) => "accepted-email-code",
+            (VerifyOutcome::Accepted, _) => "accepted-totp",
+            (VerifyOutcome::AcceptedBackupCode, _) => "accepted-backup-code",
+            (VerifyOutcome::Replayed, _) => "refused-replayed-code",
             _ => "refused-wrong-code",
         };
         self.log_login(user, ctx, logged);
@@ -371,7 +432,11 @@ impl Engine {
         user: &str,
         now: u64,
     ) -> Result<EnrollmentOffer, TwofoldError> {
-        if self.store.load(user)?.is_some() {
+        if self
+            .store
+            .load(user)?
+            .is_some_and(|l| l.enrollment.secret.is_some())
+        {
             return Err(TwofoldError::AlreadyEnrolled(
                 "You are already enrolled. Ask an administrator to reset your enrollment to start over.".into(),
             ));
@@ -473,10 +538,26 @@ impl Engine {
             }
         };
         let _guard = self.lock(user);
-        if self.store.load(user)?.is_some() {
-            return Err(TwofoldError::AlreadyEnrolled(
-                "You are already enrolled.".into(),
-            ));
+        if let Some(loaded) = self.store.load(user)? {
+            // Enrolled by e-mail: the app becomes a second method, the
+            // backup codes stay.
+            if loaded.enrollment.secret.is_some() {
+                return Err(TwofoldError::AlreadyEnrolled(
+                    "You are already enrolled.".into(),
+                ));
+            }
+            let mut next = loaded.enrollment.clone();
+            next.generation = new_generation(next.generation);
+            next.secret = Some(SecretBytes(secret.to_vec()));
+            next.digits = params.digits;
+            next.period = params.period;
+            next.last_step = Some(step);
+            self.store.write_enrollment(user, &next)?;
+            audit::log(
+                Level::Info,
+                &format!("enrolled {} method=totp", field("user", user)),
+            );
+            return Ok(Vec::new());
         }
         let (codes, backup) =
             backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
@@ -484,10 +565,11 @@ impl Engine {
         let enrollment = Enrollment {
             version: ENROLLMENT_VERSION,
             generation: new_generation(0),
-            secret: SecretBytes(secret.to_vec()),
+            secret: Some(SecretBytes(secret.to_vec())),
             digits: params.digits,
             period: params.period,
             enrolled_at: now,
+            email: None,
             last_step: Some(step), // the confirming code cannot log anyone in
             backup,
             failures: 0,
@@ -533,9 +615,20 @@ impl Engine {
             return Err(TwofoldError::Throttled(hold.text()));
         }
         let e = &loaded.enrollment;
-        match totp::check(&e.secret.0, self.params_of(e), &code, now, e.last_step)
-            .map_err(internal)?
+        // A user with e-mail codes may prove themselves with a live one.
+        let check = if e.email.is_some()
+            && self.has_login_email_code(user, now)
+            && self.check_login_email_code(user, &code, now) == EmailCheck::Match
         {
+            TotpCheck::Valid(e.last_step.unwrap_or(0))
+        } else {
+            match &e.secret {
+                Some(secret) => totp::check(&secret.0, self.params_of(e), &code, now, e.last_step)
+                    .map_err(internal)?,
+                None => TotpCheck::Wrong,
+            }
+        };
+        match check {
             TotpCheck::Valid(step) => {
                 self.source_table()
                     .succeeded(&self.cfg.throttle, user, &source, now);
@@ -602,7 +695,7 @@ impl Engine {
     }
 }
 
-fn new_generation(old: u64) -> u64 {
+pub(crate) fn new_generation(old: u64) -> u64 {
     loop {
         let g: u64 = rand::random();
         if g != old && g != 0 {

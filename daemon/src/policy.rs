@@ -63,17 +63,81 @@ pub enum Unenrolled {
     Refuse,
 }
 
+/// The factors that satisfy a rule (backup codes always do, for an enrolled user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Methods {
+    pub totp: bool,
+    pub email: bool,
+}
+
+impl Methods {
+    pub const ANY: Self = Self {
+        totp: true,
+        email: true,
+    };
+
+    /// `totp`, `email` or `totp,email`; empty for none.
+    pub fn names(self) -> String {
+        let mut names = Vec::new();
+        if self.totp {
+            names.push("totp");
+        }
+        if self.email {
+            names.push("email");
+        }
+        names.join(",")
+    }
+
+    pub fn both(self, other: Self) -> Self {
+        Self {
+            totp: self.totp && other.totp,
+            email: self.email && other.email,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        !self.totp && !self.email
+    }
+
+    fn from_names(names: &[String]) -> Result<Self, String> {
+        let mut methods = Self {
+            totp: false,
+            email: false,
+        };
+        for name in names {
+            match name.as_str() {
+                "totp" => methods.totp = true,
+                "email" => methods.email = true,
+                other => {
+                    return Err(format!(
+                        "methods: {other:?} is not a method (use \"totp\" and/or \"email\")"
+                    ));
+                }
+            }
+        }
+        if methods.is_empty() {
+            return Err("methods must name at least one method (\"totp\", \"email\")".into());
+        }
+        Ok(methods)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScheduleEntryFile {
     from: toml::value::Datetime,
     mode: Mode,
+    /// From this date on; unset keeps the methods in force before it.
+    #[serde(default)]
+    methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DefaultFile {
     mode: Mode,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
     #[serde(default)]
     schedule: Vec<ScheduleEntryFile>,
     #[serde(default)]
@@ -88,6 +152,8 @@ struct RuleFile {
     #[serde(default)]
     services: Vec<String>,
     mode: Mode,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
     #[serde(default)]
     schedule: Vec<ScheduleEntryFile>,
     #[serde(default)]
@@ -115,6 +181,7 @@ struct PolicyFile {
 pub struct Step {
     pub from: Date,
     pub mode: Mode,
+    pub methods: Methods,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +194,8 @@ pub struct Rule {
     pub services: Vec<String>,
     /// The mode before the first scheduled date.
     pub mode: Mode,
+    /// The methods before the first scheduled date.
+    pub methods: Methods,
     pub schedule: Vec<Step>,
     pub grace_days: u32,
 }
@@ -139,6 +208,15 @@ impl Rule {
             .rev()
             .find(|s| s.from <= today)
             .map_or(self.mode, |s| s.mode)
+    }
+
+    /// The methods that satisfy the rule on `today`.
+    pub fn methods_on(&self, today: Date) -> Methods {
+        self.schedule
+            .iter()
+            .rev()
+            .find(|s| s.from <= today)
+            .map_or(self.methods, |s| s.methods)
     }
 
     /// The next date on which the rule becomes `require`, when it is not yet.
@@ -154,8 +232,16 @@ impl Rule {
 
     fn describe(&self) -> String {
         let mut text = format!("mode {}", self.mode.as_str());
+        if self.methods != Methods::ANY {
+            text.push_str(&format!(" ({} only)", self.methods.names()));
+        }
+        let mut methods = self.methods;
         for step in &self.schedule {
             text.push_str(&format!(", {} from {}", step.mode.as_str(), step.from));
+            if step.methods != methods {
+                text.push_str(&format!(" ({})", step.methods.names()));
+                methods = step.methods;
+            }
         }
         if self.grace_days > 0 {
             text.push_str(&format!(
@@ -190,6 +276,7 @@ impl Default for Policy {
                 groups: Vec::new(),
                 services: Vec::new(),
                 mode: Mode::Recommend,
+                methods: Methods::ANY,
                 schedule: Vec::new(),
                 grace_days: 0,
             },
@@ -216,6 +303,8 @@ pub struct Decision {
     /// `override`, `default`, or a rule's name (`strictest` after an NSS failure).
     pub rule: String,
     pub mode: Mode,
+    /// The factors that satisfy the rule today.
+    pub methods: Methods,
     pub enforcement: Option<Date>,
     pub grace_days: u32,
     pub steps: Vec<String>,
@@ -241,6 +330,7 @@ impl Policy {
             return Decision {
                 rule: "override".into(),
                 mode,
+                methods: Methods::ANY,
                 enforcement: None,
                 grace_days: 0,
                 steps,
@@ -270,6 +360,7 @@ impl Policy {
                 return Decision {
                     rule: "strictest".into(),
                     mode: strictest.mode_on(today),
+                    methods: strictest.methods_on(today),
                     enforcement: strictest.enforcement_after(today),
                     grace_days: 0,
                     steps,
@@ -325,6 +416,7 @@ impl Policy {
 
     fn decision(&self, rule: &Rule, today: Date, mut steps: Vec<String>) -> Decision {
         let mode = rule.mode_on(today);
+        let methods = rule.methods_on(today);
         let enforcement = rule.enforcement_after(today);
         steps.push(match enforcement {
             Some(date) => format!(
@@ -333,9 +425,13 @@ impl Policy {
             ),
             None => format!("mode today ({today}): {}", mode.as_str()),
         });
+        if methods != Methods::ANY {
+            steps.push(format!("methods today: {} only", methods.names()));
+        }
         Decision {
             rule: rule.name.clone(),
             mode,
+            methods,
             enforcement,
             grace_days: rule.grace_days,
             steps,
@@ -367,6 +463,17 @@ impl Policy {
                 .map(|r| r.mode_on(today))
                 .fold(default, Mode::max),
         }
+    }
+
+    /// Whether any rule, on any date, accepts fewer than every method: only
+    /// then must a code be checked against the rule at `Verify` too.
+    pub fn restricts_methods(&self) -> bool {
+        self.rules
+            .iter()
+            .chain(std::iter::once(&self.default))
+            .any(|r| {
+                r.methods != Methods::ANY || r.schedule.iter().any(|s| s.methods != Methods::ANY)
+            })
     }
 
     /// Whether `rhost` is an address inside a trusted network.
@@ -465,29 +572,38 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     })?;
     // Semantic errors point at the first line that names the offending value.
     let at = |needle: &str| text.find(needle).unwrap_or(0);
-    let schedule =
-        |entries: Vec<ScheduleEntryFile>, owner: &str| -> Result<Vec<Step>, PolicyError> {
-            let mut steps: Vec<Step> = Vec::new();
-            for entry in entries {
-                let from = to_date(&entry.from).ok_or_else(|| {
-                    invalid(
-                        at(&entry.from.to_string()),
-                        format!("{owner}: schedule dates must be plain dates like 2026-07-31"),
-                    )
-                })?;
-                if steps.last().is_some_and(|last| last.from >= from) {
-                    return Err(invalid(
-                        at(&entry.from.to_string()),
-                        format!("{owner}: schedule dates must be in increasing order"),
-                    ));
-                }
-                steps.push(Step {
-                    from,
-                    mode: entry.mode,
-                });
+    let methods = |names: &Option<Vec<String>>, owner: &str, default: Methods| match names {
+        None => Ok(default),
+        Some(names) => Methods::from_names(names)
+            .map_err(|why| invalid(at("methods"), format!("{owner}: {why}"))),
+    };
+    let schedule = |entries: Vec<ScheduleEntryFile>,
+                    owner: &str,
+                    first: Methods|
+     -> Result<Vec<Step>, PolicyError> {
+        let mut steps: Vec<Step> = Vec::new();
+        for entry in entries {
+            let from = to_date(&entry.from).ok_or_else(|| {
+                invalid(
+                    at(&entry.from.to_string()),
+                    format!("{owner}: schedule dates must be plain dates like 2026-07-31"),
+                )
+            })?;
+            if steps.last().is_some_and(|last| last.from >= from) {
+                return Err(invalid(
+                    at(&entry.from.to_string()),
+                    format!("{owner}: schedule dates must be in increasing order"),
+                ));
             }
-            Ok(steps)
-        };
+            let before = steps.last().map_or(first, |s| s.methods);
+            steps.push(Step {
+                from,
+                mode: entry.mode,
+                methods: methods(&entry.methods, owner, before)?,
+            });
+        }
+        Ok(steps)
+    };
     let grace = |days: u32, owner: &str| {
         if days > 365 {
             Err(invalid(
@@ -498,12 +614,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             Ok(days)
         }
     };
+    let default_methods = methods(&file.default.methods, "default", Methods::ANY)?;
     let default = Rule {
         name: "default".into(),
         groups: Vec::new(),
         services: Vec::new(),
         mode: file.default.mode,
-        schedule: schedule(file.default.schedule, "default")?,
+        methods: default_methods,
+        schedule: schedule(file.default.schedule, "default", default_methods)?,
         grace_days: grace(file.default.grace_days, "default")?,
     };
     let mut names = HashSet::new();
@@ -525,8 +643,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
                 format!("rule {quoted} must name at least one group"),
             ));
         }
+        let first = methods(&r.methods, &r.name, Methods::ANY)?;
         rules.push(Rule {
-            schedule: schedule(r.schedule, &r.name)?,
+            methods: first,
+            schedule: schedule(r.schedule, &r.name, first)?,
             grace_days: grace(r.grace_days, &r.name)?,
             name: r.name,
             groups: r.groups,

@@ -196,6 +196,16 @@ fn errors_name_the_line() {
             "plain dates",
         ),
         ("support = \"x\"\n", 1, "missing field `default`"),
+        (
+            "[default]\nmode = \"require\"\nmethods = [\"sms\"]\n",
+            3,
+            "\"sms\" is not a method",
+        ),
+        (
+            "[default]\nmode = \"require\"\nmethods = []\n",
+            3,
+            "at least one method",
+        ),
     ];
     for (text, line, words) in cases {
         let e = parse(text, Path::new("/p.toml")).unwrap_err().to_string();
@@ -204,4 +214,46 @@ fn errors_name_the_line() {
             "{text:?}: {e}"
         );
     }
+}
+
+/// The seed's rollout: e-mail codes required from one date with the app
+/// optional, then either; a schedule entry without methods keeps them.
+#[test]
+fn methods_follow_the_schedule() {
+    let p = parse(
+        "[default]\nmode = \"recommend\"\n\
+         [[default.schedule]]\nfrom = 2026-07-13\nmode = \"require\"\nmethods = [\"email\"]\n\
+         [[default.schedule]]\nfrom = 2026-07-31\nmode = \"require\"\nmethods = [\"totp\", \"email\"]\n\
+         [[default.schedule]]\nfrom = 2026-08-31\nmode = \"require\"\n\
+         [[rule]]\nname = \"app\"\ngroups = [\"ops\"]\nmode = \"require\"\nmethods = [\"totp\"]\n",
+        Path::new("/p.toml"),
+    )
+    .unwrap();
+    let s = subject(&[], "sshd");
+    let at = |d| p.decide(&s, None, d).methods;
+    assert_eq!(at(date!(2026 - 07 - 01)), Methods::ANY);
+    assert_eq!(
+        at(date!(2026 - 07 - 13)),
+        Methods {
+            totp: false,
+            email: true
+        }
+    );
+    assert_eq!(at(date!(2026 - 07 - 31)), Methods::ANY);
+    assert_eq!(at(date!(2026 - 09 - 01)), Methods::ANY, "kept from before");
+    let ops = p.decide(&subject(&["ops"], "sshd"), None, date!(2026 - 07 - 13));
+    assert_eq!(ops.methods.names(), "totp");
+    assert!(
+        ops.steps.iter().any(|s| s == "methods today: totp only"),
+        "{:?}",
+        ops.steps
+    );
+    assert!(p.restricts_methods());
+    assert!(!policy().restricts_methods());
+    // An override accepts every method; so does the default policy.
+    assert_eq!(
+        p.decide(&s, Some(Mode::Require), date!(2026 - 07 - 13))
+            .methods,
+        Methods::ANY
+    );
 }

@@ -4,7 +4,7 @@
 
 use crate::audit::{self, Level, field};
 use crate::engine::{Engine, LoginContext, internal};
-use crate::policy::{self, Mode, Policy, Subject, Unenrolled};
+use crate::policy::{self, Methods, Mode, Policy, Subject, Unenrolled};
 use crate::store::{Loaded, Remembered};
 use crate::users::{self, Account};
 use std::collections::HashSet;
@@ -16,22 +16,35 @@ use twofold_protocol::{
 };
 
 /// A plan, with the reasons for `explain` and the word for the log.
-struct Planned {
-    plan: LoginPlan,
+pub(crate) struct Planned {
+    pub plan: LoginPlan,
+    pub outcome: &'static str,
+    pub reasons: Vec<String>,
+    /// Where a login code may be e-mailed (the proven address), when this
+    /// login may use one.
+    pub email_to: Option<String>,
+}
+
+fn planned(
+    action: LoginAction,
+    message: String,
     outcome: &'static str,
     reasons: Vec<String>,
+) -> Planned {
+    Planned {
+        plan: LoginPlan::new(action, message),
+        outcome,
+        reasons,
+        email_to: None,
+    }
 }
 
 fn allow(outcome: &'static str, message: String, reasons: Vec<String>) -> Planned {
-    Planned {
-        plan: LoginPlan {
-            action: LoginAction::Allow,
-            message,
-        },
-        outcome,
-        reasons,
-    }
+    planned(LoginAction::Allow, message, outcome, reasons)
 }
+
+/// The prompt when the user may type an app code or ask for one by e-mail.
+const EITHER_PROMPT: &str = "Verification code (or press Enter to get one by e-mail): ";
 
 impl Engine {
     /// The policy in force (a reload replaces it for the logins that follow).
@@ -52,7 +65,11 @@ impl Engine {
         }
     }
 
-    fn groups(&self, account: &Account, policy: &Policy) -> Result<HashSet<String>, String> {
+    pub(crate) fn groups(
+        &self,
+        account: &Account,
+        policy: &Policy,
+    ) -> Result<HashSet<String>, String> {
         users::member_of(account, policy.group_names()).map_err(|e| {
             audit::log(
                 Level::Warning,
@@ -78,7 +95,7 @@ impl Engine {
     }
 
     /// The plan and why. With `record`, a first prompt under a grace period is stored.
-    fn plan(
+    pub(crate) fn plan(
         &self,
         account: &Account,
         ctx: &LoginContext,
@@ -112,9 +129,21 @@ impl Engine {
             ));
             return Ok(allow("allowed-trusted-network", String::new(), reasons));
         }
-        if let Some(Loaded { enrollment, .. }) = &loaded {
+        let email_on = self.email_enabled();
+        // The user's methods that this rule accepts today.
+        let usable = loaded.as_ref().map(|l| {
+            let has = Methods {
+                totp: l.enrollment.secret.is_some(),
+                email: email_on && l.enrollment.email.is_some(),
+            };
+            has.both(decision.methods)
+        });
+        if let Some(Loaded { enrollment, .. }) = &loaded
+            && let Some(usable) = usable.filter(|u| !u.is_empty())
+        {
             reasons.push(format!(
-                "enrolled: yes ({} backup codes left)",
+                "enrolled: yes ({}; {} backup codes left)",
+                usable.names(),
                 enrollment.backup.remaining()
             ));
             if let Some(hold) = self.hold(user, &ctx.source(), enrollment, now) {
@@ -128,14 +157,12 @@ impl Engine {
                     }
                 ));
                 let message = self.refusal(&hold.text());
-                return Ok(Planned {
-                    plan: LoginPlan {
-                        action: LoginAction::Refuse,
-                        message,
-                    },
-                    outcome: hold.outcome(),
+                return Ok(planned(
+                    LoginAction::Refuse,
+                    message,
+                    hold.outcome(),
                     reasons,
-                });
+                ));
             }
             if policy.remember_device_secs > 0
                 && rhost.is_some_and(|h| {
@@ -147,17 +174,49 @@ impl Engine {
                 reasons.push(format!("remote host {} is a remembered device", ctx.rhost));
                 return Ok(allow("allowed-remembered-device", String::new(), reasons));
             }
-            reasons.push("ask for a code".into());
-            return Ok(Planned {
-                plan: LoginPlan {
-                    action: LoginAction::AskCode,
-                    message: String::new(),
-                },
-                outcome: "asked-for-code",
-                reasons,
-            });
+            let address = enrollment.email.clone().filter(|_| usable.email);
+            let masked = address
+                .as_deref()
+                .map(crate::mail::mask)
+                .unwrap_or_default();
+            let mut plan = if usable.totp {
+                reasons.push("ask for a code".into());
+                planned(
+                    LoginAction::AskCode,
+                    String::new(),
+                    "asked-for-code",
+                    reasons,
+                )
+            } else {
+                reasons.push(format!("send a code by e-mail to {masked}"));
+                planned(
+                    LoginAction::SendEmail,
+                    String::new(),
+                    "asked-for-email-code",
+                    reasons,
+                )
+            };
+            if usable.totp && usable.email {
+                plan.plan.prompt = EITHER_PROMPT.into();
+                plan.plan.email = masked;
+            }
+            plan.email_to = address;
+            return Ok(plan);
         }
-        reasons.push("enrolled: no".into());
+        // What this user may set up to satisfy the rule.
+        let can_enroll = decision.methods.both(Methods {
+            totp: loaded
+                .as_ref()
+                .is_none_or(|l| l.enrollment.secret.is_none()),
+            email: email_on && loaded.as_ref().is_none_or(|l| l.enrollment.email.is_none()),
+        });
+        match usable {
+            Some(_) => reasons.push(format!(
+                "enrolled, but not with a method this rule accepts ({})",
+                decision.methods.names()
+            )),
+            None => reasons.push("enrolled: no".into()),
+        }
         match decision.mode {
             Mode::Exempt | Mode::Optional => {
                 Ok(allow("allowed-not-enrolled", String::new(), reasons))
@@ -201,35 +260,38 @@ impl Engine {
                     reasons.push("grace period: over".into());
                 }
                 match policy.unenrolled_require {
-                    Unenrolled::Enroll => {
-                        reasons.push("enroll during the login".into());
-                        let message = "Two-factor authentication is required for your account and is not set up yet. \
+                    Unenrolled::Enroll if !can_enroll.is_empty() => {
+                        reasons.push(format!("enroll during the login ({})", can_enroll.names()));
+                        let message = if can_enroll.email {
+                            "Two-factor authentication is required for your account and is not set up yet. \
+Set it up now."
+                        } else {
+                            "Two-factor authentication is required for your account and is not set up yet. \
 Set it up now: scan the QR code below with an authenticator app (Google Authenticator, Microsoft \
 Authenticator, or a password manager), or enter the key by hand, then type the code it shows."
-                            .to_string();
-                        Ok(Planned {
-                            plan: LoginPlan {
-                                action: LoginAction::Enroll,
-                                message,
-                            },
-                            outcome: "enrolling-at-login",
+                        };
+                        let mut plan = planned(
+                            LoginAction::Enroll,
+                            message.to_string(),
+                            "enrolling-at-login",
                             reasons,
-                        })
+                        );
+                        plan.plan.methods =
+                            can_enroll.names().split(',').map(str::to_string).collect();
+                        Ok(plan)
                     }
-                    Unenrolled::Refuse => {
+                    Unenrolled::Enroll | Unenrolled::Refuse => {
                         reasons.push("refuse: not enrolled".into());
                         let message = self.refusal(
                             "Two-factor authentication is required for your account and is not set up, \
 so you cannot log in. Ask your administrator to help you enroll.",
                         );
-                        Ok(Planned {
-                            plan: LoginPlan {
-                                action: LoginAction::Refuse,
-                                message,
-                            },
-                            outcome: "refused-not-enrolled",
+                        Ok(planned(
+                            LoginAction::Refuse,
+                            message,
+                            "refused-not-enrolled",
                             reasons,
-                        })
+                        ))
                     }
                 }
             }
@@ -268,7 +330,13 @@ so you cannot log in. Ask your administrator to help you enroll.",
         now: u64,
     ) -> Result<EnrollmentOffer, TwofoldError> {
         let planned = self.plan(account, ctx, now, false)?;
-        if planned.plan.action != LoginAction::Enroll {
+        if planned.plan.action != LoginAction::Enroll
+            || !planned
+                .plan
+                .methods
+                .iter()
+                .any(|m| m == twofold_protocol::METHOD_TOTP)
+        {
             return Err(TwofoldError::InvalidInput(
                 "Enrollment at login is not offered for this account now.".into(),
             ));
@@ -294,9 +362,16 @@ so you cannot log in. Ask your administrator to help you enroll.",
     pub fn status(&self, account: &Account, now: u64) -> Result<UserStatus, TwofoldError> {
         let (row, throttle) = self.report_row(account, &self.policy(), None, now)?;
         let (throttled_for_secs, consecutive_failures) = throttle;
+        let email = self
+            .store
+            .load(&account.name)?
+            .and_then(|l| l.enrollment.email.as_deref().map(crate::mail::mask))
+            .unwrap_or_default();
         Ok(UserStatus {
             user: row.user,
             enrolled: row.enrolled,
+            methods: row.method.clone(),
+            email,
             backup_codes_left: row.backup_codes_left,
             throttled_for_secs,
             consecutive_failures,
@@ -336,11 +411,13 @@ so you cannot log in. Ask your administrator to help you enroll.",
             user: user.to_string(),
             uid: account.uid,
             enrolled: e.is_some(),
-            method: if e.is_some() {
-                "totp".into()
-            } else {
-                String::new()
-            },
+            method: e.map_or_else(String::new, |e| {
+                Methods {
+                    totp: e.secret.is_some(),
+                    email: e.email.is_some(),
+                }
+                .names()
+            }),
             backup_codes_left: e.map_or(0, |e| e.backup.remaining()),
             last_login: e.and_then(|e| e.last_login).unwrap_or(0),
             rule: decision.rule.clone(),
@@ -413,6 +490,7 @@ so you cannot log in. Ask your administrator to help you enroll.",
                 LoginAction::AskCode => "ask for a code",
                 LoginAction::Allow => "no code needed (PAM_IGNORE: the rest of the stack decides)",
                 LoginAction::Enroll => "enroll during the login",
+                LoginAction::SendEmail => "send a code by e-mail and ask for it",
                 LoginAction::Refuse => "refuse the login",
             }
         ));

@@ -66,10 +66,14 @@ impl std::fmt::Debug for SecretBytes {
 pub struct Enrollment {
     pub version: u32,
     pub generation: u64,
-    pub secret: SecretBytes,
+    /// The TOTP secret (`None`: enrolled with e-mail codes only).
+    pub secret: Option<SecretBytes>,
     pub digits: u8,
     pub period: u64,
     pub enrolled_at: u64,
+    /// The e-mail address codes are sent to, once proven (`None`: no e-mail method).
+    #[serde(default)]
+    pub email: Option<String>,
     /// Last TOTP step accepted (replay guard).
     pub last_step: Option<u64>,
     pub backup: BackupSet,
@@ -127,6 +131,10 @@ pub enum Event {
     Unlock {
         at: u64,
     },
+    /// A code sent by e-mail was accepted (the code itself lives in memory only).
+    EmailAccepted {
+        at: u64,
+    },
 }
 
 impl Event {
@@ -136,6 +144,7 @@ impl Event {
             Self::BackupUsed { index, at } => (2, index, at),
             Self::Failure { at, ceiling } => (3, ceiling, at),
             Self::Unlock { at } => (4, 0, at),
+            Self::EmailAccepted { at } => (5, 0, at),
         }
     }
 
@@ -168,6 +177,7 @@ impl Event {
             2 => Event::BackupUsed { index: value, at },
             3 => Event::Failure { at, ceiling: value },
             4 => Event::Unlock { at },
+            5 => Event::EmailAccepted { at },
             k => return Err(format!("unknown record kind {k}")),
         };
         Ok(Some((generation, event)))
@@ -201,6 +211,10 @@ impl Enrollment {
             Event::Unlock { .. } => {
                 self.failures = 0;
                 self.ceiling_tat = 0;
+            }
+            Event::EmailAccepted { at } => {
+                self.last_login = Some(self.last_login.map_or(at, |l| l.max(at)));
+                self.failures = 0;
             }
         }
         Ok(())
@@ -573,10 +587,11 @@ mod tests {
         Enrollment {
             version: ENROLLMENT_VERSION,
             generation,
-            secret: SecretBytes(vec![7; 20]),
+            secret: Some(SecretBytes(vec![7; 20])),
             digits: 6,
             period: 30,
             enrolled_at: 100,
+            email: None,
             last_step: Some(5),
             backup,
             failures: 0,
@@ -795,6 +810,7 @@ mod tests {
             Event::BackupUsed { index: 3, at: 2 },
             Event::Failure { at: 3, ceiling: 0 },
             Event::Unlock { at: 4 },
+            Event::EmailAccepted { at: 5 },
         ] {
             assert_eq!(Event::decode(&e.encode(42)).unwrap(), Some((42, e)));
         }

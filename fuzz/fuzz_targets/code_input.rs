@@ -14,7 +14,10 @@ fuzz_target!(|input: &[u8]| {
         // A backup code is 10 lowercase Crockford base32 characters.
         Ok(Code::Backup(code)) => {
             assert_eq!(code.len(), 10);
-            assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+            assert!(
+                code.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            );
         }
         Err(CodeError::TooLong) => assert!(input.len() > MAX_INPUT_LEN),
         Err(_) => {}

@@ -12,6 +12,7 @@ use twofoldd::backup::HashParams;
 use twofoldd::calls;
 use twofoldd::config::Config;
 use twofoldd::engine::Engine;
+use twofoldd::mail::{MailError, Outbox};
 use twofoldd::store::FileStore;
 
 #[derive(Arbitrary, Debug)]
@@ -36,6 +37,20 @@ enum Call {
     AdminForgetDevices(String),
     AdminCheckPolicy(String),
     AdminReload,
+    SendLoginCode(String, String, String),
+    BeginEmailEnrollment(String),
+    ConfirmEmailEnrollment(String),
+    EmailEnrollAtLogin(String, String, String, String),
+    ConfirmEmailAtLogin(String, String),
+}
+
+/// E-mail codes are on, and every message is dropped (no network here).
+struct Discard;
+
+impl Outbox for Discard {
+    fn send(&self, _to: &str, _subject: &str, _body: &str) -> Result<(), MailError> {
+        Ok(())
+    }
 }
 
 /// Root, an account every system has, and a uid with no account.
@@ -55,11 +70,13 @@ fn engine() -> &'static Engine {
                            [default]\nmode = \"require\"\n";
         std::fs::write(&policy_file, policy_text).unwrap();
         let store = FileStore::init(&state).unwrap();
-        let cfg = Config {
+        let mut cfg = Config {
             state_dir: state,
             policy_file: policy_file.clone(),
             ..Config::default()
         };
+        cfg.email.transport = twofoldd::config::Transport::Smtp;
+        cfg.email.resend_interval_secs = 0;
         let policy = twofoldd::policy::parse(policy_text, Path::new("policy.toml")).unwrap();
         // Cheap hashing: backup codes are hashed on every enrollment.
         let cheap = HashParams {
@@ -67,7 +84,7 @@ fn engine() -> &'static Engine {
             t_cost: 1,
             p_cost: 1,
         };
-        let engine = Engine::new(cfg, store, cheap, policy);
+        let engine = Engine::new(cfg, store, cheap, policy).with_outbox(Discard);
         (dir, engine)
     });
     engine
@@ -81,12 +98,16 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
     let invoker = [None, Some(0), Some(1000)][usize::from(who / 3) % 3];
     for call in script.into_iter().take(8) {
         let _ = match call {
-            Call::BeginLogin(u, s, r) => calls::begin_login(e, caller, invoker, &u, &s, &r).map(drop),
+            Call::BeginLogin(u, s, r) => {
+                calls::begin_login(e, caller, invoker, &u, &s, &r).map(drop)
+            }
             Call::Verify(u, c, s, r) => calls::verify(e, caller, invoker, &u, &c, &s, &r).map(drop),
             Call::BeginEnrollment => calls::begin_enrollment(e, caller).map(drop),
             Call::ConfirmEnrollment(c) => calls::confirm_enrollment(e, caller, &c).map(drop),
             Call::Status => calls::status(e, caller).map(drop),
-            Call::RegenerateBackupCodes(c) => calls::regenerate_backup_codes(e, caller, &c).map(drop),
+            Call::RegenerateBackupCodes(c) => {
+                calls::regenerate_backup_codes(e, caller, &c).map(drop)
+            }
             Call::EnrollAtLogin(u, s, r) => calls::enroll_at_login(e, caller, &u, &s, &r).map(drop),
             Call::ConfirmAtLogin(u, c) => calls::confirm_at_login(e, caller, &u, &c).map(drop),
             Call::Disable(c) => calls::disable(e, caller, &c),
@@ -102,10 +123,27 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             // Root may name any file; only the configured one or a missing
             // one here, not /dev/zero.
             Call::AdminCheckPolicy(p) => {
-                let path = if p.is_empty() { "" } else { "/nonexistent/twofold-fuzz.toml" };
+                let path = if p.is_empty() {
+                    ""
+                } else {
+                    "/nonexistent/twofold-fuzz.toml"
+                };
                 calls::admin_check_policy(e, caller, path).map(drop)
             }
             Call::AdminReload => calls::admin_reload(e, caller).map(drop),
+            Call::SendLoginCode(u, s, r) => {
+                calls::send_login_code(e, caller, invoker, &u, &s, &r).map(drop)
+            }
+            Call::BeginEmailEnrollment(a) => calls::begin_email_enrollment(e, caller, &a).map(drop),
+            Call::ConfirmEmailEnrollment(c) => {
+                calls::confirm_email_enrollment(e, caller, &c).map(drop)
+            }
+            Call::EmailEnrollAtLogin(u, a, s, r) => {
+                calls::email_enroll_at_login(e, caller, &u, &a, &s, &r).map(drop)
+            }
+            Call::ConfirmEmailAtLogin(u, c) => {
+                calls::confirm_email_at_login(e, caller, &u, &c).map(drop)
+            }
         };
     }
 });

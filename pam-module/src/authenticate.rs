@@ -39,6 +39,8 @@ pub enum Priority {
 pub trait Host {
     /// Ask with echo off; the answer is wiped when dropped.
     fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode>;
+    /// Ask with echo on (an e-mail address, a choice).
+    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode>;
     fn show(&mut self, kind: Shown, text: &str);
     /// Whether `Shown::Info` reaches the user (not under PAM_SILENT).
     fn shows_info(&self) -> bool;
@@ -70,6 +72,24 @@ pub trait Daemon {
         rhost: &str,
     ) -> Result<EnrollmentOffer, TwofoldError>;
     async fn confirm_at_login(
+        &self,
+        user: &str,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError>;
+    async fn send_login_code(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<String, TwofoldError>;
+    async fn email_enroll_at_login(
+        &self,
+        user: &str,
+        address: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<String, TwofoldError>;
+    async fn confirm_email_at_login(
         &self,
         user: &str,
         code: &str,
@@ -139,6 +159,35 @@ impl Daemon for BusDaemon {
     ) -> Result<Vec<SecretString>, TwofoldError> {
         self.proxy.confirm_at_login(user, code).await
     }
+
+    async fn send_login_code(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<String, TwofoldError> {
+        self.proxy.send_login_code(user, service, rhost).await
+    }
+
+    async fn email_enroll_at_login(
+        &self,
+        user: &str,
+        address: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<String, TwofoldError> {
+        self.proxy
+            .email_enroll_at_login(user, address, service, rhost)
+            .await
+    }
+
+    async fn confirm_email_at_login(
+        &self,
+        user: &str,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        self.proxy.confirm_email_at_login(user, code).await
+    }
 }
 
 /// The remote host to name to the daemon: PAM_RHOST, unless that is a name
@@ -200,7 +249,24 @@ pub async fn run<H: Host, D: Daemon>(
         Err(e) => return refused_by(host, e),
     };
     match plan.action {
-        LoginAction::AskCode => ask_code(host, &daemon, user, login).await,
+        LoginAction::AskCode => {
+            let prompt = if plan.prompt.is_empty() {
+                PROMPT
+            } else {
+                &plan.prompt
+            };
+            ask_code(host, &daemon, user, login, prompt, !plan.email.is_empty()).await
+        }
+        LoginAction::SendEmail => {
+            let prompt = match daemon
+                .send_login_code(user, &login.service, &login.rhost)
+                .await
+            {
+                Ok(prompt) => prompt,
+                Err(e) => return refused_by(host, e),
+            };
+            ask_code(host, &daemon, user, login, &prompt, false).await
+        }
         LoginAction::Allow => {
             // No code was verified, so this module must not be the one that
             // grants access: IGNORE leaves the decision to the rest of the stack.
@@ -215,29 +281,44 @@ pub async fn run<H: Host, D: Daemon>(
             }
             PamResultCode::PAM_AUTH_ERR
         }
-        LoginAction::Enroll => {
-            enroll::enroll(host, &daemon, user, login, &plan.message, options.qr).await
-        }
+        LoginAction::Enroll => enroll::enroll(host, &daemon, user, login, &plan, options.qr).await,
     }
 }
 
-/// Ask for a code and let the daemon verify it.
+/// Ask for a code and let the daemon verify it. With `email_on_empty`, an
+/// empty answer has the daemon e-mail a code, which is then asked for.
 async fn ask_code<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
     user: &str,
     login: &Login,
+    prompt: &str,
+    email_on_empty: bool,
 ) -> PamResultCode {
-    let answer = match host.prompt_hidden(PROMPT) {
-        Ok(answer) => answer,
-        Err(code) => {
-            host.log(
-                Priority::Debug,
-                &format!("conversation ended without a code ({code:?})"),
-            );
-            return code;
-        }
+    let ended = |host: &mut H, code: PamResultCode| {
+        host.log(
+            Priority::Debug,
+            &format!("conversation ended without a code ({code:?})"),
+        );
+        code
     };
+    let mut answer = match host.prompt_hidden(prompt) {
+        Ok(answer) => answer,
+        Err(code) => return ended(host, code),
+    };
+    if email_on_empty && answer.trim_ascii().is_empty() {
+        let prompt = match daemon
+            .send_login_code(user, &login.service, &login.rhost)
+            .await
+        {
+            Ok(prompt) => prompt,
+            Err(e) => return refused_by(host, e),
+        };
+        answer = match host.prompt_hidden(&prompt) {
+            Ok(answer) => answer,
+            Err(code) => return ended(host, code),
+        };
+    }
     let code = match code::parse(&answer) {
         Ok(code) => code,
         Err(e) => {
@@ -312,6 +393,7 @@ pub(crate) fn refused_by<H: Host>(host: &mut H, error: TwofoldError) -> PamResul
         | TwofoldError::NotEnrolled(message)
         | TwofoldError::AlreadyEnrolled(message)
         | TwofoldError::NoPendingEnrollment(message)
+        | TwofoldError::DeliveryFailed(message)
         | TwofoldError::Busy(message) => {
             host.show(Shown::Error, &message);
             PamResultCode::PAM_AUTH_ERR

@@ -44,6 +44,10 @@ impl Drop for Scripted {
 }
 
 impl Host for Scripted {
+    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
+        self.prompt_hidden(prompt)
+    }
+
     fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
         match self.steps.pop_front() {
             Some(Step::Prompt(expected, answer)) => {
@@ -97,6 +101,9 @@ struct FakeDaemon {
     confirm: RefCell<VecDeque<Result<Vec<SecretString>, TwofoldError>>>,
     enroll_asked: RefCell<Vec<(String, String, String)>>,
     confirmed: RefCell<Vec<(String, String)>>,
+    /// What `SendLoginCode` answers; `None`: it must not be called.
+    send: Option<Result<String, fn() -> TwofoldError>>,
+    sends: RefCell<u32>,
 }
 
 impl Daemon for FakeDaemon {
@@ -158,6 +165,30 @@ impl Daemon for FakeDaemon {
             None => panic!("ConfirmAtLogin was not expected"),
         }
     }
+    async fn send_login_code(&self, _u: &str, _s: &str, _r: &str) -> Result<String, TwofoldError> {
+        *self.sends.borrow_mut() += 1;
+        match &self.send {
+            Some(Ok(prompt)) => Ok(prompt.clone()),
+            Some(Err(error)) => Err(error()),
+            None => panic!("SendLoginCode was not expected"),
+        }
+    }
+    async fn email_enroll_at_login(
+        &self,
+        _u: &str,
+        _a: &str,
+        _s: &str,
+        _r: &str,
+    ) -> Result<String, TwofoldError> {
+        panic!("EmailEnrollAtLogin was not expected")
+    }
+    async fn confirm_email_at_login(
+        &self,
+        _u: &str,
+        _c: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        panic!("ConfirmEmailAtLogin was not expected")
+    }
 }
 
 fn login(user: &str) -> Login {
@@ -169,10 +200,7 @@ fn login(user: &str) -> Login {
 }
 
 fn ask() -> Option<LoginPlan> {
-    Some(LoginPlan {
-        action: LoginAction::AskCode,
-        message: String::new(),
-    })
+    Some(LoginPlan::new(LoginAction::AskCode, String::new()))
 }
 
 fn reply(outcome: VerifyOutcome, message: &str) -> Option<Result<VerifyReply, &'static str>> {
@@ -232,6 +260,93 @@ impl Daemon for RcDaemon {
     async fn confirm_at_login(&self, u: &str, c: &str) -> Result<Vec<SecretString>, TwofoldError> {
         self.0.confirm_at_login(u, c).await
     }
+    async fn send_login_code(&self, u: &str, s: &str, r: &str) -> Result<String, TwofoldError> {
+        self.0.send_login_code(u, s, r).await
+    }
+    async fn email_enroll_at_login(
+        &self,
+        u: &str,
+        a: &str,
+        s: &str,
+        r: &str,
+    ) -> Result<String, TwofoldError> {
+        self.0.email_enroll_at_login(u, a, s, r).await
+    }
+    async fn confirm_email_at_login(
+        &self,
+        u: &str,
+        c: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        self.0.confirm_email_at_login(u, c).await
+    }
+}
+
+fn either() -> Option<LoginPlan> {
+    let mut plan = LoginPlan::new(LoginAction::AskCode, String::new());
+    plan.prompt = "Code (or Enter for e-mail): ".into();
+    plan.email = "a***@example.com".into();
+    Some(plan)
+}
+
+#[test]
+fn an_empty_answer_asks_for_an_email_code_when_offered() {
+    let mut host = Scripted::new(vec![
+        Step::Prompt("Code (or Enter for e-mail): ", Ok(b"")),
+        Step::Prompt("Sent to a***: ", Ok(b"654321")),
+    ]);
+    let daemon = FakeDaemon {
+        plan: either(),
+        send: Some(Ok("Sent to a***: ".into())),
+        reply: reply(VerifyOutcome::Accepted, ""),
+        ..Default::default()
+    };
+    let (code, daemon) = run_fake(&mut host, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_SUCCESS);
+    assert_eq!(*daemon.sends.borrow(), 1);
+    assert_eq!(*daemon.verified.borrow(), ["654321"]);
+}
+
+#[test]
+fn an_empty_answer_is_an_error_when_no_email_is_offered() {
+    let mut host = Scripted::new(vec![
+        Step::Prompt(PROMPT, Ok(b"")),
+        Step::Show(
+            Shown::Error,
+            twofold_protocol::code::CodeError::Empty.user_message(),
+        ),
+    ]);
+    let daemon = FakeDaemon {
+        plan: ask(),
+        ..Default::default()
+    };
+    let (code, daemon) = run_fake(&mut host, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+    assert_eq!(*daemon.sends.borrow(), 0);
+    assert!(daemon.verified.borrow().is_empty());
+}
+
+#[test]
+fn send_email_plans_send_first_and_a_failed_send_refuses() {
+    let plan = Some(LoginPlan::new(LoginAction::SendEmail, String::new()));
+    let mut host = Scripted::new(vec![Step::Prompt("Sent: ", Ok(b"111222"))]);
+    let daemon = FakeDaemon {
+        plan: plan.clone(),
+        send: Some(Ok("Sent: ".into())),
+        reply: reply(VerifyOutcome::Accepted, ""),
+        ..Default::default()
+    };
+    let (code, _) = run_fake(&mut host, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_SUCCESS);
+
+    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "Relay down.")]);
+    let daemon = FakeDaemon {
+        plan,
+        send: Some(Err(|| TwofoldError::DeliveryFailed("Relay down.".into()))),
+        ..Default::default()
+    };
+    let (code, daemon) = run_fake(&mut host, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+    assert!(daemon.verified.borrow().is_empty());
 }
 
 #[test]
@@ -290,10 +405,10 @@ fn malformed_input_never_reaches_the_daemon() {
 #[test]
 fn refused_user_is_refused_without_a_prompt() {
     let mut host = Scripted::new(vec![Step::Show(Shown::Error, "Try again in")]);
-    let plan = Some(LoginPlan {
-        action: LoginAction::Refuse,
-        message: "Try again in 5 minutes.".into(),
-    });
+    let plan = Some(LoginPlan::new(
+        LoginAction::Refuse,
+        "Try again in 5 minutes.".into(),
+    ));
     let (code, _) = run_with(
         &mut host,
         &Options::default(),
@@ -389,12 +504,7 @@ fn timed_out() -> zbus::Error {
 
 #[test]
 fn allowed_without_a_code_gets_the_notice_and_no_prompt() {
-    let allow = |message: &str| {
-        Some(LoginPlan {
-            action: LoginAction::Allow,
-            message: message.into(),
-        })
-    };
+    let allow = |message: &str| Some(LoginPlan::new(LoginAction::Allow, message.into()));
     let mut host = Scripted::new(vec![Step::Show(Shown::Info, "twofold setup")]);
     let (code, sent) = run_with(
         &mut host,
@@ -519,10 +629,7 @@ const NO_MATCH: &str =
     "That code does not match. Check the time on your phone and type the current code.";
 
 fn enroll_plan() -> Option<LoginPlan> {
-    Some(LoginPlan {
-        action: LoginAction::Enroll,
-        message: ENROLL_MESSAGE.into(),
-    })
+    Some(LoginPlan::new(LoginAction::Enroll, ENROLL_MESSAGE.into()))
 }
 
 fn offer() -> Option<Result<EnrollmentOffer, fn() -> TwofoldError>> {

@@ -13,7 +13,9 @@ use crate::args::QrStyle;
 use crate::authenticate::{Daemon, Host, Login, PROMPT, Priority, Shown, refused_by};
 use pam::constants::PamResultCode;
 use twofold_protocol::code::{self, Code, CodeError};
-use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, user};
+use twofold_protocol::{
+    EnrollmentOffer, LoginPlan, METHOD_EMAIL, METHOD_TOTP, SecretString, TwofoldError, user,
+};
 use zeroize::Zeroizing;
 
 /// Asked after the backup codes, so that they are shown with a prompt.
@@ -38,13 +40,21 @@ const BACKUP_CODES_INTRO: &str = "Your backup codes, for when you do not have yo
 const KEEP_BACKUP_CODES: &str =
     "Each backup code works once. They are shown only now: write them down.";
 
-/// Run the enrollment; `explanation` is the daemon's message from `BeginLogin`.
+/// Asked when the user may choose how to enroll.
+pub const CHOICE_PROMPT: &str =
+    "Set up (1) an authenticator app or (2) codes sent by e-mail? Type 1 or 2: ";
+pub const ADDRESS_PROMPT: &str = "E-mail address for your login codes: ";
+/// Shown above the QR code when the user chose the app among other methods.
+const APP_INSTRUCTIONS: &str = "Scan the QR code below with an authenticator app (Google Authenticator, \
+Microsoft Authenticator, or a password manager), or enter the key by hand, then type the code it shows.";
+
+/// Run the enrollment `plan` (the daemon's answer to `BeginLogin`) offers.
 pub async fn enroll<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
     user: &str,
     login: &Login,
-    explanation: &str,
+    plan: &LoginPlan,
     qr: QrStyle,
 ) -> PamResultCode {
     // Under PAM_SILENT (sudo's default) the key would be dropped and the user
@@ -54,6 +64,50 @@ pub async fn enroll<H: Host, D: Daemon>(
         host.show(Shown::Error, NO_MESSAGES);
         return PamResultCode::PAM_AUTH_ERR;
     }
+    let offers = |m: &str| plan.methods.iter().any(|x| x == m);
+    let (app, email) = (offers(METHOD_TOTP), offers(METHOD_EMAIL));
+    let by_email = match (app, email) {
+        (true, true) => {
+            host.show(Shown::Info, &plan.message);
+            let mut chosen = None;
+            for _ in 0..MAX_TRIES {
+                let answer = match host.prompt_visible(CHOICE_PROMPT) {
+                    Ok(answer) => answer,
+                    Err(code) => return code,
+                };
+                match answer.trim_ascii() {
+                    b"1" => chosen = Some(false),
+                    b"2" => chosen = Some(true),
+                    _ => {
+                        host.show(
+                            Shown::Error,
+                            "Type 1 for an authenticator app or 2 for e-mail.",
+                        );
+                        continue;
+                    }
+                }
+                break;
+            }
+            match chosen {
+                Some(choice) => choice,
+                None => {
+                    host.show(Shown::Error, GIVE_UP);
+                    return PamResultCode::PAM_AUTH_ERR;
+                }
+            }
+        }
+        (false, true) => true,
+        _ => false,
+    };
+    if by_email {
+        let explanation = if app { "" } else { plan.message.as_str() };
+        return enroll_email(host, daemon, user, login, explanation).await;
+    }
+    let explanation = if email {
+        APP_INSTRUCTIONS
+    } else {
+        plan.message.as_str()
+    };
     let offer = match daemon
         .enroll_at_login(user, &login.service, &login.rhost)
         .await
@@ -101,22 +155,7 @@ pub async fn enroll<H: Host, D: Daemon>(
             Ok(Code::Totp(code)) => match daemon.confirm_at_login(user, &code).await {
                 Ok(backup_codes) => {
                     drop(redraw);
-                    // The codes travel inside a prompt: OpenSSH shows info
-                    // messages only with the next prompt, and otherwise logs
-                    // them (at debug level) and sends them as a banner that
-                    // some clients hide. Whatever the answer, the enrollment
-                    // is stored.
-                    let text = Zeroizing::new(format!(
-                        "{}\n\n{SAVED_PROMPT}",
-                        backup_codes_text(&backup_codes).as_str()
-                    ));
-                    let _ = host.prompt_hidden(&text);
-                    // Not SUCCESS: a new phone is no proof of identity (see above).
-                    host.log(
-                        Priority::Debug,
-                        "enrolled at login; PAM_IGNORE leaves the decision to the rest of the stack",
-                    );
-                    return PamResultCode::PAM_IGNORE;
+                    return enrolled(host, &backup_codes);
                 }
                 // The daemon's "code does not match": a typo or a late code.
                 Err(TwofoldError::InvalidInput(message)) => message,
@@ -141,6 +180,91 @@ pub async fn enroll<H: Host, D: Daemon>(
             user::loggable(user.as_bytes())
         ),
     );
+    PamResultCode::PAM_AUTH_ERR
+}
+
+/// Stored: show the backup codes and leave the decision to the stack.
+fn enrolled<H: Host>(host: &mut H, backup_codes: &[SecretString]) -> PamResultCode {
+    // The codes travel inside a prompt: OpenSSH shows info messages only
+    // with the next prompt, and otherwise logs them (at debug level) and
+    // sends them as a banner that some clients hide. Whatever the answer,
+    // the enrollment is stored.
+    let text = if backup_codes.is_empty() {
+        Zeroizing::new(format!("{SET_UP}\n\nPress Enter to continue: "))
+    } else {
+        Zeroizing::new(format!(
+            "{}\n\n{SAVED_PROMPT}",
+            backup_codes_text(backup_codes).as_str()
+        ))
+    };
+    let _ = host.prompt_hidden(&text);
+    // Not SUCCESS: a new phone or mailbox is no proof of identity (see above).
+    host.log(
+        Priority::Debug,
+        "enrolled at login; PAM_IGNORE leaves the decision to the rest of the stack",
+    );
+    PamResultCode::PAM_IGNORE
+}
+
+/// Register an e-mail address inside the login: the address, then the code
+/// the daemon sent there. Nothing is stored unless the code comes back.
+async fn enroll_email<H: Host, D: Daemon>(
+    host: &mut H,
+    daemon: &D,
+    user: &str,
+    login: &Login,
+    explanation: &str,
+) -> PamResultCode {
+    host.show(Shown::Info, explanation);
+    let mut masked = None;
+    for _ in 0..MAX_TRIES {
+        let answer = match host.prompt_visible(ADDRESS_PROMPT) {
+            Ok(answer) => answer,
+            Err(code) => return code,
+        };
+        let Ok(address) = std::str::from_utf8(&answer) else {
+            host.show(Shown::Error, "That is not an e-mail address.");
+            continue;
+        };
+        match daemon
+            .email_enroll_at_login(user, address.trim(), &login.service, &login.rhost)
+            .await
+        {
+            Ok(m) => {
+                masked = Some(m);
+                break;
+            }
+            Err(TwofoldError::InvalidInput(message)) => host.show(Shown::Error, &message),
+            Err(e) => return refused_by(host, e),
+        }
+    }
+    let Some(masked) = masked else {
+        host.show(Shown::Error, GIVE_UP);
+        return PamResultCode::PAM_AUTH_ERR;
+    };
+    let prompt = format!("Code sent by e-mail to {masked}: ");
+    for attempt in 1..=MAX_TRIES {
+        let answer = match host.prompt_hidden(&prompt) {
+            Ok(answer) => answer,
+            Err(code) => return code,
+        };
+        let problem = match code::parse(&answer) {
+            Ok(Code::Totp(code)) => match daemon.confirm_email_at_login(user, &code).await {
+                Ok(backup_codes) => return enrolled(host, &backup_codes),
+                Err(TwofoldError::InvalidInput(message)) => message,
+                Err(e) => return refused_by(host, e),
+            },
+            Ok(Code::Backup(_)) | Err(CodeError::Malformed | CodeError::NotUtf8) => {
+                "Type the 6 digits from the e-mail.".to_owned()
+            }
+            Err(e @ (CodeError::Empty | CodeError::TooLong)) => e.user_message().to_owned(),
+        };
+        if attempt < MAX_TRIES {
+            host.show(Shown::Error, &problem);
+        } else {
+            host.show(Shown::Error, &format!("{problem}\n{GIVE_UP}"));
+        }
+    }
     PamResultCode::PAM_AUTH_ERR
 }
 

@@ -4,7 +4,8 @@ use crate::args;
 use crate::authenticate::{self, Host, Login, Shown};
 use crate::ffi;
 use pam::constants::{
-    PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO, PamFlag, PamResultCode,
+    PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_SILENT, PAM_TEXT_INFO, PamFlag,
+    PamResultCode,
 };
 use pam::conv::Conv;
 use pam::items::{RHost, Service, User};
@@ -26,6 +27,17 @@ impl Host for PamHost<'_> {
             .ok_or(PamResultCode::PAM_CONV_ERR)?;
         let answer = conv
             .send(PAM_PROMPT_ECHO_OFF, prompt)?
+            .ok_or(PamResultCode::PAM_CONV_ERR)?;
+        Ok(Zeroizing::new(answer.as_bytes().to_vec()))
+    }
+
+    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
+        let conv = self
+            .pamh
+            .get_item::<Conv>()?
+            .ok_or(PamResultCode::PAM_CONV_ERR)?;
+        let answer = conv
+            .send(PAM_PROMPT_ECHO_ON, prompt)?
             .ok_or(PamResultCode::PAM_CONV_ERR)?;
         Ok(Zeroizing::new(answer.as_bytes().to_vec()))
     }

@@ -37,13 +37,40 @@ pub enum LoginAction {
     /// Refuse without asking (throttled, or not enrolled under `require`
     /// without enrollment at login): show `message`.
     Refuse,
+    /// The user's code comes by e-mail: call `SendLoginCode`, ask with the
+    /// prompt it returns, then `Verify`.
+    SendEmail,
 }
+
+/// A second-factor method, as named in the policy, reports and `LoginPlan::methods`.
+pub const METHOD_TOTP: &str = "totp";
+pub const METHOD_EMAIL: &str = "email";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct LoginPlan {
     pub action: LoginAction,
     /// Text for the user (may be empty).
     pub message: String,
+    /// The prompt for `AskCode` (empty: the module's own).
+    pub prompt: String,
+    /// For `AskCode`: when not empty, an empty answer asks for a code by
+    /// e-mail (`SendLoginCode`) to this (masked) address.
+    pub email: String,
+    /// For `Enroll`: the methods the user may set up (`totp`, `email`).
+    pub methods: Vec<String>,
+}
+
+impl LoginPlan {
+    /// A plan with only an action and a message.
+    pub fn new(action: LoginAction, message: String) -> Self {
+        Self {
+            action,
+            message,
+            prompt: String::new(),
+            email: String::new(),
+            methods: Vec::new(),
+        }
+    }
 }
 
 /// Result of one verification.
@@ -100,6 +127,10 @@ pub struct EnrollmentOffer {
 pub struct UserStatus {
     pub user: String,
     pub enrolled: bool,
+    /// `totp`, `email` or `totp,email`; empty when not enrolled.
+    pub methods: String,
+    /// The e-mail address codes go to, masked (`a***@example.com`), or empty.
+    pub email: String,
     pub backup_codes_left: u32,
     /// Seconds until a code will be verified again (0: not throttled).
     pub throttled_for_secs: u64,
@@ -121,7 +152,7 @@ pub struct ReportRow {
     pub user: String,
     pub uid: u32,
     pub enrolled: bool,
-    /// `totp`, or empty when not enrolled.
+    /// `totp`, `email` or `totp,email`; empty when not enrolled.
     pub method: String,
     pub backup_codes_left: u32,
     /// Unix time of the last login with a code (0: never).
@@ -166,6 +197,8 @@ pub enum TwofoldError {
     /// The caller (not root) has too many calls in flight or made too many
     /// too fast; nothing was done.
     Busy(String),
+    /// A code could not be sent by e-mail (relay down, timeout, not configured).
+    DeliveryFailed(String),
 }
 
 /// The daemon's interface. Every method identifies the caller by the uid the
@@ -260,4 +293,40 @@ pub trait Twofold {
     /// Read the policy file again (as SIGHUP does); an invalid one is refused
     /// and the old policy stays in force.
     fn admin_reload(&self) -> Result<String, TwofoldError>;
+
+    /// E-mail a fresh login code to `user` (root, or the user itself), when
+    /// `BeginLogin` answered `SendEmail` or offered e-mail; any older code is
+    /// void. Returns the prompt, which names the masked address.
+    fn send_login_code(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<String, TwofoldError>;
+
+    /// Start registering `address` for the caller's e-mail codes: a code is
+    /// sent there; nothing is stored until `ConfirmEmailEnrollment`. Returns
+    /// the masked address.
+    fn begin_email_enrollment(&self, address: &str) -> Result<String, TwofoldError>;
+
+    /// Store the caller's address if `code` is the one sent there; returns
+    /// new backup codes when this is the caller's first method (else none).
+    fn confirm_email_enrollment(&self, code: &str) -> Result<Vec<SecretString>, TwofoldError>;
+
+    /// `BeginEmailEnrollment` inside a login (root, or the user itself), when
+    /// `BeginLogin` answered `Enroll` with `email` among the methods.
+    fn email_enroll_at_login(
+        &self,
+        user: &str,
+        address: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Result<String, TwofoldError>;
+
+    /// Confirm an e-mail enrollment started at login; returns the backup codes.
+    fn confirm_email_at_login(
+        &self,
+        user: &str,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError>;
 }

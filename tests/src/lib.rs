@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod smtp;
 pub mod ssh;
 
 pub mod pam {
@@ -22,6 +23,7 @@ pub mod pam {
     pub const AUTHINFO_UNAVAIL: i32 = 9;
     pub const USER_UNKNOWN: i32 = 10;
     pub const CONV_ERR: i32 = 19;
+    pub const IGNORE: i32 = 25;
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -851,6 +853,43 @@ impl PamService {
             &[],
         );
         run_with_input(c, input)
+    }
+
+    /// Log `user` in from `rhost`, answering with `first`, then with what
+    /// `then` returns once it has it (for a code that arrives by e-mail
+    /// during the conversation).
+    pub fn login_answering(
+        &self,
+        bus: &Bus,
+        user: &str,
+        rhost: &str,
+        first: &[u8],
+        then: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Attempt> {
+        let mut child = self
+            .driver(
+                bus.command(artifacts().pam_driver()),
+                user.as_ref(),
+                rhost,
+                &[],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(first)?;
+        stdin.flush()?;
+        let more = then();
+        // The conversation may have ended already (a refusal): a closed pipe is fine.
+        let _ = stdin.write_all(&more);
+        drop(stdin);
+        let out = child.wait_with_output()?;
+        Ok(Attempt {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 
     /// Log `user` in from remote host `rhost`.

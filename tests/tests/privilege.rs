@@ -49,6 +49,26 @@ const METHODS: &[(&str, &[&str], Expect)] = &[
         &["string:tf-alice", "string:123456"],
         Expect::Refused,
     ),
+    (
+        "SendLoginCode",
+        &["string:tf-alice", "string:sshd", "string:192.0.2.10"],
+        Expect::Refused,
+    ),
+    (
+        "EmailEnrollAtLogin",
+        &[
+            "string:tf-alice",
+            "string:dave@example.com",
+            "string:sshd",
+            "string:192.0.2.10",
+        ],
+        Expect::Refused,
+    ),
+    (
+        "ConfirmEmailAtLogin",
+        &["string:tf-alice", "string:123456"],
+        Expect::Refused,
+    ),
     ("AdminStatus", &["string:tf-alice"], Expect::Refused),
     ("AdminUnlock", &["string:tf-alice"], Expect::Refused),
     ("AdminReport", &[], Expect::Refused),
@@ -75,6 +95,16 @@ const METHODS: &[(&str, &[&str], Expect)] = &[
         Expect::OwnAccount,
     ),
     ("Disable", &["string:123456"], Expect::OwnAccount),
+    (
+        "BeginEmailEnrollment",
+        &["string:dave@example.com"],
+        Expect::OwnAccount,
+    ),
+    (
+        "ConfirmEmailEnrollment",
+        &["string:123456"],
+        Expect::OwnAccount,
+    ),
     ("Devices", &[], Expect::OwnAccount),
     ("ForgetDevices", &[], Expect::OwnAccount),
 ];
@@ -117,6 +147,10 @@ fn every_method_is_refused_or_limited_to_the_callers_own_account() {
     );
 
     for (method, args, expect) in METHODS {
+        // Under the per-caller rate (a burst of 20, then one call per 100 ms).
+        std::thread::sleep(std::time::Duration::from_millis(
+            twofoldd::limits::INTERVAL_MS_PER_UID + 20,
+        ));
         let (ok, reply) = bus.dbus_send(Some(DAVE), method, args);
         match expect {
             Expect::Refused => assert!(

@@ -122,7 +122,8 @@ fn seed_with_backup(
     let enrollment = Enrollment {
         version: ENROLLMENT_VERSION,
         generation,
-        secret: SecretBytes(secret.clone()),
+        secret: Some(SecretBytes(secret.clone())),
+        email: None,
         digits: 6,
         period: 30,
         enrolled_at: unix_now(),

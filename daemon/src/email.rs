@@ -1,0 +1,510 @@
+//! Codes sent by e-mail: to prove an address (enrollment) and at each login
+//! of a user whose method it is. A code lives in memory only, for
+//! `email.code_valid_secs`, and works once; sending a new one to a user
+//! voids the older. Sends are rationed per user (`resend_interval_secs`,
+//! `max_sends_per_hour`), and a code only ever goes to an address the user
+//! typed for enrollment or proved before.
+
+use crate::audit::{self, Level, field};
+use crate::backup;
+use crate::config::Transport;
+use crate::engine::{Engine, LoginContext, internal, new_generation};
+use crate::mail::{self, MailError};
+use crate::store::{ENROLLMENT_VERSION, Enrollment};
+use crate::users::Account;
+use rand::Rng;
+use std::collections::{HashMap, VecDeque};
+use twofold_protocol::text::human_duration;
+use twofold_protocol::{SecretString, TwofoldError};
+use zeroize::Zeroizing;
+
+/// Wrong tries on one e-mailed code before it is void (the throttle counts them too).
+const MAX_CODE_ATTEMPTS: u32 = 5;
+/// Users whose send history is kept before old entries are pruned.
+const MAX_TRACKED_USERS: usize = 10_000;
+const EMAIL_OFF: &str = "E-mail codes are not available on this host. Ask your administrator, or use an authenticator app.";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Purpose {
+    Login,
+    /// Proving this address, for the enrollment of the uid.
+    Enroll {
+        uid: u32,
+        address: String,
+    },
+}
+
+struct SentCode {
+    code: Zeroizing<String>,
+    purpose: Purpose,
+    expires_at: u64,
+    attempts: u32,
+}
+
+/// What the engine keeps about e-mailed codes.
+#[derive(Default)]
+pub(crate) struct EmailCodes {
+    codes: HashMap<String, SentCode>,
+    /// When codes were sent, per user, within the last hour.
+    sends: HashMap<String, VecDeque<u64>>,
+}
+
+/// The result of comparing a typed code with the one sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EmailCheck {
+    Match,
+    NoMatch,
+    /// No live code for this purpose.
+    None,
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl EmailCodes {
+    /// Seconds until another code may be sent to `user` (0: now).
+    fn wait(&mut self, user: &str, interval: u64, per_hour: u32, now: u64) -> u64 {
+        let Some(times) = self.sends.get_mut(user) else {
+            return 0;
+        };
+        while times
+            .front()
+            .is_some_and(|&t| t.saturating_add(3600) <= now)
+        {
+            times.pop_front();
+        }
+        let after_last = times
+            .back()
+            .map_or(0, |&t| t.saturating_add(interval).saturating_sub(now));
+        let after_hour = if times.len() >= per_hour as usize {
+            times
+                .front()
+                .map_or(0, |&t| t.saturating_add(3600).saturating_sub(now))
+        } else {
+            0
+        };
+        after_last.max(after_hour)
+    }
+
+    fn record_send(&mut self, user: &str, now: u64) {
+        if self.sends.len() >= MAX_TRACKED_USERS && !self.sends.contains_key(user) {
+            self.sends.retain(|_, t| {
+                t.back()
+                    .is_some_and(|&last| last.saturating_add(3600) > now)
+            });
+            self.codes.retain(|_, c| c.expires_at > now);
+        }
+        self.sends
+            .entry(user.to_string())
+            .or_default()
+            .push_back(now);
+    }
+
+    /// Compare `typed` with the live code of `user` sent for `purpose`; a
+    /// match spends it, and too many misses void it.
+    fn check(
+        &mut self,
+        user: &str,
+        purpose: &Purpose,
+        typed: &str,
+        now: u64,
+    ) -> (EmailCheck, Option<Purpose>) {
+        let Some(sent) = self.codes.get_mut(user) else {
+            return (EmailCheck::None, None);
+        };
+        let same_kind = matches!(
+            (&sent.purpose, purpose),
+            (Purpose::Login, Purpose::Login) | (Purpose::Enroll { .. }, Purpose::Enroll { .. })
+        );
+        if !same_kind {
+            return (EmailCheck::None, None);
+        }
+        if sent.expires_at <= now {
+            self.codes.remove(user);
+            return (EmailCheck::None, None);
+        }
+        if same(sent.code.as_bytes(), typed.as_bytes()) {
+            let spent = self.codes.remove(user).map(|c| c.purpose);
+            return (EmailCheck::Match, spent);
+        }
+        sent.attempts += 1;
+        if sent.attempts >= MAX_CODE_ATTEMPTS {
+            self.codes.remove(user);
+        }
+        (EmailCheck::NoMatch, None)
+    }
+
+    /// Whether `user` has a live login code.
+    fn has_login_code(&self, user: &str, now: u64) -> bool {
+        self.codes
+            .get(user)
+            .is_some_and(|c| c.purpose == Purpose::Login && c.expires_at > now)
+    }
+}
+
+fn delivery_failed(user: &str, e: &MailError) -> TwofoldError {
+    audit::log(
+        Level::Error,
+        &format!("email-send-failed {}: {e}", field("user", user)),
+    );
+    TwofoldError::DeliveryFailed(
+        "The code could not be sent by e-mail right now. Try again in a few minutes, use a backup code, \
+or contact your administrator."
+            .into(),
+    )
+}
+
+impl Engine {
+    fn email_codes(&self) -> std::sync::MutexGuard<'_, EmailCodes> {
+        self.email_codes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether e-mail codes can be sent at all on this host.
+    pub fn email_enabled(&self) -> bool {
+        self.cfg.email.transport != Transport::None
+    }
+
+    /// Send a fresh code to `address` for `user`, voiding any older one.
+    /// The send is counted before it is tried, so a failing relay is not
+    /// hammered either.
+    fn send_code(
+        &self,
+        user: &str,
+        address: &str,
+        purpose: Purpose,
+        now: u64,
+    ) -> Result<(), TwofoldError> {
+        let cfg = &self.cfg.email;
+        let code = Zeroizing::new(format!("{:06}", rand::rng().random_range(0..1_000_000u32)));
+        {
+            let mut codes = self.email_codes();
+            let wait = codes.wait(user, cfg.resend_interval_secs, cfg.max_sends_per_hour, now);
+            if wait > 0 {
+                audit::log(
+                    Level::Warning,
+                    &format!("email-send-throttled {} wait={wait}", field("user", user)),
+                );
+                return Err(TwofoldError::Throttled(format!(
+                    "A code was sent by e-mail a moment ago. Use that one, or ask for a new one in {}.",
+                    human_duration(wait)
+                )));
+            }
+            codes.record_send(user, now);
+            codes.codes.insert(
+                user.to_string(),
+                SentCode {
+                    code: code.clone(),
+                    purpose: purpose.clone(),
+                    expires_at: now.saturating_add(cfg.code_valid_secs),
+                    attempts: 0,
+                },
+            );
+        }
+        let host = self.hostname.as_str();
+        let minutes = cfg.code_valid_secs.div_ceil(60);
+        let subject = mail::fill(&cfg.subject, host, user, &code, minutes);
+        let body = mail::fill(&cfg.body, host, user, &code, minutes);
+        if let Err(e) = self.outbox.send(address, &subject, &body) {
+            // The code never reached anyone: void it, unless a newer one replaced it.
+            let mut codes = self.email_codes();
+            if codes
+                .codes
+                .get(user)
+                .is_some_and(|c| same(c.code.as_bytes(), code.as_bytes()))
+            {
+                codes.codes.remove(user);
+            }
+            return Err(delivery_failed(user, &e));
+        }
+        audit::log(
+            Level::Info,
+            &format!(
+                "email-code-sent {} to={} purpose={}",
+                field("user", user),
+                mail::mask(address),
+                match purpose {
+                    Purpose::Login => "login",
+                    Purpose::Enroll { .. } => "enroll",
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    /// Compare a typed code with `user`'s live login code (spent on a match).
+    pub(crate) fn check_login_email_code(&self, user: &str, typed: &str, now: u64) -> EmailCheck {
+        self.email_codes()
+            .check(user, &Purpose::Login, typed, now)
+            .0
+    }
+
+    pub(crate) fn has_login_email_code(&self, user: &str, now: u64) -> bool {
+        self.email_codes().has_login_code(user, now)
+    }
+
+    /// E-mail a login code, if this login may use one; returns the prompt.
+    pub fn send_login_code(
+        &self,
+        account: &Account,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<String, TwofoldError> {
+        let planned = self.plan(account, ctx, now, false)?;
+        let Some(address) = planned.email_to else {
+            self.log_login(&account.name, ctx, "refused-email-not-offered");
+            return Err(TwofoldError::InvalidInput(
+                "A code by e-mail is not offered for this login.".into(),
+            ));
+        };
+        self.send_code(&account.name, &address, Purpose::Login, now)?;
+        self.log_login(&account.name, ctx, "email-code-sent");
+        Ok(format!(
+            "Code sent by e-mail to {} (or a backup code): ",
+            mail::mask(&address)
+        ))
+    }
+
+    /// Send a code to `address` to prove it; nothing is stored yet.
+    pub fn begin_email_enrollment(
+        &self,
+        account: &Account,
+        address: &str,
+        now: u64,
+    ) -> Result<String, TwofoldError> {
+        if !self.email_enabled() {
+            return Err(TwofoldError::InvalidInput(EMAIL_OFF.into()));
+        }
+        let address = mail::parse_address(address)
+            .map_err(|_| {
+                TwofoldError::InvalidInput(
+                    "That is not an e-mail address. Type one like name@example.com.".into(),
+                )
+            })?
+            .to_string();
+        if let Some(loaded) = self.store.load(&account.name)?
+            && loaded.enrollment.email.is_some()
+        {
+            return Err(TwofoldError::AlreadyEnrolled(
+                "You already receive codes by e-mail. Ask an administrator to reset your enrollment to change the address.".into(),
+            ));
+        }
+        let purpose = Purpose::Enroll {
+            uid: account.uid,
+            address: address.clone(),
+        };
+        self.send_code(&account.name, &address, purpose, now)?;
+        Ok(mail::mask(&address))
+    }
+
+    /// Store the address whose code `input` is; returns backup codes when
+    /// e-mail is the user's first method.
+    pub fn confirm_email_enrollment(
+        &self,
+        account: &Account,
+        input: &str,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let user = account.name.as_str();
+        let typed = input.trim();
+        let probe = Purpose::Enroll {
+            uid: account.uid,
+            address: String::new(),
+        };
+        let (check, spent) = self.email_codes().check(user, &probe, typed, now);
+        let address = match (check, spent) {
+            (EmailCheck::Match, Some(Purpose::Enroll { uid, address })) if uid == account.uid => {
+                address
+            }
+            (EmailCheck::NoMatch, _) => {
+                audit::log(
+                    Level::Warning,
+                    &format!("enrollment-code-wrong {} method=email", field("user", user)),
+                );
+                return Err(TwofoldError::InvalidInput(
+                    "That is not the code in the e-mail. Check the latest message and type its 6 digits.".into(),
+                ));
+            }
+            _ => {
+                return Err(TwofoldError::NoPendingEnrollment(
+                    "No e-mail code is waiting to be confirmed (or it expired). Start again."
+                        .into(),
+                ));
+            }
+        };
+        let _guard = self.lock(user);
+        let codes = match self.store.load(user)? {
+            Some(loaded) => {
+                let mut next = loaded.enrollment.clone();
+                if next.email.is_some() {
+                    return Err(TwofoldError::AlreadyEnrolled(
+                        "You already receive codes by e-mail.".into(),
+                    ));
+                }
+                next.email = Some(address);
+                next.generation = new_generation(next.generation);
+                self.store.write_enrollment(user, &next)?;
+                Vec::new()
+            }
+            None => {
+                let (codes, backup) =
+                    backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
+                        .map_err(internal)?;
+                let enrollment = Enrollment {
+                    version: ENROLLMENT_VERSION,
+                    generation: new_generation(0),
+                    secret: None,
+                    digits: self.cfg.totp.digits,
+                    period: self.cfg.totp.period,
+                    enrolled_at: now,
+                    email: Some(address),
+                    last_step: None,
+                    backup,
+                    failures: 0,
+                    last_failure: 0,
+                    ceiling_tat: 0,
+                    last_login: None,
+                };
+                self.store.write_enrollment(user, &enrollment)?;
+                self.source_table().forget_user(user);
+                codes
+            }
+        };
+        audit::log(
+            Level::Info,
+            &format!("enrolled {} method=email", field("user", user)),
+        );
+        Ok(codes)
+    }
+
+    /// `begin_email_enrollment` inside a login the policy asks to enroll.
+    pub fn email_enroll_at_login(
+        &self,
+        account: &Account,
+        address: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<String, TwofoldError> {
+        let planned = self.plan(account, ctx, now, false)?;
+        if planned.plan.action != twofold_protocol::LoginAction::Enroll
+            || !planned
+                .plan
+                .methods
+                .iter()
+                .any(|m| m == twofold_protocol::METHOD_EMAIL)
+        {
+            return Err(TwofoldError::InvalidInput(
+                "Enrollment by e-mail is not offered for this account now.".into(),
+            ));
+        }
+        let masked = self.begin_email_enrollment(account, address, now)?;
+        self.log_login(&account.name, ctx, "email-enrollment-offered-at-login");
+        Ok(masked)
+    }
+
+    pub fn confirm_email_at_login(
+        &self,
+        account: &Account,
+        code: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let codes = self.confirm_email_enrollment(account, code, now)?;
+        self.log_login(&account.name, ctx, "enrolled-at-login");
+        Ok(codes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> EmailCodes {
+        EmailCodes::default()
+    }
+
+    #[test]
+    fn sends_are_spaced_and_rationed_per_hour() {
+        let mut t = table();
+        assert_eq!(t.wait("a", 30, 3, 1000), 0);
+        t.record_send("a", 1000);
+        assert_eq!(t.wait("a", 30, 3, 1010), 20);
+        assert_eq!(t.wait("b", 30, 3, 1010), 0, "per user");
+        t.record_send("a", 1030);
+        t.record_send("a", 1060);
+        // Three in the hour: the next when the first is an hour old.
+        assert_eq!(t.wait("a", 30, 3, 1100), 1000 + 3600 - 1100);
+        assert_eq!(t.wait("a", 30, 3, 4600), 0);
+    }
+
+    fn put(t: &mut EmailCodes, user: &str, code: &str, purpose: Purpose, expires_at: u64) {
+        t.codes.insert(
+            user.into(),
+            SentCode {
+                code: Zeroizing::new(code.into()),
+                purpose,
+                expires_at,
+                attempts: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn a_code_works_once_and_not_after_it_expires() {
+        let mut t = table();
+        put(&mut t, "a", "123456", Purpose::Login, 500);
+        assert_eq!(
+            t.check("a", &Purpose::Login, "654321", 100).0,
+            EmailCheck::NoMatch
+        );
+        assert_eq!(
+            t.check("a", &Purpose::Login, "123456", 100).0,
+            EmailCheck::Match
+        );
+        assert_eq!(
+            t.check("a", &Purpose::Login, "123456", 100).0,
+            EmailCheck::None
+        );
+        put(&mut t, "a", "123456", Purpose::Login, 500);
+        assert_eq!(
+            t.check("a", &Purpose::Login, "123456", 500).0,
+            EmailCheck::None
+        );
+    }
+
+    #[test]
+    fn a_login_code_does_not_confirm_an_enrollment_nor_the_reverse() {
+        let mut t = table();
+        let enroll = Purpose::Enroll {
+            uid: 7,
+            address: "a@b.c".into(),
+        };
+        put(&mut t, "a", "123456", Purpose::Login, 500);
+        assert_eq!(t.check("a", &enroll, "123456", 1).0, EmailCheck::None);
+        put(&mut t, "a", "123456", enroll.clone(), 500);
+        assert_eq!(
+            t.check("a", &Purpose::Login, "123456", 1).0,
+            EmailCheck::None
+        );
+        assert_eq!(
+            t.check("a", &enroll, "123456", 1),
+            (EmailCheck::Match, Some(enroll))
+        );
+    }
+
+    #[test]
+    fn too_many_misses_void_the_code() {
+        let mut t = table();
+        put(&mut t, "a", "123456", Purpose::Login, 500);
+        for _ in 0..MAX_CODE_ATTEMPTS {
+            assert_eq!(
+                t.check("a", &Purpose::Login, "000000", 1).0,
+                EmailCheck::NoMatch
+            );
+        }
+        assert_eq!(
+            t.check("a", &Purpose::Login, "123456", 1).0,
+            EmailCheck::None
+        );
+    }
+}
