@@ -15,7 +15,7 @@ const DISABLED: &str = "Two-factor authentication is now off for your account. \
 /// refuses while the caller's rule requires two-factor authentication.
 pub fn disable() -> anyhow::Result<()> {
     bus::with_daemon(async |proxy| {
-        let Some(code) = prompt::ask("Current code from your app: ")? else {
+        let Some(code) = prompt::current_code(proxy).await? else {
             bail!("no code was entered; two-factor authentication stays on");
         };
         proxy.disable(code.trim()).await.map_err(bus::daemon_error)

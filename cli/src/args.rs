@@ -35,11 +35,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Replace your backup codes with a new set (needs a current code from your app).
+    /// Replace your backup codes with a new set (needs a current code: from your app, or e-mailed now when e-mail is your only method).
     ///
     /// Reads the code as one line from stdin; the old backup codes stop working.
     BackupCodes(CodesFile),
-    /// Turn two-factor authentication off for your account (needs a current code from your app).
+    /// Turn two-factor authentication off for your account (needs a current code, as for backup-codes).
     ///
     /// Reads the code as one line from stdin. Refused while your rule requires
     /// two-factor authentication.

@@ -13,13 +13,14 @@ use zeroize::Zeroizing;
 
 use crate::{bus, prompt};
 
-/// `twofold backup-codes`: a current TOTP code in, a new set of codes out.
+/// `twofold backup-codes`: a current code in (from the app, or e-mailed now
+/// to a user with e-mail codes only), a new set of codes out.
 pub fn regenerate(file: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(path) = &file {
         ensure_absent(path)?;
     }
     let codes = bus::with_daemon(async |proxy| {
-        let Some(code) = prompt::ask("Current code from your app: ")? else {
+        let Some(code) = prompt::current_code(proxy).await? else {
             bail!("no code was entered; your backup codes are unchanged");
         };
         proxy

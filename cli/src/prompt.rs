@@ -9,6 +9,26 @@ use zeroize::Zeroizing;
 /// stray pipe from filling memory.
 const MAX_LINE: usize = 4096;
 
+/// A current code for `twofold backup-codes` and `twofold disable`: from the
+/// app, or, for a user whose only method is e-mail, from a code the daemon
+/// sends now. `None` at end of input.
+pub async fn current_code(
+    proxy: &twofold_protocol::TwofoldProxy<'_>,
+) -> anyhow::Result<Option<Zeroizing<String>>> {
+    let status = proxy.status().await.map_err(crate::bus::daemon_error)?;
+    let methods: Vec<&str> = status.methods.split(',').collect();
+    if methods.contains(&twofold_protocol::METHOD_EMAIL)
+        && !methods.contains(&twofold_protocol::METHOD_TOTP)
+    {
+        let question = proxy
+            .send_login_code(&status.user, "twofold", "")
+            .await
+            .map_err(crate::bus::daemon_error)?;
+        return ask(&question);
+    }
+    ask("Current code from your app: ")
+}
+
 /// Show `question` where a person will see it without mixing it into piped
 /// output, then read one line. `None` at end of input.
 pub fn ask(question: &str) -> anyhow::Result<Option<Zeroizing<String>>> {

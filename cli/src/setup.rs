@@ -5,7 +5,9 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::bail;
-use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, TwofoldProxy};
+use twofold_protocol::{
+    EnrollmentOffer, SELF_SERVICE, SecretString, TwofoldError, TwofoldProxy, VerifyOutcome,
+};
 
 use crate::{bus, codes, prompt};
 use twofold_cli::args::{Method, SetupArgs};
@@ -32,6 +34,7 @@ pub fn run(args: SetupArgs) -> anyhow::Result<()> {
         return run_email(args.address, file, interactive);
     }
     let backup_codes = bus::with_daemon(async |proxy| {
+        prove_if_enrolled(proxy).await?;
         let offer = proxy.begin_enrollment().await.map_err(bus::daemon_error)?;
         if interactive {
             show_offer(&offer, ascii)?;
@@ -51,6 +54,29 @@ pub fn run(args: SetupArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     codes::present(&backup_codes, file, interactive)
+}
+
+/// A second method is added only after a current code from the first (or a
+/// backup code): a session running as the user must not be enough.
+async fn prove_if_enrolled(proxy: &TwofoldProxy<'_>) -> anyhow::Result<()> {
+    let status = proxy.status().await.map_err(bus::daemon_error)?;
+    if !status.enrolled {
+        return Ok(());
+    }
+    let Some(code) = prompt::current_code(proxy).await? else {
+        bail!("no code was entered; nothing was changed");
+    };
+    let reply = proxy
+        .verify(&status.user, code.trim(), SELF_SERVICE, "")
+        .await
+        .map_err(bus::daemon_error)?;
+    if reply.outcome.is_accepted() || reply.outcome == VerifyOutcome::MustEnroll {
+        Ok(())
+    } else if reply.message.is_empty() {
+        bail!("that code was not accepted; nothing was changed")
+    } else {
+        bail!("{}", reply.message)
+    }
 }
 
 fn choose() -> anyhow::Result<Method> {
@@ -85,6 +111,7 @@ fn run_email(
         },
     };
     let backup_codes = bus::with_daemon(async |proxy| {
+        prove_if_enrolled(proxy).await?;
         let masked = proxy
             .begin_email_enrollment(&address)
             .await

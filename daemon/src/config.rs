@@ -321,9 +321,9 @@ impl Config {
                 "email.code_valid_secs must be 10 to 3600 (a few minutes)".into(),
             ),
             (
-                (1..=120).contains(&m.timeout_secs),
+                (1..=15).contains(&m.timeout_secs),
                 "email.timeout_secs",
-                "email.timeout_secs must be 1 to 120".into(),
+                "email.timeout_secs must be 1 to 15 (the login waits at most 20 s for the daemon)".into(),
             ),
             (
                 m.resend_interval_secs <= 3600,

@@ -27,10 +27,12 @@ const EMAIL_OFF: &str = "E-mail codes are not available on this host. Ask your a
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Purpose {
     Login,
-    /// Proving this address, for the enrollment of the uid.
+    /// Proving this address, for the enrollment of the uid; `adds`: begun
+    /// (after a proof) as a second method of an existing enrollment.
     Enroll {
         uid: u32,
         address: String,
+        adds: bool,
     },
 }
 
@@ -282,16 +284,22 @@ impl Engine {
                 )
             })?
             .to_string();
-        if let Some(loaded) = self.store.load(&account.name)?
-            && loaded.enrollment.email.is_some()
-        {
-            return Err(TwofoldError::AlreadyEnrolled(
-                "You already receive codes by e-mail. Ask an administrator to reset your enrollment to change the address.".into(),
-            ));
-        }
+        let adds = match self.store.load(&account.name)? {
+            Some(loaded) if loaded.enrollment.email.is_some() => {
+                return Err(TwofoldError::AlreadyEnrolled(
+                    "You already receive codes by e-mail. Ask an administrator to reset your enrollment to change the address.".into(),
+                ));
+            }
+            Some(_) => {
+                self.require_proof(&account.name, now)?;
+                true
+            }
+            None => false,
+        };
         let purpose = Purpose::Enroll {
             uid: account.uid,
             address: address.clone(),
+            adds,
         };
         self.send_code(&account.name, &address, purpose, now)?;
         Ok(mail::mask(&address))
@@ -310,11 +318,14 @@ impl Engine {
         let probe = Purpose::Enroll {
             uid: account.uid,
             address: String::new(),
+            adds: false,
         };
         let (check, spent) = self.email_codes().check(user, &probe, typed, now);
-        let address = match (check, spent) {
-            (EmailCheck::Match, Some(Purpose::Enroll { uid, address })) if uid == account.uid => {
-                address
+        let (address, adds) = match (check, spent) {
+            (EmailCheck::Match, Some(Purpose::Enroll { uid, address, adds }))
+                if uid == account.uid =>
+            {
+                (address, adds)
             }
             (EmailCheck::NoMatch, _) => {
                 audit::log(
@@ -336,7 +347,8 @@ impl Engine {
         let codes = match self.store.load(user)? {
             Some(loaded) => {
                 let mut next = loaded.enrollment.clone();
-                if next.email.is_some() {
+                // Only an address begun after a proof joins an enrollment.
+                if next.email.is_some() || !adds {
                     return Err(TwofoldError::AlreadyEnrolled(
                         "You already receive codes by e-mail.".into(),
                     ));
@@ -386,12 +398,13 @@ impl Engine {
         now: u64,
     ) -> Result<String, TwofoldError> {
         let planned = self.plan(account, ctx, now, false)?;
-        if planned.plan.action != twofold_protocol::LoginAction::Enroll
-            || !planned
-                .plan
-                .methods
-                .iter()
-                .any(|m| m == twofold_protocol::METHOD_EMAIL)
+        // `methods` is set only where the login must set a method up: a
+        // user not enrolled, or (after a proof) one whose rule wants another.
+        if !planned
+            .plan
+            .methods
+            .iter()
+            .any(|m| m == twofold_protocol::METHOD_EMAIL)
         {
             return Err(TwofoldError::InvalidInput(
                 "Enrollment by e-mail is not offered for this account now.".into(),
@@ -478,6 +491,7 @@ mod tests {
         let enroll = Purpose::Enroll {
             uid: 7,
             address: "a@b.c".into(),
+            adds: false,
         };
         put(&mut t, "a", "123456", Purpose::Login, 500);
         assert_eq!(t.check("a", &enroll, "123456", 1).0, EmailCheck::None);

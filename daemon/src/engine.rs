@@ -6,8 +6,8 @@ use crate::backup::{self, HashParams};
 use crate::config::Config;
 use crate::email::{EmailCheck, EmailCodes};
 use crate::mail::{Mailer, Outbox};
-use crate::policy::Methods;
 use crate::policy::Policy;
+use crate::policy::{Methods, Mode};
 use crate::store::{ENROLLMENT_VERSION, Enrollment, Event, Loaded, SecretBytes, Store, StoreError};
 use crate::throttle::{self, Source, SourceTable};
 use crate::totp::{self, TotpCheck, TotpParams};
@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use twofold_protocol::code::{self, Code};
 use twofold_protocol::text::human_duration;
-use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError, VerifyOutcome, VerifyReply};
+use twofold_protocol::{
+    EnrollmentOffer, SELF_SERVICE, SecretString, TwofoldError, VerifyOutcome, VerifyReply,
+};
 use zeroize::Zeroizing;
 
 /// Lock stripes: logins of one user are serialized (a backup code or a step
@@ -25,6 +27,8 @@ use zeroize::Zeroizing;
 const LOCK_STRIPES: usize = 64;
 /// Journal records after which the state is folded into a new enrollment file.
 const COMPACT_AFTER_RECORDS: u64 = 512;
+/// How long a code from an existing method allows adding another method.
+const PROOF_SECS: u64 = 120;
 /// A wrong code, with what to do about it.
 const WRONG_CODE: &str = "Wrong code. Try again with the code your app shows now.";
 const WRONG_EMAIL_CODE: &str = "Wrong code. Try again with the code from the latest e-mail.";
@@ -104,6 +108,8 @@ struct Pending {
     params: TotpParams,
     expires_at: u64,
     attempts: u32,
+    /// Begun (after a proof) as a second method of an existing enrollment.
+    adds: bool,
 }
 
 pub struct Engine {
@@ -113,6 +119,9 @@ pub struct Engine {
     pub(crate) hostname: String,
     pub(crate) outbox: Box<dyn Outbox>,
     pub(crate) email_codes: Mutex<EmailCodes>,
+    /// Users who proved themselves with their existing method moments ago,
+    /// until when: adding a method to an enrollment needs one.
+    proofs: Mutex<HashMap<String, u64>>,
     stripes: Vec<Mutex<()>>,
     pending: Mutex<HashMap<u32, Pending>>,
     /// Wrong codes in a row per account and source (the account-wide
@@ -147,6 +156,7 @@ impl Engine {
             policy: RwLock::new(Arc::new(policy)),
             outbox: Box::new(Mailer::new(&cfg.email, &hostname)),
             email_codes: Mutex::default(),
+            proofs: Mutex::default(),
             cfg,
             store: Box::new(store),
             backup_params,
@@ -168,31 +178,55 @@ impl Engine {
         self
     }
 
-    /// The methods `user`'s rule accepts now. Only asked of NSS when some
-    /// rule restricts them (so the usual login pays nothing for it).
-    fn accepted_methods(
+    /// The methods `user`'s rule accepts now, and its mode. Only asked of
+    /// NSS when some rule restricts the methods (so the usual login pays
+    /// nothing for it; the mode only matters then). An account NSS cannot
+    /// resolve gets the strictest rule, as in `plan`.
+    fn rule_today(
         &self,
         user: &str,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<Methods, TwofoldError> {
+    ) -> Result<(Methods, Mode), TwofoldError> {
         let policy = self.policy();
         if !policy.restricts_methods() {
-            return Ok(Methods::ANY);
+            return Ok((Methods::ANY, Mode::Optional));
         }
-        let Some(account) = crate::users::by_name(user).ok().flatten() else {
-            return Ok(Methods::ANY);
+        let groups = match crate::users::by_name(user) {
+            Ok(Some(account)) => self.groups(&account, &policy),
+            Ok(None) => Err("no such account".to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        let groups = self.groups(&account, &policy);
         let meta = self.store.load_meta(user)?;
         let subject = crate::policy::Subject {
             user,
             groups,
             service: &ctx.service,
         };
-        Ok(policy
-            .decide(&subject, meta.override_mode, crate::policy::date_of(now))
-            .methods)
+        let decision = policy.decide(&subject, meta.override_mode, crate::policy::date_of(now));
+        Ok((decision.methods, decision.mode))
+    }
+
+    /// The methods an enrollment can use on this host now.
+    pub(crate) fn methods_of(&self, e: &Enrollment) -> Methods {
+        Methods {
+            totp: e.secret.is_some(),
+            email: self.email_enabled() && e.email.is_some(),
+        }
+    }
+
+    /// Remember that `user` just proved themselves with their existing
+    /// method, so that a second method may be added (for `PROOF_SECS`).
+    fn record_proof(&self, user: &str, now: u64) {
+        let mut proofs = self.proofs.lock().unwrap_or_else(|p| p.into_inner());
+        proofs.retain(|_, until| *until > now);
+        proofs.insert(user.to_string(), now.saturating_add(PROOF_SECS));
+    }
+
+    /// Spend `user`'s proof, if a live one is there.
+    pub(crate) fn take_proof(&self, user: &str, now: u64) -> bool {
+        let mut proofs = self.proofs.lock().unwrap_or_else(|p| p.into_inner());
+        proofs.remove(user).is_some_and(|until| until > now)
     }
 
     pub(crate) fn lock(&self, user: &str) -> MutexGuard<'_, ()> {
@@ -300,7 +334,7 @@ impl Engine {
         })?;
         let source = ctx.source();
         // NSS (when needed) before the user's lock, as in `plan`.
-        let methods = self.accepted_methods(user, ctx, now)?;
+        let (accepted, mode) = self.rule_today(user, ctx, now)?;
         let _guard = self.lock(user);
         let Some(mut loaded) = self.store.load(user)? else {
             self.log_login(user, ctx, "not-enrolled");
@@ -317,7 +351,9 @@ impl Engine {
             });
         }
         let e = &loaded.enrollment;
-        let email_ok = methods.email && e.email.is_some();
+        let factors = crate::policy::factors(self.methods_of(e), accepted, mode);
+        let methods = factors.check;
+        let email_ok = methods.email;
         let (outcome, accepted) = match &code {
             Code::Totp(c)
                 if email_ok && self.check_login_email_code(user, c, now) == EmailCheck::Match =>
@@ -394,8 +430,24 @@ impl Engine {
             (VerifyOutcome::Replayed, _) => "refused-replayed-code",
             _ => "refused-wrong-code",
         };
+        if outcome.is_accepted() && factors.must_enroll {
+            // Proved with a method the rule no longer accepts: the login
+            // goes on to add one, and grants nothing by itself.
+            self.log_login(user, ctx, "proved-must-enroll");
+            self.record_proof(user, now);
+            return Ok(VerifyReply {
+                outcome: VerifyOutcome::MustEnroll,
+                message: String::new(),
+            });
+        }
         self.log_login(user, ctx, logged);
         if outcome.is_accepted() {
+            // `twofold setup` run by the user, proving themselves to add a
+            // method (a PAM stack run as the user, such as a screen locker,
+            // names its own service).
+            if ctx.caller_uid != 0 && ctx.service == SELF_SERVICE {
+                self.record_proof(user, now);
+            }
             self.remember_device(user, ctx, now);
         }
         Ok(VerifyReply { outcome, message })
@@ -432,15 +484,18 @@ impl Engine {
         user: &str,
         now: u64,
     ) -> Result<EnrollmentOffer, TwofoldError> {
-        if self
-            .store
-            .load(user)?
-            .is_some_and(|l| l.enrollment.secret.is_some())
-        {
-            return Err(TwofoldError::AlreadyEnrolled(
-                "You are already enrolled. Ask an administrator to reset your enrollment to start over.".into(),
-            ));
-        }
+        let adds = match self.store.load(user)? {
+            Some(l) if l.enrollment.secret.is_some() => {
+                return Err(TwofoldError::AlreadyEnrolled(
+                    "You are already enrolled. Ask an administrator to reset your enrollment to start over.".into(),
+                ));
+            }
+            Some(_) => {
+                self.require_proof(user, now)?;
+                true
+            }
+            None => false,
+        };
         let mut secret = Zeroizing::new(vec![0u8; 20]); // 160 bits, as RFC 4226 recommends
         rand::rng().fill(&mut secret[..]);
         let params = TotpParams {
@@ -471,6 +526,7 @@ impl Engine {
                 params,
                 expires_at: now.saturating_add(timeout),
                 attempts: 0,
+                adds,
             },
         );
         drop(pending);
@@ -504,7 +560,7 @@ impl Engine {
                 "Type the 6-digit code your app shows for this account.".into(),
             ));
         };
-        let (secret, step, params) = {
+        let (secret, step, params, adds) = {
             let mut pending = self.pending_map();
             let no_offer = || {
                 TwofoldError::NoPendingEnrollment(
@@ -520,7 +576,7 @@ impl Engine {
             match totp::check(&offer.secret, offer.params, &code, now, None).map_err(internal)? {
                 TotpCheck::Valid(step) => {
                     let offer = pending.remove(&uid).ok_or_else(no_offer)?;
-                    (offer.secret.clone(), step, offer.params)
+                    (offer.secret.clone(), step, offer.params, offer.adds)
                 }
                 _ => {
                     offer.attempts += 1;
@@ -540,8 +596,8 @@ impl Engine {
         let _guard = self.lock(user);
         if let Some(loaded) = self.store.load(user)? {
             // Enrolled by e-mail: the app becomes a second method, the
-            // backup codes stay.
-            if loaded.enrollment.secret.is_some() {
+            // backup codes stay; only for an offer begun after a proof.
+            if loaded.enrollment.secret.is_some() || !adds {
                 return Err(TwofoldError::AlreadyEnrolled(
                     "You are already enrolled.".into(),
                 ));
@@ -692,6 +748,21 @@ impl Engine {
             &format!("admin-unlock {} admin_uid={admin_uid}", field("user", user)),
         );
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Adding a method to an enrollment needs a proof with the existing one.
+    pub(crate) fn require_proof(&self, user: &str, now: u64) -> Result<(), TwofoldError> {
+        if self.take_proof(user, now) {
+            Ok(())
+        } else {
+            Err(TwofoldError::AccessDenied(
+                "Adding a second method needs a current code from the one you have first \
+(`twofold setup` asks for it)."
+                    .into(),
+            ))
+        }
     }
 }
 

@@ -682,7 +682,26 @@ fn an_address_is_stored_only_once_its_code_comes_back() {
         VerifyOutcome::Wrong
     );
 
-    // The app joins as a second method; the backup codes stay.
+    // The app joins as a second method, only after a current code (from the
+    // user's own `twofold setup`); the backup codes stay.
+    assert!(matches!(
+        e.begin_enrollment(UID, "alice", T0),
+        Err(TwofoldError::AccessDenied(_))
+    ));
+    let own = LoginContext {
+        service: SELF_SERVICE.into(),
+        rhost: String::new(),
+        caller_uid: UID,
+        invoker: None,
+    };
+    e.send_login_code(&alice, &own, T0).unwrap();
+    let proof = last_code(&r);
+    assert!(
+        e.verify("alice", &proof, &own, T0)
+            .unwrap()
+            .outcome
+            .is_accepted()
+    );
     let offer = e.begin_enrollment(UID, "alice", T0).unwrap();
     let totp_code = totp::code_at(&secret_of(&offer), SIX, T0).unwrap();
     assert!(
@@ -745,4 +764,45 @@ fn unproven_addresses_and_bad_ones_get_nothing() {
         Err(TwofoldError::InvalidInput(_))
     ));
     assert_eq!(r.sent.lock().unwrap().len(), 1);
+}
+
+/// The password alone never adds a method: a user whose only method the
+/// rule no longer accepts proves themselves with it first (MustEnroll, not
+/// an acceptance), and only then may an e-mail address be registered.
+#[test]
+fn a_method_the_rule_no_longer_accepts_still_proves_the_user_first() {
+    let r = Recorder::default();
+    let (_d, e) = email_engine(r.clone());
+    let (secret, _) = enroll(&e);
+    let policy = crate::policy::parse(
+        "[default]\nmode = \"require\"\nmethods = [\"email\"]\n",
+        std::path::Path::new("p.toml"),
+    )
+    .unwrap();
+    *e.policy.write().unwrap() = Arc::new(policy);
+    // Not a real account: the policy's decision falls back on the strictest
+    // rule, which is the only one here.
+    let alice = account("alice");
+    let plan = e.begin_login(&alice, &ctx(), T0 + 60).unwrap();
+    assert_eq!(plan.action, LoginAction::AskCode, "{plan:?}");
+    assert_eq!(plan.methods, ["email"]);
+    // Without a proof, no address is taken (not even at login, by root).
+    assert!(matches!(
+        e.email_enroll_at_login(&alice, "eve@example.com", &ctx(), T0 + 60),
+        Err(TwofoldError::AccessDenied(_))
+    ));
+    assert!(r.sent.lock().unwrap().is_empty());
+    // A wrong code proves nothing.
+    let wrong = e.verify("alice", "000000", &ctx(), T0 + 60).unwrap();
+    assert_ne!(wrong.outcome, VerifyOutcome::MustEnroll);
+    // The right app code is no acceptance now, but lets the login go on.
+    let code = totp::code_at(&secret, SIX, T0 + 60).unwrap();
+    let reply = e.verify("alice", &code, &ctx(), T0 + 60).unwrap();
+    assert_eq!(reply.outcome, VerifyOutcome::MustEnroll);
+    assert!(!reply.outcome.is_accepted());
+    e.email_enroll_at_login(&alice, "alice@example.com", &ctx(), T0 + 60)
+        .unwrap();
+    assert_eq!(r.sent.lock().unwrap().len(), 1);
+    // The proof was spent.
+    assert!(!e.take_proof("alice", T0 + 60));
 }

@@ -517,6 +517,32 @@ impl Policy {
     }
 }
 
+/// Which of an enrolled user's methods a login checks, and whether the
+/// login must go on to set up one the rule accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Factors {
+    pub check: Methods,
+    pub must_enroll: bool,
+}
+
+/// A user enrolled only with methods the rule does not accept still proves
+/// themselves with those (never with the password alone); under `require`
+/// the login then adds an accepted one.
+pub fn factors(has: Methods, accepted: Methods, mode: Mode) -> Factors {
+    let usable = has.both(accepted);
+    if usable.is_empty() {
+        Factors {
+            check: has,
+            must_enroll: mode == Mode::Require,
+        }
+    } else {
+        Factors {
+            check: usable,
+            must_enroll: false,
+        }
+    }
+}
+
 /// Today's date (UTC) for a Unix time.
 pub fn date_of(unix: u64) -> Date {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(i64::MAX))

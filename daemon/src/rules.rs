@@ -43,6 +43,9 @@ fn allow(outcome: &'static str, message: String, reasons: Vec<String>) -> Planne
     planned(LoginAction::Allow, message, outcome, reasons)
 }
 
+/// The prompt when e-mail codes are the user's only method and are off.
+const BACKUP_ONLY_PROMPT: &str = "E-mail codes are not available on this host now. Backup code: ";
+
 /// The prompt when the user may type an app code or ask for one by e-mail.
 const EITHER_PROMPT: &str = "Verification code (or press Enter to get one by e-mail): ";
 
@@ -130,20 +133,16 @@ impl Engine {
             return Ok(allow("allowed-trusted-network", String::new(), reasons));
         }
         let email_on = self.email_enabled();
-        // The user's methods that this rule accepts today.
-        let usable = loaded.as_ref().map(|l| {
-            let has = Methods {
-                totp: l.enrollment.secret.is_some(),
-                email: email_on && l.enrollment.email.is_some(),
-            };
-            has.both(decision.methods)
-        });
-        if let Some(Loaded { enrollment, .. }) = &loaded
-            && let Some(usable) = usable.filter(|u| !u.is_empty())
-        {
+        if let Some(Loaded { enrollment, .. }) = &loaded {
+            let has = self.methods_of(enrollment);
+            let factors = policy::factors(has, decision.methods, decision.mode);
             reasons.push(format!(
                 "enrolled: yes ({}; {} backup codes left)",
-                usable.names(),
+                if has.is_empty() {
+                    "no method available".into()
+                } else {
+                    has.names()
+                },
                 enrollment.backup.remaining()
             ));
             if let Some(hold) = self.hold(user, &ctx.source(), enrollment, now) {
@@ -164,7 +163,39 @@ impl Engine {
                     reasons,
                 ));
             }
-            if policy.remember_device_secs > 0
+            // What the user must add once their existing method proved them.
+            let to_add = if factors.must_enroll {
+                let add = decision.methods.both(Methods {
+                    totp: enrollment.secret.is_none(),
+                    email: email_on && enrollment.email.is_none(),
+                });
+                if add.is_empty() {
+                    reasons.push(format!(
+                        "refuse: the rule accepts only {}, which cannot be set up here",
+                        decision.methods.names()
+                    ));
+                    let message = self.refusal(
+                        "Your account's rule requires a kind of two-factor code that this host cannot provide. \
+Ask your administrator.",
+                    );
+                    return Ok(planned(
+                        LoginAction::Refuse,
+                        message,
+                        "refused-no-method",
+                        reasons,
+                    ));
+                }
+                reasons.push(format!(
+                    "the rule accepts only {}: after a code from the existing method, set up {}",
+                    decision.methods.names(),
+                    add.names()
+                ));
+                Some(add)
+            } else {
+                None
+            };
+            if to_add.is_none()
+                && policy.remember_device_secs > 0
                 && rhost.is_some_and(|h| {
                     meta.remembered
                         .iter()
@@ -174,12 +205,13 @@ impl Engine {
                 reasons.push(format!("remote host {} is a remembered device", ctx.rhost));
                 return Ok(allow("allowed-remembered-device", String::new(), reasons));
             }
-            let address = enrollment.email.clone().filter(|_| usable.email);
+            let check = factors.check;
+            let address = enrollment.email.clone().filter(|_| check.email);
             let masked = address
                 .as_deref()
                 .map(crate::mail::mask)
                 .unwrap_or_default();
-            let mut plan = if usable.totp {
+            let mut plan = if check.totp || !check.email {
                 reasons.push("ask for a code".into());
                 planned(
                     LoginAction::AskCode,
@@ -196,27 +228,33 @@ impl Engine {
                     reasons,
                 )
             };
-            if usable.totp && usable.email {
+            if check.totp && check.email {
                 plan.plan.prompt = EITHER_PROMPT.into();
                 plan.plan.email = masked;
+            } else if check.is_empty() {
+                plan.plan.prompt = BACKUP_ONLY_PROMPT.into();
+            }
+            if let Some(add) = to_add {
+                plan.plan.message = format!(
+                    "Your account's rule now requires {}. First confirm it is you with your current method; \
+then set it up.",
+                    if add.email && !add.totp {
+                        "codes sent by e-mail"
+                    } else {
+                        "an authenticator app"
+                    }
+                );
+                plan.plan.methods = add.names().split(',').map(str::to_string).collect();
             }
             plan.email_to = address;
             return Ok(plan);
         }
         // What this user may set up to satisfy the rule.
         let can_enroll = decision.methods.both(Methods {
-            totp: loaded
-                .as_ref()
-                .is_none_or(|l| l.enrollment.secret.is_none()),
-            email: email_on && loaded.as_ref().is_none_or(|l| l.enrollment.email.is_none()),
+            totp: true,
+            email: email_on,
         });
-        match usable {
-            Some(_) => reasons.push(format!(
-                "enrolled, but not with a method this rule accepts ({})",
-                decision.methods.names()
-            )),
-            None => reasons.push("enrolled: no".into()),
-        }
+        reasons.push("enrolled: no".into());
         match decision.mode {
             Mode::Exempt | Mode::Optional => {
                 Ok(allow("allowed-not-enrolled", String::new(), reasons))
@@ -330,12 +368,13 @@ so you cannot log in. Ask your administrator to help you enroll.",
         now: u64,
     ) -> Result<EnrollmentOffer, TwofoldError> {
         let planned = self.plan(account, ctx, now, false)?;
-        if planned.plan.action != LoginAction::Enroll
-            || !planned
-                .plan
-                .methods
-                .iter()
-                .any(|m| m == twofold_protocol::METHOD_TOTP)
+        // As for e-mail: a login that must set a method up (an enrolled
+        // user also needs a proof, which `begin_enrollment` spends).
+        if !planned
+            .plan
+            .methods
+            .iter()
+            .any(|m| m == twofold_protocol::METHOD_TOTP)
         {
             return Err(TwofoldError::InvalidInput(
                 "Enrollment at login is not offered for this account now.".into(),

@@ -14,6 +14,8 @@ use twofold_protocol::{
 use zeroize::Zeroizing;
 
 pub const PROMPT: &str = "Verification code: ";
+/// Asked when no e-mail could be sent now.
+pub const NOT_SENT_PROMPT: &str = "Code from an earlier e-mail, or a backup code: ";
 /// The system bus. `DBUS_SYSTEM_BUS_ADDRESS` replaces it only for a host that
 /// is not running setuid (tests, the demo), see [`bus_address`].
 pub const SYSTEM_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
@@ -250,22 +252,25 @@ pub async fn run<H: Host, D: Daemon>(
     };
     match plan.action {
         LoginAction::AskCode => {
+            if !plan.message.is_empty() {
+                host.show(Shown::Info, &plan.message);
+            }
             let prompt = if plan.prompt.is_empty() {
-                PROMPT
+                PROMPT.to_string()
             } else {
-                &plan.prompt
+                plan.prompt.clone()
             };
-            ask_code(host, &daemon, user, login, prompt, !plan.email.is_empty()).await
+            ask_code(host, &daemon, user, login, &plan, &prompt, options.qr).await
         }
         LoginAction::SendEmail => {
-            let prompt = match daemon
-                .send_login_code(user, &login.service, &login.rhost)
-                .await
-            {
+            if !plan.message.is_empty() {
+                host.show(Shown::Info, &plan.message);
+            }
+            let prompt = match send_code(host, &daemon, user, login).await {
                 Ok(prompt) => prompt,
-                Err(e) => return refused_by(host, e),
+                Err(code) => return code,
             };
-            ask_code(host, &daemon, user, login, &prompt, false).await
+            ask_code(host, &daemon, user, login, &plan, &prompt, options.qr).await
         }
         LoginAction::Allow => {
             // No code was verified, so this module must not be the one that
@@ -285,16 +290,42 @@ pub async fn run<H: Host, D: Daemon>(
     }
 }
 
-/// Ask for a code and let the daemon verify it. With `email_on_empty`, an
-/// empty answer has the daemon e-mail a code, which is then asked for.
+/// Have the daemon e-mail a code; the prompt to ask it with. When no code
+/// can be sent now (too soon after the last, or the relay is down) the user
+/// is told why and may still type a code sent before, or a backup code.
+async fn send_code<H: Host, D: Daemon>(
+    host: &mut H,
+    daemon: &D,
+    user: &str,
+    login: &Login,
+) -> Result<String, PamResultCode> {
+    match daemon
+        .send_login_code(user, &login.service, &login.rhost)
+        .await
+    {
+        Ok(prompt) => Ok(prompt),
+        Err(TwofoldError::Throttled(message) | TwofoldError::DeliveryFailed(message)) => {
+            host.show(Shown::Error, &message);
+            Ok(NOT_SENT_PROMPT.to_string())
+        }
+        Err(e) => Err(refused_by(host, e)),
+    }
+}
+
+/// Ask for a code and let the daemon verify it. When the plan offers
+/// e-mail, an empty answer has the daemon e-mail a code, which is then
+/// asked for. A code that proves the user whose rule wants another method
+/// leads into setting that method up.
 async fn ask_code<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
     user: &str,
     login: &Login,
+    plan: &LoginPlan,
     prompt: &str,
-    email_on_empty: bool,
+    qr: crate::args::QrStyle,
 ) -> PamResultCode {
+    let email_on_empty = plan.action == LoginAction::AskCode && !plan.email.is_empty();
     let ended = |host: &mut H, code: PamResultCode| {
         host.log(
             Priority::Debug,
@@ -307,12 +338,9 @@ async fn ask_code<H: Host, D: Daemon>(
         Err(code) => return ended(host, code),
     };
     if email_on_empty && answer.trim_ascii().is_empty() {
-        let prompt = match daemon
-            .send_login_code(user, &login.service, &login.rhost)
-            .await
-        {
+        let prompt = match send_code(host, daemon, user, login).await {
             Ok(prompt) => prompt,
-            Err(e) => return refused_by(host, e),
+            Err(code) => return code,
         };
         answer = match host.prompt_hidden(&prompt) {
             Ok(answer) => answer,
@@ -363,6 +391,12 @@ async fn ask_code<H: Host, D: Daemon>(
         VerifyOutcome::Wrong | VerifyOutcome::Replayed | VerifyOutcome::Throttled => {
             host.show(Shown::Error, &reply.message);
             PamResultCode::PAM_AUTH_ERR
+        }
+        // Never SUCCESS: the enrollment that follows returns IGNORE at best.
+        VerifyOutcome::MustEnroll => {
+            let mut next = plan.clone();
+            next.message.clear();
+            enroll::enroll(host, daemon, user, login, &next, qr).await
         }
     }
 }

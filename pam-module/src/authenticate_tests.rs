@@ -326,7 +326,7 @@ fn an_empty_answer_is_an_error_when_no_email_is_offered() {
 }
 
 #[test]
-fn send_email_plans_send_first_and_a_failed_send_refuses() {
+fn send_email_plans_send_first_and_a_failed_send_still_asks() {
     let plan = Some(LoginPlan::new(LoginAction::SendEmail, String::new()));
     let mut host = Scripted::new(vec![Step::Prompt("Sent: ", Ok(b"111222"))]);
     let daemon = FakeDaemon {
@@ -338,10 +338,29 @@ fn send_email_plans_send_first_and_a_failed_send_refuses() {
     let (code, _) = run_fake(&mut host, &Options::default(), &login("alice"), daemon);
     assert_eq!(code, PamResultCode::PAM_SUCCESS);
 
-    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "Relay down.")]);
+    // No mail could go out: the user is told, and may still type a code
+    // sent earlier or a backup code.
+    let host = Scripted::new(vec![
+        Step::Show(Shown::Error, "Relay down."),
+        Step::Prompt(crate::authenticate::NOT_SENT_PROMPT, Ok(b"abcde-fghjk")),
+        Step::Show(Shown::Info, "Backup code accepted."),
+    ]);
+    let daemon = FakeDaemon {
+        plan: plan.clone(),
+        send: Some(Err(|| TwofoldError::DeliveryFailed("Relay down.".into()))),
+        reply: reply(VerifyOutcome::AcceptedBackupCode, "Backup code accepted."),
+        ..Default::default()
+    };
+    let mut host_ok = host;
+    let (code, daemon) = run_fake(&mut host_ok, &Options::default(), &login("alice"), daemon);
+    assert_eq!(code, PamResultCode::PAM_SUCCESS);
+    assert_eq!(daemon.verified.borrow().len(), 1);
+
+    // Any other error refuses without a prompt.
+    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "No.")]);
     let daemon = FakeDaemon {
         plan,
-        send: Some(Err(|| TwofoldError::DeliveryFailed("Relay down.".into()))),
+        send: Some(Err(|| TwofoldError::InvalidInput("No.".into()))),
         ..Default::default()
     };
     let (code, daemon) = run_fake(&mut host, &Options::default(), &login("alice"), daemon);

@@ -103,7 +103,7 @@ pub async fn enroll<H: Host, D: Daemon>(
         let explanation = if app { "" } else { plan.message.as_str() };
         return enroll_email(host, daemon, user, login, explanation).await;
     }
-    let explanation = if email {
+    let explanation = if email || plan.message.is_empty() {
         APP_INSTRUCTIONS
     } else {
         plan.message.as_str()

@@ -42,6 +42,10 @@ pub enum LoginAction {
     SendEmail,
 }
 
+/// The service name `twofold setup` gives `Verify` when the user proves
+/// themselves before adding a second method.
+pub const SELF_SERVICE: &str = "twofold";
+
 /// A second-factor method, as named in the policy, reports and `LoginPlan::methods`.
 pub const METHOD_TOTP: &str = "totp";
 pub const METHOD_EMAIL: &str = "email";
@@ -90,6 +94,10 @@ pub enum VerifyOutcome {
     Throttled,
     /// The user has no enrollment.
     NotEnrolled,
+    /// A right code for the user's existing method, which their rule no
+    /// longer accepts: the login must go on to set up one it does accept
+    /// (`LoginPlan::methods`). Not an acceptance: PAM_SUCCESS never follows.
+    MustEnroll,
 }
 
 impl VerifyOutcome {

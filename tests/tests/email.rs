@@ -169,9 +169,68 @@ fn register_then_log_in_with_emailed_codes_each_once() {
     assert!(log.contains("refused-wrong-code"), "{log}");
     assert_no_secret_in("twofoldd's log", &log);
 
-    // The app as a second method: backup codes stay, and the prompt offers both.
-    let app = enroll(&w.bus, USER).unwrap();
-    assert!(app.backup_codes.is_empty(), "{:?}", app.backup_codes);
+    // New backup codes for an e-mail-only user: proved with a code e-mailed now.
+    let seen = w.sink.messages().len();
+    let mut child = w
+        .bus
+        .command_as(USER, artifacts().twofold())
+        .arg("backup-codes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mail = w.sink.wait_for(seen);
+    let mut stdin = child.stdin.take().unwrap();
+    if let Ok(mail) = &mail {
+        writeln!(stdin, "{}", code_of(mail)).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        mail.is_ok() && out.status.success(),
+        "{mail:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(fresh.len(), 10, "{fresh:?}");
+    for c in &fresh {
+        used_secret(c);
+        used_secret(&c.replace('-', ""));
+    }
+
+    // The app as a second method, after a code e-mailed now proves the user;
+    // the backup codes stay, and the prompt then offers both.
+    let seen = w.sink.messages().len();
+    let mut child = w
+        .bus
+        .command_as(USER, artifacts().twofold())
+        .args(["setup", "--method", "totp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", code_of(&w.sink.wait_for(seen).unwrap())).unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut uri = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut uri).unwrap();
+    let secret = uri_secret(uri.trim()).unwrap_or_else(|| panic!("no key in {uri:?}"));
+    writeln!(stdin, "{}", oathtool(&secret, -1).unwrap()).unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.trim().is_empty(), "no new backup codes: {rest:?}");
+    let app = Enrolled {
+        uri,
+        secret,
+        backup_codes: Vec::new(),
+    };
     let status = admin(&w, &["admin", "status", USER, "--json"]);
     assert!(status.contains("totp,email"), "{status}");
     let a = w
@@ -222,8 +281,15 @@ fn sends_are_throttled_per_user() {
         assert_eq!(a.code, pam::AUTH_ERR);
     }
     let before = w.sink.messages().len();
-    let a = w.pam.login_from(&w.bus, USER, RHOST, b"").unwrap();
+    // Refused a new code, the user is told and may still type one sent before.
+    let a = w.pam.login_from(&w.bus, USER, RHOST, b"000000\n").unwrap();
     assert_eq!(a.code, pam::AUTH_ERR, "{a:?}");
+    assert!(
+        a.stderr
+            .contains("Code from an earlier e-mail, or a backup code"),
+        "{}",
+        a.stderr
+    );
     assert!(
         a.stderr.contains("sent by e-mail a moment ago"),
         "{}",
@@ -242,12 +308,16 @@ fn a_relay_that_is_down_or_silent_is_a_clear_refusal_within_the_timeout() {
         "timeout_secs = 2\nresend_interval_secs = 0\n",
         REQUIRE,
     );
-    setup_email(&w, USER);
+    let (backup, _) = setup_email(&w, USER);
     let port = w.sink.port;
-    // Down: nobody listens any more.
+    // Down: nobody listens any more. The user is told, and a backup code
+    // still works at the prompt that follows.
     drop(std::mem::replace(&mut w.sink, SmtpSink::start().unwrap()));
-    let a = w.pam.login_from(&w.bus, USER, RHOST, b"").unwrap();
-    assert_eq!(a.code, pam::AUTH_ERR, "{a:?}");
+    let a = w
+        .pam
+        .login_from(&w.bus, USER, RHOST, format!("{}\n", backup[0]).as_bytes())
+        .unwrap();
+    assert_eq!(a.code, pam::SUCCESS, "{a:?}");
     assert!(
         a.stderr.contains("could not be sent by e-mail"),
         "{}",
@@ -263,7 +333,7 @@ fn a_relay_that_is_down_or_silent_is_a_clear_refusal_within_the_timeout() {
         }
     });
     let start = Instant::now();
-    let a = w.pam.login_from(&w.bus, USER, RHOST, b"").unwrap();
+    let a = w.pam.login_from(&w.bus, USER, RHOST, b"000000\n").unwrap();
     let took = start.elapsed();
     assert_eq!(a.code, pam::AUTH_ERR, "{a:?}");
     assert!(
@@ -302,7 +372,7 @@ fn an_unproven_address_is_never_mailed_and_never_stored() {
     let status = admin(&w, &["admin", "status", USER, "--json"]);
     assert!(status.contains("\"enrolled\":false"), "{status}");
     // A login enrolls (the address was never proven): no code goes out.
-    let a = w.pam.login_from(&w.bus, USER, RHOST, b"").unwrap();
+    let a = w.pam.login_from(&w.bus, USER, RHOST, b"000000\n").unwrap();
     assert_ne!(a.code, pam::SUCCESS);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(w.sink.messages().len(), 1, "only the registration message");
@@ -314,6 +384,63 @@ fn an_unproven_address_is_never_mailed_and_never_stored() {
     );
     assert!(!ok, "{reply}");
     assert_eq!(w.sink.messages().len(), 1);
+}
+
+/// A process running as an enrolled user cannot add a method (and so a
+/// lasting way in) without a current code from the method the user has.
+#[test]
+fn a_second_method_needs_a_current_code() {
+    const USER: &str = "tf-mail-ivy";
+    let w = world(&[USER], "resend_interval_secs = 0\n", REQUIRE);
+    let app = enroll(&w.bus, USER).unwrap();
+    let before = w.sink.messages().len();
+    let (ok, reply) = w.bus.dbus_send(
+        Some(USER),
+        "BeginEmailEnrollment",
+        &["string:evil@else.example"],
+    );
+    assert!(!ok && reply.contains("AccessDenied"), "{reply}");
+    // `twofold setup` asks for a current code first; a wrong one stops it.
+    let out = {
+        let mut c = w.bus.command_as(USER, artifacts().twofold());
+        c.args([
+            "setup",
+            "--method",
+            "email",
+            "--address",
+            "evil@else.example",
+        ]);
+        run_with_input(c, b"000000\n").unwrap()
+    };
+    assert_ne!(out.code, 0, "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.sink.messages().len(), before, "nothing was sent");
+    let status = admin(&w, &["admin", "status", USER, "--json"]);
+    assert!(status.contains("\"methods\":\"totp\""), "{status}");
+    // With a current code it goes through.
+    let proof = oathtool(&app.secret, 0).unwrap();
+    let mut child = w
+        .bus
+        .command_as(USER, artifacts().twofold())
+        .args(["setup", "--method", "email", "--address", &address(USER)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{proof}").unwrap();
+    let mail = w.sink.wait_for(before).unwrap();
+    writeln!(stdin, "{}", code_of(&mail)).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = admin(&w, &["admin", "status", USER, "--json"]);
+    assert!(status.contains("\"methods\":\"totp,email\""), "{status}");
 }
 
 /// The seed's rollout: e-mail codes required from one date with the app
@@ -334,17 +461,37 @@ fn email_required_with_the_app_optional() {
     let explain = admin(&w, &["admin", "explain", APP, "--service", "sshd"]);
     assert!(explain.contains("methods today: email only"), "{explain}");
 
-    // Enrolled with the app only: the app code is not asked; the login
-    // offers e-mail enrollment, which stores the address.
+    // Enrolled with the app only: the password alone never adds a method.
+    // The app code proves the user, then the login sets up e-mail codes.
     let app = enroll(&w.bus, APP).unwrap();
-    let line = format!("{}\n", address(APP));
-    let (a, mail) = mail_login(&w, APP, line.as_bytes(), |mail| {
+    let a = w
+        .pam
+        .login_from(
+            &w.bus,
+            APP,
+            RHOST,
+            format!("{}\nevil@else.example\n", "000000").as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(
+        a.code,
+        pam::AUTH_ERR,
+        "a wrong app code adds nothing: {a:?}"
+    );
+    assert!(!a.stderr.contains("E-mail address"), "{}", a.stderr);
+    let first = format!("{}\n{}\n", oathtool(&app.secret, 0).unwrap(), address(APP));
+    let (a, mail) = mail_login(&w, APP, first.as_bytes(), |mail| {
         let mut rest = code_line(mail);
         rest.extend_from_slice(b"\n"); // "Press Enter to continue"
         rest
     });
+    assert!(
+        a.stdout.contains("now requires codes sent by e-mail"),
+        "{}",
+        a.stdout
+    );
+    assert!(a.stderr.contains("Verification code: "), "{}", a.stderr);
     assert!(a.stderr.contains("E-mail address"), "{}", a.stderr);
-    assert!(!a.stderr.contains("Verification code"), "{}", a.stderr);
     assert_eq!(
         a.code,
         pam::SUCCESS,
@@ -355,18 +502,23 @@ fn email_required_with_the_app_optional() {
     assert!(status.contains("totp,email"), "{status}");
     // Now an app code is refused and an e-mailed one accepted.
     let (a, _) = mail_login(&w, APP, b"", |_| {
-        format!("{}\n", oathtool(&app.secret, 0).unwrap()).into_bytes()
+        format!("{}\n", oathtool(&app.secret, 1).unwrap()).into_bytes()
     });
     assert_eq!(a.code, pam::AUTH_ERR, "app code under e-mail only: {a:?}");
     let (a, _) = mail_login(&w, APP, b"", code_line);
     assert_eq!(a.code, pam::SUCCESS, "{a:?}");
 
     // Not enrolled at all: e-mail is the only choice offered.
-    let (a, _) = mail_login(&w, BOTH, line.replace(APP, BOTH).as_bytes(), |mail| {
-        let mut rest = code_line(mail);
-        rest.extend_from_slice(b"\n");
-        rest
-    });
+    let (a, _) = mail_login(
+        &w,
+        BOTH,
+        format!("{}\n", address(BOTH)).as_bytes(),
+        |mail| {
+            let mut rest = code_line(mail);
+            rest.extend_from_slice(b"\n");
+            rest
+        },
+    );
     assert!(
         !a.stderr.contains("(1) an authenticator app"),
         "{}",
