@@ -47,13 +47,60 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// How the sink protects its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkTls {
+    None,
+    /// STARTTLS offered and required before any mail.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+}
+
 impl SmtpSink {
     pub fn start() -> Result<SmtpSink> {
+        Self::start_with(SinkTls::None)
+    }
+
+    /// With TLS, the sink's certificate (for `localhost`, self-signed) is
+    /// `cert_path()`: give it to twofoldd as `SSL_CERT_FILE` to trust it.
+    pub fn start_with(tls: SinkTls) -> Result<SmtpSink> {
         let dir = tempfile::Builder::new().prefix("twofold-smtp-").tempdir()?;
         let maildir = dir.path().join("Maildir");
         let port = free_port()?;
-        let child = Command::new("/usr/bin/python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
+        let mut command = Command::new("/usr/bin/python3");
+        command.args(["-m", "aiosmtpd", "-n"]);
+        if tls != SinkTls::None {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=DNS:localhost",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .context("openssl req")?;
+            if !made.success() {
+                bail!("openssl could not make a certificate");
+            }
+            let (cert_flag, key_flag) = match tls {
+                SinkTls::Implicit => ("--smtpscert", "--smtpskey"),
+                _ => ("--tlscert", "--tlskey"),
+            };
+            command.arg(cert_flag).arg(&cert).arg(key_flag).arg(&key);
+        }
+        let child = command
+            .arg("-l")
             .arg(format!("127.0.0.1:{port}"))
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
@@ -71,6 +118,11 @@ impl SmtpSink {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(sink)
+    }
+
+    /// The sink's certificate (with TLS).
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
     }
 
     /// `[email]` settings for twofoldd that deliver here.

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use twofold_e2e::smtp::{Mail, SmtpSink};
+use twofold_e2e::smtp::{Mail, SinkTls, SmtpSink};
 use twofold_e2e::*;
 
 /// Wrong codes are part of these tests; do not throttle them, and let codes
@@ -551,4 +551,56 @@ fn enrollment_at_login_offers_the_choice() {
     assert!(mail.is_some());
     let status = admin(&w, &["admin", "status", USER, "--json"]);
     assert!(status.contains("\"methods\":\"email\""), "{status}");
+}
+
+/// STARTTLS and implicit TLS to a relay whose certificate twofoldd trusts
+/// (`SSL_CERT_FILE`, as OpenSSL reads it), and a refusal when it does not.
+#[test]
+fn tls_to_the_relay_is_verified() {
+    const USER: &str = "tf-mail-jo";
+    test_user(USER).unwrap();
+    let bus = Bus::start().unwrap();
+    for (tls, security) in [(SinkTls::Starttls, "starttls"), (SinkTls::Implicit, "tls")] {
+        let sink = SmtpSink::start_with(tls).unwrap();
+        let config = format!(
+            "[email]\ntransport = \"smtp\"\nsmtp_host = \"localhost\"\nsmtp_port = {}\nsmtp_security = \"{security}\"\ntimeout_secs = 5\n",
+            sink.port
+        );
+        let cert = sink.cert_path();
+        let trusted =
+            Daemon::start_with_env(&bus, &config, &[("SSL_CERT_FILE", cert.to_str().unwrap())])
+                .unwrap();
+        let out = {
+            let mut c = bus.command_as(USER, artifacts().twofold());
+            c.args(["setup", "--method", "email", "--address", &address(USER)]);
+            run_with_input(c, b"").unwrap()
+        };
+        let mail = sink.wait_for(0);
+        assert!(
+            mail.is_ok(),
+            "{security}: nothing delivered: {out:?}\n{}",
+            trusted.log()
+        );
+        assert_eq!(mail.unwrap().to, address(USER));
+        drop(trusted);
+        // The same relay, its certificate not trusted: refused, nothing sent.
+        let untrusted = Daemon::start(&bus, &config).unwrap();
+        let out = {
+            let mut c = bus.command_as(USER, artifacts().twofold());
+            c.args(["setup", "--method", "email", "--address", &address(USER)]);
+            run_with_input(c, b"").unwrap()
+        };
+        assert_ne!(out.code, 0);
+        assert!(
+            out.stderr.contains("could not be sent by e-mail"),
+            "{security}: {out:?}"
+        );
+        assert!(
+            untrusted.log().contains("email-send-failed"),
+            "{}",
+            untrusted.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(sink.messages().len(), 1, "{security}: one message only");
+    }
 }
