@@ -303,7 +303,7 @@ ok ".deb $(basename "$deb"): Depends: $depends; conffiles; changelog"
 
 # Then installed into a scratch Debian 12 root.
 cache=/var/cache/twofold-package-test
-include=dbus,pamtester
+include=dbus,pamtester,libssl3
 tarball="$cache/bookworm-minbase-$(echo "$include" | md5sum | cut -c1-8).tar"
 mkdir -p "$cache"
 if [ ! -f "$tarball" ]; then
