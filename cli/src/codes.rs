@@ -55,8 +55,9 @@ pub fn present(
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "\nYour backup codes. Each works once, in place of a code from your app,\n\
-         if you lose your phone. They are shown only now; keep them somewhere safe.\n"
+        "\nYour backup codes. Each works once, in place of a code from your app or\n\
+         your e-mail, if you lose access to them. They are shown only now; keep them\n\
+         somewhere safe.\n"
     )?;
     for (i, code) in codes.iter().enumerate() {
         writeln!(out, "  {:>2}. {}", i + 1, *display_backup(code.expose()))?;
