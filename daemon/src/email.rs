@@ -6,11 +6,9 @@
 //! typed for enrollment or proved before.
 
 use crate::audit::{self, Level, field};
-use crate::backup;
 use crate::config::Transport;
-use crate::engine::{Engine, LoginContext, internal, new_generation};
+use crate::engine::{Engine, LoginContext};
 use crate::mail::{self, MailError};
-use crate::store::{ENROLLMENT_VERSION, Enrollment};
 use crate::users::Account;
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -343,50 +341,13 @@ impl Engine {
                 ));
             }
         };
-        let _guard = self.lock(user);
-        let codes = match self.store.load(user)? {
-            Some(loaded) => {
-                let mut next = loaded.enrollment.clone();
-                // Only an address begun after a proof joins an enrollment.
-                if next.email.is_some() || !adds {
-                    return Err(TwofoldError::AlreadyEnrolled(
-                        "You already receive codes by e-mail.".into(),
-                    ));
-                }
-                next.email = Some(address);
-                next.generation = new_generation(next.generation);
-                self.store.write_enrollment(user, &next)?;
-                Vec::new()
+        self.store_method(user, adds, "email", now, |e| {
+            if e.email.is_some() {
+                return false;
             }
-            None => {
-                let (codes, backup) =
-                    backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
-                        .map_err(internal)?;
-                let enrollment = Enrollment {
-                    version: ENROLLMENT_VERSION,
-                    generation: new_generation(0),
-                    secret: None,
-                    digits: self.cfg.totp.digits,
-                    period: self.cfg.totp.period,
-                    enrolled_at: now,
-                    email: Some(address),
-                    last_step: None,
-                    backup,
-                    failures: 0,
-                    last_failure: 0,
-                    ceiling_tat: 0,
-                    last_login: None,
-                };
-                self.store.write_enrollment(user, &enrollment)?;
-                self.source_table().forget_user(user);
-                codes
-            }
-        };
-        audit::log(
-            Level::Info,
-            &format!("enrolled {} method=email", field("user", user)),
-        );
-        Ok(codes)
+            e.email = Some(address);
+            true
+        })
     }
 
     /// `begin_email_enrollment` inside a login the policy asks to enroll.

@@ -593,51 +593,75 @@ impl Engine {
                 }
             }
         };
-        let _guard = self.lock(user);
-        if let Some(loaded) = self.store.load(user)? {
-            // Enrolled by e-mail: the app becomes a second method, the
-            // backup codes stay; only for an offer begun after a proof.
-            if loaded.enrollment.secret.is_some() || !adds {
-                return Err(TwofoldError::AlreadyEnrolled(
-                    "You are already enrolled.".into(),
-                ));
+        let secret = SecretBytes(secret.to_vec());
+        self.store_method(user, adds, "totp", now, |e| {
+            if e.secret.is_some() {
+                return false;
             }
-            let mut next = loaded.enrollment.clone();
-            next.generation = new_generation(next.generation);
-            next.secret = Some(SecretBytes(secret.to_vec()));
-            next.digits = params.digits;
-            next.period = params.period;
-            next.last_step = Some(step);
-            self.store.write_enrollment(user, &next)?;
-            audit::log(
-                Level::Info,
-                &format!("enrolled {} method=totp", field("user", user)),
-            );
-            return Ok(Vec::new());
-        }
-        let (codes, backup) =
-            backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
-                .map_err(internal)?;
-        let enrollment = Enrollment {
-            version: ENROLLMENT_VERSION,
-            generation: new_generation(0),
-            secret: Some(SecretBytes(secret.to_vec())),
-            digits: params.digits,
-            period: params.period,
-            enrolled_at: now,
-            email: None,
-            last_step: Some(step), // the confirming code cannot log anyone in
-            backup,
-            failures: 0,
-            last_failure: 0,
-            ceiling_tat: 0,
-            last_login: None,
+            e.secret = Some(secret);
+            e.digits = params.digits;
+            e.period = params.period;
+            // The confirming code cannot log anyone in.
+            e.last_step = Some(step);
+            true
+        })
+    }
+
+    /// Store a method just confirmed for `user`: as their first, with new
+    /// backup codes (returned), or, when `adds` (begun after a proof), beside
+    /// the one they have, whose backup codes stay. `set` fills the method in
+    /// and says false when the user has it already.
+    pub(crate) fn store_method(
+        &self,
+        user: &str,
+        adds: bool,
+        method: &str,
+        now: u64,
+        set: impl FnOnce(&mut Enrollment) -> bool,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let already =
+            || TwofoldError::AlreadyEnrolled(format!("You already have {method} set up."));
+        let _guard = self.lock(user);
+        let codes = match self.store.load(user)? {
+            // Only an offer begun after a proof joins an enrollment.
+            Some(_) if !adds => return Err(already()),
+            Some(loaded) => {
+                let mut next = loaded.enrollment.clone();
+                if !set(&mut next) {
+                    return Err(already());
+                }
+                next.generation = new_generation(next.generation);
+                self.store.write_enrollment(user, &next)?;
+                Vec::new()
+            }
+            None => {
+                let (codes, backup) =
+                    backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
+                        .map_err(internal)?;
+                let mut enrollment = Enrollment {
+                    version: ENROLLMENT_VERSION,
+                    generation: new_generation(0),
+                    secret: None,
+                    digits: self.cfg.totp.digits,
+                    period: self.cfg.totp.period,
+                    enrolled_at: now,
+                    email: None,
+                    last_step: None,
+                    backup,
+                    failures: 0,
+                    last_failure: 0,
+                    ceiling_tat: 0,
+                    last_login: None,
+                };
+                set(&mut enrollment);
+                self.store.write_enrollment(user, &enrollment)?;
+                self.source_table().forget_user(user);
+                codes
+            }
         };
-        self.store.write_enrollment(user, &enrollment)?;
-        self.source_table().forget_user(user);
         audit::log(
             Level::Info,
-            &format!("enrolled {} method=totp", field("user", user)),
+            &format!("enrolled {} method={method}", field("user", user)),
         );
         Ok(codes)
     }

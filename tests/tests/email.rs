@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 use twofold_e2e::smtp::{Mail, SinkTls, SmtpSink};
 use twofold_e2e::*;
@@ -49,31 +49,41 @@ fn code_of(mail: &Mail) -> String {
     code
 }
 
-/// `twofold setup --method email` as `user`, piped: the code comes from the
-/// message the sink received. Returns the backup codes printed and the mail.
-fn setup_email(w: &World, user: &str) -> (Vec<String>, Mail) {
+/// `twofold ARGS` as `user`, piped: `first` is written at once, then the
+/// code from the next message the sink receives. The output, and the mail.
+fn twofold_mailed(w: &World, user: &str, args: &[&str], first: &str) -> (Output, Mail) {
     let seen = w.sink.messages().len();
     let mut child = w
         .bus
         .command_as(user, artifacts().twofold())
-        .args(["setup", "--method", "email", "--address", &address(user)])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mail = w.sink.wait_for(seen).unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{}", code_of(&mail)).unwrap();
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mail = w.sink.wait_for(seen);
+    if let Ok(mail) = &mail {
+        writeln!(stdin, "{}", code_of(mail)).unwrap();
+    }
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mail =
+        mail.unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert!(
         out.status.success(),
-        "setup failed: {}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let codes: Vec<String> = stdout
+    (out, mail)
+}
+
+/// Backup codes printed one a line (registered as secrets for the log checks).
+fn printed_codes(out: &Output) -> Vec<String> {
+    let codes: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -83,7 +93,15 @@ fn setup_email(w: &World, user: &str) -> (Vec<String>, Mail) {
         used_secret(c);
         used_secret(&c.replace('-', ""));
     }
-    (codes, mail)
+    codes
+}
+
+/// `twofold setup --method email` as `user`, piped: the code comes from the
+/// message the sink received. Returns the backup codes printed and the mail.
+fn setup_email(w: &World, user: &str) -> (Vec<String>, Mail) {
+    let args = ["setup", "--method", "email", "--address", &address(user)];
+    let (out, mail) = twofold_mailed(w, user, &args, "");
+    (printed_codes(&out), mail)
 }
 
 /// A login whose code arrives by e-mail: `first` answers the prompts before
@@ -170,37 +188,9 @@ fn register_then_log_in_with_emailed_codes_each_once() {
     assert_no_secret_in("twofoldd's log", &log);
 
     // New backup codes for an e-mail-only user: proved with a code e-mailed now.
-    let seen = w.sink.messages().len();
-    let mut child = w
-        .bus
-        .command_as(USER, artifacts().twofold())
-        .arg("backup-codes")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mail = w.sink.wait_for(seen);
-    let mut stdin = child.stdin.take().unwrap();
-    if let Ok(mail) = &mail {
-        writeln!(stdin, "{}", code_of(mail)).unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        mail.is_ok() && out.status.success(),
-        "{mail:?} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fresh: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let (out, _) = twofold_mailed(&w, USER, &["backup-codes"], "");
+    let fresh = printed_codes(&out);
     assert_eq!(fresh.len(), 10, "{fresh:?}");
-    for c in &fresh {
-        used_secret(c);
-        used_secret(&c.replace('-', ""));
-    }
 
     // The app as a second method, after a code e-mailed now proves the user;
     // the backup codes stay, and the prompt then offers both.
@@ -418,27 +408,9 @@ fn a_second_method_needs_a_current_code() {
     let status = admin(&w, &["admin", "status", USER, "--json"]);
     assert!(status.contains("\"methods\":\"totp\""), "{status}");
     // With a current code it goes through.
-    let proof = oathtool(&app.secret, 0).unwrap();
-    let mut child = w
-        .bus
-        .command_as(USER, artifacts().twofold())
-        .args(["setup", "--method", "email", "--address", &address(USER)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{proof}").unwrap();
-    let mail = w.sink.wait_for(before).unwrap();
-    writeln!(stdin, "{}", code_of(&mail)).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let proof = format!("{}\n", oathtool(&app.secret, 0).unwrap());
+    let args = ["setup", "--method", "email", "--address", &address(USER)];
+    twofold_mailed(&w, USER, &args, &proof);
     let status = admin(&w, &["admin", "status", USER, "--json"]);
     assert!(status.contains("\"methods\":\"totp,email\""), "{status}");
 }
