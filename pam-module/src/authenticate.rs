@@ -113,7 +113,54 @@ pub fn bus_address(secure_execution: bool, from_env: Option<std::ffi::OsString>)
     }
 }
 
+/// How long a login waits for a connection while the bus is at its limit of
+/// connections per uid. Every sshd login is root's, so a burst of logins at
+/// once can fill dbus-daemon's `max_connections_per_user` (256 by default)
+/// for a moment; that is a wait, not a reason to refuse a correct code.
+pub const BUS_FULL_WAIT: Duration = Duration::from_secs(5);
+/// Longest pause between two tries on a full bus.
+const BUS_FULL_PAUSE_MAX: Duration = Duration::from_millis(200);
+
+/// Connect to twofoldd's bus, waiting up to [`BUS_FULL_WAIT`] while the bus
+/// refuses the connection for its per-uid limit. Any other failure returns
+/// at once (the caller applies `failmode`).
 pub async fn connect(address: &str) -> zbus::Result<BusDaemon> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match connect_once(address).await {
+            Err(e) if bus_full(&e) && started.elapsed() + pause < BUS_FULL_WAIT => {
+                // Nothing else runs on this executor (one login, one
+                // connection), so a plain sleep blocks no other task. The
+                // jitter keeps a burst of waiting logins from retrying in step.
+                std::thread::sleep(jitter(pause));
+                pause = (pause * 2).min(BUS_FULL_PAUSE_MAX);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `pause` scaled by a factor in [0.5, 1.5), from the clock's nanoseconds
+/// (unpredictability does not matter here, only spreading the retries).
+fn jitter(pause: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    pause.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
+}
+
+/// The bus's refusal of a connection for its resource limits.
+pub fn bus_full(error: &zbus::Error) -> bool {
+    const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
+    match error {
+        zbus::Error::MethodError(name, _, _) => name.as_str() == LIMITS_EXCEEDED,
+        zbus::Error::FDO(e) => matches!(**e, zbus::fdo::Error::LimitsExceeded(_)),
+        _ => false,
+    }
+}
+
+async fn connect_once(address: &str) -> zbus::Result<BusDaemon> {
     let conn = zbus::connection::Builder::address(address)
         .method_timeout(METHOD_TIMEOUT)
         .build()

@@ -145,6 +145,21 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> R
     Ok(())
 }
 
+/// A bus connection held by [`Bus::hold_connection`]; closed on drop.
+pub struct HeldConnection {
+    release: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HeldConnection {
+    fn drop(&mut self) {
+        let _ = self.release.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A private dbus-daemon shaped like the system bus, with the shipped policy.
 pub struct Bus {
     child: Child,
@@ -154,6 +169,12 @@ pub struct Bus {
 
 impl Bus {
     pub fn start() -> Result<Bus> {
+        Self::start_with("")
+    }
+
+    /// A bus whose configuration has `extra` (elements such as `<limit>`)
+    /// besides the usual ones.
+    pub fn start_with(extra: &str) -> Result<Bus> {
         let a = artifacts();
         let dir = tempfile::Builder::new().prefix("twofold-bus-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -161,7 +182,8 @@ impl Bus {
         let template = std::fs::read_to_string(workspace_root().join("tests/private-bus.conf.in"))?;
         let config = template
             .replace("@SOCKET@", &socket.display().to_string())
-            .replace("@POLICY@", &a.policy.display().to_string());
+            .replace("@POLICY@", &a.policy.display().to_string())
+            .replace("</busconfig>", &format!("{extra}</busconfig>"));
         let config_path = dir.path().join("bus.conf");
         std::fs::write(&config_path, config)?;
         let child = Command::new("dbus-daemon")
@@ -198,6 +220,35 @@ impl Bus {
         let mut c = Command::new(program);
         c.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
         c
+    }
+
+    /// A connection of this process (root) to the bus, held open until the
+    /// returned value is dropped: it takes one of root's connection slots.
+    pub fn hold_connection(&self) -> Result<HeldConnection> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let address = self.address.clone();
+        let thread = std::thread::spawn(move || {
+            zbus::block_on(async move {
+                let conn = zbus::connection::Builder::address(address.as_str())
+                    .build()
+                    .await;
+                let _ = ready_tx.send(conn.as_ref().map(drop).map_err(|e| e.to_string()));
+                if conn.is_ok() {
+                    // Blocks this executor; the connection stays open meanwhile
+                    // and is dropped (closed) inside the same block_on.
+                    let _ = release_rx.recv();
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("connecting to the bus")?
+            .map_err(|e| anyhow!("connecting to the bus: {e}"))?;
+        Ok(HeldConnection {
+            release,
+            thread: Some(thread),
+        })
     }
 
     /// `twofold ARGS` as root on this bus (the administrator's view).

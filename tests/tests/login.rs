@@ -627,3 +627,48 @@ fn an_admin_group_member_may_unlock_users_but_not_root() {
     let by_bob = unlock(BOB, BOB);
     assert!(!by_bob.status.success());
 }
+
+/// Every sshd login is root's, so a burst of logins can fill the bus's
+/// connections per uid for a moment. A login then waits for a free slot
+/// (bounded by `BUS_FULL_WAIT`) instead of refusing a correct code; a bus
+/// that stays full fails closed after that bound.
+#[test]
+fn a_login_waits_while_the_bus_is_full_and_fails_closed_if_it_stays_full() {
+    use pam_twofold::authenticate::BUS_FULL_WAIT;
+    test_user(ALICE).unwrap();
+    // Root's slots: twofoldd's connection and the two the test holds.
+    let bus = Bus::start_with(r#"<limit name="max_connections_per_user">3</limit>"#).unwrap();
+    let _daemon = Daemon::start(&bus, "").unwrap();
+    let pam = PamService::new("").unwrap();
+    let e = enroll(&bus, ALICE).unwrap();
+    let held = [
+        bus.hold_connection().unwrap(),
+        bus.hold_connection().unwrap(),
+    ];
+    assert!(
+        bus.hold_connection().is_err(),
+        "the bus took a fourth connection from root: the limit is not in force"
+    );
+
+    // Full for longer than the bound: refused as "service unavailable", and
+    // only after waiting out the bound.
+    let t = std::time::Instant::now();
+    let a = pam.login(&bus, ALICE, &line(&e.backup_codes[0])).unwrap();
+    assert_eq!(a.code, pam::AUTHINFO_UNAVAIL, "{a:?}");
+    assert!(
+        t.elapsed() >= BUS_FULL_WAIT / 2,
+        "gave up after {:?}, without waiting for a slot",
+        t.elapsed()
+    );
+
+    // Full for a moment: the same code gets in once a slot is free.
+    let [first, second] = held;
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(600));
+        drop(first);
+    });
+    let a = pam.login(&bus, ALICE, &line(&e.backup_codes[0])).unwrap();
+    release.join().unwrap();
+    drop(second);
+    assert_eq!(a.code, pam::SUCCESS, "{a:?}");
+}
