@@ -478,14 +478,17 @@ so you cannot log in. Ask your administrator to help you enroll.",
     pub fn report(&self, now: u64) -> Result<Vec<ReportRow>, TwofoldError> {
         let policy = self.policy();
         let mut accounts = users::local_accounts().map_err(internal)?;
-        let known: HashSet<String> = accounts.iter().map(|a| a.name.clone()).collect();
-        for name in self.store.users()? {
-            if !known.contains(&name)
-                && let Ok(Some(account)) = users::by_name(&name)
+        // Only names that resolve to an account are kept, so memory follows
+        // the accounts listed, not the names in the store.
+        let mut known: HashSet<String> = accounts.iter().map(|a| a.name.clone()).collect();
+        self.store.for_each_user(&mut |name| {
+            if !known.contains(name)
+                && let Ok(Some(account)) = users::by_name(name)
             {
+                known.insert(name.to_string());
                 accounts.push(account);
             }
-        }
+        })?;
         accounts.sort_by(|a, b| a.name.cmp(&b.name));
         // Group memberships for all users from one pass over the policy's groups.
         let membership = users::Membership::of(policy.group_names());

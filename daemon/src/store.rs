@@ -252,8 +252,18 @@ pub trait Store: Send + Sync {
     fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError>;
     /// Atomically replace the user's metadata.
     fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError>;
-    /// Every user with an enrollment or metadata.
-    fn users(&self) -> Result<Vec<String>, StoreError>;
+    /// Call `visit` once for every user with an enrollment or metadata, in
+    /// no particular order, without holding the list in memory (a store of a
+    /// million users is walked, not collected).
+    fn for_each_user(&self, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError>;
+
+    /// Every user with an enrollment or metadata, sorted (small stores, tests).
+    fn users(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        self.for_each_user(&mut |name| names.push(name.to_string()))?;
+        names.sort();
+        Ok(names)
+    }
 }
 
 pub struct FileStore {
@@ -534,20 +544,32 @@ impl Store for FileStore {
         self.replace_file(user, "meta", &json)
     }
 
-    fn users(&self) -> Result<Vec<String>, StoreError> {
-        let mut names = std::collections::BTreeSet::new();
-        for entry in std::fs::read_dir(&self.users_dir).map_err(io_err(&self.users_dir))? {
-            let entry = entry.map_err(io_err(&self.users_dir))?;
+    fn for_each_user(&self, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
+        let dir = &self.users_dir;
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
             let file = entry.file_name();
             let Some(file) = file.to_str() else { continue };
-            let user = file
-                .strip_suffix(".enrollment")
-                .or_else(|| file.strip_suffix(".meta"));
-            if let Some(user) = user.filter(|u| twofold_protocol::user::validate(u).is_ok()) {
-                names.insert(user.to_string());
+            // A user is named by their enrollment file, or by their metadata
+            // file when they have no enrollment (an override for a user not
+            // enrolled yet): once either way.
+            let user = match file.strip_suffix(".enrollment") {
+                Some(user) => user,
+                None => match file.strip_suffix(".meta") {
+                    Some(user)
+                        if std::fs::symlink_metadata(dir.join(format!("{user}.enrollment")))
+                            .is_err() =>
+                    {
+                        user
+                    }
+                    _ => continue,
+                },
+            };
+            if twofold_protocol::user::validate(user).is_ok() {
+                visit(user);
             }
         }
-        Ok(names.into_iter().collect())
+        Ok(())
     }
 }
 
@@ -783,7 +805,14 @@ mod tests {
         assert_eq!(s.load_meta("alice").unwrap(), meta);
         s.write_enrollment("bob", &enrollment(1)).unwrap();
         assert_eq!(s.users().unwrap(), ["alice", "bob"]);
+        // Enrollment and metadata: still one name.
+        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        s.write_meta("bob", &meta).unwrap();
+        assert_eq!(s.users().unwrap(), ["alice", "bob"]);
+        s.remove_enrollment("alice").unwrap();
         s.remove_enrollment("bob").unwrap();
+        assert_eq!(s.users().unwrap(), ["alice", "bob"]);
+        std::fs::remove_file(s.users_dir.join("bob.meta")).unwrap();
         assert!(s.load("bob").unwrap().is_none());
         s.remove_enrollment("bob").unwrap(); // again: nothing to do
         assert_eq!(s.users().unwrap(), ["alice"]);
