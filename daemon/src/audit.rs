@@ -63,13 +63,20 @@ pub fn log(level: Level, line: &str) {
         let resent = syslog.as_mut().is_some_and(|l| send(l, level, line));
         if !resent && !sink.stderr {
             // Nowhere else to go: stderr reaches the journal under systemd.
-            eprintln!("twofoldd: (syslog unreachable) {line}");
+            to_stderr(&format!("twofoldd: (syslog unreachable) {line}\n"));
         }
     }
     drop(syslog);
     if sink.stderr {
-        eprintln!("twofoldd: {line}");
+        to_stderr(&format!("twofoldd: {line}\n"));
     }
+}
+
+/// One write for the whole line (stderr is unbuffered: `eprintln!` would make
+/// one system call per piece, and lines of concurrent calls could interleave).
+fn to_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// `key=value` with the value made safe for one log line.

@@ -6,6 +6,7 @@
 use crate::calls;
 use crate::engine::Engine;
 use crate::limits::Limits;
+use crate::users::Account;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use twofold_protocol::{
@@ -28,7 +29,23 @@ pub struct Service {
     /// bus's answer holds for the sender's lifetime; this saves a round trip
     /// per call.
     peers: Mutex<HashMap<String, Peer>>,
+    /// Unique bus name -> the user name its last `BeginLogin` named and the
+    /// account it resolved to. The module makes one connection per login,
+    /// so its `Verify` on the same connection is the same login and needs
+    /// no second round of NSS lookups. Bounded like `peers`.
+    logins: Mutex<HashMap<String, Resolved>>,
 }
+
+/// What a sender's `BeginLogin` resolved, and when.
+struct Resolved {
+    user: String,
+    account: Account,
+    at: std::time::Instant,
+}
+
+/// A login's `Verify` reuses its `BeginLogin`'s account for this long: longer
+/// than any prompt waits (sshd's `LoginGraceTime` is 2 minutes by default).
+const RESOLVED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A caller as the bus daemon knows it (from the kernel, at connect time).
 #[derive(Debug, Clone, Copy)]
@@ -66,11 +83,16 @@ impl Service {
             dbus: fdo::DBusProxy::new(conn).await?,
             limits: Arc::default(),
             peers: Mutex::default(),
+            logins: Mutex::default(),
         })
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Peer>> {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn logins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Resolved>> {
+        self.logins.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The caller's uid (and process), as the bus daemon knows them. Never
@@ -144,10 +166,27 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<LoginPlan, TwofoldError> {
-        self.run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
-            calls::begin_login(e, caller, invoker, &user, &service, &rhost)
-        })
-        .await
+        let name = user.clone();
+        let (plan, account) = self
+            .run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
+                calls::begin_login_resolving(e, caller, invoker, &user, &service, &rhost)
+            })
+            .await?;
+        if let Some(sender) = header.sender() {
+            let mut logins = self.logins();
+            if logins.len() >= MAX_CACHED_SENDERS {
+                logins.clear();
+            }
+            logins.insert(
+                sender.to_string(),
+                Resolved {
+                    user: name,
+                    account,
+                    at: std::time::Instant::now(),
+                },
+            );
+        }
+        Ok(plan)
     }
 
     async fn verify(
@@ -159,8 +198,23 @@ impl Service {
         rhost: String,
     ) -> Result<VerifyReply, TwofoldError> {
         let code = Zeroizing::new(code);
+        let resolved = header.sender().and_then(|sender| {
+            self.logins()
+                .get(sender.as_str())
+                .filter(|r| r.user == user && r.at.elapsed() < RESOLVED_FOR)
+                .map(|r| r.account.clone())
+        });
         self.run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
-            calls::verify(e, caller, invoker, &user, &code, &service, &rhost)
+            calls::verify_resolved(
+                e,
+                caller,
+                invoker,
+                resolved.as_ref(),
+                &user,
+                &code,
+                &service,
+                &rhost,
+            )
         })
         .await
     }

@@ -7,6 +7,7 @@
 use crate::authz;
 use crate::engine::{Engine, LoginContext};
 use crate::limits::small;
+use crate::users::Account;
 use twofold_protocol::{
     EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
     UserStatus, VerifyReply,
@@ -40,17 +41,32 @@ pub fn begin_login(
     service: &str,
     rhost: &str,
 ) -> Result<LoginPlan> {
+    begin_login_resolving(e, caller, invoker, user, service, rhost).map(|(plan, _)| plan)
+}
+
+/// `begin_login`, with the account the user name resolved to, which the
+/// same caller's `verify` of the same login may pass back (`bus.rs` keeps it
+/// per connection) instead of asking NSS again.
+pub fn begin_login_resolving(
+    e: &Engine,
+    caller: u32,
+    invoker: Option<u32>,
+    user: &str,
+    service: &str,
+    rhost: &str,
+) -> Result<(LoginPlan, Account)> {
     small(&[
         ("user name", user),
         ("service name", service),
         ("host name", rhost),
     ])?;
     let account = authz::login_target(caller, user, "BeginLogin")?;
-    e.begin_login(
+    let plan = e.begin_login(
         &account,
         &login_context(service, rhost, caller, invoker),
         crate::now(),
-    )
+    )?;
+    Ok((plan, account))
 }
 
 pub fn verify(
@@ -62,13 +78,33 @@ pub fn verify(
     service: &str,
     rhost: &str,
 ) -> Result<VerifyReply> {
+    verify_resolved(e, caller, invoker, None, user, code, service, rhost)
+}
+
+/// `verify`, with the account this caller's `begin_login_resolving` found
+/// for `user` in the same login, if any; without one, NSS is asked (and the
+/// caller's right to name `user` checked) as for any call.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_resolved(
+    e: &Engine,
+    caller: u32,
+    invoker: Option<u32>,
+    resolved: Option<&Account>,
+    user: &str,
+    code: &str,
+    service: &str,
+    rhost: &str,
+) -> Result<VerifyReply> {
     small(&[
         ("user name", user),
         ("code", code),
         ("service name", service),
         ("host name", rhost),
     ])?;
-    let account = authz::login_target(caller, user, "Verify")?;
+    let account = match resolved {
+        Some(account) => account.clone(),
+        None => authz::login_target(caller, user, "Verify")?,
+    };
     e.verify(
         &account.name,
         code,

@@ -672,3 +672,61 @@ fn a_login_waits_while_the_bus_is_full_and_fails_closed_if_it_stays_full() {
     drop(second);
     assert_eq!(a.code, pam::SUCCESS, "{a:?}");
 }
+
+/// twofoldd reuses the account a connection's `BeginLogin` resolved for that
+/// connection's `Verify` of the same user (one login), and for nothing else:
+/// on one root connection, a `Verify` that names another user is that user's.
+#[test]
+fn one_connection_verifies_only_the_user_each_call_names() {
+    use twofold_protocol::{TwofoldProxy, VerifyOutcome};
+    let w = world("", "");
+    let alice = enroll(&w.bus, ALICE).unwrap();
+    let bob = enroll(&w.bus, BOB).unwrap();
+    let address = w.bus.address.clone();
+    let outcomes = zbus::block_on(async {
+        let conn = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await?;
+        let proxy = TwofoldProxy::new(&conn).await?;
+        proxy
+            .begin_login(ALICE, "twofold-test", DEFAULT_RHOST)
+            .await?;
+        // Bob's backup code, named as Bob after Alice's BeginLogin: Bob's.
+        let as_bob = proxy
+            .verify(
+                BOB,
+                bob.backup_codes[0].as_str(),
+                "twofold-test",
+                DEFAULT_RHOST,
+            )
+            .await?;
+        // Bob's next code, named as Alice: not Alice's, so wrong.
+        let as_alice = proxy
+            .verify(
+                ALICE,
+                bob.backup_codes[1].as_str(),
+                "twofold-test",
+                DEFAULT_RHOST,
+            )
+            .await?;
+        let own = proxy
+            .verify(
+                ALICE,
+                alice.backup_codes[0].as_str(),
+                "twofold-test",
+                DEFAULT_RHOST,
+            )
+            .await?;
+        drop(conn);
+        anyhow::Ok([as_bob.outcome, as_alice.outcome, own.outcome])
+    })
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            VerifyOutcome::AcceptedBackupCode,
+            VerifyOutcome::Wrong,
+            VerifyOutcome::AcceptedBackupCode
+        ]
+    );
+}

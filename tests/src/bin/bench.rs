@@ -44,6 +44,13 @@ fn main() -> ExitCode {
                 .filter_map(|n| n.parse().ok())
                 .collect::<Vec<usize>>(),
         ),
+        Some("footprint") => Modules::start(2).and_then(|m| footprint(&m, 1)),
+        Some("floor") => floor(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1000),
+        ),
         Some("fill") => {
             let arg = |n: usize| std::env::args().nth(n).unwrap_or_default();
             fill(
@@ -1152,6 +1159,72 @@ fn scale(sizes: &[usize]) -> Result<()> {
          the other enrolled names have no account, so each costs a failed lookup.",
         LOGIN_USERS * sizes.len()
     );
+    Ok(())
+}
+
+/// What the bus itself costs a login: the module's transport (a zbus
+/// connection with its authentication and `Hello`, two calls through
+/// dbus-daemon to twofoldd, the connection dropped) with calls twofoldd
+/// answers without its engine (`org.freedesktop.DBus.Peer.Ping`, handled by
+/// zbus). Beside it, the same with twofoldd's two real login calls for an
+/// account with no enrollment, and full logins through PAM.
+fn floor(n: usize) -> Result<()> {
+    use_release_build();
+    let m = Modules::start(n / 2 + 1)?;
+    print_machine();
+    let address = m.bus.address.as_str();
+    async fn ping(conn: &zbus::Connection, times: usize) -> zbus::Result<()> {
+        for _ in 0..times {
+            conn.call_method(
+                Some(twofold_protocol::BUS_NAME),
+                twofold_protocol::OBJECT_PATH,
+                Some("org.freedesktop.DBus.Peer"),
+                "Ping",
+                &(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+    let time = |pings: usize| -> Result<Vec<u64>> {
+        let mut micros = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = std::time::Instant::now();
+            zbus::block_on(async {
+                let conn = zbus::connection::Builder::address(address).build().await?;
+                ping(&conn, pings).await?;
+                drop(conn);
+                zbus::Result::Ok(())
+            })?;
+            micros.push(start.elapsed().as_micros() as u64);
+        }
+        micros.sort_unstable();
+        Ok(micros)
+    };
+    let rows = [
+        ("connect, authenticate, Hello, drop", time(0)?),
+        ("the same + 2 × Peer.Ping to twofoldd", time(2)?),
+    ];
+    let logins = m.totp_logins(&(0..n / 2).collect::<Vec<_>>())?;
+    let mut pam: Vec<u64> = m.run(TWOFOLD, &logins)?.iter().map(|o| o.micros).collect();
+    pam.sort_unstable();
+    println!(
+        "
+The bus's share of a login ({n} each, one at a time)
+"
+    );
+    println!("| what | median | 99th percentile |");
+    println!("| --- | --- | --- |");
+    for (what, micros) in rows
+        .iter()
+        .chain([&("full login through PAM (pam_twofold)", pam)])
+    {
+        println!(
+            "| {what} | {:.3} ms | {:.3} ms |",
+            percentile(micros, 50.0) as f64 / 1000.0,
+            percentile(micros, 99.0) as f64 / 1000.0
+        );
+    }
     Ok(())
 }
 
