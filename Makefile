@@ -42,6 +42,8 @@ demo: deps
 bench:
 	scripts/install-deps.sh bench
 	$(CARGO) build --release --workspace
+	# The module as packaged: alone, without the daemon's zbus features.
+	$(CARGO) build --release -p pam-twofold
 	target/release/twofold-bench
 	target/release/twofold-bench ssh 20
 
@@ -50,6 +52,7 @@ bench:
 bench-scale:
 	scripts/install-deps.sh bench
 	$(CARGO) build --release --workspace
+	$(CARGO) build --release -p pam-twofold
 	target/release/twofold-bench scale
 
 # The Debian package and the RPM, in target/packages (cargo-deb and

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
                 .filter_map(|n| n.parse().ok())
                 .collect::<Vec<usize>>(),
         ),
-        Some("footprint") => Modules::start(2).and_then(|m| footprint(&m, 1)),
+        Some("footprint") => {
+            use_release_build();
+            Modules::start(2).and_then(|m| footprint(&m, 1))
+        }
         Some("floor") => floor(
             std::env::args()
                 .nth(2)
@@ -421,11 +424,14 @@ struct Modules {
     twofold: PamService,
     google: PamService,
     oath: PamService,
+    /// pam_permit alone: what libpam and the host cost without a second factor.
+    permit: PamService,
 }
 
 const GOOGLE: &str = "pam_google_authenticator";
 const OATH: &str = "pam_oath";
 const TWOFOLD: &str = "pam_twofold";
+const PERMIT: &str = "pam_permit";
 
 impl Modules {
     /// `users` synthetic accounts in nss_wrapper, all enrolled in twofold;
@@ -470,6 +476,7 @@ impl Modules {
             twofold,
             google,
             oath,
+            permit: PamService::with_stack("auth required pam_permit.so\n")?,
         };
         let seeding = std::time::Instant::now();
         for i in 0..users {
@@ -487,6 +494,7 @@ impl Modules {
         match module {
             GOOGLE => &self.google,
             OATH => &self.oath,
+            PERMIT => &self.permit,
             _ => &self.twofold,
         }
     }
@@ -1036,6 +1044,17 @@ fn footprint(m: &Modules, spare: usize) -> Result<()> {
         kib("peak-rss-kb"),
         base("peak-rss-kb")
     );
+    let grew = |report: &std::collections::HashMap<String, usize>, part: &str| {
+        let get = |k: String| report.get(&k).copied().unwrap_or(0) as i64;
+        get(format!("{part}-after-kb")) - get(format!("{part}-before-kb"))
+    };
+    println!(
+        "| of which anonymous (heap, stacks, relocated data) / file-backed (code) | {} / {} KiB (pam_permit alone: {} / {} KiB) |",
+        grew(&report, "anon"),
+        grew(&report, "file"),
+        grew(&baseline, "anon"),
+        grew(&baseline, "file")
+    );
     if attempt.code != pam::SUCCESS || kib("threads-before") != kib("threads-after") {
         bail!("the footprint login failed or left threads: {attempt:?}");
     }
@@ -1206,19 +1225,22 @@ fn floor(n: usize) -> Result<()> {
         ("the same + 2 × Peer.Ping to twofoldd", time(2)?),
     ];
     let logins = m.totp_logins(&(0..n / 2).collect::<Vec<_>>())?;
-    let mut pam: Vec<u64> = m.run(TWOFOLD, &logins)?.iter().map(|o| o.micros).collect();
-    pam.sort_unstable();
-    println!(
-        "
-The bus's share of a login ({n} each, one at a time)
-"
-    );
+    let pam = |module: &str| -> Result<Vec<u64>> {
+        let mut micros: Vec<u64> = m.run(module, &logins)?.iter().map(|o| o.micros).collect();
+        micros.sort_unstable();
+        Ok(micros)
+    };
+    let login_rows = [
+        (
+            "PAM login with pam_permit alone (libpam in the host)",
+            pam(PERMIT)?,
+        ),
+        ("full login through PAM (pam_twofold)", pam(TWOFOLD)?),
+    ];
+    println!("\nThe bus's share of a login ({n} each, one at a time)\n");
     println!("| what | median | 99th percentile |");
     println!("| --- | --- | --- |");
-    for (what, micros) in rows
-        .iter()
-        .chain([&("full login through PAM (pam_twofold)", pam)])
-    {
+    for (what, micros) in rows.iter().chain(&login_rows) {
         println!(
             "| {what} | {:.3} ms | {:.3} ms |",
             percentile(micros, 50.0) as f64 / 1000.0,

@@ -8,7 +8,9 @@
 //!
 //! `--threads` prints the host process's thread count and resident memory
 //! before `pam_start` and after `pam_end` on stdout, as `threads-before=N
-//! threads-after=M rss-before-kb=A rss-after-kb=B peak-rss-kb=C`.
+//! threads-after=M rss-before-kb=A rss-after-kb=B peak-rss-kb=C` and the
+//! anonymous (heap, stacks, relocated data) and file-backed (code) parts of
+//! the resident memory before and after (`anon-before-kb=…`, `file-after-kb=…`).
 //! `--repeat N` with `--codes FILE` runs N logins in-process, user and code per
 //! line of FILE, and prints one line per login (benchmarks): its latency in
 //! microseconds and its PAM result. `--start-at MS` (Unix time in
@@ -324,6 +326,7 @@ fn main() -> ExitCode {
         return bench(&args, *n, file);
     }
     let (before, rss_before) = (threads(), status_field("VmRSS"));
+    let (anon_before, file_before) = (status_field("RssAnon"), status_field("RssFile"));
     let mut answers = Answers {
         lines: Default::default(),
         from_stdin: true,
@@ -331,10 +334,13 @@ fn main() -> ExitCode {
     let result = login(&args, &args.user, &mut answers);
     if args.threads {
         println!(
-            "threads-before={before} threads-after={} rss-before-kb={rss_before} rss-after-kb={} peak-rss-kb={}",
+            "threads-before={before} threads-after={} rss-before-kb={rss_before} rss-after-kb={} peak-rss-kb={} \
+             anon-before-kb={anon_before} anon-after-kb={} file-before-kb={file_before} file-after-kb={}",
             threads(),
             status_field("VmRSS"),
-            status_field("VmHWM")
+            status_field("VmHWM"),
+            status_field("RssAnon"),
+            status_field("RssFile")
         );
     }
     ExitCode::from(u8::try_from(result).unwrap_or(101))
