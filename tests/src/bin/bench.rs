@@ -1161,7 +1161,11 @@ fn scale(sizes: &[usize]) -> Result<()> {
         let f = figures(&outcomes, 1.0, 0.0);
         let c = figures(&control_outcomes, 1.0, 0.0);
         if f.refused != 0 || c.refused != 0 {
-            bail!("{} logins refused: {}", f.refused + c.refused, m.daemon.log());
+            bail!(
+                "{} logins refused: {}",
+                f.refused + c.refused,
+                m.daemon.log()
+            );
         }
         let start = std::time::Instant::now();
         let report = m
