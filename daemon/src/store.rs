@@ -553,21 +553,21 @@ impl Store for FileStore {
             // A user is named by their enrollment file, or by their metadata
             // file when they have no enrollment (an override for a user not
             // enrolled yet): once either way.
-            let user = match file.strip_suffix(".enrollment") {
-                Some(user) => user,
+            let (user, is_meta) = match file.strip_suffix(".enrollment") {
+                Some(user) => (user, false),
                 None => match file.strip_suffix(".meta") {
-                    Some(user)
-                        if std::fs::symlink_metadata(dir.join(format!("{user}.enrollment")))
-                            .is_err() =>
-                    {
-                        user
-                    }
-                    _ => continue,
+                    Some(user) => (user, true),
+                    None => continue,
                 },
             };
-            if twofold_protocol::user::validate(user).is_ok() {
-                visit(user);
+            if twofold_protocol::user::validate(user).is_err() {
+                continue;
             }
+            if is_meta && std::fs::symlink_metadata(dir.join(format!("{user}.enrollment"))).is_ok()
+            {
+                continue;
+            }
+            visit(user);
         }
         Ok(())
     }
