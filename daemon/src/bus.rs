@@ -43,9 +43,10 @@ struct Resolved {
     at: std::time::Instant,
 }
 
-/// A login's `Verify` reuses its `BeginLogin`'s account for this long: longer
-/// than any prompt waits (sshd's `LoginGraceTime` is 2 minutes by default).
-const RESOLVED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// A login's `Verify` reuses its `BeginLogin`'s account for this long (sshd's
+/// `LoginGraceTime` is 2 minutes by default); a later `Verify` asks NSS
+/// again, so an account removed meanwhile is not verified long after.
+const RESOLVED_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A caller as the bus daemon knows it (from the kernel, at connect time).
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +168,11 @@ impl Service {
         rhost: String,
     ) -> Result<LoginPlan, TwofoldError> {
         let name = user.clone();
+        // Whatever an earlier BeginLogin on this connection resolved no
+        // longer counts, even if this one fails.
+        if let Some(sender) = header.sender() {
+            self.logins().remove(sender.as_str());
+        }
         let (plan, account) = self
             .run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
                 calls::begin_login_resolving(e, caller, invoker, &user, &service, &rhost)

@@ -252,16 +252,19 @@ pub trait Store: Send + Sync {
     fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError>;
     /// Atomically replace the user's metadata.
     fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError>;
-    /// Call `visit` once for every user with an enrollment or metadata, in
-    /// no particular order, without holding the list in memory (a store of a
-    /// million users is walked, not collected).
+    /// Call `visit` for every user with an enrollment or metadata, in no
+    /// particular order, without holding the list in memory (a store of a
+    /// million users is walked, not collected). A user may be visited more
+    /// than once (once per file, and files may come and go during the walk);
+    /// none that exists throughout is missed.
     fn for_each_user(&self, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError>;
 
-    /// Every user with an enrollment or metadata, sorted (small stores, tests).
+    /// Every user with an enrollment or metadata, sorted, each once.
     fn users(&self) -> Result<Vec<String>, StoreError> {
         let mut names = Vec::new();
         self.for_each_user(&mut |name| names.push(name.to_string()))?;
         names.sort();
+        names.dedup();
         Ok(names)
     }
 }
@@ -553,21 +556,15 @@ impl Store for FileStore {
             // A user is named by their enrollment file, or by their metadata
             // file when they have no enrollment (an override for a user not
             // enrolled yet): once either way.
-            let (user, is_meta) = match file.strip_suffix(".enrollment") {
-                Some(user) => (user, false),
-                None => match file.strip_suffix(".meta") {
-                    Some(user) => (user, true),
-                    None => continue,
-                },
+            let Some(user) = file
+                .strip_suffix(".enrollment")
+                .or_else(|| file.strip_suffix(".meta"))
+            else {
+                continue;
             };
-            if twofold_protocol::user::validate(user).is_err() {
-                continue;
+            if twofold_protocol::user::validate(user).is_ok() {
+                visit(user);
             }
-            if is_meta && std::fs::symlink_metadata(dir.join(format!("{user}.enrollment"))).is_ok()
-            {
-                continue;
-            }
-            visit(user);
         }
         Ok(())
     }

@@ -129,11 +129,15 @@ pub async fn connect(address: &str) -> zbus::Result<BusDaemon> {
     let mut pause = Duration::from_millis(5);
     loop {
         match connect_once(address).await {
-            Err(e) if bus_full(&e) && started.elapsed() + pause < BUS_FULL_WAIT => {
+            Err(e) if bus_full(&e) => {
+                let left = BUS_FULL_WAIT.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(e);
+                }
                 // Nothing else runs on this executor (one login, one
                 // connection), so a plain sleep blocks no other task. The
                 // jitter keeps a burst of waiting logins from retrying in step.
-                std::thread::sleep(jitter(pause));
+                std::thread::sleep(jitter(pause).min(left));
                 pause = (pause * 2).min(BUS_FULL_PAUSE_MAX);
             }
             other => return other,
@@ -289,6 +293,18 @@ pub async fn run<H: Host, D: Daemon>(
     }
     let daemon = match connect().await {
         Ok(d) => d,
+        // A full bus is a bus that works and a daemon that may be there:
+        // not a reason for failmode=safe to skip the second factor, or
+        // whoever holds enough of root's connections (logins left at the
+        // code prompt) could make it skip.
+        Err(e) if bus_full(&e) => {
+            host.log(
+                Priority::Error,
+                &format!("the bus stayed full for {BUS_FULL_WAIT:?} ({e}); refusing the login"),
+            );
+            host.show(Shown::Error, UNAVAILABLE_MESSAGE);
+            return PamResultCode::PAM_AUTHINFO_UNAVAIL;
+        }
         Err(e) => return unreachable(host, options, user, &e),
     };
     let plan = match daemon.begin_login(user, &login.service, &login.rhost).await {

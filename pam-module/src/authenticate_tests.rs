@@ -583,6 +583,30 @@ fn no_bus_or_no_daemon_follows_failmode() {
 }
 
 #[test]
+fn a_bus_that_stays_full_refuses_even_with_failmode_safe() {
+    let full = async || -> zbus::Result<FakeDaemon> {
+        Err(zbus::Error::FDO(Box::new(
+            zbus::fdo::Error::LimitsExceeded(
+                "The maximum number of active connections for UID 0 has been reached".into(),
+            ),
+        )))
+    };
+    for options in [Options::default(), SAFE] {
+        let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+        let code = zbus::block_on(run(&mut host, &options, &login("alice"), full));
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL, "{options:?}");
+        assert!(
+            !host
+                .logs
+                .iter()
+                .any(|(_, l)| l.contains("WITHOUT a second factor")),
+            "{:?}",
+            host.logs
+        );
+    }
+}
+
+#[test]
 fn a_daemon_that_is_slow_or_dies_after_being_asked_refuses_even_with_failmode_safe() {
     for options in [Options::default(), SAFE] {
         // BeginLogin times out: a daemon exists, so this is no reason to let anyone in.
