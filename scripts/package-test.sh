@@ -301,6 +301,20 @@ grep -q 'usr/share/doc/twofold/changelog' <<<"$(dpkg-deb --fsys-tarfile "$deb" |
   fail "the .deb has no changelog"
 ok ".deb $(basename "$deb"): Depends: $depends; conffiles; changelog"
 
+# What is loaded into sshd and every other login process: stripped, and of
+# the size the README gives (a profile override once left the symbols in).
+unpacked="$(mktemp -d)"
+dpkg-deb -x "$deb" "$unpacked"
+for binary in usr/lib/x86_64-linux-gnu/security/pam_twofold.so usr/sbin/twofoldd usr/bin/twofold; do
+  if readelf -S "$unpacked/$binary" | grep -q '\.symtab'; then
+    fail "$binary in the .deb is not stripped"
+  fi
+done
+module_bytes="$(stat -c %s "$unpacked/usr/lib/x86_64-linux-gnu/security/pam_twofold.so")"
+rm -rf "$unpacked"
+[ "$module_bytes" -le $((1536 * 1024)) ] || fail "pam_twofold.so is $module_bytes bytes (at most 1.5 MiB expected)"
+ok ".deb: binaries stripped; pam_twofold.so $module_bytes bytes"
+
 # Then installed into a scratch Debian 12 root.
 cache=/var/cache/twofold-package-test
 include=dbus,pamtester,libssl3
