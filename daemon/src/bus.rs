@@ -6,7 +6,6 @@
 use crate::calls;
 use crate::engine::Engine;
 use crate::limits::Limits;
-use crate::users::Account;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use twofold_protocol::{
@@ -24,22 +23,26 @@ pub struct Service {
     engine: Arc<Engine>,
     dbus: fdo::DBusProxy<'static>,
     limits: Arc<Limits>,
-    /// Unique bus name -> uid and process. A unique name is never reused
-    /// while the bus runs and a connection's credentials never change, so the
-    /// bus's answer holds for the sender's lifetime; this saves a round trip
-    /// per call.
-    peers: Mutex<HashMap<String, Peer>>,
-    /// Unique bus name -> the user name its last `BeginLogin` named and the
-    /// account it resolved to. The module makes one connection per login,
-    /// so its `Verify` on the same connection is the same login and needs
-    /// no second round of NSS lookups. Bounded like `peers`.
-    logins: Mutex<HashMap<String, Resolved>>,
+    /// Unique bus name -> what is known of that sender. A unique name is
+    /// never reused while the bus runs and a connection's credentials never
+    /// change, so the bus's answer holds for the sender's lifetime; this
+    /// saves a round trip per call.
+    senders: Mutex<HashMap<String, Sender>>,
 }
 
-/// What a sender's `BeginLogin` resolved, and when.
+/// One sender: its credentials, and the account its last `BeginLogin`
+/// resolved. The module makes one connection per login, so that
+/// connection's `Verify` of the same user name is the same login and needs
+/// no second round of NSS lookups.
+struct Sender {
+    peer: Peer,
+    login: Option<Resolved>,
+}
+
+/// A `BeginLogin`'s user name, the account name it resolved to, and when.
 struct Resolved {
     user: String,
-    account: Account,
+    account: String,
     at: std::time::Instant,
 }
 
@@ -83,17 +86,32 @@ impl Service {
             engine,
             dbus: fdo::DBusProxy::new(conn).await?,
             limits: Arc::default(),
-            peers: Mutex::default(),
-            logins: Mutex::default(),
+            senders: Mutex::default(),
         })
     }
 
-    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Peer>> {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    fn senders(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sender>> {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn logins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Resolved>> {
-        self.logins.lock().unwrap_or_else(|p| p.into_inner())
+    /// Record what this sender's `BeginLogin` resolved (`None`: forget it).
+    /// A sender whose entry was evicted meanwhile records nothing; its
+    /// `Verify` then asks NSS.
+    fn set_login(&self, header: &Header<'_>, login: Option<Resolved>) {
+        if let Some(sender) = header.sender()
+            && let Some(entry) = self.senders().get_mut(sender.as_str())
+        {
+            entry.login = login;
+        }
+    }
+
+    /// The account name this sender's `BeginLogin` resolved `user` to, if
+    /// recent.
+    fn login_of(&self, header: &Header<'_>, user: &str) -> Option<String> {
+        let sender = header.sender()?;
+        let senders = self.senders();
+        let login = senders.get(sender.as_str())?.login.as_ref()?;
+        (login.user == user && login.at.elapsed() < RESOLVED_FOR).then(|| login.account.clone())
     }
 
     /// The caller's uid (and process), as the bus daemon knows them. Never
@@ -102,8 +120,8 @@ impl Service {
         let sender = header
             .sender()
             .ok_or_else(|| TwofoldError::AccessDenied("The caller has no bus name.".into()))?;
-        if let Some(&peer) = self.peers().get(sender.as_str()) {
-            return Ok(peer);
+        if let Some(entry) = self.senders().get(sender.as_str()) {
+            return Ok(entry.peer);
         }
         let credentials = self
             .dbus
@@ -117,11 +135,11 @@ impl Service {
             uid,
             pid: credentials.process_id(),
         };
-        let mut peers = self.peers();
-        if peers.len() >= MAX_CACHED_SENDERS {
-            peers.clear();
+        let mut senders = self.senders();
+        if senders.len() >= MAX_CACHED_SENDERS {
+            senders.clear();
         }
-        peers.insert(sender.to_string(), peer);
+        senders.insert(sender.to_string(), Sender { peer, login: None });
         Ok(peer)
     }
 
@@ -167,31 +185,23 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<LoginPlan, TwofoldError> {
-        let name = user.clone();
         // Whatever an earlier BeginLogin on this connection resolved no
         // longer counts, even if this one fails.
-        if let Some(sender) = header.sender() {
-            self.logins().remove(sender.as_str());
-        }
+        self.set_login(&header, None);
+        let name = user.clone();
         let (plan, account) = self
             .run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
-                calls::begin_login_resolving(e, caller, invoker, &user, &service, &rhost)
+                calls::begin_login(e, caller, invoker, &user, &service, &rhost)
             })
             .await?;
-        if let Some(sender) = header.sender() {
-            let mut logins = self.logins();
-            if logins.len() >= MAX_CACHED_SENDERS {
-                logins.clear();
-            }
-            logins.insert(
-                sender.to_string(),
-                Resolved {
-                    user: name,
-                    account,
-                    at: std::time::Instant::now(),
-                },
-            );
-        }
+        self.set_login(
+            &header,
+            Some(Resolved {
+                user: name,
+                account: account.name,
+                at: std::time::Instant::now(),
+            }),
+        );
         Ok(plan)
     }
 
@@ -204,18 +214,13 @@ impl Service {
         rhost: String,
     ) -> Result<VerifyReply, TwofoldError> {
         let code = Zeroizing::new(code);
-        let resolved = header.sender().and_then(|sender| {
-            self.logins()
-                .get(sender.as_str())
-                .filter(|r| r.user == user && r.at.elapsed() < RESOLVED_FOR)
-                .map(|r| r.account.clone())
-        });
+        let resolved = self.login_of(&header, &user);
         self.run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
-            calls::verify_resolved(
+            calls::verify(
                 e,
                 caller,
                 invoker,
-                resolved.as_ref(),
+                resolved.as_deref(),
                 &user,
                 &code,
                 &service,

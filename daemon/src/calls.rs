@@ -33,21 +33,10 @@ fn login_context(service: &str, rhost: &str, caller: u32, invoker: Option<u32>) 
     }
 }
 
+/// What this login must do, and the account `user` resolved to, which the
+/// same connection's `verify` of the same login may pass back (`bus.rs`
+/// keeps it per sender) instead of asking NSS again.
 pub fn begin_login(
-    e: &Engine,
-    caller: u32,
-    invoker: Option<u32>,
-    user: &str,
-    service: &str,
-    rhost: &str,
-) -> Result<LoginPlan> {
-    begin_login_resolving(e, caller, invoker, user, service, rhost).map(|(plan, _)| plan)
-}
-
-/// `begin_login`, with the account the user name resolved to, which the
-/// same caller's `verify` of the same login may pass back (`bus.rs` keeps it
-/// per connection) instead of asking NSS again.
-pub fn begin_login_resolving(
     e: &Engine,
     caller: u32,
     invoker: Option<u32>,
@@ -69,27 +58,16 @@ pub fn begin_login_resolving(
     Ok((plan, account))
 }
 
+/// Verify `code` for `user`. `resolved`: the account name this caller's
+/// `begin_login` of the same login resolved `user` to, if any; without one,
+/// NSS is asked (and the caller's right to name `user` checked) as for any
+/// call.
+#[allow(clippy::too_many_arguments)]
 pub fn verify(
     e: &Engine,
     caller: u32,
     invoker: Option<u32>,
-    user: &str,
-    code: &str,
-    service: &str,
-    rhost: &str,
-) -> Result<VerifyReply> {
-    verify_resolved(e, caller, invoker, None, user, code, service, rhost)
-}
-
-/// `verify`, with the account this caller's `begin_login_resolving` found
-/// for `user` in the same login, if any; without one, NSS is asked (and the
-/// caller's right to name `user` checked) as for any call.
-#[allow(clippy::too_many_arguments)]
-pub fn verify_resolved(
-    e: &Engine,
-    caller: u32,
-    invoker: Option<u32>,
-    resolved: Option<&Account>,
+    resolved: Option<&str>,
     user: &str,
     code: &str,
     service: &str,
@@ -102,11 +80,11 @@ pub fn verify_resolved(
         ("host name", rhost),
     ])?;
     let account = match resolved {
-        Some(account) => account.clone(),
-        None => authz::login_target(caller, user, "Verify")?,
+        Some(name) => name.to_string(),
+        None => authz::login_target(caller, user, "Verify")?.name,
     };
     e.verify(
-        &account.name,
+        &account,
         code,
         &login_context(service, rhost, caller, invoker),
         crate::now(),

@@ -101,7 +101,9 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             Call::BeginLogin(u, s, r) => {
                 calls::begin_login(e, caller, invoker, &u, &s, &r).map(drop)
             }
-            Call::Verify(u, c, s, r) => calls::verify(e, caller, invoker, &u, &c, &s, &r).map(drop),
+            Call::Verify(u, c, s, r) => {
+                calls::verify(e, caller, invoker, None, &u, &c, &s, &r).map(drop)
+            }
             Call::BeginEnrollment => calls::begin_enrollment(e, caller).map(drop),
             Call::ConfirmEnrollment(c) => calls::confirm_enrollment(e, caller, &c).map(drop),
             Call::Status => calls::status(e, caller).map(drop),

@@ -155,13 +155,8 @@ fn jitter(pause: Duration) -> Duration {
 }
 
 /// The bus's refusal of a connection for its resource limits.
-pub fn bus_full(error: &zbus::Error) -> bool {
-    const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
-    match error {
-        zbus::Error::MethodError(name, _, _) => name.as_str() == LIMITS_EXCEEDED,
-        zbus::Error::FDO(e) => matches!(**e, zbus::fdo::Error::LimitsExceeded(_)),
-        _ => false,
-    }
+fn bus_full(error: &zbus::Error) -> bool {
+    bus_error_is(error, &["org.freedesktop.DBus.Error.LimitsExceeded"])
 }
 
 async fn connect_once(address: &str) -> zbus::Result<BusDaemon> {
@@ -529,18 +524,22 @@ fn unreachable<H: Host>(
 
 /// The bus's answer that no process owns twofoldd's name.
 fn no_daemon(error: &zbus::Error) -> bool {
-    const NAMES: &[&str] = &[
-        "org.freedesktop.DBus.Error.ServiceUnknown",
-        "org.freedesktop.DBus.Error.NameHasNoOwner",
-    ];
+    bus_error_is(
+        error,
+        &[
+            "org.freedesktop.DBus.Error.ServiceUnknown",
+            "org.freedesktop.DBus.Error.NameHasNoOwner",
+        ],
+    )
+}
+
+/// Whether `error` is a D-Bus error reply with one of `names`, whether zbus
+/// gave it as one of its `fdo::Error` variants or by name.
+fn bus_error_is(error: &zbus::Error, names: &[&str]) -> bool {
+    use zbus::DBusError;
     match error {
-        zbus::Error::MethodError(name, _, _) => NAMES.contains(&name.as_str()),
-        zbus::Error::FDO(e) => {
-            matches!(
-                **e,
-                zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
-            )
-        }
+        zbus::Error::MethodError(name, _, _) => names.contains(&name.as_str()),
+        zbus::Error::FDO(e) => names.contains(&e.name().as_str()),
         _ => false,
     }
 }

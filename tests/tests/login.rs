@@ -688,37 +688,22 @@ fn one_connection_verifies_only_the_user_each_call_names() {
             .build()
             .await?;
         let proxy = TwofoldProxy::new(&conn).await?;
+        let verify = async |user: &str, code: &str| {
+            proxy
+                .verify(user, code, "twofold-test", DEFAULT_RHOST)
+                .await
+                .map(|reply| reply.outcome)
+        };
         proxy
             .begin_login(ALICE, "twofold-test", DEFAULT_RHOST)
             .await?;
         // Bob's backup code, named as Bob after Alice's BeginLogin: Bob's.
-        let as_bob = proxy
-            .verify(
-                BOB,
-                bob.backup_codes[0].as_str(),
-                "twofold-test",
-                DEFAULT_RHOST,
-            )
-            .await?;
+        let as_bob = verify(BOB, &bob.backup_codes[0]).await?;
         // Bob's next code, named as Alice: not Alice's, so wrong.
-        let as_alice = proxy
-            .verify(
-                ALICE,
-                bob.backup_codes[1].as_str(),
-                "twofold-test",
-                DEFAULT_RHOST,
-            )
-            .await?;
-        let own = proxy
-            .verify(
-                ALICE,
-                alice.backup_codes[0].as_str(),
-                "twofold-test",
-                DEFAULT_RHOST,
-            )
-            .await?;
+        let as_alice = verify(ALICE, &bob.backup_codes[1]).await?;
+        let own = verify(ALICE, &alice.backup_codes[0]).await?;
         drop(conn);
-        anyhow::Ok([as_bob.outcome, as_alice.outcome, own.outcome])
+        anyhow::Ok([as_bob, as_alice, own])
     })
     .unwrap();
     assert_eq!(

@@ -1020,6 +1020,11 @@ fn footprint(m: &Modules, spare: usize) -> Result<()> {
     let (_, baseline) = bare.login_measuring_host(&m.bus, "root", b"")?;
     let kib = |name: &str| report.get(name).copied().unwrap_or(0);
     let base = |name: &str| baseline.get(name).copied().unwrap_or(0);
+    // What `PART-after-kb` adds to `PART-before-kb` in one driver's report.
+    let grew = |report: &std::collections::HashMap<String, usize>, part: &str| {
+        let get = |k: String| report.get(&k).copied().unwrap_or(0) as i64;
+        get(format!("{part}-after-kb")) - get(format!("{part}-before-kb"))
+    };
     println!("\n4. The module's footprint\n");
     println!("| figure | value |");
     println!("| --- | --- |");
@@ -1035,8 +1040,8 @@ fn footprint(m: &Modules, spare: usize) -> Result<()> {
     );
     println!(
         "| host resident memory after pam_end, more than before pam_start | {} KiB (pam_permit alone: {} KiB) |",
-        kib("rss-after-kb") as i64 - kib("rss-before-kb") as i64,
-        base("rss-after-kb") as i64 - base("rss-before-kb") as i64
+        grew(&report, "rss"),
+        grew(&baseline, "rss")
     );
     println!(
         "| host peak resident memory, more than pam_permit alone | {} KiB ({} against {} KiB) |",
@@ -1044,10 +1049,6 @@ fn footprint(m: &Modules, spare: usize) -> Result<()> {
         kib("peak-rss-kb"),
         base("peak-rss-kb")
     );
-    let grew = |report: &std::collections::HashMap<String, usize>, part: &str| {
-        let get = |k: String| report.get(&k).copied().unwrap_or(0) as i64;
-        get(format!("{part}-after-kb")) - get(format!("{part}-before-kb"))
-    };
     println!(
         "| of which anonymous (heap, stacks, relocated data) / file-backed (code) | {} / {} KiB (pam_permit alone: {} / {} KiB) |",
         grew(&report, "anon"),
@@ -1204,8 +1205,8 @@ fn scale(sizes: &[usize]) -> Result<()> {
 /// connection with its authentication and `Hello`, two calls through
 /// dbus-daemon to twofoldd, the connection dropped) with calls twofoldd
 /// answers without its engine (`org.freedesktop.DBus.Peer.Ping`, handled by
-/// zbus). Beside it, the same with twofoldd's two real login calls for an
-/// account with no enrollment, and full logins through PAM.
+/// zbus). Beside it, PAM logins with pam_permit alone (libpam in the host)
+/// and with pam_twofold.
 fn floor(n: usize) -> Result<()> {
     use_release_build();
     let m = Modules::start(n / 2 + 1)?;
