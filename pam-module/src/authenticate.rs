@@ -21,6 +21,11 @@ pub const NOT_SENT_PROMPT: &str = "Code from an earlier e-mail, or a backup code
 pub const SYSTEM_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
 /// Longest wait for one daemon call; a hung daemon counts as unreachable.
 const METHOD_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for the bus to take a connection (authentication and
+/// `Hello`). A working bus does it in well under a millisecond; one that
+/// accepts the socket and never answers would otherwise hold su or sudo
+/// for good, and an sshd login until `LoginGraceTime`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const UNAVAILABLE_MESSAGE: &str = "The two-factor verification service is not available, so you cannot log in now. \
 Try again later, or contact your administrator.";
 
@@ -159,11 +164,23 @@ fn bus_full(error: &zbus::Error) -> bool {
     bus_error_is(error, &["org.freedesktop.DBus.Error.LimitsExceeded"])
 }
 
+/// A bus that does not answer in time: something is there but not
+/// working, which is not the "nobody there" that `failmode=safe` covers.
+fn timed_out(error: &zbus::Error) -> bool {
+    matches!(error, zbus::Error::InputOutput(e) if e.kind() == std::io::ErrorKind::TimedOut)
+}
+
 async fn connect_once(address: &str) -> zbus::Result<BusDaemon> {
-    let conn = zbus::connection::Builder::address(address)
+    // The runtime that zbus::block_on drives on this thread; its timer
+    // wakes the login when the bus stays silent.
+    let runtime = zruntime::SharedRuntime::current()?;
+    let handshake = zbus::connection::Builder::address(address)
         .method_timeout(METHOD_TIMEOUT)
-        .build()
-        .await?;
+        .build();
+    let conn = runtime
+        .timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(std::io::Error::from)??;
     let proxy = TwofoldProxy::builder(&conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
@@ -296,6 +313,17 @@ pub async fn run<H: Host, D: Daemon>(
             host.log(
                 Priority::Error,
                 &format!("the bus stayed full for {BUS_FULL_WAIT:?} ({e}); refusing the login"),
+            );
+            host.show(Shown::Error, UNAVAILABLE_MESSAGE);
+            return PamResultCode::PAM_AUTHINFO_UNAVAIL;
+        }
+        // Likewise a bus that takes the connection and then says nothing.
+        Err(e) if timed_out(&e) => {
+            host.log(
+                Priority::Error,
+                &format!(
+                    "the bus did not take the connection within {HANDSHAKE_TIMEOUT:?} ({e}); refusing the login"
+                ),
             );
             host.show(Shown::Error, UNAVAILABLE_MESSAGE);
             return PamResultCode::PAM_AUTHINFO_UNAVAIL;

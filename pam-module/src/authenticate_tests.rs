@@ -582,27 +582,30 @@ fn no_bus_or_no_daemon_follows_failmode() {
     assert_eq!(code, PamResultCode::PAM_IGNORE);
 }
 
+/// A full bus, or one that takes the socket and never answers the
+/// handshake, is a bus that is there: failmode=safe must not skip the code.
 #[test]
-fn a_bus_that_stays_full_refuses_even_with_failmode_safe() {
-    let full = async || -> zbus::Result<FakeDaemon> {
-        Err(zbus::Error::FDO(Box::new(
-            zbus::fdo::Error::LimitsExceeded(
-                "The maximum number of active connections for UID 0 has been reached".into(),
-            ),
+fn a_bus_that_stays_full_or_silent_refuses_even_with_failmode_safe() {
+    let full = || {
+        zbus::Error::FDO(Box::new(zbus::fdo::Error::LimitsExceeded(
+            "The maximum number of active connections for UID 0 has been reached".into(),
         )))
     };
-    for options in [Options::default(), SAFE] {
-        let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
-        let code = zbus::block_on(run(&mut host, &options, &login("alice"), full));
-        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL, "{options:?}");
-        assert!(
-            !host
-                .logs
-                .iter()
-                .any(|(_, l)| l.contains("WITHOUT a second factor")),
-            "{:?}",
-            host.logs
-        );
+    for error in [full as fn() -> zbus::Error, timed_out] {
+        for options in [Options::default(), SAFE] {
+            let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+            let connect = async || -> zbus::Result<FakeDaemon> { Err(error()) };
+            let code = zbus::block_on(run(&mut host, &options, &login("alice"), connect));
+            assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL, "{options:?}");
+            assert!(
+                !host
+                    .logs
+                    .iter()
+                    .any(|(_, l)| l.contains("WITHOUT a second factor")),
+                "{:?}",
+                host.logs
+            );
+        }
     }
 }
 

@@ -673,6 +673,49 @@ fn a_login_waits_while_the_bus_is_full_and_fails_closed_if_it_stays_full() {
     assert_eq!(a.code, pam::SUCCESS, "{a:?}");
 }
 
+/// A bus that takes the connection and then says nothing (here the real
+/// dbus-daemon, stopped) holds a login for `HANDSHAKE_TIMEOUT`, not for good,
+/// and refuses it even under failmode=safe: something is there, so this is
+/// not the "no daemon" that failmode=safe lets in on the password alone.
+#[test]
+fn a_silent_bus_refuses_the_login_after_the_handshake_timeout() {
+    use pam_twofold::authenticate::HANDSHAKE_TIMEOUT;
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let safe = PamService::new("failmode=safe").unwrap();
+    let bus_pid = w.bus.pid() as libc::pid_t;
+    let signal = move |sig| {
+        // SAFETY: kill(2) on the pid of the dbus-daemon this test started.
+        let rc = unsafe { libc::kill(bus_pid, sig) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    };
+    signal(libc::SIGSTOP);
+    // Should the module wait for good, the bus wakes up later and the
+    // login ends (in time to be seen as late) instead of hanging the suite.
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let _ = wait.recv_timeout(HANDSHAKE_TIMEOUT * 3);
+        signal(libc::SIGCONT);
+    });
+    let t = std::time::Instant::now();
+    let a = safe.login(&w.bus, ALICE, &line(&e.backup_codes[0]));
+    let waited = t.elapsed();
+    drop(done);
+    watchdog.join().unwrap();
+    let a = a.unwrap();
+    assert_eq!(a.code, pam::AUTHINFO_UNAVAIL, "{a:?}");
+    assert!(a.stderr.contains("not available"), "{a:?}");
+    assert!(
+        waited >= HANDSHAKE_TIMEOUT && waited < HANDSHAKE_TIMEOUT * 3,
+        "refused after {waited:?}"
+    );
+    // The same code gets in once the bus answers again: it was not spent.
+    let a = safe
+        .login(&w.bus, ALICE, &line(&e.backup_codes[0]))
+        .unwrap();
+    assert_eq!(a.code, pam::SUCCESS, "{a:?}");
+}
+
 /// twofoldd reuses the account a connection's `BeginLogin` resolved for that
 /// connection's `Verify` of the same user (one login), and for nothing else:
 /// on one root connection, a `Verify` that names another user is that user's.
