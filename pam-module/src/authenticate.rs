@@ -8,8 +8,8 @@ use pam::constants::PamResultCode;
 use std::time::Duration;
 use twofold_protocol::code;
 use twofold_protocol::{
-    EnrollmentOffer, LoginAction, LoginPlan, SecretString, TwofoldError, TwofoldProxy,
-    VerifyOutcome, VerifyReply,
+    EnrollmentOffer, LoginAction, LoginPlan, SecretString, TwofoldError, VerifyOutcome,
+    VerifyReply, login_method,
 };
 use zeroize::Zeroizing;
 
@@ -103,9 +103,31 @@ pub trait Daemon {
     ) -> Result<Vec<SecretString>, TwofoldError>;
 }
 
-/// twofoldd over the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`).
+/// twofoldd over the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`). Calls go
+/// straight on the connection: a proxy would bring zbus's proxy machinery
+/// (property caches, signal streams) into every login process for nothing.
 pub struct BusDaemon {
-    proxy: TwofoldProxy<'static>,
+    conn: zbus::Connection,
+}
+
+impl BusDaemon {
+    async fn call<B, R>(&self, method: &'static str, args: &B) -> Result<R, TwofoldError>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+        R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
+    {
+        let reply = self
+            .conn
+            .call_method(
+                Some(twofold_protocol::BUS_NAME),
+                twofold_protocol::OBJECT_PATH,
+                Some(twofold_protocol::INTERFACE),
+                method,
+                args,
+            )
+            .await?;
+        Ok(reply.body().deserialize::<R>()?)
+    }
 }
 
 /// The bus to use. Under setuid (`su`, `sudo`) the environment is the
@@ -181,11 +203,7 @@ async fn connect_once(address: &str) -> zbus::Result<BusDaemon> {
         .timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(std::io::Error::from)??;
-    let proxy = TwofoldProxy::builder(&conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await?;
-    Ok(BusDaemon { proxy })
+    Ok(BusDaemon { conn })
 }
 
 impl Daemon for BusDaemon {
@@ -195,7 +213,8 @@ impl Daemon for BusDaemon {
         service: &str,
         rhost: &str,
     ) -> Result<LoginPlan, TwofoldError> {
-        self.proxy.begin_login(user, service, rhost).await
+        self.call(login_method::BEGIN_LOGIN, &(user, service, rhost))
+            .await
     }
 
     async fn verify(
@@ -205,7 +224,8 @@ impl Daemon for BusDaemon {
         service: &str,
         rhost: &str,
     ) -> Result<VerifyReply, TwofoldError> {
-        self.proxy.verify(user, code, service, rhost).await
+        self.call(login_method::VERIFY, &(user, code, service, rhost))
+            .await
     }
 
     async fn enroll_at_login(
@@ -214,7 +234,8 @@ impl Daemon for BusDaemon {
         service: &str,
         rhost: &str,
     ) -> Result<EnrollmentOffer, TwofoldError> {
-        self.proxy.enroll_at_login(user, service, rhost).await
+        self.call(login_method::ENROLL_AT_LOGIN, &(user, service, rhost))
+            .await
     }
 
     async fn confirm_at_login(
@@ -222,7 +243,8 @@ impl Daemon for BusDaemon {
         user: &str,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        self.proxy.confirm_at_login(user, code).await
+        self.call(login_method::CONFIRM_AT_LOGIN, &(user, code))
+            .await
     }
 
     async fn send_login_code(
@@ -231,7 +253,8 @@ impl Daemon for BusDaemon {
         service: &str,
         rhost: &str,
     ) -> Result<String, TwofoldError> {
-        self.proxy.send_login_code(user, service, rhost).await
+        self.call(login_method::SEND_LOGIN_CODE, &(user, service, rhost))
+            .await
     }
 
     async fn email_enroll_at_login(
@@ -241,9 +264,11 @@ impl Daemon for BusDaemon {
         service: &str,
         rhost: &str,
     ) -> Result<String, TwofoldError> {
-        self.proxy
-            .email_enroll_at_login(user, address, service, rhost)
-            .await
+        self.call(
+            login_method::EMAIL_ENROLL_AT_LOGIN,
+            &(user, address, service, rhost),
+        )
+        .await
     }
 
     async fn confirm_email_at_login(
@@ -251,7 +276,8 @@ impl Daemon for BusDaemon {
         user: &str,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        self.proxy.confirm_email_at_login(user, code).await
+        self.call(login_method::CONFIRM_EMAIL_AT_LOGIN, &(user, code))
+            .await
     }
 }
 

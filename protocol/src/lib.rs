@@ -9,7 +9,7 @@ pub mod text;
 pub mod user;
 
 use serde::{Deserialize, Serialize};
-use zbus::{DBusError, proxy, zvariant::Type};
+use zbus::{DBusError, zvariant::Type};
 
 pub use secret::SecretString;
 
@@ -19,6 +19,19 @@ pub const BUS_NAME: &str = "org.twofold.Twofold1";
 pub const OBJECT_PATH: &str = "/org/twofold/Twofold1";
 /// Interface name (also the D-Bus policy's `send_interface`).
 pub const INTERFACE: &str = "org.twofold.Twofold1";
+
+/// The methods the PAM module calls, by name: it calls them on its
+/// connection rather than through `TwofoldProxy` (see the `Twofold` trait for what
+/// each does); the end-to-end tests call every one through the module.
+pub mod login_method {
+    pub const BEGIN_LOGIN: &str = "BeginLogin";
+    pub const VERIFY: &str = "Verify";
+    pub const ENROLL_AT_LOGIN: &str = "EnrollAtLogin";
+    pub const CONFIRM_AT_LOGIN: &str = "ConfirmAtLogin";
+    pub const SEND_LOGIN_CODE: &str = "SendLoginCode";
+    pub const EMAIL_ENROLL_AT_LOGIN: &str = "EmailEnrollAtLogin";
+    pub const CONFIRM_EMAIL_AT_LOGIN: &str = "ConfirmEmailAtLogin";
+}
 
 /// What the module must do for a login, decided by the daemon from the
 /// user's effective rule and state.
@@ -211,7 +224,10 @@ pub enum TwofoldError {
 
 /// The daemon's interface. Every method identifies the caller by the uid the
 /// bus reports for the sender, never by an argument.
-#[proxy(
+/// (`TwofoldProxy`, with the `proxy` feature: the module calls the methods
+/// on its connection instead, without zbus's proxy machinery.)
+#[cfg(feature = "proxy")]
+#[zbus::proxy(
     interface = "org.twofold.Twofold1",
     default_service = "org.twofold.Twofold1",
     default_path = "/org/twofold/Twofold1"
