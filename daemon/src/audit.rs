@@ -3,14 +3,27 @@
 //! control characters; codes and secrets are never given to this module.
 
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
 
 type Syslog = Logger<LoggerBackend, Formatter3164>;
 
+/// How long to leave an unreachable syslog alone before connecting again:
+/// without a pause every line would cost three failed connects (the crate
+/// tries /dev/log, /var/run/syslog and /var/run/log) on a host without one.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+enum Syslogd {
+    Connected(Syslog),
+    /// Unreachable at `since`; a line after [`RECONNECT_PAUSE`] tries again
+    /// (a restarted syslog daemon recreates /dev/log).
+    Down {
+        since: Instant,
+    },
+}
+
 struct Sink {
-    /// `None` until connected, and again after a failed send: the next line
-    /// reconnects (a restarted syslog daemon recreates /dev/log).
-    syslog: Mutex<Option<Syslog>>,
+    syslog: Mutex<Syslogd>,
     stderr: bool,
 }
 
@@ -36,13 +49,22 @@ fn connect() -> Option<Syslog> {
 /// Start logging; lines also go to stderr if `stderr`. Returns whether
 /// syslog was reachable, so the caller can warn when it is not.
 pub fn init(stderr: bool) -> bool {
-    let syslog = connect();
-    let reachable = syslog.is_some();
+    let syslog = connected(connect(), Instant::now());
+    let reachable = matches!(syslog, Syslogd::Connected(_));
     let _ = SINK.set(Sink {
         syslog: Mutex::new(syslog),
         stderr,
     });
     reachable
+}
+
+fn connected(logger: Option<Syslog>, now: Instant) -> Syslogd {
+    logger.map_or(Syslogd::Down { since: now }, Syslogd::Connected)
+}
+
+/// Whether a line at `now` should try to reach a syslog that was down at `since`.
+fn time_to_reconnect(since: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(since) >= RECONNECT_PAUSE
 }
 
 fn send(logger: &mut Syslog, level: Level, line: &str) -> bool {
@@ -57,10 +79,28 @@ fn send(logger: &mut Syslog, level: Level, line: &str) -> bool {
 pub fn log(level: Level, line: &str) {
     let Some(sink) = SINK.get() else { return };
     let mut syslog = sink.syslog.lock().unwrap_or_else(|p| p.into_inner());
-    let sent = syslog.as_mut().is_some_and(|l| send(l, level, line));
+    let sent = match &mut *syslog {
+        Syslogd::Connected(logger) => send(logger, level, line),
+        Syslogd::Down { .. } => false,
+    };
     if !sent {
-        *syslog = connect();
-        let resent = syslog.as_mut().is_some_and(|l| send(l, level, line));
+        let now = Instant::now();
+        // A failed send reconnects at once (the daemon may have restarted);
+        // a syslog already known to be down, only once the pause is over.
+        let retry = match *syslog {
+            Syslogd::Connected(_) => true,
+            Syslogd::Down { since } => time_to_reconnect(since, now),
+        };
+        let mut resent = false;
+        if retry {
+            *syslog = connected(connect(), now);
+            if let Syslogd::Connected(logger) = &mut *syslog {
+                resent = send(logger, level, line);
+                if !resent {
+                    *syslog = Syslogd::Down { since: now };
+                }
+            }
+        }
         if !resent && !sink.stderr {
             // Nowhere else to go: stderr reaches the journal under systemd.
             to_stderr(&format!("twofoldd: (syslog unreachable) {line}\n"));
@@ -92,6 +132,16 @@ pub fn field(key: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_syslog_is_tried_again_only_after_the_pause() {
+        let down = Instant::now();
+        assert!(!time_to_reconnect(down, down));
+        assert!(!time_to_reconnect(down, down + RECONNECT_PAUSE / 2));
+        assert!(time_to_reconnect(down, down + RECONNECT_PAUSE));
+        // A clock read before `since` (another thread's line) waits too.
+        assert!(!time_to_reconnect(down + RECONNECT_PAUSE, down));
+    }
 
     #[test]
     fn fields_cannot_forge_lines() {
