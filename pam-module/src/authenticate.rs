@@ -19,7 +19,8 @@ pub const NOT_SENT_PROMPT: &str = "Code from an earlier e-mail, or a backup code
 /// The system bus. `DBUS_SYSTEM_BUS_ADDRESS` replaces it only for a host that
 /// is not running setuid (tests, the demo), see [`bus_address`].
 pub const SYSTEM_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
-/// Longest wait for one daemon call; a hung daemon counts as unreachable.
+/// Longest wait for one daemon call; a daemon that takes longer refuses the
+/// login, whatever the failmode.
 const METHOD_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest wait for the bus to take a connection (authentication and
 /// `Hello`). A working bus does it in well under a millisecond; one that
@@ -149,8 +150,8 @@ pub const BUS_FULL_WAIT: Duration = Duration::from_secs(5);
 const BUS_FULL_PAUSE_MAX: Duration = Duration::from_millis(200);
 
 /// Connect to twofoldd's bus, waiting up to [`BUS_FULL_WAIT`] while the bus
-/// refuses the connection for its per-uid limit. Any other failure returns
-/// at once (the caller applies `failmode`).
+/// refuses the connection for its per-uid limit, each try's handshake
+/// bounded by [`HANDSHAKE_TIMEOUT`]. Any other failure returns at once.
 pub async fn connect(address: &str) -> zbus::Result<BusDaemon> {
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(5);
@@ -186,8 +187,7 @@ fn bus_full(error: &zbus::Error) -> bool {
     bus_error_is(error, &["org.freedesktop.DBus.Error.LimitsExceeded"])
 }
 
-/// A bus that does not answer in time: something is there but not
-/// working, which is not the "nobody there" that `failmode=safe` covers.
+/// A bus that did not answer the handshake in time.
 fn timed_out(error: &zbus::Error) -> bool {
     matches!(error, zbus::Error::InputOutput(e) if e.kind() == std::io::ErrorKind::TimedOut)
 }
@@ -331,30 +331,25 @@ pub async fn run<H: Host, D: Daemon>(
     }
     let daemon = match connect().await {
         Ok(d) => d,
-        // A full bus is a bus that works and a daemon that may be there:
-        // not a reason for failmode=safe to skip the second factor, or
-        // whoever holds enough of root's connections (logins left at the
-        // code prompt) could make it skip.
-        Err(e) if bus_full(&e) => {
-            host.log(
-                Priority::Error,
-                &format!("the bus stayed full for {BUS_FULL_WAIT:?} ({e}); refusing the login"),
-            );
+        // No bus running: the one failure to connect that failmode=safe
+        // covers. Anything else (a bus full of root's connections, or silent,
+        // or one that drops the handshake; no file descriptors left, which
+        // whoever runs su can arrange with ulimit) means a bus that is
+        // there, or a host in trouble: refused whatever the failmode, or
+        // whoever can cause it could make the module skip the code.
+        Err(e) if no_bus(&e) => return unreachable(host, options, user, &e),
+        Err(e) => {
+            let why = if bus_full(&e) {
+                format!("the bus stayed full for {BUS_FULL_WAIT:?}")
+            } else if timed_out(&e) {
+                format!("the bus did not take the connection within {HANDSHAKE_TIMEOUT:?}")
+            } else {
+                "cannot connect to the bus".to_string()
+            };
+            host.log(Priority::Error, &format!("{why} ({e}); refusing the login"));
             host.show(Shown::Error, UNAVAILABLE_MESSAGE);
             return PamResultCode::PAM_AUTHINFO_UNAVAIL;
         }
-        // Likewise a bus that takes the connection and then says nothing.
-        Err(e) if timed_out(&e) => {
-            host.log(
-                Priority::Error,
-                &format!(
-                    "the bus did not take the connection within {HANDSHAKE_TIMEOUT:?} ({e}); refusing the login"
-                ),
-            );
-            host.show(Shown::Error, UNAVAILABLE_MESSAGE);
-            return PamResultCode::PAM_AUTHINFO_UNAVAIL;
-        }
-        Err(e) => return unreachable(host, options, user, &e),
     };
     let plan = match daemon.begin_login(user, &login.service, &login.rhost).await {
         Ok(plan) => plan,
@@ -574,6 +569,12 @@ fn unreachable<H: Host>(
             PamResultCode::PAM_IGNORE
         }
     }
+}
+
+/// No bus to connect to: its socket is missing, or nothing listens on it.
+fn no_bus(error: &zbus::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    matches!(error, zbus::Error::Connection(e, _) if matches!(e.kind(), NotFound | ConnectionRefused))
 }
 
 /// The bus's answer that no process owns twofoldd's name.

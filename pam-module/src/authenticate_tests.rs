@@ -511,6 +511,15 @@ fn io_error(kind: std::io::ErrorKind) -> zbus::Error {
     zbus::Error::InputOutput(std::sync::Arc::new(std::io::Error::from(kind)))
 }
 
+/// A failed connect(2) to the bus's socket, as zbus reports it.
+fn connect_error(error: std::io::Error) -> zbus::Error {
+    let address = zbus::Address::try_from("unix:path=/run/dbus/system_bus_socket");
+    match address {
+        Ok(address) => zbus::Error::Connection(std::sync::Arc::new(error), Box::new(address)),
+        Err(e) => e,
+    }
+}
+
 fn name_has_no_owner() -> zbus::Error {
     zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown(
         "no twofoldd".into(),
@@ -554,20 +563,26 @@ fn allowed_without_a_code_gets_the_notice_and_no_prompt() {
 
 #[test]
 fn no_bus_or_no_daemon_follows_failmode() {
-    let down = async || -> zbus::Result<FakeDaemon> { Err(io_error(std::io::ErrorKind::NotFound)) };
-    let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
-    let code = zbus::block_on(run(&mut host, &Options::default(), &login("alice"), down));
-    assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+    // The bus's socket is missing, or nothing listens on it.
+    for kind in [
+        std::io::ErrorKind::NotFound,
+        std::io::ErrorKind::ConnectionRefused,
+    ] {
+        let down = async || -> zbus::Result<FakeDaemon> { Err(connect_error(kind.into())) };
+        let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+        let code = zbus::block_on(run(&mut host, &Options::default(), &login("alice"), down));
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL, "{kind:?}");
 
-    // failmode=safe lets the rest of the stack decide (IGNORE), never SUCCESS.
-    let mut host = Scripted::new(vec![]);
-    let code = zbus::block_on(run(&mut host, &SAFE, &login("alice"), down));
-    assert_eq!(code, PamResultCode::PAM_IGNORE);
-    assert!(
-        host.logs
-            .iter()
-            .any(|(p, l)| *p == Priority::Warning && l.contains("WITHOUT a second factor"))
-    );
+        // failmode=safe lets the rest of the stack decide (IGNORE), never SUCCESS.
+        let mut host = Scripted::new(vec![]);
+        let code = zbus::block_on(run(&mut host, &SAFE, &login("alice"), down));
+        assert_eq!(code, PamResultCode::PAM_IGNORE, "{kind:?}");
+        assert!(
+            host.logs
+                .iter()
+                .any(|(p, l)| *p == Priority::Warning && l.contains("WITHOUT a second factor"))
+        );
+    }
 
     // A bus on which nobody owns the name is the same as no daemon.
     let no_owner = || FakeDaemon {
@@ -582,21 +597,33 @@ fn no_bus_or_no_daemon_follows_failmode() {
     assert_eq!(code, PamResultCode::PAM_IGNORE);
 }
 
-/// A full bus, or one that takes the socket and never answers the
-/// handshake, is a bus that is there: failmode=safe must not skip the code.
+/// Every other failure to connect is a bus that is there (full, silent,
+/// dropping the handshake), or a host in trouble (no file descriptors left,
+/// which whoever runs su can arrange with `ulimit -n`): failmode=safe must
+/// not skip the code for whoever can cause one.
 #[test]
-fn a_bus_that_stays_full_or_silent_refuses_even_with_failmode_safe() {
+fn any_other_failure_to_connect_refuses_even_with_failmode_safe() {
     let full = || {
         zbus::Error::FDO(Box::new(zbus::fdo::Error::LimitsExceeded(
             "The maximum number of active connections for UID 0 has been reached".into(),
         )))
     };
-    for error in [full as fn() -> zbus::Error, timed_out] {
+    let no_fds = || connect_error(std::io::Error::from_raw_os_error(libc::EMFILE));
+    let reset = || io_error(std::io::ErrorKind::ConnectionReset);
+    let denied = || connect_error(std::io::ErrorKind::PermissionDenied.into());
+    let handshake = || zbus::Error::Handshake("Unexpected command from server".into());
+    let errors: [fn() -> zbus::Error; 6] = [full, timed_out, no_fds, reset, denied, handshake];
+    for error in errors {
         for options in [Options::default(), SAFE] {
             let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
             let connect = async || -> zbus::Result<FakeDaemon> { Err(error()) };
             let code = zbus::block_on(run(&mut host, &options, &login("alice"), connect));
-            assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL, "{options:?}");
+            assert_eq!(
+                code,
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+                "{options:?} {}",
+                error()
+            );
             assert!(
                 !host
                     .logs
@@ -987,4 +1014,19 @@ fn a_host_name_gives_way_to_sshds_numeric_peer_address() {
         remote_host("host.example".into(), Some("not-an-address 1 2 3")),
         "host.example"
     );
+}
+
+/// The handshake's timer is zruntime's, on the runtime that `zbus::block_on`
+/// drives. A second copy of the crate (zbus moving to another major version)
+/// would give the timer a runtime of its own, run by a helper thread inside
+/// the host: one copy only.
+#[test]
+fn the_module_and_zbus_share_one_zruntime() {
+    let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    let lock = std::fs::read_to_string(lock).unwrap_or_default();
+    let copies = lock
+        .lines()
+        .filter(|l| l.trim() == r#"name = "zruntime""#)
+        .count();
+    assert_eq!(copies, 1, "zruntime copies in Cargo.lock");
 }

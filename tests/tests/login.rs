@@ -312,6 +312,28 @@ fn daemon_down_refuses_with_failmode_secure_and_allows_with_safe() {
     assert_eq!(none.code, pam::AUTHINFO_UNAVAIL);
 }
 
+/// No bus running (its socket missing, or nothing listening on it) is the
+/// "no daemon to ask" that failmode decides; see also the tests of a bus
+/// that is full or silent, which refuse whatever the failmode.
+#[test]
+fn no_bus_follows_failmode() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("stale_socket");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let missing = format!("unix:path={}", dir.path().join("missing").display());
+    let stale = format!("unix:path={}", stale.display());
+    let secure = PamService::new("").unwrap();
+    let safe = PamService::new("failmode=safe").unwrap();
+    for address in [missing, stale] {
+        let a = secure.login_at(&address, ALICE, b"123456\n").unwrap();
+        assert_eq!(a.code, pam::AUTHINFO_UNAVAIL, "{address}: {a:?}");
+        assert!(a.stderr.contains("not available"), "{address}: {a:?}");
+        let a = safe.login_at(&address, ALICE, b"").unwrap();
+        assert_eq!(a.code, pam::SUCCESS, "{address}: {a:?}");
+        assert!(!a.stderr.contains("Verification code"), "{address}: {a:?}");
+    }
+}
+
 #[test]
 fn a_user_cannot_verify_another_users_code_but_may_verify_their_own() {
     let w = world("", "");
@@ -698,12 +720,17 @@ fn a_silent_bus_refuses_the_login_after_the_handshake_timeout() {
         signal(libc::SIGCONT);
     });
     let t = std::time::Instant::now();
-    let a = safe.login(&w.bus, ALICE, &line(&e.backup_codes[0]));
+    let a = safe.login_counting_threads(&w.bus, ALICE, &line(&e.backup_codes[0]));
     let waited = t.elapsed();
     drop(done);
     watchdog.join().unwrap();
-    let a = a.unwrap();
+    let (a, threads_before, threads_after) = a.unwrap();
     assert_eq!(a.code, pam::AUTHINFO_UNAVAIL, "{a:?}");
+    // The abandoned handshake and its timer leave nothing running in the host.
+    assert_eq!(
+        threads_before, threads_after,
+        "threads before pam_start and after pam_end"
+    );
     assert!(a.stderr.contains("not available"), "{a:?}");
     assert!(
         waited >= HANDSHAKE_TIMEOUT && waited < HANDSHAKE_TIMEOUT * 3,
@@ -714,6 +741,41 @@ fn a_silent_bus_refuses_the_login_after_the_handshake_timeout() {
         .login(&w.bus, ALICE, &line(&e.backup_codes[0]))
         .unwrap();
     assert_eq!(a.code, pam::SUCCESS, "{a:?}");
+}
+
+/// The module calls twofoldd's login methods by name (no proxy): each of
+/// those names is a method twofoldd serves.
+#[test]
+fn twofoldd_serves_every_method_the_module_calls() {
+    use twofold_protocol::login_method::*;
+    let w = world("", "");
+    let address = w.bus.address.clone();
+    let xml = zbus::block_on(async {
+        let conn = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await?;
+        let introspectable = zbus::fdo::IntrospectableProxy::builder(&conn)
+            .destination(twofold_protocol::BUS_NAME)
+            .path(twofold_protocol::OBJECT_PATH)
+            .build()
+            .await?;
+        anyhow::Ok(introspectable.introspect().await?)
+    })
+    .unwrap();
+    for method in [
+        BEGIN_LOGIN,
+        VERIFY,
+        ENROLL_AT_LOGIN,
+        CONFIRM_AT_LOGIN,
+        SEND_LOGIN_CODE,
+        EMAIL_ENROLL_AT_LOGIN,
+        CONFIRM_EMAIL_AT_LOGIN,
+    ] {
+        assert!(
+            xml.contains(&format!(r#"<method name="{method}">"#)),
+            "{method} is not in twofoldd's interface:\n{xml}"
+        );
+    }
 }
 
 /// twofoldd reuses the account a connection's `BeginLogin` resolved for that
