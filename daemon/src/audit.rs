@@ -139,7 +139,7 @@ mod tests {
         assert!(!time_to_reconnect(down, down));
         assert!(!time_to_reconnect(down, down + RECONNECT_PAUSE / 2));
         assert!(time_to_reconnect(down, down + RECONNECT_PAUSE));
-        // A clock read before `since` (another thread's line) waits too.
+        // An instant before `since` (not possible under the lock) saturates.
         assert!(!time_to_reconnect(down + RECONNECT_PAUSE, down));
     }
 

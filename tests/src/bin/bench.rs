@@ -27,7 +27,8 @@ const SIX: TotpParams = TotpParams {
 const NSS_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
 
 fn main() -> ExitCode {
-    let _syslog = SyslogSink::start();
+    // `fill` is this program run again by `scale`, under the parent's sink.
+    let _syslog = (std::env::args().nth(1).as_deref() != Some("fill")).then(SyslogSink::start);
     let result = match std::env::args().nth(1).as_deref() {
         Some("ssh") => ssh(std::env::args()
             .nth(2)
