@@ -569,6 +569,20 @@ fn test_user_locked(name: &str) -> Result<u32> {
     uid().ok_or_else(|| anyhow!("could not create test user {name}"))
 }
 
+/// Remove a test user that only the calling test uses (its account, not
+/// its twofold state).
+pub fn remove_test_user(name: &str) -> Result<()> {
+    let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let out = Command::new("userdel")
+        .arg(name)
+        .output()
+        .context("userdel")?;
+    if !out.status.success() {
+        bail!("userdel {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 /// A second name for `of`'s uid (like `toor` for root), created once after `of`.
 pub fn test_alias(name: &str, of: &str) -> Result<u32> {
     let _guard = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());

@@ -743,6 +743,44 @@ fn a_silent_bus_refuses_the_login_after_the_handshake_timeout() {
     assert_eq!(a.code, pam::SUCCESS, "{a:?}");
 }
 
+/// A `BeginLogin` that fails forgets the account the connection's earlier
+/// `BeginLogin` resolved: once the account is gone, the connection's next
+/// `Verify` of that name finds no such user instead of reusing it.
+#[test]
+fn a_failed_begin_login_forgets_the_account_resolved_before() {
+    use twofold_protocol::{TwofoldError, TwofoldProxy};
+    const GONE: &str = "tf-gone";
+    let w = world("", "");
+    test_user(GONE).unwrap();
+    let gone = enroll(&w.bus, GONE).unwrap();
+    let address = w.bus.address.clone();
+    let (second, verify) = zbus::block_on(async {
+        let conn = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await?;
+        let proxy = TwofoldProxy::new(&conn).await?;
+        proxy
+            .begin_login(GONE, "twofold-test", DEFAULT_RHOST)
+            .await?;
+        remove_test_user(GONE)?;
+        let second = proxy.begin_login(GONE, "twofold-test", DEFAULT_RHOST).await;
+        let verify = proxy
+            .verify(GONE, &gone.backup_codes[0], "twofold-test", DEFAULT_RHOST)
+            .await;
+        drop(conn);
+        anyhow::Ok((second, verify))
+    })
+    .unwrap();
+    assert!(
+        matches!(second, Err(TwofoldError::UnknownUser(_))),
+        "{second:?}"
+    );
+    assert!(
+        matches!(verify, Err(TwofoldError::UnknownUser(_))),
+        "the Verify reused the forgotten account: {verify:?}"
+    );
+}
+
 /// The module calls twofoldd's login methods by name (no proxy): each of
 /// those names is a method twofoldd serves.
 #[test]
