@@ -49,7 +49,12 @@ fn connect() -> Option<Syslog> {
 /// Start logging; lines also go to stderr if `stderr`. Returns whether
 /// syslog was reachable, so the caller can warn when it is not.
 pub fn init(stderr: bool) -> bool {
-    let syslog = connected(connect(), Instant::now());
+    let syslog = connect().map_or(
+        Syslogd::Down {
+            since: Instant::now(),
+        },
+        Syslogd::Connected,
+    );
     let reachable = matches!(syslog, Syslogd::Connected(_));
     let _ = SINK.set(Sink {
         syslog: Mutex::new(syslog),
@@ -58,13 +63,38 @@ pub fn init(stderr: bool) -> bool {
     reachable
 }
 
-fn connected(logger: Option<Syslog>, now: Instant) -> Syslogd {
-    logger.map_or(Syslogd::Down { since: now }, Syslogd::Connected)
-}
-
 /// Whether a line at `now` should try to reach a syslog that was down at `since`.
 fn time_to_reconnect(since: Instant, now: Instant) -> bool {
     now.saturating_duration_since(since) >= RECONNECT_PAUSE
+}
+
+impl Syslogd {
+    /// Send `line`: on the connection if there is one; else, or if that
+    /// fails, on a new one, made at once after a failed send (the daemon may
+    /// have restarted) and once the pause is over after a failed connect.
+    fn send(&mut self, level: Level, line: &str) -> bool {
+        let now = Instant::now();
+        match self {
+            Syslogd::Connected(logger) => {
+                if send(logger, level, line) {
+                    return true;
+                }
+            }
+            Syslogd::Down { since } => {
+                if !time_to_reconnect(*since, now) {
+                    return false;
+                }
+            }
+        }
+        if let Some(mut logger) = connect()
+            && send(&mut logger, level, line)
+        {
+            *self = Syslogd::Connected(logger);
+            return true;
+        }
+        *self = Syslogd::Down { since: now };
+        false
+    }
 }
 
 fn send(logger: &mut Syslog, level: Level, line: &str) -> bool {
@@ -78,35 +108,15 @@ fn send(logger: &mut Syslog, level: Level, line: &str) -> bool {
 
 pub fn log(level: Level, line: &str) {
     let Some(sink) = SINK.get() else { return };
-    let mut syslog = sink.syslog.lock().unwrap_or_else(|p| p.into_inner());
-    let sent = match &mut *syslog {
-        Syslogd::Connected(logger) => send(logger, level, line),
-        Syslogd::Down { .. } => false,
-    };
-    if !sent {
-        let now = Instant::now();
-        // A failed send reconnects at once (the daemon may have restarted);
-        // a syslog already known to be down, only once the pause is over.
-        let retry = match *syslog {
-            Syslogd::Connected(_) => true,
-            Syslogd::Down { since } => time_to_reconnect(since, now),
-        };
-        let mut resent = false;
-        if retry {
-            *syslog = connected(connect(), now);
-            if let Syslogd::Connected(logger) = &mut *syslog {
-                resent = send(logger, level, line);
-                if !resent {
-                    *syslog = Syslogd::Down { since: now };
-                }
-            }
-        }
-        if !resent && !sink.stderr {
-            // Nowhere else to go: stderr reaches the journal under systemd.
-            to_stderr(&format!("twofoldd: (syslog unreachable) {line}\n"));
-        }
+    let sent = sink
+        .syslog
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(level, line);
+    if !sent && !sink.stderr {
+        // Nowhere else to go: stderr reaches the journal under systemd.
+        to_stderr(&format!("twofoldd: (syslog unreachable) {line}\n"));
     }
-    drop(syslog);
     if sink.stderr {
         to_stderr(&format!("twofoldd: {line}\n"));
     }

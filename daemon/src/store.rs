@@ -553,9 +553,9 @@ impl Store for FileStore {
             let entry = entry.map_err(io_err(dir))?;
             let file = entry.file_name();
             let Some(file) = file.to_str() else { continue };
-            // A user is named by their enrollment file, or by their metadata
-            // file when they have no enrollment (an override for a user not
-            // enrolled yet): once either way.
+            // A user is named by their enrollment file and by their metadata
+            // file (an override for a user not enrolled yet has only the
+            // latter): a user with both is visited twice.
             let Some(user) = file
                 .strip_suffix(".enrollment")
                 .or_else(|| file.strip_suffix(".meta"))
