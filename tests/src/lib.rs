@@ -222,6 +222,14 @@ impl Bus {
         c
     }
 
+    /// A connection of this process (root) to the bus, for calls straight
+    /// to twofoldd (inside `zbus::block_on`, dropped there).
+    pub async fn connect(&self) -> zbus::Result<zbus::Connection> {
+        zbus::connection::Builder::address(self.address.as_str())
+            .build()
+            .await
+    }
+
     /// A connection of this process (root) to the bus, held open until the
     /// returned value is dropped: it takes one of root's connection slots.
     pub fn hold_connection(&self) -> Result<HeldConnection> {

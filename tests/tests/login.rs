@@ -753,11 +753,8 @@ fn a_failed_begin_login_forgets_the_account_resolved_before() {
     let w = world("", "");
     test_user(GONE).unwrap();
     let gone = enroll(&w.bus, GONE).unwrap();
-    let address = w.bus.address.clone();
     let (second, verify) = zbus::block_on(async {
-        let conn = zbus::connection::Builder::address(address.as_str())
-            .build()
-            .await?;
+        let conn = w.bus.connect().await?;
         let proxy = TwofoldProxy::new(&conn).await?;
         proxy
             .begin_login(GONE, "twofold-test", DEFAULT_RHOST)
@@ -787,11 +784,8 @@ fn a_failed_begin_login_forgets_the_account_resolved_before() {
 fn twofoldd_serves_every_method_the_module_calls() {
     use twofold_protocol::login_method::*;
     let w = world("", "");
-    let address = w.bus.address.clone();
     let xml = zbus::block_on(async {
-        let conn = zbus::connection::Builder::address(address.as_str())
-            .build()
-            .await?;
+        let conn = w.bus.connect().await?;
         let introspectable = zbus::fdo::IntrospectableProxy::builder(&conn)
             .destination(twofold_protocol::BUS_NAME)
             .path(twofold_protocol::OBJECT_PATH)
@@ -825,11 +819,8 @@ fn one_connection_verifies_only_the_user_each_call_names() {
     let w = world("", "");
     let alice = enroll(&w.bus, ALICE).unwrap();
     let bob = enroll(&w.bus, BOB).unwrap();
-    let address = w.bus.address.clone();
     let outcomes = zbus::block_on(async {
-        let conn = zbus::connection::Builder::address(address.as_str())
-            .build()
-            .await?;
+        let conn = w.bus.connect().await?;
         let proxy = TwofoldProxy::new(&conn).await?;
         let verify = async |user: &str, code: &str| {
             proxy

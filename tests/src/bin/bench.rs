@@ -1274,7 +1274,6 @@ fn floor(n: usize) -> Result<()> {
     use_release_build();
     let m = Modules::start(n / 2 + 1)?;
     print_machine();
-    let address = m.bus.address.as_str();
     async fn ping(conn: &zbus::Connection, times: usize) -> zbus::Result<()> {
         for _ in 0..times {
             conn.call_method(
@@ -1293,7 +1292,7 @@ fn floor(n: usize) -> Result<()> {
         for _ in 0..n {
             let start = std::time::Instant::now();
             zbus::block_on(async {
-                let conn = zbus::connection::Builder::address(address).build().await?;
+                let conn = m.bus.connect().await?;
                 ping(&conn, pings).await?;
                 drop(conn);
                 zbus::Result::Ok(())
