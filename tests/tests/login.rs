@@ -778,6 +778,51 @@ fn a_failed_begin_login_forgets_the_account_resolved_before() {
     );
 }
 
+/// The account a root connection's `BeginLogin` resolved is that
+/// connection's alone: while it is open, another user's `Verify` of the
+/// same name is checked as any call, and refused.
+#[test]
+fn a_resolved_login_is_no_other_callers() {
+    use twofold_protocol::TwofoldProxy;
+    let w = world("", "");
+    let alice = enroll(&w.bus, ALICE).unwrap();
+    test_user(BOB).unwrap();
+    let by_bob = zbus::block_on(async {
+        let conn = w.bus.connect().await?;
+        let proxy = TwofoldProxy::new(&conn).await?;
+        proxy
+            .begin_login(ALICE, "twofold-test", DEFAULT_RHOST)
+            .await?;
+        // Bob, on his own connection, verifies as Alice while root's is
+        // open: straight on the bus, as the module would ask BeginLogin first.
+        let code = format!("string:{}", alice.backup_codes[0]);
+        let by_bob = w.bus.dbus_send(
+            Some(BOB),
+            "Verify",
+            &[
+                &format!("string:{ALICE}"),
+                &code,
+                "string:twofold-test",
+                "string:",
+            ],
+        );
+        drop(conn);
+        anyhow::Ok(by_bob)
+    })
+    .unwrap();
+    let (ok, reply) = by_bob;
+    assert!(
+        !ok && reply.contains("org.twofold.Error.AccessDenied"),
+        "{reply}"
+    );
+    // Alice's code was not spent by the refused call.
+    let a = w
+        .pam
+        .login(&w.bus, ALICE, &line(&alice.backup_codes[0]))
+        .unwrap();
+    assert_eq!(a.code, pam::SUCCESS, "{a:?}");
+}
+
 /// The module calls twofoldd's login methods by name (no proxy): each of
 /// those names is a method twofoldd serves.
 #[test]
