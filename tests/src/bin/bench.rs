@@ -79,7 +79,7 @@ fn main() -> ExitCode {
 /// login (pam_google_authenticator through pam_syslog, twofoldd through
 /// syslog), and without a listener on /dev/log glibc's syslog falls back to
 /// writing on /dev/console: on this VM's serial console that cost
-/// pam_google_authenticator 2.2 ms of CPU per login, an artifact of a host
+/// pam_google_authenticator about 2.1 ms of CPU per login, an artifact of a host
 /// without syslog rather than a cost of either module. So a host without
 /// /dev/log gets a sink there that reads and drops the lines, as rsyslog or
 /// journald would take them, removed when the run ends.
