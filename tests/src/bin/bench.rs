@@ -8,7 +8,7 @@
 //! throughput, CPU per login, module size and threads left after pam_end.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, ExitCode};
@@ -1269,7 +1269,8 @@ fn scale(sizes: &[usize]) -> Result<()> {
 /// dbus-daemon to twofoldd, the connection dropped) with calls twofoldd
 /// answers without its engine (`org.freedesktop.DBus.Peer.Ping`, handled by
 /// zbus). Beside it, PAM logins with pam_permit alone (libpam in the host)
-/// and with pam_twofold.
+/// and with pam_twofold; then the bus-only round from 8 and 64 threads at
+/// once, with dbus-daemon's CPU for each round.
 fn floor(n: usize) -> Result<()> {
     use_release_build();
     let m = Modules::start(n / 2 + 1)?;
@@ -1319,6 +1320,41 @@ fn floor(n: usize) -> Result<()> {
         ),
         ("full login through PAM (pam_twofold)", pam(TWOFOLD)?),
     ];
+    // The same bus-only round (connect, Hello, 2 × Ping, drop) from many
+    // threads at once: the most logins per second the bus could carry if
+    // the module and twofoldd cost nothing, and dbus-daemon's CPU for each.
+    // dbus-daemon runs its clients on one thread, so 1 / that CPU bounds
+    // what any D-Bus login can reach on this machine.
+    let in_flight = |workers: usize| -> Result<(f64, f64)> {
+        let per_worker = (n / workers).max(1);
+        let bus_before = cpu_seconds(m.bus.pid());
+        let start = std::time::Instant::now();
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        zbus::block_on(async {
+                            for _ in 0..per_worker {
+                                let conn = m.bus.connect().await?;
+                                ping(&conn, 2).await?;
+                            }
+                            zbus::Result::Ok(())
+                        })
+                    })
+                })
+                .collect();
+            threads.into_iter().try_for_each(|t| {
+                t.join()
+                    .map_err(|_| anyhow!("a bus client thread panicked"))?
+                    .map_err(anyhow::Error::from)
+            })
+        })?;
+        let wall = start.elapsed().as_secs_f64();
+        let total = (per_worker * workers) as f64;
+        let bus_ms = (cpu_seconds(m.bus.pid()) - bus_before) / total * 1000.0;
+        Ok((total / wall, bus_ms))
+    };
+    let flights = [8, 64].map(|workers| (workers, in_flight(workers)));
     println!("\nThe bus's share of a login ({n} each, one at a time)\n");
     println!("| what | median | 99th percentile |");
     println!("| --- | --- | --- |");
@@ -1327,6 +1363,16 @@ fn floor(n: usize) -> Result<()> {
             "| {what} | {:.3} ms | {:.3} ms |",
             percentile(micros, 50.0) as f64 / 1000.0,
             percentile(micros, 99.0) as f64 / 1000.0
+        );
+    }
+    println!("\nThe bus alone, many at once (connect, Hello, 2 × Peer.Ping, drop; {n} each)\n");
+    println!("| in flight | rounds/s | dbus-daemon CPU per round | its one-thread ceiling |");
+    println!("| --- | --- | --- | --- |");
+    for (workers, figures) in flights {
+        let (per_second, bus_ms) = figures?;
+        println!(
+            "| {workers} | {per_second:.0} | {bus_ms:.3} ms | {:.0}/s |",
+            1000.0 / bus_ms
         );
     }
     Ok(())
