@@ -43,12 +43,19 @@ pub enum Priority {
     Error,
 }
 
+/// The conversation gave no answer, with the code the application (or
+/// libpam) returned. The flow answers `PAM_CONV_ERR` whatever that code
+/// was: an application's `PAM_IGNORE` or `PAM_SUCCESS` passed on as this
+/// module's result would let a stack go on as if no code had been asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NoAnswer(pub PamResultCode);
+
 /// What the module needs from its host application.
 pub trait Host {
     /// Ask with echo off; the answer is wiped when dropped.
-    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode>;
+    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer>;
     /// Ask with echo on (an e-mail address, a choice).
-    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode>;
+    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer>;
     fn show(&mut self, kind: Shown, text: &str);
     /// Whether `Shown::Info` reaches the user (not under PAM_SILENT).
     fn shows_info(&self) -> bool;
@@ -433,16 +440,9 @@ async fn ask_code<H: Host, D: Daemon>(
     qr: crate::args::QrStyle,
 ) -> PamResultCode {
     let email_on_empty = plan.action == LoginAction::AskCode && !plan.email.is_empty();
-    let ended = |host: &mut H, code: PamResultCode| {
-        host.log(
-            Priority::Debug,
-            &format!("conversation ended without a code ({code:?})"),
-        );
-        code
-    };
     let mut answer = match host.prompt_hidden(prompt) {
         Ok(answer) => answer,
-        Err(code) => return ended(host, code),
+        Err(e) => return no_answer(host, "at the code prompt", user, login, e),
     };
     if email_on_empty && answer.trim_ascii().is_empty() {
         let prompt = match send_code(host, daemon, user, login).await {
@@ -451,7 +451,7 @@ async fn ask_code<H: Host, D: Daemon>(
         };
         answer = match host.prompt_hidden(&prompt) {
             Ok(answer) => answer,
-            Err(code) => return ended(host, code),
+            Err(e) => return no_answer(host, "at the e-mailed code's prompt", user, login, e),
         };
     }
     let code = match code::parse(&answer) {
@@ -460,7 +460,10 @@ async fn ask_code<H: Host, D: Daemon>(
             host.show(Shown::Error, e.user_message());
             host.log(
                 Priority::Warning,
-                &format!("malformed code input ({e}); not sent to the daemon"),
+                &format!(
+                    "malformed code input ({e}) {}; not sent to the daemon, login refused",
+                    who(user, login)
+                ),
             );
             return PamResultCode::PAM_AUTH_ERR;
         }
@@ -571,21 +574,51 @@ fn unreachable<H: Host>(
     }
 }
 
+/// A conversation that ended without an answer refuses the login, logged
+/// with whom it was for: it is a login decision like any other.
+pub(crate) fn no_answer<H: Host>(
+    host: &mut H,
+    during: &str,
+    user: &str,
+    login: &Login,
+    NoAnswer(code): NoAnswer,
+) -> PamResultCode {
+    host.log(
+        Priority::Warning,
+        &format!(
+            "conversation ended {during} without an answer ({code:?}) {}; login refused",
+            who(user, login)
+        ),
+    );
+    PamResultCode::PAM_CONV_ERR
+}
+
+/// "for user U from R", for log lines, with both made printable.
+pub(crate) fn who(user: &str, login: &Login) -> String {
+    let rhost = if login.rhost.is_empty() {
+        "(no remote host)".to_string()
+    } else {
+        twofold_protocol::user::loggable(login.rhost.as_bytes())
+    };
+    format!(
+        "for user {} from {rhost}",
+        twofold_protocol::user::loggable(user.as_bytes())
+    )
+}
+
 /// No bus to connect to: its socket is missing, or nothing listens on it.
 fn no_bus(error: &zbus::Error) -> bool {
     use std::io::ErrorKind::{ConnectionRefused, NotFound};
     matches!(error, zbus::Error::Connection(e, _) if matches!(e.kind(), NotFound | ConnectionRefused))
 }
 
-/// The bus's answer that no process owns twofoldd's name.
+/// The bus's answer that twofoldd is neither running nor activatable on it
+/// (not installed). Not `NameHasNoOwner`: dbus-broker gives that when an
+/// installed twofoldd fails to start (a bad configuration, a masked or
+/// failed unit), as dbus-daemon gives its `Spawn.*` errors, and a daemon
+/// that is there but broken must not open the door under failmode=safe.
 fn no_daemon(error: &zbus::Error) -> bool {
-    bus_error_is(
-        error,
-        &[
-            "org.freedesktop.DBus.Error.ServiceUnknown",
-            "org.freedesktop.DBus.Error.NameHasNoOwner",
-        ],
-    )
+    bus_error_is(error, &["org.freedesktop.DBus.Error.ServiceUnknown"])
 }
 
 /// Whether `error` is a D-Bus error reply with one of `names`, whether zbus

@@ -44,19 +44,19 @@ impl Drop for Scripted {
 }
 
 impl Host for Scripted {
-    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
+    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer> {
         self.prompt_hidden(prompt)
     }
 
-    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
+    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer> {
         match self.steps.pop_front() {
             Some(Step::Prompt(expected, answer)) => {
                 assert_eq!(prompt, expected);
-                answer.map(|a| Zeroizing::new(a.to_vec()))
+                answer.map(|a| Zeroizing::new(a.to_vec())).map_err(NoAnswer)
             }
             Some(Step::PromptContaining(part, answer)) => {
                 assert!(prompt.contains(part), "{prompt:?} lacks {part:?}");
-                answer.map(|a| Zeroizing::new(a.to_vec()))
+                answer.map(|a| Zeroizing::new(a.to_vec())).map_err(NoAnswer)
             }
             other => panic!("prompt {prompt:?} where the script has {other:?}"),
         }
@@ -440,17 +440,54 @@ fn refused_user_is_refused_without_a_prompt() {
     assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
 }
 
+/// Whatever the application's conversation returned instead of an answer,
+/// the module's result is PAM_CONV_ERR: an application's PAM_IGNORE (or
+/// PAM_SUCCESS) passed on would let `[ignore=ignore]` stacks, and a
+/// `required` line after pam_permit, go on as if no code had been asked for.
 #[test]
-fn conversation_failure_is_returned() {
-    let mut host = Scripted::new(vec![Step::Prompt(PROMPT, Err(PamResultCode::PAM_CONV_ERR))]);
+fn a_conversation_without_an_answer_refuses_whatever_the_application_returned() {
+    use PamResultCode::{PAM_BUF_ERR, PAM_CONV_ERR, PAM_IGNORE, PAM_SUCCESS};
+    for returned in [PAM_CONV_ERR, PAM_IGNORE, PAM_SUCCESS, PAM_BUF_ERR] {
+        let mut host = Scripted::new(vec![Step::Prompt(PROMPT, Err(returned))]);
+        let daemon = FakeDaemon {
+            plan: ask(),
+            reply: reply(VerifyOutcome::Accepted, ""),
+            ..Default::default()
+        };
+        let (code, sent) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
+        assert_eq!(code, PAM_CONV_ERR);
+        assert!(sent.is_empty());
+        // A refusal, logged with whom it was for.
+        assert!(
+            host.logs.iter().any(|(p, l)| *p == Priority::Warning
+                && l.contains("for user alice from 192.0.2.7")
+                && l.contains("login refused")),
+            "{:?}",
+            host.logs
+        );
+    }
+}
+
+#[test]
+fn malformed_input_is_logged_with_the_user_and_the_remote_host() {
+    let mut host = Scripted::new(vec![
+        Step::Prompt(PROMPT, Ok(b"12x456")),
+        Step::Show(Shown::Error, ""),
+    ]);
     let daemon = FakeDaemon {
         plan: ask(),
-        reply: reply(VerifyOutcome::Accepted, ""),
         ..Default::default()
     };
     let (code, sent) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
-    assert_eq!(code, PamResultCode::PAM_CONV_ERR);
+    assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
     assert!(sent.is_empty());
+    assert!(
+        host.logs.iter().any(|(p, l)| *p == Priority::Warning
+            && l.contains("malformed")
+            && l.contains("for user alice from 192.0.2.7")),
+        "{:?}",
+        host.logs
+    );
 }
 
 #[test]
@@ -520,9 +557,11 @@ fn connect_error(error: std::io::Error) -> zbus::Error {
     }
 }
 
-fn name_has_no_owner() -> zbus::Error {
+/// dbus-daemon's and dbus-broker's answer for a name nobody owns and no
+/// activation file names: twofoldd is not installed.
+fn service_unknown() -> zbus::Error {
     zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown(
-        "no twofoldd".into(),
+        "The name is not activatable".into(),
     )))
 }
 
@@ -584,9 +623,10 @@ fn no_bus_or_no_daemon_follows_failmode() {
         );
     }
 
-    // A bus on which nobody owns the name is the same as no daemon.
+    // A bus on which twofoldd is neither running nor activatable is the
+    // same as no daemon.
     let no_owner = || FakeDaemon {
-        plan_error: Some(name_has_no_owner),
+        plan_error: Some(service_unknown),
         ..Default::default()
     };
     let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
@@ -595,6 +635,39 @@ fn no_bus_or_no_daemon_follows_failmode() {
     let mut host = Scripted::new(vec![]);
     let (code, _) = run_with(&mut host, &SAFE, &login("alice"), no_owner());
     assert_eq!(code, PamResultCode::PAM_IGNORE);
+}
+
+/// An installed twofoldd that fails to start is a daemon that is there but
+/// broken: dbus-broker answers `NameHasNoOwner` ("Could not activate remote
+/// peer"), dbus-daemon a `Spawn.*` error. Under failmode=safe that must
+/// refuse, or whoever can make the daemon fail at start skips the code.
+#[test]
+fn a_twofoldd_that_fails_to_start_refuses_even_with_failmode_safe() {
+    let broker = || {
+        zbus::Error::FDO(Box::new(zbus::fdo::Error::NameHasNoOwner(
+            "Could not activate remote peer 'org.twofold.Twofold1': activation request failed: unit is invalid"
+                .into(),
+        )))
+    };
+    let dbus_daemon = || {
+        zbus::Error::FDO(Box::new(zbus::fdo::Error::SpawnChildExited(
+            "Process org.twofold.Twofold1 exited with status 1".into(),
+        )))
+    };
+    let errors: [fn() -> zbus::Error; 2] = [broker, dbus_daemon];
+    for error in errors {
+        for options in [Options::default(), SAFE] {
+            let mut host = Scripted::new(vec![Step::Show(Shown::Error, "")]);
+            let daemon = FakeDaemon {
+                plan_error: Some(error),
+                ..Default::default()
+            };
+            let (code, sent) = run_with(&mut host, &options, &login("alice"), daemon);
+            assert_ne!(code, PamResultCode::PAM_IGNORE);
+            assert_ne!(code, PamResultCode::PAM_SUCCESS);
+            assert!(sent.is_empty());
+        }
+    }
 }
 
 /// Every other failure to connect is a bus that is there (full, silent,

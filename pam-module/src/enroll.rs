@@ -10,7 +10,7 @@
 //! confirmed, so every way out before that leaves the user not enrolled.
 
 use crate::args::QrStyle;
-use crate::authenticate::{Daemon, Host, Login, PROMPT, Priority, Shown, refused_by};
+use crate::authenticate::{Daemon, Host, Login, PROMPT, Priority, Shown, no_answer, refused_by};
 use pam::constants::PamResultCode;
 use twofold_protocol::code::{self, Code, CodeError};
 use twofold_protocol::{
@@ -73,7 +73,7 @@ pub async fn enroll<H: Host, D: Daemon>(
             for _ in 0..MAX_TRIES {
                 let answer = match host.prompt_visible(CHOICE_PROMPT) {
                     Ok(answer) => answer,
-                    Err(code) => return code,
+                    Err(e) => return no_answer(host, "at the choice of method", user, login, e),
                 };
                 match answer.trim_ascii() {
                     b"1" => chosen = Some(false),
@@ -129,12 +129,8 @@ pub async fn enroll<H: Host, D: Daemon>(
     while attempt < MAX_TRIES {
         let answer = match host.prompt_hidden(PROMPT) {
             Ok(answer) => answer,
-            Err(code) => {
-                host.log(
-                    Priority::Debug,
-                    &format!("conversation ended during enrollment ({code:?}); nothing stored"),
-                );
-                return code;
+            Err(e) => {
+                return no_answer(host, "during enrollment (nothing stored)", user, login, e);
             }
         };
         // Under sshd the client's character set is unknown: the user asks
@@ -220,7 +216,7 @@ async fn enroll_email<H: Host, D: Daemon>(
     for _ in 0..MAX_TRIES {
         let answer = match host.prompt_visible(ADDRESS_PROMPT) {
             Ok(answer) => answer,
-            Err(code) => return code,
+            Err(e) => return no_answer(host, "at the e-mail address prompt", user, login, e),
         };
         let Ok(address) = std::str::from_utf8(&answer) else {
             host.show(Shown::Error, "That is not an e-mail address.");
@@ -246,7 +242,15 @@ async fn enroll_email<H: Host, D: Daemon>(
     for attempt in 1..=MAX_TRIES {
         let answer = match host.prompt_hidden(&prompt) {
             Ok(answer) => answer,
-            Err(code) => return code,
+            Err(e) => {
+                return no_answer(
+                    host,
+                    "during e-mail enrollment (nothing stored)",
+                    user,
+                    login,
+                    e,
+                );
+            }
         };
         let problem = match code::parse(&answer) {
             Ok(Code::Totp(code)) => match daemon.confirm_email_at_login(user, &code).await {

@@ -1,7 +1,7 @@
 //! The real host of the flow: libpam's handle, conversation and syslog.
 
 use crate::args;
-use crate::authenticate::{self, Host, Login, Shown};
+use crate::authenticate::{self, Host, Login, NoAnswer, Shown};
 use crate::ffi;
 use pam::constants::{
     PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_SILENT, PAM_TEXT_INFO, PamFlag,
@@ -20,25 +20,29 @@ struct PamHost<'a> {
 }
 
 impl Host for PamHost<'_> {
-    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
+    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer> {
         let conv = self
             .pamh
-            .get_item::<Conv>()?
-            .ok_or(PamResultCode::PAM_CONV_ERR)?;
+            .get_item::<Conv>()
+            .map_err(NoAnswer)?
+            .ok_or(NoAnswer(PamResultCode::PAM_CONV_ERR))?;
         let answer = conv
-            .send(PAM_PROMPT_ECHO_OFF, prompt)?
-            .ok_or(PamResultCode::PAM_CONV_ERR)?;
+            .send(PAM_PROMPT_ECHO_OFF, prompt)
+            .map_err(NoAnswer)?
+            .ok_or(NoAnswer(PamResultCode::PAM_CONV_ERR))?;
         Ok(Zeroizing::new(answer.as_bytes().to_vec()))
     }
 
-    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamResultCode> {
+    fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer> {
         let conv = self
             .pamh
-            .get_item::<Conv>()?
-            .ok_or(PamResultCode::PAM_CONV_ERR)?;
+            .get_item::<Conv>()
+            .map_err(NoAnswer)?
+            .ok_or(NoAnswer(PamResultCode::PAM_CONV_ERR))?;
         let answer = conv
-            .send(PAM_PROMPT_ECHO_ON, prompt)?
-            .ok_or(PamResultCode::PAM_CONV_ERR)?;
+            .send(PAM_PROMPT_ECHO_ON, prompt)
+            .map_err(NoAnswer)?
+            .ok_or(NoAnswer(PamResultCode::PAM_CONV_ERR))?;
         Ok(Zeroizing::new(answer.as_bytes().to_vec()))
     }
 

@@ -928,6 +928,23 @@ impl PamService {
         run_with_input(c, input)
     }
 
+    /// Log `user` in as root with pam-driver's `extra` arguments.
+    pub fn login_with(
+        &self,
+        bus: &Bus,
+        user: &str,
+        extra: &[&str],
+        input: &[u8],
+    ) -> Result<Attempt> {
+        let c = self.driver(
+            bus.command(artifacts().pam_driver()),
+            user.as_ref(),
+            DEFAULT_RHOST,
+            extra,
+        );
+        run_with_input(c, input)
+    }
+
     /// Log `user` in as root with the bus at `address` (a bus that is not
     /// there, or not working).
     pub fn login_at(&self, address: &str, user: &str, input: &[u8]) -> Result<Attempt> {

@@ -334,6 +334,72 @@ fn no_bus_follows_failmode() {
     }
 }
 
+/// An application whose conversation answers a prompt with an odd code
+/// (here PAM_IGNORE, 25) gets PAM_CONV_ERR from the module: passed on, its
+/// PAM_IGNORE would have left this stack (`required` twofold, then
+/// pam_permit) to succeed without a code.
+#[test]
+fn a_conversation_that_returns_pam_ignore_does_not_skip_the_code() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    for returned in ["25", "0"] {
+        let a = w
+            .pam
+            .login_with(&w.bus, ALICE, &["--no-answer", returned], b"")
+            .unwrap();
+        assert_eq!(a.code, pam::CONV_ERR, "{returned}: {a:?}");
+        assert!(a.stderr.contains("Verification code"), "{returned}: {a:?}");
+    }
+    // Nothing was spent: the code still works.
+    let ok = w
+        .pam
+        .login(&w.bus, ALICE, &line(&oathtool(&e.secret, 0).unwrap()))
+        .unwrap();
+    assert_eq!(ok.code, pam::SUCCESS, "{ok:?}");
+}
+
+/// An installed twofoldd that fails to start (here its activation file's
+/// program exits at once, as a daemon with a broken configuration does) is
+/// a daemon that is there but broken, not the "no daemon" of
+/// `no_bus_follows_failmode`: the login is refused whatever the failmode.
+#[test]
+fn a_twofoldd_that_fails_to_start_refuses_even_with_failmode_safe() {
+    let services = tempfile::tempdir().unwrap();
+    std::fs::write(
+        services
+            .path()
+            .join(format!("{}.service", twofold_protocol::BUS_NAME)),
+        format!(
+            "[D-BUS Service]\nName={}\nExec=/bin/false\nUser=root\n",
+            twofold_protocol::BUS_NAME
+        ),
+    )
+    .unwrap();
+    let bus = Bus::start_with(&format!(
+        "<servicedir>{}</servicedir>",
+        services.path().display()
+    ))
+    .unwrap();
+    for options in ["", "failmode=safe"] {
+        let a = PamService::new(options)
+            .unwrap()
+            .login(&bus, ALICE, b"")
+            .unwrap();
+        assert_eq!(a.code, pam::AUTH_ERR, "{options}: {a:?}");
+        assert!(a.stderr.contains("not available"), "{options}: {a:?}");
+        assert!(!a.stderr.contains("Verification code"), "{options}: {a:?}");
+    }
+    // The bus did try to start it, twice: this is the failed start, not a
+    // bus without twofoldd.
+    let log = std::fs::read_to_string(bus.dir().join("dbus-daemon.log")).unwrap();
+    assert_eq!(
+        log.matches("Activated service 'org.twofold.Twofold1' failed")
+            .count(),
+        2,
+        "{log}"
+    );
+}
+
 #[test]
 fn a_user_cannot_verify_another_users_code_but_may_verify_their_own() {
     let w = world("", "");

@@ -15,6 +15,9 @@
 //! line of FILE, and prints one line per login (benchmarks): its latency in
 //! microseconds and its PAM result. `--start-at MS` (Unix time in
 //! milliseconds) waits until then first, so that many drivers start at once.
+//! `--no-answer N` makes the conversation return N instead of
+//! `PAM_CONV_ERR` when it has no answer (an application whose conversation
+//! returns odd codes).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
@@ -71,6 +74,8 @@ const PAM_TEXT_INFO: c_int = 4;
 struct Answers {
     lines: std::collections::VecDeque<Vec<u8>>,
     from_stdin: bool,
+    /// What the conversation returns when it has no answer.
+    none: c_int,
 }
 
 impl Answers {
@@ -141,7 +146,7 @@ unsafe fn converse(
                 let Some(answer) = answer else {
                     // SAFETY: frees only what was allocated above; earlier resp strings are ours too.
                     unsafe { free_replies(replies, i) };
-                    return PAM_CONV_ERR;
+                    return answers.none;
                 };
                 // SAFETY: a malloc'd NUL-terminated copy, freed by libpam.
                 unsafe {
@@ -222,6 +227,7 @@ struct Args {
     threads: bool,
     repeat: Option<(usize, std::path::PathBuf)>,
     start_at_ms: Option<u64>,
+    no_answer: c_int,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -229,6 +235,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut confdir, mut service, mut user, mut rhost, mut threads) =
         (None, None, None, None, false);
     let (mut repeat, mut codes, mut start_at_ms) = (None, None, None);
+    let mut no_answer = PAM_CONV_ERR;
     let number = |v: std::ffi::OsString| {
         v.to_string_lossy()
             .parse::<u64>()
@@ -242,7 +249,7 @@ fn parse_args() -> Result<Args, String> {
             Some("--threads") => threads = true,
             Some(
                 name @ ("--confdir" | "--service" | "--user" | "--rhost" | "--repeat" | "--codes"
-                | "--start-at"),
+                | "--start-at" | "--no-answer"),
             ) => {
                 let value = it.next().ok_or(format!("{name} needs a value"))?;
                 match name {
@@ -252,6 +259,9 @@ fn parse_args() -> Result<Args, String> {
                     "--rhost" => rhost = Some(cstring(value)?),
                     "--repeat" => repeat = Some(number(value)? as usize),
                     "--start-at" => start_at_ms = Some(number(value)?),
+                    "--no-answer" => {
+                        no_answer = c_int::try_from(number(value)?).map_err(|e| e.to_string())?;
+                    }
                     _ => codes = Some(std::path::PathBuf::from(value)),
                 }
             }
@@ -271,6 +281,7 @@ fn parse_args() -> Result<Args, String> {
         threads,
         repeat,
         start_at_ms,
+        no_answer,
     })
 }
 
@@ -330,6 +341,7 @@ fn main() -> ExitCode {
     let mut answers = Answers {
         lines: Default::default(),
         from_stdin: true,
+        none: args.no_answer,
     };
     let result = login(&args, &args.user, &mut answers);
     if args.threads {
@@ -372,6 +384,7 @@ fn bench(args: &Args, n: usize, file: &std::path::Path) -> ExitCode {
         let mut answers = Answers {
             lines: [code.clone()].into(),
             from_stdin: false,
+            none: args.no_answer,
         };
         let start = std::time::Instant::now();
         let result = login(args, user, &mut answers);
