@@ -344,7 +344,7 @@ pub async fn run<H: Host, D: Daemon>(
         // whoever runs su can arrange with ulimit) means a bus that is
         // there, or a host in trouble: refused whatever the failmode, or
         // whoever can cause it could make the module skip the code.
-        Err(e) if no_bus(&e) => return unreachable(host, options, user, &e),
+        Err(e) if no_bus(&e) => return unreachable(host, options, user, login, &e),
         Err(e) => {
             let why = if bus_full(&e) {
                 format!("the bus stayed full for {BUS_FULL_WAIT:?}")
@@ -360,8 +360,11 @@ pub async fn run<H: Host, D: Daemon>(
     };
     let plan = match daemon.begin_login(user, &login.service, &login.rhost).await {
         Ok(plan) => plan,
-        // The bus answered that nobody owns the name: no daemon to ask.
-        Err(TwofoldError::ZBus(e)) if no_daemon(&e) => return unreachable(host, options, user, &e),
+        // The bus answered that twofoldd is neither running nor activatable
+        // on it (not installed): no daemon to ask.
+        Err(TwofoldError::ZBus(e)) if no_daemon(&e) => {
+            return unreachable(host, options, user, login, &e);
+        }
         Err(e) => return refused_by(host, e),
     };
     match plan.action {
@@ -549,13 +552,17 @@ fn unreachable<H: Host>(
     host: &mut H,
     options: &Options,
     user: &str,
+    login: &Login,
     error: &zbus::Error,
 ) -> PamResultCode {
     match options.failmode {
         FailMode::Secure => {
             host.log(
                 Priority::Error,
-                &format!("cannot reach twofoldd ({error}); refusing the login (failmode=secure)"),
+                &format!(
+                    "cannot reach twofoldd ({error}); refusing the login {} (failmode=secure)",
+                    who(user, login)
+                ),
             );
             host.show(Shown::Error, UNAVAILABLE_MESSAGE);
             PamResultCode::PAM_AUTHINFO_UNAVAIL
@@ -565,8 +572,8 @@ fn unreachable<H: Host>(
             host.log(
                 Priority::Warning,
                 &format!(
-                    "cannot reach twofoldd ({error}); letting {} in WITHOUT a second factor (failmode=safe)",
-                    twofold_protocol::user::loggable(user.as_bytes())
+                    "cannot reach twofoldd ({error}); the login {} goes on WITHOUT a second factor (failmode=safe)",
+                    who(user, login)
                 ),
             );
             PamResultCode::PAM_IGNORE
@@ -604,6 +611,18 @@ pub(crate) fn who(user: &str, login: &Login) -> String {
         "for user {} from {rhost}",
         twofold_protocol::user::loggable(user.as_bytes())
     )
+}
+
+/// pam_get_user's failure as this module's result. Its own errors pass;
+/// anything else (libpam hands back the conversation's code, PAM_IGNORE or
+/// PAM_SUCCESS among them, when the application filled in an answer anyway)
+/// is PAM_CONV_ERR, so the stack cannot go on as if this module had no say.
+pub fn user_lookup_failed(code: PamResultCode) -> PamResultCode {
+    use PamResultCode::{PAM_ABORT, PAM_BUF_ERR, PAM_CONV_ERR, PAM_SYSTEM_ERR};
+    match code {
+        PAM_SYSTEM_ERR | PAM_BUF_ERR | PAM_CONV_ERR | PAM_ABORT => code,
+        _ => PAM_CONV_ERR,
+    }
 }
 
 /// No bus to connect to: its socket is missing, or nothing listens on it.

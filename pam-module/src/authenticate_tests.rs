@@ -1103,3 +1103,81 @@ fn the_module_and_zbus_share_one_zruntime() {
         .count();
     assert_eq!(copies, 1, "zruntime copies in Cargo.lock");
 }
+
+/// The enrollment prompts too (the key's, the choice of method, the
+/// e-mail address): whatever the application returned instead of an
+/// answer, PAM_CONV_ERR, and nothing is confirmed.
+#[test]
+fn enrollment_prompts_without_an_answer_refuse_whatever_the_application_returned() {
+    use crate::enroll::{ADDRESS_PROMPT, CHOICE_PROMPT};
+    use PamResultCode::{PAM_CONV_ERR, PAM_IGNORE, PAM_SUCCESS};
+    use twofold_protocol::{METHOD_EMAIL, METHOD_TOTP};
+    let both_methods = || {
+        let mut daemon = enrolling(vec![]);
+        daemon.offer = None;
+        if let Some(plan) = daemon.plan.as_mut() {
+            plan.methods = vec![METHOD_TOTP.into(), METHOD_EMAIL.into()];
+        }
+        daemon
+    };
+    let codes: [fn() -> PamResultCode; 3] = [|| PAM_IGNORE, || PAM_SUCCESS, || PAM_CONV_ERR];
+    for returned in codes {
+        let scripts: [(Vec<Step>, FakeDaemon); 3] = [
+            (
+                vec![
+                    Step::Show(Shown::Info, "Key URI"),
+                    Step::Prompt(PROMPT, Err(returned())),
+                ],
+                enrolling(vec![]),
+            ),
+            (
+                vec![
+                    Step::Show(Shown::Info, ENROLL_MESSAGE),
+                    Step::Prompt(CHOICE_PROMPT, Err(returned())),
+                ],
+                both_methods(),
+            ),
+            (
+                vec![
+                    Step::Show(Shown::Info, ENROLL_MESSAGE),
+                    Step::Prompt(CHOICE_PROMPT, Ok(b"2")),
+                    Step::Show(Shown::Info, ""),
+                    Step::Prompt(ADDRESS_PROMPT, Err(returned())),
+                ],
+                both_methods(),
+            ),
+        ];
+        for (steps, daemon) in scripts {
+            let mut host = Scripted::new(steps);
+            let (code, daemon) = run_fake(&mut host, &Options::default(), &login("carol"), daemon);
+            assert_eq!(code, PAM_CONV_ERR, "{:?}", returned());
+            assert!(daemon.confirmed.borrow().is_empty());
+            assert!(
+                host.logs
+                    .iter()
+                    .any(|(p, l)| *p == Priority::Warning && l.contains("for user carol")),
+                "{:?}",
+                host.logs
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failed_user_lookup_never_passes_on_a_success_like_code() {
+    use PamResultCode::{
+        PAM_ABORT, PAM_BUF_ERR, PAM_CONV_ERR, PAM_IGNORE, PAM_SUCCESS, PAM_SYSTEM_ERR,
+    };
+    assert_eq!(user_lookup_failed(PAM_IGNORE), PAM_CONV_ERR);
+    assert_eq!(user_lookup_failed(PAM_SUCCESS), PAM_CONV_ERR);
+    assert_eq!(
+        user_lookup_failed(PamResultCode::PAM_NEW_AUTHTOK_REQD),
+        PAM_CONV_ERR
+    );
+    for own in [PAM_SYSTEM_ERR, PAM_BUF_ERR, PAM_CONV_ERR, PAM_ABORT] {
+        let kept = user_lookup_failed(own);
+        assert_ne!(kept, PAM_SUCCESS);
+        assert_ne!(kept, PAM_IGNORE);
+    }
+    assert_eq!(user_lookup_failed(PAM_BUF_ERR), PAM_BUF_ERR);
+}

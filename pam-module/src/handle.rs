@@ -94,7 +94,7 @@ pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) ->
             Ok(Some(raw)) => Err(twofold_protocol::user::loggable(raw.0.to_bytes())),
             _ => return PamResultCode::PAM_SYSTEM_ERR,
         },
-        Err(code) => return code,
+        Err(code) => return authenticate::user_lookup_failed(code),
     };
     let service = item_text(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
     let rhost = authenticate::remote_host(
