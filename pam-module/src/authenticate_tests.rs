@@ -873,6 +873,14 @@ fn enrollment_at_login_allows_another_try_without_showing_the_key_again() {
         enrolling(vec![no_match(), backup_codes()]),
     );
     assert_eq!(code, PamResultCode::PAM_IGNORE);
+    // Stored, but the user may not have seen the backup codes: logged.
+    assert!(
+        host.logs
+            .iter()
+            .any(|(p, l)| *p == Priority::Warning && l.contains("backup codes were acknowledged")),
+        "{:?}",
+        host.logs
+    );
     assert_eq!(confirmed_codes(&daemon), ["111111", "222222"]);
 }
 

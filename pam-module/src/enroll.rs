@@ -193,7 +193,14 @@ fn enrolled<H: Host>(host: &mut H, backup_codes: &[SecretString]) -> PamResultCo
             backup_codes_text(backup_codes).as_str()
         ))
     };
-    let _ = host.prompt_hidden(&text);
+    if host.prompt_hidden(&text).is_err() {
+        // The user may not have seen the backup codes (`twofold
+        // backup-codes` makes a new set): worth a line for the admin.
+        host.log(
+            Priority::Warning,
+            "the conversation ended before the backup codes were acknowledged; the enrollment is stored",
+        );
+    }
     // Not SUCCESS: a new phone or mailbox is no proof of identity (see above).
     host.log(
         Priority::Debug,
