@@ -35,6 +35,19 @@ impl Scripted {
     }
 }
 
+impl Scripted {
+    /// Some warning was logged that contains every one of `parts`.
+    fn assert_warned(&self, parts: &[&str]) {
+        assert!(
+            self.logs
+                .iter()
+                .any(|(p, l)| *p == Priority::Warning && parts.iter().all(|part| l.contains(part))),
+            "no warning with {parts:?} in {:?}",
+            self.logs
+        );
+    }
+}
+
 impl Drop for Scripted {
     fn drop(&mut self) {
         if !std::thread::panicking() {
@@ -458,13 +471,7 @@ fn a_conversation_without_an_answer_refuses_whatever_the_application_returned() 
         assert_eq!(code, PAM_CONV_ERR);
         assert!(sent.is_empty());
         // A refusal, logged with whom it was for.
-        assert!(
-            host.logs.iter().any(|(p, l)| *p == Priority::Warning
-                && l.contains("for user alice from 192.0.2.7")
-                && l.contains("login refused")),
-            "{:?}",
-            host.logs
-        );
+        host.assert_warned(&["for user alice from 192.0.2.7", "login refused"]);
     }
 }
 
@@ -481,13 +488,7 @@ fn malformed_input_is_logged_with_the_user_and_the_remote_host() {
     let (code, sent) = run_with(&mut host, &Options::default(), &login("alice"), daemon);
     assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
     assert!(sent.is_empty());
-    assert!(
-        host.logs.iter().any(|(p, l)| *p == Priority::Warning
-            && l.contains("malformed")
-            && l.contains("for user alice from 192.0.2.7")),
-        "{:?}",
-        host.logs
-    );
+    host.assert_warned(&["malformed", "for user alice from 192.0.2.7"]);
 }
 
 #[test]
@@ -874,13 +875,7 @@ fn enrollment_at_login_allows_another_try_without_showing_the_key_again() {
     );
     assert_eq!(code, PamResultCode::PAM_IGNORE);
     // Stored, but the user may not have seen the backup codes: logged.
-    assert!(
-        host.logs
-            .iter()
-            .any(|(p, l)| *p == Priority::Warning && l.contains("backup codes were acknowledged")),
-        "{:?}",
-        host.logs
-    );
+    host.assert_warned(&["backup codes were acknowledged"]);
     assert_eq!(confirmed_codes(&daemon), ["111111", "222222"]);
 }
 
@@ -1160,13 +1155,7 @@ fn enrollment_prompts_without_an_answer_refuse_whatever_the_application_returned
             let (code, daemon) = run_fake(&mut host, &Options::default(), &login("carol"), daemon);
             assert_eq!(code, PAM_CONV_ERR, "{:?}", returned());
             assert!(daemon.confirmed.borrow().is_empty());
-            assert!(
-                host.logs
-                    .iter()
-                    .any(|(p, l)| *p == Priority::Warning && l.contains("for user carol")),
-                "{:?}",
-                host.logs
-            );
+            host.assert_warned(&["for user carol"]);
         }
     }
 }

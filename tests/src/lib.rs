@@ -919,20 +919,14 @@ impl PamService {
         user: impl AsRef<std::ffi::OsStr>,
         input: &[u8],
     ) -> Result<Attempt> {
-        let c = self.driver(
-            bus.command(artifacts().pam_driver()),
-            user.as_ref(),
-            DEFAULT_RHOST,
-            &[],
-        );
-        run_with_input(c, input)
+        self.login_with(bus, user, &[], input)
     }
 
     /// Log `user` in as root with pam-driver's `extra` arguments.
     pub fn login_with(
         &self,
         bus: &Bus,
-        user: &str,
+        user: impl AsRef<std::ffi::OsStr>,
         extra: &[&str],
         input: &[u8],
     ) -> Result<Attempt> {
