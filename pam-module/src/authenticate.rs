@@ -617,7 +617,7 @@ pub(crate) fn who(user: &str, login: &Login) -> String {
 /// anything else (libpam hands back the conversation's code, PAM_IGNORE or
 /// PAM_SUCCESS among them, when the application filled in an answer anyway)
 /// is PAM_CONV_ERR, so the stack cannot go on as if this module had no say.
-pub fn user_lookup_failed(code: PamResultCode) -> PamResultCode {
+pub(crate) fn user_lookup_failed(code: PamResultCode) -> PamResultCode {
     use PamResultCode::{PAM_ABORT, PAM_BUF_ERR, PAM_CONV_ERR, PAM_SYSTEM_ERR};
     match code {
         PAM_SYSTEM_ERR | PAM_BUF_ERR | PAM_CONV_ERR | PAM_ABORT => code,

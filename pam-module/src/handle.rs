@@ -5,7 +5,7 @@ use crate::authenticate::{self, Host, Login, NoAnswer, Shown};
 use crate::ffi;
 use pam::constants::{
     PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_SILENT, PAM_TEXT_INFO, PamFlag,
-    PamResultCode,
+    PamMessageStyle, PamResultCode,
 };
 use pam::conv::Conv;
 use pam::items::{RHost, Service, User};
@@ -19,31 +19,29 @@ struct PamHost<'a> {
     debug: bool,
 }
 
-impl Host for PamHost<'_> {
-    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer> {
+impl PamHost<'_> {
+    /// One prompt of `style` through the application's conversation.
+    fn ask(&self, style: PamMessageStyle, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer> {
         let conv = self
             .pamh
             .get_item::<Conv>()
             .map_err(NoAnswer)?
             .ok_or(NoAnswer(PamResultCode::PAM_CONV_ERR))?;
         let answer = conv
-            .send(PAM_PROMPT_ECHO_OFF, prompt)
+            .send(style, prompt)
             .map_err(NoAnswer)?
             .ok_or(NoAnswer(PamResultCode::PAM_CONV_ERR))?;
         Ok(Zeroizing::new(answer.as_bytes().to_vec()))
     }
+}
+
+impl Host for PamHost<'_> {
+    fn prompt_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer> {
+        self.ask(PAM_PROMPT_ECHO_OFF, prompt)
+    }
 
     fn prompt_visible(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, NoAnswer> {
-        let conv = self
-            .pamh
-            .get_item::<Conv>()
-            .map_err(NoAnswer)?
-            .ok_or(NoAnswer(PamResultCode::PAM_CONV_ERR))?;
-        let answer = conv
-            .send(PAM_PROMPT_ECHO_ON, prompt)
-            .map_err(NoAnswer)?
-            .ok_or(NoAnswer(PamResultCode::PAM_CONV_ERR))?;
-        Ok(Zeroizing::new(answer.as_bytes().to_vec()))
+        self.ask(PAM_PROMPT_ECHO_ON, prompt)
     }
 
     fn show(&mut self, kind: Shown, text: &str) {

@@ -31,6 +31,16 @@ pub mod login_method {
     pub const SEND_LOGIN_CODE: &str = "SendLoginCode";
     pub const EMAIL_ENROLL_AT_LOGIN: &str = "EmailEnrollAtLogin";
     pub const CONFIRM_EMAIL_AT_LOGIN: &str = "ConfirmEmailAtLogin";
+    /// Every one of them (the test that twofoldd serves them all reads this).
+    pub const ALL: &[&str] = &[
+        BEGIN_LOGIN,
+        VERIFY,
+        ENROLL_AT_LOGIN,
+        CONFIRM_AT_LOGIN,
+        SEND_LOGIN_CODE,
+        EMAIL_ENROLL_AT_LOGIN,
+        CONFIRM_EMAIL_AT_LOGIN,
+    ];
 }
 
 /// What the module must do for a login, decided by the daemon from the

@@ -1281,8 +1281,10 @@ fn floor(n: usize) -> Result<()> {
     use_release_build();
     let m = Modules::start(n / 2 + 1)?;
     print_machine();
-    async fn ping(conn: &zbus::Connection, times: usize) -> zbus::Result<()> {
-        for _ in 0..times {
+    // One bus-only round: connect, `pings` calls, drop.
+    let round = async |pings: usize| -> zbus::Result<()> {
+        let conn = m.bus.connect().await?;
+        for _ in 0..pings {
             conn.call_method(
                 Some(twofold_protocol::BUS_NAME),
                 twofold_protocol::OBJECT_PATH,
@@ -1293,17 +1295,12 @@ fn floor(n: usize) -> Result<()> {
             .await?;
         }
         Ok(())
-    }
+    };
     let time = |pings: usize| -> Result<Vec<u64>> {
         let mut micros = Vec::with_capacity(n);
         for _ in 0..n {
             let start = std::time::Instant::now();
-            zbus::block_on(async {
-                let conn = m.bus.connect().await?;
-                ping(&conn, pings).await?;
-                drop(conn);
-                zbus::Result::Ok(())
-            })?;
+            zbus::block_on(round(pings))?;
             micros.push(start.elapsed().as_micros() as u64);
         }
         micros.sort_unstable();
@@ -1343,8 +1340,7 @@ fn floor(n: usize) -> Result<()> {
                     s.spawn(|| {
                         zbus::block_on(async {
                             for _ in 0..per_worker {
-                                let conn = m.bus.connect().await?;
-                                ping(&conn, 2).await?;
+                                round(2).await?;
                             }
                             zbus::Result::Ok(())
                         })
