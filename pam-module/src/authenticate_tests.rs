@@ -1178,3 +1178,52 @@ fn a_failed_user_lookup_never_passes_on_a_success_like_code() {
     }
     assert_eq!(user_lookup_failed(PAM_BUF_ERR), PAM_BUF_ERR);
 }
+
+/// No typed answer reaches the module's log, even with `debug` on: not an
+/// accepted, wrong or backup code, and not malformed input (whose refusal
+/// is logged, with the user and the remote host, but not what was typed).
+#[test]
+fn no_typed_code_reaches_the_log_even_with_debug() {
+    let debug = Options {
+        debug: true,
+        ..Options::default()
+    };
+    // What was typed, the daemon's answer, what the user is then shown.
+    let cases: [(&[u8], VerifyOutcome, Option<Shown>); 4] = [
+        (b"123456", VerifyOutcome::Accepted, None),
+        (b"654321", VerifyOutcome::Wrong, Some(Shown::Error)),
+        (
+            b"abcde-fghjk",
+            VerifyOutcome::AcceptedBackupCode,
+            Some(Shown::Info),
+        ),
+        (b"12x456", VerifyOutcome::Wrong, Some(Shown::Error)),
+    ];
+    for (typed, outcome, shown) in cases {
+        let mut steps = vec![Step::Prompt(PROMPT, Ok(typed))];
+        steps.extend(shown.map(|kind| Step::Show(kind, "")));
+        let mut host = Scripted::new(steps);
+        let daemon = FakeDaemon {
+            plan: ask(),
+            reply: reply(
+                outcome,
+                if shown.is_some() {
+                    "The daemon's words."
+                } else {
+                    ""
+                },
+            ),
+            ..Default::default()
+        };
+        run_with(&mut host, &debug, &login("alice"), daemon);
+        let typed = String::from_utf8_lossy(typed);
+        assert!(!host.logs.is_empty(), "debug logs nothing for {typed}");
+        for (_, line) in &host.logs {
+            assert!(!line.contains(typed.as_ref()), "{typed} logged: {line}");
+            assert!(
+                !line.contains(&typed.replace('-', "")),
+                "{typed} logged: {line}"
+            );
+        }
+    }
+}
