@@ -119,6 +119,16 @@ struct FakeDaemon {
     sends: RefCell<u32>,
 }
 
+impl FakeDaemon {
+    /// A daemon whose `BeginLogin` fails with `error`.
+    fn failing_begin_login(error: fn() -> zbus::Error) -> FakeDaemon {
+        FakeDaemon {
+            plan_error: Some(error),
+            ..Default::default()
+        }
+    }
+}
+
 impl Daemon for FakeDaemon {
     async fn begin_login(
         &self,
@@ -626,10 +636,7 @@ fn no_bus_or_no_daemon_follows_failmode() {
 
     // A bus on which twofoldd is neither running nor activatable is the
     // same as no daemon.
-    let no_owner = || FakeDaemon {
-        plan_error: Some(service_unknown),
-        ..Default::default()
-    };
+    let no_owner = || FakeDaemon::failing_begin_login(service_unknown);
     let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
     let (code, _) = run_with(&mut host, &Options::default(), &login("alice"), no_owner());
     assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
@@ -659,10 +666,7 @@ fn a_twofoldd_that_fails_to_start_refuses_even_with_failmode_safe() {
     for error in errors {
         for options in [Options::default(), SAFE] {
             let mut host = Scripted::new(vec![Step::Show(Shown::Error, "")]);
-            let daemon = FakeDaemon {
-                plan_error: Some(error),
-                ..Default::default()
-            };
+            let daemon = FakeDaemon::failing_begin_login(error);
             let (code, sent) = run_with(&mut host, &options, &login("alice"), daemon);
             assert_ne!(code, PamResultCode::PAM_IGNORE);
             assert_ne!(code, PamResultCode::PAM_SUCCESS);
@@ -715,10 +719,7 @@ fn a_daemon_that_is_slow_or_dies_after_being_asked_refuses_even_with_failmode_sa
     for options in [Options::default(), SAFE] {
         // BeginLogin times out: a daemon exists, so this is no reason to let anyone in.
         let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
-        let daemon = FakeDaemon {
-            plan_error: Some(timed_out),
-            ..Default::default()
-        };
+        let daemon = FakeDaemon::failing_begin_login(timed_out);
         let (code, _) = run_with(&mut host, &options, &login("alice"), daemon);
         assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{options:?}");
 
