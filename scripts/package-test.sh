@@ -302,7 +302,7 @@ grep -q 'usr/share/doc/twofold/changelog' <<<"$(dpkg-deb --fsys-tarfile "$deb" |
 ok ".deb $(basename "$deb"): Depends: $depends; conffiles; changelog"
 
 # What is loaded into sshd and every other login process: stripped, and of
-# the size the README gives (a profile override once left the symbols in).
+# the size docs/testing.md gives (a profile override once left the symbols in).
 unpacked="$(mktemp -d)"
 dpkg-deb -x "$deb" "$unpacked"
 for binary in usr/lib/x86_64-linux-gnu/security/pam_twofold.so usr/sbin/twofoldd usr/bin/twofold; do

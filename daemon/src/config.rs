@@ -455,8 +455,8 @@ mod tests {
 }
 
 /// Every key of `twofold.toml`, as `table.key` for keys inside a table. The
-/// documentation tests (tests/tests/docs.rs) check that twofold.toml(5), the
-/// README and the sample file name each; the test below keeps this list equal
+/// documentation tests (tests/tests/docs.rs) check that twofold.toml(5) and
+/// the sample file name each; the test below keeps this list equal
 /// to the fields of `Config`.
 pub const KEYS: &[&str] = &[
     "state_dir",

@@ -1,6 +1,6 @@
 //! Back-off after wrong codes, counted per account *and* source address, with
 //! a slower account-wide ceiling. Pure functions of counts and times (and a
-//! bounded in-memory table), so the arithmetic in the README is checked by
+//! bounded in-memory table), so the arithmetic in docs/security.md is checked by
 //! tests here.
 //!
 //! - Per source: wrong codes in a row from one address (IPv6: its /64, the
@@ -488,7 +488,7 @@ mod tests {
         );
     }
 
-    /// The README's figures: from one address an attacker gets under 4,000
+    /// The figures in docs/security.md: from one address an attacker gets under 4,000
     /// guesses (about 1 %) in ten years; from any number of addresses the
     /// account-wide ceiling keeps the chance below 50 % for ten years.
     #[test]

@@ -1,7 +1,7 @@
 //! An attacker guessing one account's codes as fast as twofoldd lets them,
 //! through PAM and straight over the bus, with the throttle scaled down to
 //! seconds. The number of codes the daemon actually checks must be what
-//! `throttle::guesses_within` (the model behind the README's ten-year
+//! `throttle::guesses_within` (the model behind docs/security.md's ten-year
 //! figures) predicts for the same settings and time, and the account's owner,
 //! logging in from another address meanwhile, must get in at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

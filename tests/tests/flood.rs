@@ -1,7 +1,7 @@
 //! One local user floods twofoldd from many connections at once, with the
 //! costliest calls a user may make and oversized arguments; root's logins
 //! (the PAM stack's calls) must keep working meanwhile. Their latency before
-//! and during the flood is printed (a figure for the README, not a timed
+//! and during the flood is printed (a figure for docs/security.md, not a timed
 //! assertion).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
