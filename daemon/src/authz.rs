@@ -14,15 +14,27 @@ fn nss_error(e: users::NssError) -> TwofoldError {
     )
 }
 
-fn denied(caller_uid: u32, method: &str, user: &str, why: String) -> TwofoldError {
+/// Log and return a refusal; `target` says what was asked for, as a log
+/// field (never text the caller typed: it may be a code, see `login_target`).
+fn denied(caller_uid: u32, method: &str, target: &str, why: String) -> TwofoldError {
+    let target = if target.is_empty() {
+        String::new()
+    } else {
+        format!(" {target}")
+    };
     audit::log(
         Level::Warning,
-        &format!(
-            "access-denied caller_uid={caller_uid} method={method} {}",
-            field("user", user)
-        ),
+        &format!("access-denied caller_uid={caller_uid} method={method}{target}"),
     );
     TwofoldError::AccessDenied(why)
+}
+
+/// What a refused caller's user-name argument may leave in the log: its
+/// length only. It is text the caller chose (a code typed into the wrong
+/// field, or one passed on purpose), and any digest of a 6-digit code is
+/// reversed by trying the million codes.
+fn user_argument(user: &str) -> String {
+    format!("user-argument-bytes={}", user.len())
 }
 
 /// The account of `uid` under its canonical name (the first passwd entry for the uid).
@@ -71,7 +83,7 @@ pub fn login_target(caller_uid: u32, user: &str, method: &str) -> Result<Account
         return Err(denied(
             caller_uid,
             method,
-            user,
+            &user_argument(user),
             format!(
                 "Only root may call {method} for another user; you may only for your own account."
             ),
@@ -121,7 +133,7 @@ pub fn may_unlock(
         return Err(denied(
             admin_uid,
             method,
-            &target.name,
+            &field("user", &target.name),
             "Only root may unlock, reset or set an override for root or a member of the admin group.".into(),
         ));
     }

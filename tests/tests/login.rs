@@ -606,6 +606,45 @@ fn no_code_or_secret_reaches_the_log() {
     }
 }
 
+/// A caller other than root that passes codes where a user name goes (by
+/// mistake or to plant them in the log) is refused, and the refusal's log
+/// line holds its uid and the method, not the text it passed.
+#[test]
+fn codes_passed_as_a_user_name_do_not_reach_the_log() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let code = oathtool(&e.secret, 0).unwrap();
+    let plain_backup = e.backup_codes[0].replace('-', "");
+    for typed in [code.as_str(), &e.backup_codes[0], &plain_backup] {
+        used_secret(typed);
+        let rhost = "string:192.0.2.7";
+        let service = "string:sshd";
+        let user = format!("string:{typed}");
+        for (method, args) in [
+            ("BeginLogin", vec![user.as_str(), service, rhost]),
+            (
+                "Verify",
+                vec![user.as_str(), "string:123456", service, rhost],
+            ),
+            ("EnrollAtLogin", vec![user.as_str(), service, rhost]),
+        ] {
+            let (ok, out) = w.bus.dbus_send(Some(BOB), method, &args);
+            assert!(!ok && out.contains("AccessDenied"), "{method}: {out}");
+        }
+    }
+    let log = w.daemon.log();
+    let bob_uid = test_user(BOB).unwrap();
+    assert!(
+        log.contains(&format!(
+            "access-denied caller_uid={bob_uid} method=BeginLogin user-argument-bytes=6"
+        )),
+        "{log}"
+    );
+    for secret in [code.as_str(), &e.backup_codes[0], &plain_backup] {
+        assert!(!log.contains(secret), "log holds {secret}: {log}");
+    }
+}
+
 #[test]
 fn a_setuid_host_ignores_the_bus_address_its_caller_sets() {
     let w = world("", "");
