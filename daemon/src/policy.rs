@@ -566,18 +566,65 @@ pub enum PolicyError {
     },
 }
 
-/// Load the policy; a missing file at the default path means `Policy::default()`.
-pub fn load(path: &Path, must_exist: bool) -> Result<(Policy, bool), PolicyError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, path).map(|p| (p, true)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
-            Ok((Policy::default(), false))
+/// The policy file's text; `None` when it is missing and need not exist.
+/// Bytes that are not UTF-8 are refused at their line and column.
+fn read(path: &Path, must_exist: bool) -> Result<Option<String>, PolicyError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(None),
+        Err(source) => {
+            return Err(PolicyError::Read {
+                path: path.display().to_string(),
+                source,
+            });
         }
-        Err(source) => Err(PolicyError::Read {
+    };
+    String::from_utf8(bytes).map(Some).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let before = String::from_utf8_lossy(&e.as_bytes()[..valid]);
+        let (line, column) = crate::config::line_column(&before, valid);
+        PolicyError::Invalid {
             path: path.display().to_string(),
-            source,
-        }),
+            line,
+            column,
+            message: "the file is not UTF-8 text".into(),
+        }
+    })
+}
+
+/// Load the policy; a missing file at the default path means `Policy::default()`.
+/// Its groups are not looked up (see `load_checked`).
+pub fn load(path: &Path, must_exist: bool) -> Result<(Policy, bool), PolicyError> {
+    match read(path, must_exist)? {
+        Some(text) => parse(&text, path).map(|p| (p, true)),
+        None => Ok((Policy::default(), false)),
     }
+}
+
+/// The one check of a policy file, for every entry point (`twofoldd
+/// --check-config`, `twofold admin check-config`, reload): `load`, and every
+/// group a rule names must exist. A rule naming an unknown group would treat
+/// everyone as of unknown groups (the strictest rule) until the name is fixed.
+pub fn load_checked(path: &Path, must_exist: bool) -> Result<(Policy, bool), PolicyError> {
+    let Some(text) = read(path, must_exist)? else {
+        return Ok((Policy::default(), false));
+    };
+    let policy = parse(&text, path)?;
+    let missing = crate::users::missing_groups(policy.group_names());
+    if let Some(first) = missing.first() {
+        let offset = text.find(&format!("\"{first}\"")).unwrap_or(0);
+        let (line, column) = crate::config::line_column(&text, offset);
+        return Err(PolicyError::Invalid {
+            path: path.display().to_string(),
+            line,
+            column,
+            message: format!(
+                "the policy names groups that do not exist: {} (check the names, or the directory service)",
+                missing.join(", ")
+            ),
+        });
+    }
+    Ok((policy, true))
 }
 
 pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {

@@ -653,11 +653,8 @@ Ask your administrator if you lost your phone."
         );
         // A file that disappeared is refused like an invalid one: dropping to
         // the built-in policy would silently end enforcement.
-        match policy::load(path, true)
-            .map_err(|e| e.to_string())
-            .and_then(|(p, _)| known_groups(p))
-        {
-            Ok(policy) => {
+        match policy::load_checked(path, true) {
+            Ok((policy, _)) => {
                 let summary = format!("{}: {}", path.display(), policy.summary());
                 match self.policy.write() {
                     Ok(mut current) => *current = Arc::new(policy),
@@ -681,16 +678,14 @@ Ask your administrator if you lost your phone."
 
 /// Check a policy file without applying it.
 pub fn check_policy(path: &std::path::Path) -> Result<String, TwofoldError> {
-    policy::load(path, true)
-        .map_err(|e| e.to_string())
-        .and_then(|(p, _)| known_groups(p))
-        .map(|p| format!("{}: valid; {}", path.display(), p.summary()))
-        .map_err(TwofoldError::InvalidInput)
+    policy::load_checked(path, true)
+        .map(|(p, _)| format!("{}: valid; {}", path.display(), p.summary()))
+        .map_err(|e| TwofoldError::InvalidInput(e.to_string()))
 }
 
-/// A policy whose rules name a group NSS does not know is refused on reload
-/// and by check-config: as written it would treat everyone as of unknown
-/// groups (the strictest rule) until the name is fixed.
+/// At start, a policy whose rules name a group NSS does not know is only
+/// warned about (a directory service may still be coming up); reload and
+/// check-config refuse it (`policy::load_checked`).
 pub fn known_groups(policy: Policy) -> Result<Policy, String> {
     let missing = users::missing_groups(policy.group_names());
     if missing.is_empty() {

@@ -753,3 +753,56 @@ fn a_rule_naming_a_group_that_does_not_exist_never_weakens_the_policy() {
         text(&check)
     );
 }
+
+/// One check, one answer: `twofoldd --check-config` and `twofold admin
+/// check-config` refuse the same bad files, each error at the file's path
+/// and line.
+#[test]
+fn both_config_checks_refuse_the_same_files_at_their_line() {
+    let w = world("[default]\nmode = \"optional\"\n");
+    let dir = tempfile::Builder::new()
+        .prefix("twofold-check-")
+        .tempdir()
+        .unwrap();
+    let bad: [(&str, &[u8], usize, &str); 3] = [
+        (
+            "ghost.toml",
+            b"[default]\nmode = \"exempt\"\n\n[[rule]]\nname = \"admins\"\ngroups = [\"tf-no-such-group\"]\nmode = \"require\"\n",
+            6,
+            "tf-no-such-group",
+        ),
+        (
+            "latin1.toml",
+            b"[default]\nmode = \"exempt\"\nsupport = \"Caf\xe9\"\n",
+            3,
+            "not UTF-8",
+        ),
+        ("syntax.toml", b"[default]\nmode = exempt\n", 2, ""),
+    ];
+    for (name, content, line, words) in bad {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let at = format!("{}:{line}:", path.display());
+        let config = dir.path().join(format!("{name}.twofold.toml"));
+        std::fs::write(&config, format!("policy_file = \"{}\"\n", path.display())).unwrap();
+        let daemon_check = Command::new(artifacts().twofoldd())
+            .arg("--config")
+            .arg(&config)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        let admin_check = twofold(
+            &w,
+            None,
+            &["admin", "check-config", &path.display().to_string()],
+        );
+        for (who, out) in [("twofoldd", &daemon_check), ("twofold admin", &admin_check)] {
+            let said = text(out);
+            assert!(!out.status.success(), "{who} accepted {name}: {said}");
+            assert!(
+                said.contains(&at) && said.contains(words),
+                "{who} on {name}: {said}"
+            );
+        }
+    }
+}
