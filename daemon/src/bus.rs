@@ -1,13 +1,21 @@
-//! The D-Bus face of the engine. Every method first asks the bus daemon for
-//! the sender's uid (`caller_uid`), then runs its function in `calls.rs`
-//! (where `authz` decides what that caller may do) on a blocking thread, so
-//! that one slow call (NSS lookups, fsyncs, hashing) never holds up the others.
+//! The D-Bus face of the engine. Every method first refuses a call that is
+//! too large (`limits::message_fits`), then asks the bus daemon for the
+//! sender's uid (`peer`), then runs its function in `calls.rs` (where `authz`
+//! decides what that caller may do) on a blocking thread, so that one slow
+//! call (NSS lookups, fsyncs, hashing) never holds up the others.
+//!
+//! Everything awaited here has a deadline: the bus's answer about a caller
+//! (`Connection::method_timeout`, set in main.rs, and `LOOKUP_DEADLINE` for
+//! waiting for a turn), and the work itself (`WORK_DEADLINE`).
 
+use crate::audit::{self, Level};
 use crate::calls;
 use crate::engine::Engine;
-use crate::limits::Limits;
+use crate::limits::{self, Limits};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use twofold_protocol::{
     EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
     UserStatus, VerifyReply,
@@ -18,11 +26,41 @@ use zeroize::Zeroizing;
 
 /// Senders whose uid is remembered; the table is emptied when full.
 const MAX_CACHED_SENDERS: usize = 4096;
+/// Calls of one connection that may wait for the bus to say who sent them;
+/// more are refused at once. Before that answer nobody knows the caller's
+/// uid, so this, `MAX_BODY_BYTES` and the bus's own cap on one uid's
+/// connections (256 on the system bus) bound what an unknown caller holds.
+const MAX_WAITING_PER_SENDER: u32 = 4;
+/// Credentials lookups in flight at once: well under the bus's cap on one
+/// connection's pending calls (128 on the system bus), so a flood of new
+/// senders makes root's lookup wait its turn instead of being refused.
+const MAX_LOOKUPS: usize = 32;
+/// The bus's answer about a caller, including the wait for a turn...
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
+/// ...asked again after this long without one (it answers in well under a
+/// millisecond; a bus that dropped the answer never sends it).
+const LOOKUP_TRY: Duration = Duration::from_secs(1);
+/// A call's work on its blocking thread (NSS, the disk, hashing, an e-mail
+/// within `email.timeout_secs` <= 15 s): answered within this, under the
+/// module's 20 s wait for an answer. Work past it still finishes on its
+/// thread (holding the caller's in-flight slot), but its caller is told.
+pub const WORK_DEADLINE: Duration = Duration::from_secs(18);
+/// How often a refusal of oversized calls is logged at most, in ms.
+const OVERSIZED_LOG_EVERY_MS: u64 = 60_000;
 
 pub struct Service {
     engine: Arc<Engine>,
     dbus: fdo::DBusProxy<'static>,
     limits: Arc<Limits>,
+    /// The runtime the connection runs on: its timers bound the waits here.
+    runtime: zruntime::SharedRuntime,
+    /// Turns for asking the bus about a new sender (`MAX_LOOKUPS`).
+    lookups: zruntime::lock::Semaphore,
+    /// Unique bus name -> its calls waiting for that answer.
+    waiting: Mutex<HashMap<String, u32>>,
+    /// Oversized calls refused since the last log line, and when that was.
+    oversized: AtomicU64,
+    oversized_logged_ms: AtomicU64,
     /// Unique bus name -> what is known of that sender. A unique name is
     /// never reused while the bus runs and a connection's credentials never
     /// change, so the bus's answer holds for the sender's lifetime; this
@@ -80,13 +118,88 @@ impl Peer {
     }
 }
 
+/// One call of a sender waiting for the bus's answer; counted out on drop.
+struct Waiting<'a> {
+    waiting: &'a Mutex<HashMap<String, u32>>,
+    sender: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = waiting.get_mut(&self.sender) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.sender);
+            }
+        }
+    }
+}
+
+fn bus_too_slow() -> TwofoldError {
+    TwofoldError::Internal(
+        "The system bus did not say who is calling in time. Try again in a moment.".into(),
+    )
+}
+
 impl Service {
+    /// Call from inside the runtime that serves `conn` (its timers are used).
     pub async fn new(engine: Arc<Engine>, conn: &Connection) -> zbus::Result<Self> {
         Ok(Self {
             engine,
             dbus: fdo::DBusProxy::new(conn).await?,
             limits: Arc::default(),
+            runtime: zruntime::SharedRuntime::current()?,
+            lookups: zruntime::lock::Semaphore::new(MAX_LOOKUPS),
+            waiting: Mutex::default(),
+            oversized: AtomicU64::new(0),
+            oversized_logged_ms: AtomicU64::new(0),
             senders: Mutex::default(),
+        })
+    }
+
+    /// Refuse an oversized call before anything else; log such refusals
+    /// (their number, not their content) once a minute at most.
+    fn admit_message(&self, header: &Header<'_>) -> Result<(), TwofoldError> {
+        let fits =
+            limits::message_fits(header.primary().body_len(), header.unix_fds().unwrap_or(0));
+        if fits.is_err() {
+            let refused = self.oversized.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = crate::now_ms();
+            let last = self.oversized_logged_ms.load(Ordering::Relaxed);
+            if now >= last + OVERSIZED_LOG_EVERY_MS
+                && self
+                    .oversized_logged_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.oversized.fetch_sub(refused, Ordering::Relaxed);
+                audit::log(
+                    Level::Warning,
+                    &format!(
+                        "oversized-calls refused={refused} (over {} bytes or with file descriptors, refused unread)",
+                        limits::MAX_BODY_BYTES
+                    ),
+                );
+            }
+        }
+        fits
+    }
+
+    /// Count one more call of `sender` waiting for the bus's answer, or
+    /// refuse it when that sender already has `MAX_WAITING_PER_SENDER`.
+    fn wait_for_answer(&self, sender: &str) -> Result<Waiting<'_>, TwofoldError> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let n = waiting.entry(sender.to_string()).or_insert(0);
+        if *n >= MAX_WAITING_PER_SENDER {
+            return Err(TwofoldError::Busy(
+                "Too many calls on this connection at once. Wait for the answers.".into(),
+            ));
+        }
+        *n += 1;
+        Ok(Waiting {
+            waiting: &self.waiting,
+            sender: sender.to_string(),
         })
     }
 
@@ -123,23 +236,41 @@ impl Service {
         if let Some(entry) = self.senders().get(sender.as_str()) {
             return Ok(entry.peer);
         }
-        let credentials = self
-            .dbus
-            .get_connection_credentials(sender.clone().into())
-            .await
-            .map_err(|e| TwofoldError::ZBus(e.into()))?;
-        let uid = credentials.unix_user_id().ok_or_else(|| {
-            TwofoldError::AccessDenied("The bus does not know the caller's uid.".into())
-        })?;
-        let peer = Peer {
-            uid,
-            pid: credentials.process_id(),
+        let _waiting = self.wait_for_answer(sender.as_str())?;
+        let lookup = async {
+            let _turn = self.lookups.acquire().await;
+            // Another call of this sender may have had the answer meanwhile.
+            if let Some(entry) = self.senders().get(sender.as_str()) {
+                return Ok::<Peer, TwofoldError>(entry.peer);
+            }
+            // A bus whose queue to twofoldd is full (a flood of large calls)
+            // drops its answer: ask again until LOOKUP_DEADLINE.
+            let credentials = loop {
+                let ask = self.dbus.get_connection_credentials(sender.clone().into());
+                if let Ok(answer) = self.runtime.timeout(LOOKUP_TRY, ask).await {
+                    break answer.map_err(|e| TwofoldError::ZBus(e.into()))?;
+                }
+            };
+            let uid = credentials.unix_user_id().ok_or_else(|| {
+                TwofoldError::AccessDenied("The bus does not know the caller's uid.".into())
+            })?;
+            Ok(Peer {
+                uid,
+                pid: credentials.process_id(),
+            })
         };
+        let peer = self
+            .runtime
+            .timeout(LOOKUP_DEADLINE, lookup)
+            .await
+            .map_err(|_| bus_too_slow())??;
         let mut senders = self.senders();
         if senders.len() >= MAX_CACHED_SENDERS {
             senders.clear();
         }
-        senders.insert(sender.to_string(), Sender { peer, login: None });
+        senders
+            .entry(sender.to_string())
+            .or_insert(Sender { peer, login: None });
         Ok(peer)
     }
 
@@ -155,24 +286,42 @@ impl Service {
 
     /// Run `work` with the caller's uid and, for a `local` login (no remote
     /// host) by root, the real uid of the calling process (`Peer::invoker`), on a
-    /// blocking thread, if the caller's limits allow (`limits.rs`); the slot
-    /// is held until the work is done, even if the caller goes away first.
+    /// blocking thread, if the call is small enough and the caller's limits
+    /// allow (`limits.rs`); the slot is held until the work is done, even if
+    /// the caller goes away or the deadline passes first.
     async fn run_login<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         local: bool,
         work: impl FnOnce(&Engine, u32, Option<u32>) -> Result<T, TwofoldError> + Send + 'static,
     ) -> Result<T, TwofoldError> {
+        self.admit_message(header)?;
         let peer = self.peer(header).await?;
         let permit = self.limits.admit(peer.uid, crate::now_ms())?;
         let engine = self.engine.clone();
         // Only a local login is counted by its invoker: skip /proc otherwise.
-        zruntime::unblock(move || {
+        let work = zruntime::unblock(move || {
             let _permit = permit;
             let invoker = if local { peer.invoker() } else { None };
             work(&engine, peer.uid, invoker)
-        })
-        .await
+        });
+        self.runtime
+            .timeout(WORK_DEADLINE, work)
+            .await
+            .map_err(|_| {
+                audit::log(
+                    Level::Error,
+                    &format!(
+                        "work-deadline caller_uid={} (a call took over {} s: NSS, the disk or the mail relay is not answering)",
+                        peer.uid,
+                        WORK_DEADLINE.as_secs()
+                    ),
+                );
+                TwofoldError::Internal(format!(
+                    "The request did not finish within {} s. Try again later, or contact your administrator.",
+                    WORK_DEADLINE.as_secs()
+                ))
+            })?
     }
 }
 

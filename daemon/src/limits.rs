@@ -24,6 +24,11 @@ const RATE: Bucket = Bucket {
 /// Bytes of one string argument (user and service names, codes, host
 /// names, a policy path: PATH_MAX).
 pub const MAX_ARG_BYTES: usize = 4096;
+/// Bytes of a call's body: the largest real one (`EmailEnrollAtLogin`, four
+/// strings of at most `MAX_ARG_BYTES`) fits with room to spare. A larger
+/// call is refused before twofoldd asks the bus who sent it, so it is held
+/// only while it is read and turned away.
+pub const MAX_BODY_BYTES: u32 = 32 * 1024;
 /// Uids remembered at once; idle ones are dropped first.
 const MAX_TRACKED_UIDS: usize = 4096;
 
@@ -102,6 +107,22 @@ impl Limits {
     }
 }
 
+/// Refuse a call whose body is over `MAX_BODY_BYTES`, or that carries file
+/// descriptors (no method takes one), before anything else is done with it.
+pub fn message_fits(body_bytes: u32, unix_fds: u32) -> Result<(), TwofoldError> {
+    if unix_fds > 0 {
+        return Err(TwofoldError::InvalidInput(
+            "No twofold method takes file descriptors.".into(),
+        ));
+    }
+    if body_bytes > MAX_BODY_BYTES {
+        return Err(TwofoldError::InvalidInput(format!(
+            "The call is too large ({body_bytes} bytes; at most {MAX_BODY_BYTES})."
+        )));
+    }
+    Ok(())
+}
+
 /// Refuse any string argument longer than `MAX_ARG_BYTES`, before any work.
 pub fn small(args: &[(&str, &str)]) -> Result<(), TwofoldError> {
     match args.iter().find(|(_, value)| value.len() > MAX_ARG_BYTES) {
@@ -166,6 +187,29 @@ mod tests {
             let _ = l.admit(uid, u64::from(uid) * 10_000);
         }
         assert!(l.callers().len() <= MAX_TRACKED_UIDS);
+    }
+
+    #[test]
+    fn large_calls_and_calls_with_descriptors_are_refused() {
+        assert!(message_fits(0, 0).is_ok());
+        assert!(message_fits(MAX_BODY_BYTES, 0).is_ok());
+        let e = message_fits(MAX_BODY_BYTES + 1, 0).unwrap_err();
+        assert!(
+            matches!(&e, TwofoldError::InvalidInput(m) if m.contains("too large (32769 bytes")),
+            "{e:?}"
+        );
+        assert!(matches!(
+            message_fits(30_000_000, 0),
+            Err(TwofoldError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            message_fits(16, 1),
+            Err(TwofoldError::InvalidInput(m)) if m.contains("file descriptors")
+        ));
+        // The largest real call fits: four arguments at their bound, each a
+        // 4-byte length, its bytes and a NUL, aligned to 4.
+        let largest = 4 * (4 + MAX_ARG_BYTES as u32 + 1 + 3);
+        assert!(message_fits(largest, 0).is_ok());
     }
 
     #[test]

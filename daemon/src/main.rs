@@ -32,6 +32,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = twofoldd::privilege::return_large_blocks() {
+        eprintln!("twofoldd: cannot set the allocator's mmap threshold: {e}");
+        return ExitCode::from(1);
+    }
     let args = Args::parse();
     let source = match &args.config {
         Some(path) => config::Source::Explicit(path),
@@ -46,7 +50,7 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         println!("{cfg:#?}");
-        return match policy::load(&cfg.policy_file, false) {
+        return match policy::load_checked(&cfg.policy_file, false) {
             Ok((p, _)) => {
                 println!("policy: {}", p.summary());
                 ExitCode::SUCCESS
@@ -159,8 +163,16 @@ fn reload_on_sighup(engine: Arc<Engine>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// twofoldd's own calls to the bus (who is calling, the name): the bus
+/// answers in well under a millisecond, so a second means it dropped the
+/// call or is stuck.
+const BUS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn serve(engine: Arc<Engine>) -> zbus::Result<()> {
-    let conn = zbus::Connection::system().await?;
+    let conn = zbus::connection::Builder::system()
+        .method_timeout(BUS_CALL_TIMEOUT)
+        .build()
+        .await?;
     let service = bus::Service::new(engine, &conn).await?;
     // Serve the object before taking the name, so no caller finds one without the other.
     conn.object_server()

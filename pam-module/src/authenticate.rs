@@ -124,17 +124,25 @@ impl BusDaemon {
         B: serde::Serialize + zbus::zvariant::DynamicType,
         R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
     {
-        let reply = self
-            .conn
-            .call_method(
-                Some(twofold_protocol::BUS_NAME),
-                twofold_protocol::OBJECT_PATH,
-                Some(twofold_protocol::INTERFACE),
-                method,
-                args,
-            )
-            .await?;
-        Ok(reply.body().deserialize::<R>()?)
+        let mut full = FullBus::new();
+        loop {
+            let reply = self
+                .conn
+                .call_method(
+                    Some(twofold_protocol::BUS_NAME),
+                    twofold_protocol::OBJECT_PATH,
+                    Some(twofold_protocol::INTERFACE),
+                    method,
+                    args,
+                )
+                .await;
+            match reply {
+                // The bus turned the call away undelivered (its queue to
+                // twofoldd was full): sending it again cannot count twice.
+                Err(e) if bus_full(&e) && full.wait() => continue,
+                reply => return Ok(reply?.body().deserialize::<R>()?),
+            }
+        }
     }
 }
 
@@ -149,9 +157,11 @@ pub fn bus_address(secure_execution: bool, from_env: Option<std::ffi::OsString>)
 }
 
 /// How long a login waits for a connection while the bus is at its limit of
-/// connections per uid. Every sshd login is root's, so a burst of logins at
-/// once can fill dbus-daemon's `max_connections_per_user` (256 by default)
-/// for a moment; that is a wait, not a reason to refuse a correct code.
+/// connections per uid, or for a call while the bus's queue to twofoldd is
+/// full. Every sshd login is root's, so a burst of logins at once can fill
+/// dbus-daemon's `max_connections_per_user` (256 by default) for a moment,
+/// and a local user sending large calls can fill twofoldd's queue (127 MB);
+/// that is a wait, not a reason to refuse a correct code.
 pub const BUS_FULL_WAIT: Duration = Duration::from_secs(5);
 /// Longest pause between two tries on a full bus.
 const BUS_FULL_PAUSE_MAX: Duration = Duration::from_millis(200);
@@ -160,23 +170,42 @@ const BUS_FULL_PAUSE_MAX: Duration = Duration::from_millis(200);
 /// refuses the connection for its per-uid limit, each try's handshake
 /// bounded by [`HANDSHAKE_TIMEOUT`]. Any other failure returns at once.
 pub async fn connect(address: &str) -> zbus::Result<BusDaemon> {
-    let started = std::time::Instant::now();
-    let mut pause = Duration::from_millis(5);
+    let mut full = FullBus::new();
     loop {
         match connect_once(address).await {
-            Err(e) if bus_full(&e) => {
-                let left = BUS_FULL_WAIT.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    return Err(e);
-                }
-                // Nothing else runs on this executor (one login, one
-                // connection), so a plain sleep blocks no other task. The
-                // jitter keeps a burst of waiting logins from retrying in step.
-                std::thread::sleep(jitter(pause).min(left));
-                pause = (pause * 2).min(BUS_FULL_PAUSE_MAX);
-            }
+            Err(e) if bus_full(&e) && full.wait() => {}
             other => return other,
         }
+    }
+}
+
+/// The waits of one step (a connection, a call) on a bus that refuses it
+/// for its limits: growing pauses, for at most [`BUS_FULL_WAIT`] in all.
+struct FullBus {
+    started: std::time::Instant,
+    pause: Duration,
+}
+
+impl FullBus {
+    fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            pause: Duration::from_millis(5),
+        }
+    }
+
+    /// Pause before the next try; false when the time is up.
+    fn wait(&mut self) -> bool {
+        let left = BUS_FULL_WAIT.saturating_sub(self.started.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        // Nothing else runs on this executor (one login, one connection),
+        // so a plain sleep blocks no other task. The jitter keeps a burst of
+        // waiting logins from retrying in step.
+        std::thread::sleep(jitter(self.pause).min(left));
+        self.pause = (self.pause * 2).min(BUS_FULL_PAUSE_MAX);
+        true
     }
 }
 

@@ -1,15 +1,23 @@
-//! A local user flooding twofoldd: `twofold-flood SECONDS CONNECTIONS`, run
-//! as that user with `DBUS_SYSTEM_BUS_ADDRESS` set. Each connection, on its
-//! own thread, calls without pause the costliest methods a user may call for
-//! their own account (`BeginEnrollment`: a key and two QR codes; `Status`:
-//! NSS and the state) and an oversized argument, for SECONDS. Prints one
-//! line: `calls=N served=N busy=N refused=N failed=N`.
+//! A local user flooding twofoldd, run as that user with
+//! `DBUS_SYSTEM_BUS_ADDRESS` set.
+//!
+//! `twofold-flood SECONDS CONNECTIONS`: each connection, on its own thread,
+//! calls without pause the costliest methods a user may call for their own
+//! account (`BeginEnrollment`: a key and two QR codes; `Status`: NSS and the
+//! state) and an oversized argument, for SECONDS.
+//!
+//! `twofold-flood SECONDS CONNECTIONS BODY_BYTES`: each connection sends,
+//! without waiting for answers, `BeginLogin` and `ConfirmEnrollment` calls
+//! whose bodies are BODY_BYTES long (the bus allows up to 32 MiB), for
+//! SECONDS: the large-message attack on twofoldd's memory.
+//!
+//! Prints one line: `calls=N served=N busy=N refused=N failed=N`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use twofold_protocol::{TwofoldError, TwofoldProxy};
+use twofold_protocol::{BUS_NAME, INTERFACE, OBJECT_PATH, TwofoldError, TwofoldProxy};
 
 #[derive(Default)]
 struct Tally {
@@ -49,18 +57,55 @@ async fn flood(until: Instant, tally: &Tally) -> zbus::Result<()> {
     Ok(())
 }
 
+/// Large bodies, sent as fast as the bus takes them; the answers (if any)
+/// are never read, as an attacker would not.
+async fn flood_large(until: Instant, body_bytes: usize, tally: &Tally) -> zbus::Result<()> {
+    let conn = zbus::Connection::system().await?;
+    let huge = "9".repeat(body_bytes);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let call = zbus::Message::method_call(OBJECT_PATH, "BeginLogin")
+            .destination(BUS_NAME)
+            .interface(INTERFACE);
+        let msg = if n.is_multiple_of(2) {
+            call.build(&(huge.as_str(), "sshd", "192.0.2.1"))?
+        } else {
+            call.member("ConfirmEnrollment").build(&(huge.as_str(),))?
+        };
+        tally.calls.fetch_add(1, Ordering::Relaxed);
+        if conn.send(&msg).await.is_err() {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        n += 1;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
     let (Some(Ok(secs)), Some(Ok(connections))) = (args.next(), args.next()) else {
-        eprintln!("usage: twofold-flood SECONDS CONNECTIONS");
+        eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BODY_BYTES]");
         return ExitCode::from(2);
+    };
+    let body_bytes = match args.next() {
+        None => None,
+        Some(Ok(n)) => usize::try_from(n).ok(),
+        Some(Err(_)) => {
+            eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BODY_BYTES]");
+            return ExitCode::from(2);
+        }
     };
     let until = Instant::now() + Duration::from_secs(secs);
     let tally = Tally::default();
     std::thread::scope(|s| {
         for _ in 0..connections {
             s.spawn(|| {
-                if let Err(e) = zbus::block_on(flood(until, &tally)) {
+                let done = match body_bytes {
+                    Some(n) => zbus::block_on(flood_large(until, n, &tally)),
+                    None => zbus::block_on(flood(until, &tally)),
+                };
+                if let Err(e) = done {
                     eprintln!("twofold-flood: {e}");
                     tally.failed.fetch_add(1, Ordering::Relaxed);
                 }
