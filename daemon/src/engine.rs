@@ -516,9 +516,16 @@ backup codes still are (`twofold admin unlock` clears it)",
             VerifyOutcome::Wrong => match self.hold(user, &source, e, now) {
                 None if e.secret.is_none() => self.refusal(WRONG_EMAIL_CODE),
                 None => self.refusal(WRONG_CODE),
-                Some(hold) if hold.backup_only() => {
-                    self.refusal(&format!("Wrong backup code. {}", hold.text()))
-                }
+                Some(hold) if hold.backup_only() => self.refusal(&format!(
+                    "Wrong {}. Only a backup code is accepted here for the next {}: type one, \
+or ask your administrator to unlock the account.",
+                    if matches!(code, Code::Backup(_)) {
+                        "backup code"
+                    } else {
+                        "code"
+                    },
+                    human_duration(hold.ceiling)
+                )),
                 Some(hold) => self.refusal(&format!(
                     "Wrong code. Wait {} before trying again.",
                     human_duration(hold.wait())

@@ -860,8 +860,9 @@ fn while_the_ceiling_is_reached_backup_codes_are_checked_and_spend_no_token() {
         .unwrap();
     assert_eq!(r.outcome, VerifyOutcome::Wrong);
     assert!(
-        r.message
-            .starts_with("Wrong backup code. Too many wrong codes"),
+        r.message.starts_with(
+            "Wrong backup code. Only a backup code is accepted here for the next 30 minutes"
+        ),
         "{}",
         r.message
     );
