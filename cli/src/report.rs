@@ -25,6 +25,10 @@ const GAP: usize = 2;
 const OVERRIDE_NOTE: &str = "* set for this user by an administrator \
                              (`twofold admin clear USER` returns them to the policy)";
 
+const CEILING_NOTE: &str = "! too many wrong codes from several places (the account-wide ceiling): \
+                            only backup codes are checked from new addresses; \
+                            `twofold admin status USER` tells more, `twofold admin unlock USER` clears it";
+
 /// The table, a note on `*` when an override shows, and a summary line.
 pub fn table(rows: &[ReportRow]) -> String {
     let mut lines: Vec<[String; 8]> = Vec::with_capacity(rows.len() + 1);
@@ -46,9 +50,17 @@ pub fn table(rows: &[ReportRow]) -> String {
         text.push_str(out.trim_end());
         text.push('\n');
     }
-    if rows.iter().any(|r| !r.override_mode.is_empty()) {
+    let overrides = rows.iter().any(|r| !r.override_mode.is_empty());
+    let ceilings = rows.iter().any(|r| r.ceiling_reached_for_secs > 0);
+    if overrides || ceilings {
         text.push('\n');
+    }
+    if overrides {
         text.push_str(OVERRIDE_NOTE);
+        text.push('\n');
+    }
+    if ceilings {
+        text.push_str(CEILING_NOTE);
         text.push('\n');
     }
     text.push_str(&summary(rows));
@@ -60,9 +72,19 @@ fn cells(r: &ReportRow) -> [String; 8] {
     if !r.override_mode.is_empty() {
         mode.push('*');
     }
+    let mut user = show::printable(&r.user).into_owned();
+    if r.ceiling_reached_for_secs > 0 {
+        user.push('!');
+    }
+    let enrolled = match (r.enrolled, r.alias_of.as_str()) {
+        (_, "") => (if r.enrolled { "yes" } else { "no" }).to_string(),
+        // The alias's login is asked for that account's code.
+        (true, of) => format!("yes, as {}", show::printable(of)),
+        (false, of) => format!("no, as {}", show::printable(of)),
+    };
     [
-        show::printable(&r.user).into_owned(),
-        (if r.enrolled { "yes" } else { "no" }).into(),
+        user,
+        enrolled,
         or_dash(&r.method),
         if r.enrolled {
             r.backup_codes_left.to_string()
@@ -95,19 +117,34 @@ fn or_dash(value: &str) -> String {
     }
 }
 
-/// "3 users, 1 enrolled, 2 not enrolled (1 of them under require)".
+/// "3 users, 1 enrolled, 2 not enrolled (1 of them under require)", with
+/// ", and 1 alias" when some names are second names of an account (not
+/// counted as users: they share its enrollment).
 pub fn summary(rows: &[ReportRow]) -> String {
-    let enrolled = rows.iter().filter(|r| r.enrolled).count();
-    let required = rows
-        .iter()
+    let accounts = || rows.iter().filter(|r| r.alias_of.is_empty());
+    let enrolled = accounts().filter(|r| r.enrolled).count();
+    let required = accounts()
         .filter(|r| !r.enrolled && r.mode == "require")
         .count();
-    let users = rows.len();
-    format!(
+    let users = accounts().count();
+    let aliases = rows.len() - users;
+    let mut text = format!(
         "{users} user{}, {enrolled} enrolled, {} not enrolled ({required} of them under require)",
         if users == 1 { "" } else { "s" },
         users - enrolled
-    )
+    );
+    if aliases > 0 {
+        let _ = write!(
+            text,
+            ", and {}",
+            show::count(
+                u32::try_from(aliases).unwrap_or(u32::MAX),
+                "alias",
+                "aliases"
+            )
+        );
+    }
+    text
 }
 
 /// A JSON array, one object a line, with every field of every row.
@@ -123,7 +160,7 @@ fn row_json(r: &ReportRow) -> String {
     format!(
         "{{\"user\":{},\"uid\":{},\"enrolled\":{},\"method\":{},\"backup_codes_left\":{},\
          \"last_login\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{},\
-         \"override_mode\":{}}}",
+         \"override_mode\":{},\"ceiling_reached_for_secs\":{},\"alias_of\":{}}}",
         json_string(&r.user),
         r.uid,
         r.enrolled,
@@ -134,7 +171,9 @@ fn row_json(r: &ReportRow) -> String {
         json_string(&r.mode),
         json_string(&r.enforcement_date),
         r.days_left,
-        json_string(&r.override_mode)
+        json_string(&r.override_mode),
+        r.ceiling_reached_for_secs,
+        json_string(&r.alias_of)
     )
 }
 
@@ -159,6 +198,8 @@ mod tests {
             enforcement_date: String::new(),
             days_left: 0,
             override_mode: String::new(),
+            ceiling_reached_for_secs: 0,
+            alias_of: String::new(),
         }
     }
 
@@ -238,6 +279,33 @@ dave             no        -       -       never       staff    require    2026-
     }
 
     #[test]
+    fn aliases_show_as_such_and_a_reached_ceiling_stands_out() {
+        let alice = ReportRow {
+            ceiling_reached_for_secs: 600,
+            ..row("alice", true, "require")
+        };
+        let alias = ReportRow {
+            user: "alice2".into(),
+            alias_of: "alice".into(),
+            ..alice.clone()
+        };
+        let text = table(&[alice, alias, row("bob", false, "optional")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("alice!   yes "), "{text}");
+        assert!(lines[2].starts_with("alice2!  yes, as alice "), "{text}");
+        assert!(
+            lines[5].starts_with("! too many wrong codes from several places"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "2 users, 1 enrolled, 1 not enrolled (0 of them under require), and 1 alias"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn odd_characters_cannot_break_the_table() {
         let text = table(&[
             row("ev\x1bil", true, "optional"),
@@ -258,10 +326,12 @@ dave             no        -       -       never       staff    require    2026-
             "[\n\
              {\"user\":\"alice\",\"uid\":1000,\"enrolled\":true,\"method\":\"totp\",\
              \"backup_codes_left\":8,\"last_login\":1785484740,\"rule\":\"default\",\
-             \"mode\":\"require\",\"enforcement_date\":\"\",\"days_left\":0,\"override_mode\":\"\"},\n\
+             \"mode\":\"require\",\"enforcement_date\":\"\",\"days_left\":0,\"override_mode\":\"\",\
+             \"ceiling_reached_for_secs\":0,\"alias_of\":\"\"},\n\
              {\"user\":\"we\\\"ird\\\\name\",\"uid\":1000,\"enrolled\":false,\"method\":\"\",\
              \"backup_codes_left\":0,\"last_login\":0,\"rule\":\"line\\nbreak\",\
-             \"mode\":\"require\",\"enforcement_date\":\"\",\"days_left\":0,\"override_mode\":\"require\"}\n\
+             \"mode\":\"require\",\"enforcement_date\":\"\",\"days_left\":0,\"override_mode\":\"require\",\
+             \"ceiling_reached_for_secs\":0,\"alias_of\":\"\"}\n\
              ]"
         );
         assert_eq!(json(&[]), "[]");

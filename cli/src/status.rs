@@ -54,7 +54,14 @@ pub fn describe_own(s: &UserStatus) -> String {
     if s.backup_codes_left <= LOW_BACKUP_CODES {
         text.push_str("\nRun `twofold backup-codes` for a new set of backup codes.");
     }
-    if s.throttled_for_secs > 0 {
+    if s.ceiling_reached_for_secs > 0 {
+        let _ = write!(
+            text,
+            "\nToo many wrong codes for your account from several places: for {}, only a backup \
+code is accepted from places you have not logged in from lately.",
+            human_duration(s.ceiling_reached_for_secs)
+        );
+    } else if s.throttled_for_secs > 0 {
         let _ = write!(
             text,
             "\nToo many wrong codes: codes are accepted again in {}.",
@@ -90,6 +97,17 @@ pub fn describe_for_admin(s: &UserStatus) -> String {
     }
     if !s.enrolled {
         return text;
+    }
+    if s.ceiling_reached_for_secs > 0 {
+        let _ = write!(
+            text,
+            "\nACCOUNT-WIDE CEILING REACHED: too many wrong codes from several places (an attack?). \
+For {}, only backup codes are checked from addresses that have not logged {} in lately. \
+`twofold admin unlock {}` clears this.",
+            human_duration(s.ceiling_reached_for_secs),
+            s.user,
+            s.user
+        );
     }
     if s.throttled_for_secs > 0 {
         let _ = write!(
@@ -156,7 +174,7 @@ pub fn methods_text(s: &UserStatus) -> String {
 pub fn to_json(s: &UserStatus) -> String {
     format!(
         "{{\"user\":{},\"enrolled\":{},\"methods\":{},\"email\":{},\"backup_codes_left\":{},\"throttled_for_secs\":{},\"consecutive_failures\":{},\
-         \"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{}}}",
+         \"ceiling_reached_for_secs\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{}}}",
         json_string(&s.user),
         s.enrolled,
         json_string(&s.methods),
@@ -164,6 +182,7 @@ pub fn to_json(s: &UserStatus) -> String {
         s.backup_codes_left,
         s.throttled_for_secs,
         s.consecutive_failures,
+        s.ceiling_reached_for_secs,
         json_string(&s.rule),
         json_string(&s.mode),
         json_string(&s.enforcement_date),
@@ -209,6 +228,7 @@ mod tests {
             backup_codes_left: left,
             throttled_for_secs: throttled,
             consecutive_failures: 3,
+            ceiling_reached_for_secs: 0,
             rule: "default".into(),
             mode: "optional".into(),
             enforcement_date: String::new(),
@@ -312,6 +332,29 @@ mod tests {
     }
 
     #[test]
+    fn says_loudly_when_the_account_wide_ceiling_is_reached() {
+        let s = UserStatus {
+            ceiling_reached_for_secs: 1500,
+            ..status(true, 8, 1500)
+        };
+        let admin = describe_for_admin(&s);
+        assert!(
+            admin.contains(
+                "\nACCOUNT-WIDE CEILING REACHED: too many wrong codes from several places"
+            ),
+            "{admin}"
+        );
+        assert!(
+            admin.contains("For 25 minutes, only backup codes are checked"),
+            "{admin}"
+        );
+        let own = describe_own(&s);
+        assert!(own.contains("only a backup code is accepted"), "{own}");
+        assert!(to_json(&s).contains(r#""ceiling_reached_for_secs":1500,"#));
+        assert!(!describe_for_admin(&status(true, 8, 30)).contains("CEILING"));
+    }
+
+    #[test]
     fn names_each_method() {
         let s = UserStatus {
             methods: "totp,email".into(),
@@ -336,7 +379,7 @@ mod tests {
     fn writes_json() {
         assert_eq!(
             to_json(&status(true, 8, 0)),
-            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"rule":"default","mode":"optional","enforcement_date":"","days_left":0}"#
+            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"ceiling_reached_for_secs":0,"rule":"default","mode":"optional","enforcement_date":"","days_left":0}"#
         );
         assert!(
             to_json(&rolling_out("recommend", "2026-09-01", 32))

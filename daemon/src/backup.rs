@@ -41,6 +41,16 @@ impl std::fmt::Debug for HexHash {
     }
 }
 
+/// What a typed backup code is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// The unused code at this index.
+    Unused(usize),
+    /// A code already used.
+    Spent,
+    Wrong,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("backup code hashing failed: {0}")]
 pub struct HashError(String);
@@ -100,6 +110,28 @@ impl BackupSet {
         Ok(found)
     }
 
+    /// As `find`, with one hash, also telling a code among `spent` (the
+    /// stored hashes of codes used before, under this set's salt) apart
+    /// from a wrong one.
+    pub fn find_or_spent(&self, candidate: &str, spent: &[HexHash]) -> Result<Found, HashError> {
+        let digest = hash(candidate, &self.salt, self.params)?;
+        let unused = self
+            .hashes
+            .iter()
+            .enumerate()
+            .fold(None, |found, (i, h)| match h {
+                Some(HexHash(stored)) if found.is_none() && constant_time_eq(stored, &digest) => {
+                    Some(i)
+                }
+                _ => found,
+            });
+        Ok(match unused {
+            Some(i) => Found::Unused(i),
+            None if spent.iter().any(|HexHash(s)| constant_time_eq(s, &digest)) => Found::Spent,
+            None => Found::Wrong,
+        })
+    }
+
     pub fn remaining(&self) -> u32 {
         self.hashes.iter().filter(|h| h.is_some()).count() as u32
     }
@@ -146,6 +178,16 @@ mod tests {
         set.hashes[2] = None;
         assert_eq!(set.find(codes[2].expose()).unwrap(), None);
         assert_eq!(set.remaining(), 4);
+    }
+
+    #[test]
+    fn a_spent_code_is_told_apart_from_a_wrong_one() {
+        let (codes, mut set) = generate(3, FAST).unwrap();
+        let spent = vec![set.hashes[1].take().unwrap()];
+        let find = |c: &str| set.find_or_spent(c, &spent).unwrap();
+        assert_eq!(find(codes[0].expose()), Found::Unused(0));
+        assert_eq!(find(codes[1].expose()), Found::Spent);
+        assert_eq!(find("0000000000"), Found::Wrong);
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub struct TotpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
-    /// Wrong codes in a row allowed without any wait.
+    /// Wrong codes in a row that cost no wait: the next one is still
+    /// checked, and starts the wait (at 3: 4 guesses before the first wait).
     pub free_failures: u32,
     /// Wait after the first failure past the free ones; doubles with each further one.
     pub base_delay_secs: u64,

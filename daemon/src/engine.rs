@@ -2,7 +2,7 @@
 //! Callers have already decided that the caller may act for `user`.
 
 use crate::audit::{self, Level, field};
-use crate::backup::{self, HashParams};
+use crate::backup::{self, Found, HashParams, HexHash};
 use crate::config::Config;
 use crate::email::{EmailCheck, EmailCodes};
 use crate::mail::{Mailer, Outbox};
@@ -35,6 +35,8 @@ const WRONG_EMAIL_CODE: &str = "Wrong code. Try again with the code from the lat
 
 /// Wrong codes allowed while confirming one enrollment offer.
 const MAX_CONFIRM_ATTEMPTS: u32 = 10;
+/// Used backup codes remembered per user (the most a user can hold at once).
+const MAX_SPENT_PER_USER: usize = 20;
 /// Enrollment offers held at once (one per uid at most); each holds a secret.
 const MAX_PENDING_OFFERS: usize = 10_000;
 
@@ -72,30 +74,46 @@ impl LoginContext {
     }
 }
 
-/// Why no code is checked now: wrong codes from this source, or from
-/// everywhere for this account (the account-wide ceiling).
+/// Why a code is not checked now: wrong codes from this source (`own`
+/// seconds left), or from everywhere for this account (the account-wide
+/// ceiling, `ceiling` seconds left). While only the ceiling holds, backup
+/// codes are still checked: the owner always has a way in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hold {
-    pub wait: u64,
-    pub account_wide: bool,
+    pub own: u64,
+    pub ceiling: u64,
 }
 
 impl Hold {
-    /// The refusal, the same from every path.
+    pub fn wait(self) -> u64 {
+        self.own.max(self.ceiling)
+    }
+
+    /// Only the ceiling holds: a backup code is checked, nothing else.
+    pub fn backup_only(self) -> bool {
+        self.own == 0
+    }
+
+    /// The refusal, the same from every path. A source under its own
+    /// back-off is told only that wait (once over, a backup code is checked).
     pub fn text(self) -> String {
-        let wait = human_duration(self.wait);
-        if self.account_wide {
+        if self.backup_only() {
             format!(
-                "Too many wrong codes for this account from several places. Try again in {wait}, \
-or ask your administrator to unlock it."
+                "Too many wrong codes for this account from several places, so only a backup code \
+is accepted here for now (other codes again in {}). Type one of your backup codes, or ask your \
+administrator to unlock the account.",
+                human_duration(self.ceiling)
             )
         } else {
-            format!("Too many wrong codes. Try again in {wait}.")
+            format!(
+                "Too many wrong codes. Try again in {}.",
+                human_duration(self.own)
+            )
         }
     }
 
     pub fn outcome(self) -> &'static str {
-        if self.account_wide {
+        if self.backup_only() {
             "throttled-account"
         } else {
             "throttled"
@@ -119,6 +137,11 @@ pub struct Engine {
     pub(crate) hostname: String,
     pub(crate) outbox: Box<dyn Outbox>,
     pub(crate) email_codes: Mutex<EmailCodes>,
+    /// The stored hashes of backup codes used since the daemon started, per
+    /// user (at most `MAX_SPENT_PER_USER`), so that a used code (a race's
+    /// loser, a code typed twice) is told apart from a wrong guess and not
+    /// counted as one. Each entry needed a right code, so the map stays small.
+    spent_backup: Mutex<HashMap<String, Vec<HexHash>>>,
     /// Users who proved themselves with their existing method moments ago,
     /// until when: adding a method to an enrollment needs one.
     proofs: Mutex<HashMap<String, u64>>,
@@ -157,6 +180,7 @@ impl Engine {
             outbox: Box::new(Mailer::new(&cfg.email, &hostname)),
             email_codes: Mutex::default(),
             proofs: Mutex::default(),
+            spent_backup: Mutex::default(),
             cfg,
             store: Box::new(store),
             backup_params,
@@ -268,10 +292,21 @@ impl Engine {
         } else {
             throttle::ceiling_wait(cfg, e.ceiling_tat, now)
         };
-        (own > 0 || ceiling > 0).then_some(Hold {
-            wait: own.max(ceiling),
-            account_wide: ceiling > own,
-        })
+        (own > 0 || ceiling > 0).then_some(Hold { own, ceiling })
+    }
+
+    /// Seconds the account-wide ceiling stays reached (0: not reached).
+    pub(crate) fn ceiling_reached_for(&self, e: &Enrollment, now: u64) -> u64 {
+        throttle::ceiling_wait(&self.cfg.throttle, e.ceiling_tat, now)
+    }
+
+    fn spent_backup(&self) -> MutexGuard<'_, HashMap<String, Vec<HexHash>>> {
+        self.spent_backup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forget `user`'s used backup codes (a new set, or a new enrollment).
+    pub(crate) fn forget_spent_backup(&self, user: &str) {
+        self.spent_backup().remove(user);
     }
 
     /// The longest wait anywhere for `user`, for status and reports.
@@ -290,8 +325,41 @@ impl Engine {
         loaded: &mut Loaded,
         now: u64,
     ) -> Result<(), TwofoldError> {
-        let ceiling =
-            throttle::ceiling_after_failure(&self.cfg.throttle, loaded.enrollment.ceiling_tat, now);
+        let cfg = &self.cfg.throttle;
+        let before = loaded.enrollment.ceiling_tat;
+        let ceiling = throttle::ceiling_after_failure(cfg, before, now);
+        self.record(user, loaded, Event::Failure { at: now, ceiling })?;
+        self.source_table().failed(cfg, user, source, now);
+        if throttle::ceiling_wait(cfg, before, now) == 0 {
+            let wait = throttle::ceiling_wait(cfg, ceiling, now);
+            if wait > 0 {
+                // Loud: from now on the owner needs a backup code at any
+                // address that has not logged them in recently.
+                audit::log(
+                    Level::Error,
+                    &format!(
+                        "account-ceiling-reached {} source={source} wait={wait}s: too many wrong codes \
+from several places; app and e-mail codes from new addresses are not checked until a token is back, \
+backup codes still are (`twofold admin unlock` clears it)",
+                        field("user", user)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A wrong backup code while the ceiling is reached: counted for the
+    /// source and on disk, but it spends no token (a bucket pushed ever
+    /// further ahead would read as a clock set back, and full).
+    fn record_backup_only_failure(
+        &self,
+        user: &str,
+        source: &Source,
+        loaded: &mut Loaded,
+        now: u64,
+    ) -> Result<(), TwofoldError> {
+        let ceiling = loaded.enrollment.ceiling_tat;
         self.record(user, loaded, Event::Failure { at: now, ceiling })?;
         self.source_table()
             .failed(&self.cfg.throttle, user, source, now);
@@ -343,7 +411,13 @@ impl Engine {
                 message: NOT_ENROLLED_NOTICE.into(),
             });
         };
-        if let Some(hold) = self.hold(user, &source, &loaded.enrollment, now) {
+        let hold = self.hold(user, &source, &loaded.enrollment, now);
+        // While only the ceiling holds, a backup code is still checked: 50
+        // bits, so it gives a guesser nothing, and the owner a way in.
+        let backup_only = hold.is_some_and(Hold::backup_only);
+        if let Some(hold) = hold
+            && !(backup_only && matches!(code, Code::Backup(_)))
+        {
             self.log_login(user, ctx, hold.outcome());
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::Throttled,
@@ -378,22 +452,45 @@ impl Engine {
                 }
                 None => (VerifyOutcome::Wrong, None),
             },
-            Code::Backup(c) => match e.backup.find(c).map_err(internal)? {
-                Some(index) => (
-                    VerifyOutcome::AcceptedBackupCode,
-                    Some(Event::BackupUsed {
-                        index: index as u64,
-                        at: now,
-                    }),
-                ),
-                None => (VerifyOutcome::Wrong, None),
-            },
+            Code::Backup(c) => {
+                let spent = self.spent_backup().get(user).cloned().unwrap_or_default();
+                match e.backup.find_or_spent(c, &spent).map_err(internal)? {
+                    Found::Unused(index) => (
+                        VerifyOutcome::AcceptedBackupCode,
+                        Some(Event::BackupUsed {
+                            index: index as u64,
+                            at: now,
+                        }),
+                    ),
+                    Found::Spent => (VerifyOutcome::Replayed, None),
+                    Found::Wrong => (VerifyOutcome::Wrong, None),
+                }
+            }
         };
         match accepted {
             Some(event) => {
+                if let Event::BackupUsed { index, .. } = event
+                    && let Some(Some(hash)) = usize::try_from(index)
+                        .ok()
+                        .and_then(|i| loaded.enrollment.backup.hashes.get(i))
+                {
+                    let mut spent = self.spent_backup();
+                    let list = spent.entry(user.to_string()).or_default();
+                    if list.len() >= MAX_SPENT_PER_USER {
+                        list.remove(0);
+                    }
+                    list.push(hash.clone());
+                }
                 self.record(user, &mut loaded, event)?;
                 self.source_table()
                     .succeeded(&self.cfg.throttle, user, &source, now);
+            }
+            // A used code (a replayed step, a spent backup code, the losers
+            // of a race) is no guess: only someone who had the code can type
+            // it, and the throttle was passed to check it.
+            None if outcome == VerifyOutcome::Replayed => {}
+            None if backup_only => {
+                self.record_backup_only_failure(user, &source, &mut loaded, now)?;
             }
             None => self.record_failure(user, &source, &mut loaded, now)?,
         }
@@ -410,15 +507,28 @@ impl Engine {
                 }
                 m
             }
+            VerifyOutcome::Replayed if matches!(code, Code::Backup(_)) => {
+                self.refusal("That backup code was already used. Type another one.")
+            }
             VerifyOutcome::Replayed => {
                 self.refusal("That code was already used. Wait for the next code from your app.")
             }
             VerifyOutcome::Wrong => match self.hold(user, &source, e, now) {
                 None if e.secret.is_none() => self.refusal(WRONG_EMAIL_CODE),
                 None => self.refusal(WRONG_CODE),
+                Some(hold) if hold.backup_only() => self.refusal(&format!(
+                    "Wrong {}. Only a backup code is accepted here for the next {}: type one, \
+or ask your administrator to unlock the account.",
+                    if matches!(code, Code::Backup(_)) {
+                        "backup code"
+                    } else {
+                        "code"
+                    },
+                    human_duration(hold.ceiling)
+                )),
                 Some(hold) => self.refusal(&format!(
                     "Wrong code. Wait {} before trying again.",
-                    human_duration(hold.wait)
+                    human_duration(hold.wait())
                 )),
             },
             _ => String::new(),
@@ -427,6 +537,9 @@ impl Engine {
             (VerifyOutcome::Accepted, Some(Event::EmailAccepted { .. })) => "accepted-email-code",
             (VerifyOutcome::Accepted, _) => "accepted-totp",
             (VerifyOutcome::AcceptedBackupCode, _) => "accepted-backup-code",
+            (VerifyOutcome::Replayed, _) if matches!(code, Code::Backup(_)) => {
+                "refused-used-backup-code"
+            }
             (VerifyOutcome::Replayed, _) => "refused-replayed-code",
             _ => "refused-wrong-code",
         };
@@ -656,6 +769,7 @@ impl Engine {
                 set(&mut enrollment);
                 self.store.write_enrollment(user, &enrollment)?;
                 self.source_table().forget_user(user);
+                self.forget_spent_backup(user);
                 codes
             }
         };
@@ -692,7 +806,16 @@ impl Engine {
             ));
         };
         if let Some(hold) = self.hold(user, &source, &loaded.enrollment, now) {
-            return Err(TwofoldError::Throttled(hold.text()));
+            // Backup codes do not prove a user here: only the wait helps.
+            return Err(TwofoldError::Throttled(if hold.backup_only() {
+                format!(
+                    "Too many wrong codes for this account from several places. Try again in {}, \
+or ask your administrator to unlock the account.",
+                    human_duration(hold.ceiling)
+                )
+            } else {
+                hold.text()
+            }));
         }
         let e = &loaded.enrollment;
         // A user with e-mail codes may prove themselves with a live one.
@@ -715,7 +838,10 @@ impl Engine {
                 Ok((loaded, step))
             }
             other => {
-                self.record_failure(user, &source, &mut loaded, now)?;
+                // A used code is no guess (as at login).
+                if other != TotpCheck::Replayed {
+                    self.record_failure(user, &source, &mut loaded, now)?;
+                }
                 audit::log(
                     Level::Warning,
                     &format!("{action}-refused {}", field("user", user)),
@@ -750,6 +876,7 @@ impl Engine {
         next.failures = 0;
         next.backup = backup;
         self.store.write_enrollment(user, &next)?;
+        self.forget_spent_backup(user);
         audit::log(
             Level::Info,
             &format!("backup-codes-replaced {}", field("user", user)),

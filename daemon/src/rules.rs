@@ -7,7 +7,7 @@ use crate::engine::{Engine, LoginContext, internal};
 use crate::policy::{self, Methods, Mode, Policy, Subject, Unenrolled};
 use crate::store::{Loaded, Remembered};
 use crate::users::{self, Account};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use twofold_protocol::text::human_duration;
 use twofold_protocol::{
@@ -45,6 +45,9 @@ fn allow(outcome: &'static str, message: String, reasons: Vec<String>) -> Planne
 
 /// The prompt when e-mail codes are the user's only method and are off.
 const BACKUP_ONLY_PROMPT: &str = "E-mail codes are not available on this host now. Backup code: ";
+
+/// The prompt while the account-wide ceiling is reached.
+const BACKUP_PROMPT: &str = "Backup code: ";
 
 /// The prompt when the user may type an app code or ask for one by e-mail.
 const EITHER_PROMPT: &str = "Verification code (or press Enter to get one by e-mail): ";
@@ -145,24 +148,30 @@ impl Engine {
                 },
                 enrollment.backup.remaining()
             ));
-            if let Some(hold) = self.hold(user, &ctx.source(), enrollment, now) {
-                reasons.push(format!(
-                    "throttled for {} ({})",
-                    human_duration(hold.wait),
-                    if hold.account_wide {
-                        "wrong codes for this account from several places".to_string()
-                    } else {
-                        format!("wrong codes from {}", ctx.source())
-                    }
-                ));
-                let message = self.refusal(&hold.text());
-                return Ok(planned(
-                    LoginAction::Refuse,
-                    message,
-                    hold.outcome(),
-                    reasons,
-                ));
+            let hold = self.hold(user, &ctx.source(), enrollment, now);
+            if let Some(hold) = hold {
+                if hold.backup_only() {
+                    reasons.push(format!(
+                        "account-wide ceiling reached (wrong codes from several places): \
+only a backup code is checked for {}",
+                        human_duration(hold.ceiling)
+                    ));
+                } else {
+                    reasons.push(format!(
+                        "throttled for {} (wrong codes from {})",
+                        human_duration(hold.own),
+                        ctx.source()
+                    ));
+                    let message = self.refusal(&hold.text());
+                    return Ok(planned(
+                        LoginAction::Refuse,
+                        message,
+                        hold.outcome(),
+                        reasons,
+                    ));
+                }
             }
+            let backup_only = hold.filter(|h| h.backup_only());
             // What the user must add once their existing method proved them.
             let to_add = if factors.must_enroll {
                 let add = decision.methods.both(Methods {
@@ -195,6 +204,7 @@ Ask your administrator.",
                 None
             };
             if to_add.is_none()
+                && backup_only.is_none()
                 && policy.remember_device_secs > 0
                 && rhost.is_some_and(|h| {
                     meta.remembered
@@ -206,6 +216,20 @@ Ask your administrator.",
                 return Ok(allow("allowed-remembered-device", String::new(), reasons));
             }
             let check = factors.check;
+            if let Some(hold) = backup_only {
+                reasons.push("ask for a backup code".into());
+                let mut plan = planned(
+                    LoginAction::AskCode,
+                    hold.text(),
+                    "throttled-account-asked-for-backup-code",
+                    reasons,
+                );
+                plan.plan.prompt = BACKUP_PROMPT.into();
+                if let Some(add) = to_add {
+                    plan.plan.methods = add.names().split(',').map(str::to_string).collect();
+                }
+                return Ok(plan);
+            }
             let address = enrollment.email.clone().filter(|_| check.email);
             let masked = address
                 .as_deref()
@@ -414,6 +438,7 @@ so you cannot log in. Ask your administrator to help you enroll.",
             backup_codes_left: row.backup_codes_left,
             throttled_for_secs,
             consecutive_failures,
+            ceiling_reached_for_secs: row.ceiling_reached_for_secs,
             rule: row.rule,
             mode: row.mode,
             enforcement_date: row.enforcement_date,
@@ -470,6 +495,8 @@ so you cannot log in. Ask your administrator to help you enroll.",
                 .override_mode
                 .map(|m| m.as_str().to_string())
                 .unwrap_or_default(),
+            ceiling_reached_for_secs: e.map_or(0, |e| self.ceiling_reached_for(e, now)),
+            alias_of: String::new(),
         };
         Ok((row, throttle))
     }
@@ -489,16 +516,43 @@ so you cannot log in. Ask your administrator to help you enroll.",
                 accounts.push(account);
             }
         })?;
+        // By uid, as logins go: every name of a uid is asked for the
+        // enrollment of the uid's canonical name, so an alias shows that
+        // one's row, marked as an alias.
+        let canonical = canonical_names(&accounts);
+        for (uid, name) in &canonical {
+            if !known.contains(name)
+                && let Ok(Some(account)) = users::by_uid(*uid)
+            {
+                known.insert(name.clone());
+                accounts.push(account);
+            }
+        }
         accounts.sort_by(|a, b| a.name.cmp(&b.name));
         // Group memberships for all users from one pass over the policy's groups.
         let membership = users::Membership::of(policy.group_names());
-        accounts
+        let is_alias = |a: &Account| canonical.get(&a.uid).is_some_and(|c| *c != a.name);
+        let mut rows: HashMap<u32, ReportRow> = HashMap::new();
+        for a in accounts.iter().filter(|a| !is_alias(a)) {
+            let groups = membership.as_ref().ok().map(|m| m.groups_of(a));
+            let (row, _) = self.report_row(a, &policy, groups, now)?;
+            rows.insert(a.uid, row);
+        }
+        Ok(accounts
             .iter()
-            .map(|a| {
-                let groups = membership.as_ref().ok().map(|m| m.groups_of(a));
-                self.report_row(a, &policy, groups, now).map(|(row, _)| row)
+            .filter_map(|a| {
+                let row = rows.get(&a.uid)?;
+                Some(if is_alias(a) {
+                    ReportRow {
+                        user: a.name.clone(),
+                        alias_of: row.user.clone(),
+                        ..row.clone()
+                    }
+                } else {
+                    row.clone()
+                })
             })
-            .collect()
+            .collect())
     }
 
     /// Which rule applies and why, step by step, and what the login would do.
@@ -559,6 +613,7 @@ Ask your administrator if you lost your phone."
         self.prove_with_code(account, input, now, "disable")?;
         self.store.remove_enrollment(user)?;
         self.source_table().forget_user(user);
+        self.forget_spent_backup(user);
         // Hosts remembered for the old key must not skip the next one.
         if !meta.remembered.is_empty() {
             meta.remembered.clear();
@@ -607,6 +662,7 @@ Ask your administrator if you lost your phone."
         let mut meta = self.store.load_meta(user)?;
         self.store.remove_enrollment(user)?;
         self.source_table().forget_user(user);
+        self.forget_spent_backup(user);
         meta.first_prompt = None;
         meta.remembered.clear();
         self.store.write_meta(user, &meta)?;
@@ -674,6 +730,26 @@ Ask your administrator if you lost your phone."
             }
         }
     }
+}
+
+/// The canonical name (the one NSS gives for the uid, as `authz` resolves
+/// logins) of every uid that more than one of `accounts` share. Only those
+/// are asked of NSS; a uid with one name is its own.
+fn canonical_names(accounts: &[Account]) -> HashMap<u32, String> {
+    let mut names: HashMap<u32, usize> = HashMap::new();
+    for a in accounts {
+        *names.entry(a.uid).or_default() += 1;
+    }
+    names
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .filter_map(|(uid, _)| {
+            let name = users::by_uid(uid).ok()??.name;
+            twofold_protocol::user::validate(&name)
+                .is_ok()
+                .then_some((uid, name))
+        })
+        .collect()
 }
 
 /// Check a policy file without applying it.

@@ -12,6 +12,10 @@
 //!   which bounds an attacker with many addresses. Addresses that logged this
 //!   user in with a code recently skip this ceiling (not their own back-off),
 //!   so a distributed attack cannot keep the owner out of their usual hosts.
+//! - While the ceiling is spent, backup codes (50 bits each) are still
+//!   checked from everywhere, each source under its own back-off, and spend
+//!   no token: the owner always has a way in, and the guesser gains nothing
+//!   measurable (`backup_guesses_within`, `chance`).
 
 use crate::bucket::Bucket;
 use crate::config::ThrottleConfig;
@@ -312,6 +316,54 @@ pub fn guesses_within(cfg: &ThrottleConfig, horizon_secs: u64, sources: u32) -> 
     guesses
 }
 
+/// Backup codes an attacker can have checked while the ceiling is spent
+/// (which never refuses them), from `sources` addresses in `horizon_secs`:
+/// each source is under its own back-off, which its app-code guesses share
+/// (so at most what one source gets without a ceiling), and the account's
+/// codes are checked one at a time (the account's lock around the Argon2
+/// hash), so never more than one per `check_ms`. An upper bound: it counts
+/// the ceiling as spent for the whole horizon.
+pub fn backup_guesses_within(
+    cfg: &ThrottleConfig,
+    horizon_secs: u64,
+    sources: u32,
+    check_ms: u64,
+) -> u64 {
+    let by_time = horizon_secs.saturating_mul(1000) / check_ms.max(1);
+    // Past this many sources the time bound is the smaller: no need to count.
+    if u64::from(sources) >= by_time {
+        return by_time;
+    }
+    let without_ceiling = ThrottleConfig {
+        account_burst: u32::MAX,
+        account_interval_secs: 1,
+        ..cfg.clone()
+    };
+    let per_source = guesses_within(&without_ceiling, horizon_secs, 1);
+    per_source.saturating_mul(u64::from(sources)).min(by_time)
+}
+
+/// The fastest the model lets one backup code be checked, in milliseconds:
+/// an Argon2id hash at the default cost (19 MiB, 2 passes) takes tens of
+/// milliseconds; 1 ms leaves a wide margin for faster hardware.
+pub const BACKUP_CHECK_FLOOR_MS: u64 = 1;
+
+/// Chance that one random backup code is one of `codes` unused ones: the
+/// codes are `BACKUP_CODE_LEN` characters of a 32-letter alphabet (50 bits).
+pub fn backup_code_p(codes: u32) -> f64 {
+    let space = (twofold_protocol::code::BACKUP_ALPHABET.len() as f64)
+        .powi(twofold_protocol::code::BACKUP_CODE_LEN as i32);
+    f64::from(codes) / space
+}
+
+/// Chance that at least one guess wins, from `totp` app-code guesses that
+/// each win with `p_totp` and `backup` backup-code guesses that each win
+/// with `p_backup` (computed through logarithms: `p_backup` is about 10⁻¹⁴).
+pub fn chance(totp: u64, p_totp: f64, backup: u64, p_backup: f64) -> f64 {
+    let miss = totp as f64 * (-p_totp).ln_1p() + backup as f64 * (-p_backup).ln_1p();
+    -miss.exp_m1()
+}
+
 /// Chance that at least one of `guesses` random codes is accepted when each
 /// wins with probability `p` (3 in 10^6 for 6 digits and a window of 1).
 pub fn success_probability(guesses: u64, p: f64) -> f64 {
@@ -506,6 +558,95 @@ mod tests {
             let p = success_probability(many, P_SIX_DIGITS_WINDOW_1);
             assert!(p < 0.5, "{sources} sources: {many} guesses, p = {p}");
         }
+    }
+
+    /// What a guesser with any number of addresses gets in ten years now
+    /// that backup codes are checked while the ceiling is spent: the app
+    /// codes the ceiling lets through, plus one backup code per millisecond
+    /// (far faster than Argon2 allows) the whole time. Still under 50 %.
+    #[test]
+    fn the_backup_way_in_leaves_ten_years_under_an_even_chance() {
+        let cfg = ThrottleConfig::default();
+        let p_backup = backup_code_p(20);
+        assert!(p_backup < 2e-14, "{p_backup}");
+        for sources in [1, 16, 1_000_000] {
+            let totp = guesses_within(&cfg, TEN_YEARS, sources.min(256));
+            let backup = backup_guesses_within(&cfg, TEN_YEARS, sources, BACKUP_CHECK_FLOOR_MS);
+            let p = chance(totp, P_SIX_DIGITS_WINDOW_1, backup, p_backup);
+            assert!(
+                p < 0.5,
+                "{sources} sources: {totp} + {backup} guesses, p = {p}"
+            );
+        }
+        // One address is held to its back-off for backup codes too.
+        let one = backup_guesses_within(&cfg, TEN_YEARS, 1, BACKUP_CHECK_FLOOR_MS);
+        assert_eq!(one, 3_749);
+        // Enough addresses meet the one-at-a-time bound.
+        assert_eq!(
+            backup_guesses_within(&cfg, TEN_YEARS, u32::MAX, BACKUP_CHECK_FLOOR_MS),
+            TEN_YEARS * 1000
+        );
+    }
+
+    /// The figures for the documentation (`cargo test -p twofoldd --lib
+    /// horizon_figures -- --nocapture` prints them): guesses and chance in
+    /// ten years, and the years to an even chance, before and with the
+    /// backup way in (window 1, 10 backup codes left, at the defaults).
+    #[test]
+    fn horizon_figures() {
+        let cfg = ThrottleConfig::default();
+        let p_backup = backup_code_p(10);
+        let year = 365 * 86_400;
+        let even = |with_backup: bool| {
+            // Whole days, by bisection: the chance grows with the horizon.
+            let p_at = |days: u64| {
+                let h = days * 86_400;
+                let backup = if with_backup {
+                    backup_guesses_within(&cfg, h, u32::MAX, BACKUP_CHECK_FLOOR_MS)
+                } else {
+                    0
+                };
+                chance(
+                    guesses_within(&cfg, h, 256),
+                    P_SIX_DIGITS_WINDOW_1,
+                    backup,
+                    p_backup,
+                )
+            };
+            let (mut lo, mut hi) = (1u64, 40 * 365);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if p_at(mid) >= 0.5 {
+                    hi = mid
+                } else {
+                    lo = mid + 1
+                }
+            }
+            lo * 86_400
+        };
+        let totp = guesses_within(&cfg, TEN_YEARS, 256);
+        let backup = backup_guesses_within(&cfg, TEN_YEARS, u32::MAX, BACKUP_CHECK_FLOOR_MS);
+        let before = chance(totp, P_SIX_DIGITS_WINDOW_1, 0, p_backup);
+        let now = chance(totp, P_SIX_DIGITS_WINDOW_1, backup, p_backup);
+        let (even_before, even_now) = (even(false), even(true));
+        eprintln!("any number of addresses, 10 years, window 1, 10 backup codes:");
+        eprintln!(
+            "  before: {totp} app-code guesses, chance {:.2} %, 50 % after {:.2} years",
+            before * 100.0,
+            even_before as f64 / year as f64
+        );
+        eprintln!(
+            "  now: {totp} app-code guesses + {backup} backup-code guesses \
+             (one per {BACKUP_CHECK_FLOOR_MS} ms), chance {:.2} %, 50 % after {:.2} years",
+            now * 100.0,
+            even_now as f64 / year as f64
+        );
+        assert!(now < 0.5 && even_now > TEN_YEARS, "{now} {even_now}");
+        assert!(
+            now - before < 0.005,
+            "the backup way in costs {}",
+            now - before
+        );
     }
 
     /// One attacking address never empties the account-wide bucket at the

@@ -111,9 +111,13 @@ pub enum VerifyOutcome {
     AcceptedBackupCode,
     /// Neither a valid code nor an unused backup code.
     Wrong,
-    /// A valid TOTP code whose step was already used (or is older).
+    /// A valid TOTP code whose step was already used (or is older), or a
+    /// backup code already spent (by an earlier login, or by the winner of
+    /// a race). Not counted as a wrong guess: only someone who knew the
+    /// code can type it.
     Replayed,
-    /// Not verified: the user must wait.
+    /// Not verified: the user must wait (or, when the account-wide ceiling
+    /// is reached, type a backup code: `message` says which).
     Throttled,
     /// The user has no enrollment.
     NotEnrolled,
@@ -167,6 +171,10 @@ pub struct UserStatus {
     pub throttled_for_secs: u64,
     /// Consecutive failed codes since the last success.
     pub consecutive_failures: u32,
+    /// Seconds until the account-wide ceiling (wrong codes from several
+    /// places) checks app and e-mail codes from a new address again; until
+    /// then only backup codes are checked there. 0: not reached.
+    pub ceiling_reached_for_secs: u64,
     /// The effective rule's name (`default`, a rule's `name`, or `override`).
     pub rule: String,
     /// The mode in force today: `exempt`, `optional`, `recommend` or `require`.
@@ -194,6 +202,13 @@ pub struct ReportRow {
     pub days_left: u32,
     /// `require` or `exempt` when an administrator set one, else empty.
     pub override_mode: String,
+    /// As `UserStatus::ceiling_reached_for_secs`.
+    pub ceiling_reached_for_secs: u64,
+    /// For a second name of an account's uid (like `toor` for root): the
+    /// account's own name, whose enrollment and rule this row shows (a
+    /// login under the alias is asked for that account's code). Empty
+    /// for the account itself.
+    pub alias_of: String,
 }
 
 /// A remote host a user logged in from with a code, not asked again until `until`.

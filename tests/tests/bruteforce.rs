@@ -6,6 +6,7 @@
 //! logging in from another address meanwhile, must get in at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 use twofold_e2e::*;
 use twofoldd::config::ThrottleConfig;
@@ -132,9 +133,7 @@ fn drain_bucket(bus: &Bus) {
     while Instant::now() < until {
         n += 1;
         let rhost = format!("192.0.2.{}", 100 + n % 100);
-        if verify_over_bus(bus, &rhost, "000000")
-            .contains("from several places. Try again in 2 seconds")
-        {
+        if verify_over_bus(bus, &rhost, "000000").contains("(other codes again in 2 seconds)") {
             return;
         }
     }
@@ -269,4 +268,205 @@ fn guessing_through_su_does_not_hold_up_the_owners_own_local_logins() {
     // And the owner's success did not reset the guesser's count.
     let a = pam.login_su(&bus, "tf-bob", ALICE, b"000000\n").unwrap();
     assert!(a.stderr.contains("Too many wrong codes"), "{a:?}");
+}
+
+/// The PAM module's messages while the account-wide ceiling is reached.
+const BACKUP_ONLY: &str = "only a backup code is accepted here for now";
+
+/// A distributed guesser spends the account-wide ceiling and keeps it spent;
+/// meanwhile other addresses send wrong backup codes, and the owner logs in
+/// with a backup code from a new address and from the console, each time
+/// prompted for one. Backup guesses while the ceiling is reached spend no
+/// token, so the app codes the daemon checks stay within what
+/// `throttle::guesses_within` says, the backup guesses stay under
+/// `throttle::backup_guesses_within`, and with both the model keeps a
+/// guesser under an even chance for ten years.
+#[test]
+fn many_addresses_leave_the_owner_a_backup_code_at_a_new_address_and_the_console() {
+    let (bus, daemon, pam, e, cfg) = world();
+    let guessers: Vec<String> = (1..=4).map(|i| format!("198.51.100.{i}")).collect();
+    let backup_guessers: Vec<String> = (1..=4).map(|i| format!("198.51.100.{}", 100 + i)).collect();
+    let reached = Cell::new(false);
+    let (backup_sent, backup_checked) = (Cell::new(0u64), Cell::new(0u64));
+    let mut owner = Vec::new();
+    let mut codes = e.backup_codes.iter();
+    let mut next_owner_login = Instant::now() + Duration::from_secs(2);
+    let checked = attack(
+        &guessers,
+        |s| {
+            let text = verify_over_bus(&bus, s, "000000");
+            if text.contains(BACKUP_ONLY) {
+                reached.set(true);
+            }
+            if text.contains("Too many wrong codes") {
+                Answer::Held
+            } else {
+                assert!(text.contains("Wrong code"), "{text}");
+                Answer::Checked
+            }
+        },
+        || {
+            if !reached.get() {
+                return;
+            }
+            let n = backup_sent.get();
+            backup_sent.set(n + 1);
+            let from = &backup_guessers[(n % backup_guessers.len() as u64) as usize];
+            let text = verify_over_bus(&bus, from, "0000000000");
+            if text.contains("string \"Wrong\"") {
+                backup_checked.set(backup_checked.get() + 1);
+            } else {
+                // This address's own back-off.
+                assert!(text.contains("Too many wrong codes. Try again"), "{text}");
+            }
+            if Instant::now() < next_owner_login {
+                return;
+            }
+            next_owner_login += Duration::from_secs(4);
+            // In turn a new address each time, and the console (no remote host).
+            let rhost = if owner.len() % 2 == 0 {
+                format!("203.0.113.{}", 10 + owner.len())
+            } else {
+                String::new()
+            };
+            let code = codes.next().expect("enough backup codes");
+            let t = Instant::now();
+            let a = pam
+                .login_from(&bus, ALICE, &rhost, format!("{code}\n").as_bytes())
+                .unwrap();
+            // The notice comes as information (stdout), the prompt on stderr.
+            owner.push((
+                rhost,
+                a.code,
+                t.elapsed(),
+                format!("{}{}", a.stdout, a.stderr),
+            ));
+        },
+    );
+    // Whenever a token is back, a backup guess is an ordinary one and may
+    // take it: the app codes checked are at most what the model gives the
+    // app-code guessers alone, and with the backup guesses, at least as many
+    // (every token was spent by someone).
+    let model = throttle::guesses_within(&cfg, HORIZON, guessers.len() as u32);
+    assert!(
+        checked <= model + 1 && checked + backup_checked.get() + 1 >= model,
+        "app codes checked {checked}, backup codes {}, model {model}\n{}",
+        backup_checked.get(),
+        daemon.log()
+    );
+    let backup_model = throttle::backup_guesses_within(
+        &cfg,
+        HORIZON,
+        backup_guessers.len() as u32,
+        throttle::BACKUP_CHECK_FLOOR_MS,
+    );
+    eprintln!(
+        "backup guesses: {} sent, {} checked (model: at most {backup_model})",
+        backup_sent.get(),
+        backup_checked.get()
+    );
+    assert!(
+        backup_checked.get() > 0,
+        "backup codes were not checked at all"
+    );
+    assert!(
+        backup_checked.get() <= backup_model,
+        "{} backup guesses checked, the model allows {backup_model}",
+        backup_checked.get()
+    );
+    assert!(owner.len() >= 2, "the owner did not get a turn: {owner:?}");
+    for (rhost, code, took, stderr) in &owner {
+        let place = if rhost.is_empty() {
+            "the console"
+        } else {
+            rhost.as_str()
+        };
+        assert_eq!(
+            *code,
+            pam::SUCCESS,
+            "the owner was kept out at {place}: {stderr}"
+        );
+        assert!(
+            stderr.contains(BACKUP_ONLY),
+            "{place}: not told why: {stderr}"
+        );
+        assert!(
+            stderr.contains("Backup code: "),
+            "{place}: not prompted: {stderr}"
+        );
+        eprintln!(
+            "owner's backup-code login at {place} during the attack: {} ms",
+            took.as_millis()
+        );
+    }
+
+    // The administrator is told, loudly, in the log, the status and the report.
+    drain_bucket(&bus);
+    let status = bus.twofold(&["admin", "status", ALICE]).unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("ACCOUNT-WIDE CEILING REACHED"), "{status}");
+    let report = bus.twofold(&["admin", "report", "--json"]).unwrap();
+    let report = String::from_utf8_lossy(&report.stdout);
+    let row = report.lines().find(|l| l.contains(ALICE)).unwrap();
+    assert!(!row.contains("\"ceiling_reached_for_secs\":0,"), "{row}");
+    assert!(
+        daemon
+            .log()
+            .contains("account-ceiling-reached user=tf-alice"),
+        "{}",
+        daemon.log()
+    );
+
+    // The figure at the defaults, with the backup way in: any number of
+    // addresses, one backup code checked per millisecond for ten years.
+    let defaults = ThrottleConfig::default();
+    let ten_years = 10 * 365 * 86_400;
+    let app = throttle::guesses_within(&defaults, ten_years, 256);
+    let backup = throttle::backup_guesses_within(
+        &defaults,
+        ten_years,
+        u32::MAX,
+        throttle::BACKUP_CHECK_FLOOR_MS,
+    );
+    let p = throttle::chance(app, 3e-6, backup, throttle::backup_code_p(10));
+    eprintln!(
+        "ten years at the defaults: {app} app-code + {backup} backup-code guesses, chance {p:.4}"
+    );
+    assert!(p < 0.5, "{p}");
+}
+
+/// A right code typed at once from 10 places (a TOTP step, then a backup
+/// code): one login wins, and the 9 others are told the code was used, and
+/// are not counted as wrong guesses (for the account or their address).
+#[test]
+fn the_losers_of_a_race_are_not_counted_as_guesses() {
+    let (bus, daemon, _pam, e, _cfg) = world();
+    wait_for_step_margin(8);
+    for code in [
+        oathtool(&e.secret, 0).unwrap(),
+        e.backup_codes[0].to_string(),
+    ] {
+        let replies: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..10)
+                .map(|i| {
+                    let (bus, code) = (&bus, &code);
+                    s.spawn(move || verify_over_bus(bus, &format!("198.51.100.{i}"), code))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let used = replies
+            .iter()
+            .filter(|r| r.contains("already used"))
+            .count();
+        assert_eq!(used, 9, "{replies:#?}");
+    }
+    let status = bus.twofold(&["admin", "status", ALICE, "--json"]).unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("\"consecutive_failures\":0"),
+        "{status}\n{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("outcome=refused-used-backup-code"));
 }

@@ -725,6 +725,47 @@ fn a_second_name_for_the_same_uid_shares_its_enrollment() {
     );
 }
 
+/// `twofold admin report` goes by uid, as logins do: the alias's row shows
+/// the enrollment its login is asked for, marked as an alias.
+#[test]
+fn the_report_shows_an_alias_with_the_enrollment_of_its_uid() {
+    let w = world("", "");
+    enroll(&w.bus, ALICE).unwrap();
+    test_alias("tf-alice-alias", ALICE).unwrap();
+    let report = |args: &[&str]| {
+        let out = w.bus.twofold(args).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let json = report(&["admin", "report", "--json"]);
+    let row = |user: &str| {
+        json.lines()
+            .find(|l| l.contains(&format!("\"user\":\"{user}\"")))
+            .unwrap_or_else(|| panic!("no {user} in {json}"))
+            .to_string()
+    };
+    let alias = row("tf-alice-alias");
+    assert!(alias.contains("\"enrolled\":true"), "{alias}");
+    assert!(alias.contains("\"method\":\"totp\""), "{alias}");
+    assert!(alias.contains("\"alias_of\":\"tf-alice\""), "{alias}");
+    assert!(row(ALICE).contains("\"alias_of\":\"\""), "{}", row(ALICE));
+    let table = report(&["admin", "report"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("tf-alice-alias "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains(" yes, as tf-alice "), "{table}");
+    assert!(
+        table.contains(" alias"),
+        "the summary counts aliases apart: {table}"
+    );
+}
+
 #[test]
 fn an_admin_group_member_may_unlock_users_but_not_root() {
     test_group("tf-admins", &[CAROL]).unwrap();
