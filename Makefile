@@ -57,13 +57,14 @@ bench-scale:
 	$(CARGO) build --release -p pam-twofold
 	target/release/twofold-bench scale
 
-# The Debian package and the RPM, in target/packages (cargo-deb and
-# cargo-generate-rpm, installed once if missing).
+# The Debian package and the RPM, in target/packages (cargo-deb, installed
+# once if missing, and rpmbuild).
 package:
 	scripts/package.sh
 
 # Builds the packages and tests them: the unit's exposure, the RPM's file
-# list, and the .deb installed, used and purged in a scratch Debian 12 root.
+# list, lintian and rpmlint, and the .deb installed, used, upgraded and
+# purged in a scratch Debian 12 root.
 # Needs root and Debian's mirror (the bootstrap is cached in /var/cache).
 package-test:
 	scripts/package-test.sh

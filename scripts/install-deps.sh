@@ -6,11 +6,12 @@ set -euo pipefail
 build=(libpam0g-dev pkg-config libssl-dev)
 runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client openssl python3-aiosmtpd)
 bench=(libpam-google-authenticator libpam-oath libnss-wrapper eatmydata)
-# dpkg-shlibdeps finds the libraries the binaries need (cargo-deb's $auto).
-package=(dpkg-dev)
-# A scratch Debian root for the .deb, rpm to read the RPM, and
-# systemd-analyze for the unit.
-package_test=(mmdebstrap rpm systemd oathtool)
+# dpkg-shlibdeps finds the libraries the binaries need (cargo-deb's $auto);
+# rpmbuild makes the RPM; python3 runs scripts/copyright.py.
+package=(dpkg-dev rpm python3)
+# A scratch Debian root for the .deb, systemd-analyze for the unit, and the
+# distributions' linters.
+package_test=(mmdebstrap systemd oathtool lintian rpmlint)
 
 case "${1:-test}" in
   build) wanted=("${build[@]}") ;;

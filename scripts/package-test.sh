@@ -2,13 +2,18 @@
 # Tests the packages (make package-test), as root:
 #   1. the systemd unit's exposure (systemd-analyze security --offline) is 1.5
 #      or lower;
-#   2. the RPM's files, modes, config files, dependencies and scriptlets;
-#   3. the .deb's files, modes, conffiles and dependencies, then the .deb in
-#      a scratch Debian 12 root (mmdebstrap, minbase), never the host: the
-#      installed files and modes, pam-auth-update --enable / --disable, a
-#      login through pamtester that asks for a code from twofoldd started by
-#      D-Bus activation on the root's own bus, removal refused while a PAM
-#      stack names the module, and nothing left after apt-get purge.
+#   2. the RPM's files, modes, config files, dependencies and scriptlets, and
+#      rpmlint (packaging/rpm/rpmlint.toml): no finding but the missing
+#      signature;
+#   3. the .deb's files, modes, conffiles and dependencies, lintian: no error
+#      and no warning; then the .deb in a scratch Debian 12 root (mmdebstrap,
+#      minbase), never the host: the installed files and modes,
+#      pam-auth-update --enable / --disable, a login through pamtester that
+#      asks for a code from twofoldd started by D-Bus activation on the
+#      root's own bus, an upgrade to a newer version that ends the old
+#      daemon (the next login, at once, reaches the new one), removal refused
+#      while a PAM stack names the module, and nothing left after apt-get
+#      purge.
 # The scratch root runs in its own mount and PID namespaces: its mounts
 # (/proc, /dev) never reach the host's and are undone when it ends, and every
 # process started in it (its dbus-daemon, twofoldd) ends with it.
@@ -25,10 +30,12 @@ fail() {
 }
 ok() { echo "package-test: ok: $*"; }
 
-# The part run inside the namespaces: scripts/package-test.sh --inside ROOT DEB
+# The part run inside the namespaces:
+#   scripts/package-test.sh --inside ROOT DEB NEWER_DEB
 if [ "${1:-}" = "--inside" ]; then
   root="$2"
   deb="$3"
+  newer="$4"
   cleanup_mounts() {
     # Every other process of this PID namespace was started here (the root's
     # dbus-daemon, twofoldd): end them, so that nothing holds the mounts.
@@ -176,6 +183,29 @@ if [ "${1:-}" = "--inside" ]; then
   if grep -q 'successfully authenticated' <<<"$out"; then fail "a wrong code let the user in: $out"; fi
   ok "a login through common-auth asks for a code; the right one passes, a wrong one does not"
 
+  # An upgrade while the daemon runs: the old binary must not stay behind
+  # the new module. Without systemd, the postinst ends it and the bus starts
+  # the new one at the next call, which is the login right after.
+  old_pid="$(running twofoldd)"
+  [ -n "$old_pid" ] || fail "no twofoldd before the upgrade"
+  cp "$newer" "$root/tmp/"
+  in_root dpkg -i "/tmp/$(basename "$newer")" >"$root/../dpkg-upgrade.log" 2>&1 ||
+    { cat "$root/../dpkg-upgrade.log"; fail "dpkg -i of a newer package over the installed one"; }
+  upgraded="$(in_root dpkg-query -W -f='${Version}' twofold)"
+  [ "$upgraded" = "$(dpkg-deb -f "$newer" Version)" ] || fail "after the upgrade dpkg has twofold $upgraded"
+  if [ -d "$root/proc/$old_pid" ] && ! grep -q '^State:.*zombie' "$root/proc/$old_pid/status" 2>/dev/null; then
+    fail "the old daemon (pid $old_pid, $(readlink "$root/proc/$old_pid/exe")) still runs after the upgrade"
+  fi
+  backup="$(grep -m1 -E '^[[:alnum:]]{4,}-[[:alnum:]]{4,}$' "$root/../setup.out" || true)"
+  [ -n "$backup" ] || fail "no backup code in the output of twofold setup: $(cat "$root/../setup.out")"
+  out="$(login "$backup")"
+  grep -q 'successfully authenticated' <<<"$out" || fail "the login right after the upgrade failed: $out"
+  new_pid="$(running twofoldd)"
+  [ -n "$new_pid" ] && [ "$new_pid" != "$old_pid" ] || fail "no new twofoldd after the upgrade (pid: $new_pid)"
+  exe="$(readlink "$root/proc/$new_pid/exe")"
+  [ "$exe" = "$root/usr/sbin/twofoldd" ] || fail "the daemon after the upgrade runs $exe, not the new binary"
+  ok "upgrade to $upgraded: the old twofoldd (pid $old_pid) ended, the login right after passed through a new one (pid $new_pid)"
+
   in_root pam-auth-update --disable twofold
   [ "$(cat "$root/etc/pam.d/common-auth")" = "$common_auth_before" ] ||
     fail "pam-auth-update --disable twofold did not restore common-auth"
@@ -248,6 +278,7 @@ rm -r "$(dirname "$email_unit")"
 # 2. The RPM.
 rpm_files="$(rpm -qp --queryformat '[%{FILEMODES:perms} %{FILEUSERNAME} %{FILENAMES}\n]' "$rpm" | LC_ALL=C sort -k3)"
 expected_rpm="$(LC_ALL=C sort -k3 <<'EOF'
+drwxr-xr-x root /etc/twofold
 -rw-r--r-- root /etc/twofold/policy.toml
 -rw-r--r-- root /etc/twofold/twofold.toml
 -rwxr-xr-x root /usr/bin/twofold
@@ -257,15 +288,20 @@ expected_rpm="$(LC_ALL=C sort -k3 <<'EOF'
 -rw-r--r-- root /usr/share/bash-completion/completions/twofold
 -rw-r--r-- root /usr/share/dbus-1/system-services/org.twofold.Twofold1.service
 -rw-r--r-- root /usr/share/dbus-1/system.d/org.twofold.Twofold1.conf
+drwxr-xr-x root /usr/share/doc/twofold
 -rw-r--r-- root /usr/share/doc/twofold/README.md
 -rw-r--r-- root /usr/share/doc/twofold/changelog
+drwxr-xr-x root /usr/share/doc/twofold/examples
+drwxr-xr-x root /usr/share/doc/twofold/examples/pam.d
 -rw-r--r-- root /usr/share/doc/twofold/examples/pam.d/login
 -rw-r--r-- root /usr/share/doc/twofold/examples/pam.d/sshd
 -rw-r--r-- root /usr/share/doc/twofold/examples/pam.d/sshd-publickey
 -rw-r--r-- root /usr/share/doc/twofold/examples/pam.d/su
 -rw-r--r-- root /usr/share/doc/twofold/examples/pam.d/sudo
+drwxr-xr-x root /usr/share/doc/twofold/examples/sshd_config.d
 -rw-r--r-- root /usr/share/doc/twofold/examples/sshd_config.d/twofold.conf
 -rw-r--r-- root /usr/share/doc/twofold/examples/twofoldd-email.conf
+-rw-r--r-- root /usr/share/licenses/twofold/copyright
 -rw-r--r-- root /usr/share/man/man1/twofold.1.gz
 -rw-r--r-- root /usr/share/man/man5/twofold-policy.5.gz
 -rw-r--r-- root /usr/share/man/man5/twofold.toml.5.gz
@@ -286,6 +322,15 @@ grep -q 'twofoldd --init' <<<"$scripts" || fail "the RPM's post-install does not
 grep -q 'pam_twofold' <<<"$scripts" || fail "the RPM's pre-uninstall does not check the PAM stacks"
 ok "RPM $(basename "$rpm"): files and modes, config files, requires (pam, dbus, libpam), scriptlets"
 
+# The only rpmlint finding allowed is the missing signature: signing is the
+# distributor's step, with the key its users trust (rpmsign --addsign).
+rpmlint_out="$(rpmlint -c packaging/rpm/rpmlint.toml "$rpm" 2>&1)" || true
+grep -q 'packages and 0 specfiles checked' <<<"$rpmlint_out" || { echo "$rpmlint_out"; fail "rpmlint did not run"; }
+findings="$(grep -E '^[^ ]+: [EW]: ' <<<"$rpmlint_out" | grep -vE ': E: no-signature$' || true)"
+[ -z "$findings" ] || { echo "$rpmlint_out"; fail "rpmlint on $(basename "$rpm"):
+$findings"; }
+ok "rpmlint $(rpmlint --version 2>/dev/null): no error or warning but no-signature"
+
 # 3. The .deb, first as a file.
 fields="$(dpkg-deb -f "$deb" Package Version Architecture Depends)"
 grep -qx "Version: $version" <<<"$fields" || fail "$fields"
@@ -300,6 +345,13 @@ done
 grep -q 'usr/share/doc/twofold/changelog' <<<"$(dpkg-deb --fsys-tarfile "$deb" | tar -t)" ||
   fail "the .deb has no changelog"
 ok ".deb $(basename "$deb"): Depends: $depends; conffiles; changelog"
+
+# Debian's linter, as a packager or a sysadmin runs it before installing.
+# A tag that is wrong for this package would go in an override file
+# (packaging/debian/lintian-overrides, a reason on each line); there is none.
+lintian_out="$(lintian --fail-on error,warning "$deb" 2>&1)" ||
+  { echo "$lintian_out"; fail "lintian reports errors or warnings on $(basename "$deb")"; }
+ok "lintian $(lintian --print-version): no error, no warning"
 
 # What is loaded into sshd and every other login process: stripped, and of
 # the size docs/testing.md gives (a profile override once left the symbols in).
@@ -336,7 +388,16 @@ cleanup() {
   rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
+# The newer package of the upgrade test: the same files under a higher
+# version. dpkg replaces every file all the same, and the test checks which
+# process runs after the upgrade, not what it does differently.
+newer_version="${version}+upgrade-test"
+dpkg-deb -R "$deb" "$work/newer"
+sed -i "s/^Version: .*/Version: $newer_version/" "$work/newer/DEBIAN/control"
+dpkg-deb --root-owner-group -Zgzip -z1 -b "$work/newer" "$work/twofold_${newer_version}_amd64.deb" >/dev/null
+rm -rf "$work/newer"
 mkdir "$work/root"
 tar -C "$work/root" -xpf "$tarball"
-unshare --mount --pid --fork --propagation private -- "$0" --inside "$work/root" "$(realpath "$deb")"
+unshare --mount --pid --fork --propagation private -- "$0" --inside "$work/root" "$(realpath "$deb")" \
+  "$work/twofold_${newer_version}_amd64.deb"
 echo "package-test: passed in $(($(date +%s) - start)) s (after the build)"
