@@ -24,6 +24,28 @@ fn one_flood_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
+/// The flooder's one-line tally, once it has ended successfully.
+fn flood_report(flood: std::process::Child) -> String {
+    let out = flood.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+/// Root's PAM login of `user` with `code`, which must succeed; its time.
+fn timed_login(pam: &PamService, bus: &Bus, user: &str, code: &str) -> Duration {
+    let t = Instant::now();
+    let a = pam
+        .login(bus, user, format!("{code}\n").as_bytes())
+        .unwrap();
+    assert_eq!(a.code, pam::SUCCESS, "root's login of {user} failed: {a:?}");
+    t.elapsed()
+}
+
 fn median_and_max(mut v: Vec<Duration>) -> (u128, u128) {
     v.sort();
     (v[v.len() / 2].as_millis(), v[v.len() - 1].as_millis())
@@ -49,12 +71,7 @@ fn a_flooding_user_is_held_to_their_limits_and_roots_logins_keep_working() {
         .collect();
     let mut login = || {
         let (user, code) = codes.pop().expect("enough backup codes");
-        let t = Instant::now();
-        let a = pam
-            .login(&bus, user, format!("{code}\n").as_bytes())
-            .unwrap();
-        assert_eq!(a.code, pam::SUCCESS, "root's login of {user} failed: {a:?}");
-        t.elapsed()
+        timed_login(&pam, &bus, user, &code)
     };
     let before: Vec<Duration> = (0..5).map(|_| login()).collect();
 
@@ -79,13 +96,7 @@ fn a_flooding_user_is_held_to_their_limits_and_roots_logins_keep_working() {
         cpu(daemon.pid()) - daemon_cpu,
     );
     let spent = started.elapsed().as_secs_f64();
-    let out = flood.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = flood_report(flood);
     let field = |name: &str| -> u64 {
         report
             .split_whitespace()
@@ -153,12 +164,7 @@ fn large_messages_leave_no_memory_behind_and_roots_logins_keep_working() {
     let mut codes = enroll(&bus, OWNER).unwrap().backup_codes;
     let mut login = || {
         let code = codes.pop().expect("enough backup codes");
-        let t = Instant::now();
-        let a = pam
-            .login(&bus, OWNER, format!("{code}\n").as_bytes())
-            .unwrap();
-        assert_eq!(a.code, pam::SUCCESS, "root's login failed: {a:?}");
-        t.elapsed()
+        timed_login(&pam, &bus, OWNER, &code)
     };
     login();
     let rss = || proc_status_field(daemon.pid(), "VmRSS");
@@ -183,13 +189,7 @@ fn large_messages_leave_no_memory_behind_and_roots_logins_keep_working() {
         rss_peak = rss_peak.max(rss());
         std::thread::sleep(Duration::from_secs(2));
     }
-    let out = flood.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = flood_report(flood);
     // The memory comes back within 5 s of the flood's end.
     let ended = Instant::now();
     let mut rss_after = rss();
