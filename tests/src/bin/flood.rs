@@ -1,9 +1,10 @@
-//! A local user flooding twofoldd: `twofold-flood SECONDS CONNECTIONS`, run
-//! as that user with `DBUS_SYSTEM_BUS_ADDRESS` set. Each connection, on its
-//! own thread, calls without pause the costliest methods a user may call for
-//! their own account (`BeginEnrollment`: a key and two QR codes; `Status`:
-//! NSS and the state) and an oversized argument, for SECONDS. Prints one
-//! line: `calls=N served=N busy=N refused=N failed=N`.
+//! A local user flooding twofoldd: `twofold-flood SECONDS CONNECTIONS
+//! [BYTES]`, run as that user with `DBUS_SYSTEM_BUS_ADDRESS` set. Each
+//! connection, on its own thread, calls without pause the costliest methods a
+//! user may call for their own account (`BeginEnrollment`: a key and two QR
+//! codes; `Status`: NSS and the state) and an oversized argument of BYTES
+//! (64 KiB unless given), for SECONDS. Prints one line:
+//! `calls=N served=N busy=N refused=N failed=N`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
@@ -33,10 +34,10 @@ impl Tally {
     }
 }
 
-async fn flood(until: Instant, tally: &Tally) -> zbus::Result<()> {
+async fn flood(until: Instant, bytes: usize, tally: &Tally) -> zbus::Result<()> {
     let conn = zbus::Connection::system().await?;
     let proxy = TwofoldProxy::new(&conn).await?;
-    let huge = "9".repeat(64 * 1024);
+    let huge = "9".repeat(bytes);
     let mut n = 0u64;
     while Instant::now() < until {
         match n % 3 {
@@ -51,8 +52,16 @@ async fn flood(until: Instant, tally: &Tally) -> zbus::Result<()> {
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
-    let (Some(Ok(secs)), Some(Ok(connections))) = (args.next(), args.next()) else {
-        eprintln!("usage: twofold-flood SECONDS CONNECTIONS");
+    let (Some(Ok(secs)), Some(Ok(connections)), Ok(bytes)) = (
+        args.next(),
+        args.next(),
+        args.next().unwrap_or(Ok(64 * 1024)),
+    ) else {
+        eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BYTES]");
+        return ExitCode::from(2);
+    };
+    let Ok(bytes) = usize::try_from(bytes) else {
+        eprintln!("twofold-flood: BYTES is too large");
         return ExitCode::from(2);
     };
     let until = Instant::now() + Duration::from_secs(secs);
@@ -60,7 +69,7 @@ fn main() -> ExitCode {
     std::thread::scope(|s| {
         for _ in 0..connections {
             s.spawn(|| {
-                if let Err(e) = zbus::block_on(flood(until, &tally)) {
+                if let Err(e) = zbus::block_on(flood(until, bytes, &tally)) {
                     eprintln!("twofold-flood: {e}");
                     tally.failed.fetch_add(1, Ordering::Relaxed);
                 }
