@@ -79,9 +79,7 @@ impl Hasher {
 
 impl Drop for Hasher {
     fn drop(&mut self) {
-        // Block by block (words), not `Vec::zeroize`, which also wipes the
-        // spare capacity byte by byte: several times slower on 19 MiB.
-        self.memory.iter_mut().for_each(Zeroize::zeroize);
+        self.memory.zeroize();
     }
 }
 
