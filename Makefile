@@ -37,7 +37,8 @@ demo: deps
 
 # pam_twofold beside pam_google_authenticator and pam_oath (one at a time,
 # then 1/8/64/256 logins in flight, a race check, the module's footprint),
-# the bus's share of a login, then whole SSH logins with each (release
+# the bus's share of a login, twofoldd's memory around enrollments and
+# floods, then whole SSH logins with each (release
 # build; not part of the test suite). TWOFOLD_BENCH_LOGINS=N changes the
 # number of sequential logins.
 bench:
@@ -47,6 +48,7 @@ bench:
 	$(CARGO) build --release -p pam-twofold
 	target/release/twofold-bench
 	target/release/twofold-bench floor 2000
+	target/release/twofold-bench memory
 	target/release/twofold-bench ssh 20
 
 # The daemon with 100, 100,000 and 1,000,000 enrolled users (about 5 minutes

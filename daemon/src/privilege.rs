@@ -113,23 +113,3 @@ pub fn no_core_dumps() -> std::io::Result<()> {
     }
     Ok(())
 }
-
-/// Blocks larger than this are always mapped from the kernel and unmapped
-/// when freed.
-const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
-
-/// Give large blocks back to the kernel when they are freed. glibc raises
-/// its mmap threshold to the size of each large block freed (up to 32 MiB),
-/// after which blocks that size (Argon2's 19 MiB for a backup code, a call
-/// of up to 32 MiB read off the bus before it is refused) come from the
-/// heap and stay there: the daemon kept 27–178 MiB after enrollments and
-/// grew by hundreds after a flood of large calls. A fixed threshold turns
-/// that adjustment off, at the cost of a mapping per large block.
-pub fn return_large_blocks() -> std::io::Result<()> {
-    // SAFETY: mallopt takes two integers and changes only allocator
-    // settings; it is called before any other thread exists.
-    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) } != 1 {
-        return Err(std::io::Error::other("mallopt(M_MMAP_THRESHOLD) refused"));
-    }
-    Ok(())
-}

@@ -175,6 +175,13 @@ impl Bus {
     /// A bus whose configuration has `extra` (elements such as `<limit>`)
     /// besides the usual ones.
     pub fn start_with(extra: &str) -> Result<Bus> {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// The same, dbus-daemon with extra environment variables (nss_wrapper,
+    /// so that it knows the synthetic accounts of the benchmarks: it refuses
+    /// a connection from a uid it cannot look up).
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Result<Bus> {
         let a = artifacts();
         let dir = tempfile::Builder::new().prefix("twofold-bus-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -190,6 +197,7 @@ impl Bus {
             .arg(format!("--config-file={}", config_path.display()))
             .arg("--nofork")
             .arg("--nopidfile")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             // Its warnings (e.g. it cannot raise the fd limit) go to a file, not the terminal.

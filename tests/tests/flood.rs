@@ -176,6 +176,7 @@ fn large_messages_leave_no_memory_behind_and_roots_logins_keep_working() {
             SECS.to_string(),
             LARGE_CONNECTIONS.to_string(),
             BODY_BYTES.to_string(),
+            "large".to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -27,8 +27,13 @@ const SIX: TotpParams = TotpParams {
 const NSS_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
 
 fn main() -> ExitCode {
-    // `fill` is this program run again by `scale`, under the parent's sink.
-    let _syslog = (std::env::args().nth(1).as_deref() != Some("fill")).then(SyslogSink::start);
+    // `fill` and `enroll-as` are this program run again by `scale` and
+    // `memory`, under the parent's sink.
+    let child = matches!(
+        std::env::args().nth(1).as_deref(),
+        Some("fill" | "enroll-as")
+    );
+    let _syslog = (!child).then(SyslogSink::start);
     let result = match std::env::args().nth(1).as_deref() {
         Some("ssh") => ssh(std::env::args()
             .nth(2)
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1000),
         ),
+        Some("memory") => memory(),
+        Some("enroll-as") => enroll_as(),
         Some("fill") => {
             let arg = |n: usize| std::env::args().nth(n).unwrap_or_default();
             fill(
@@ -1382,6 +1389,181 @@ fn floor(n: usize) -> Result<()> {
             1000.0 / bus_ms
         );
     }
+    Ok(())
+}
+
+/// `memory`: twofoldd's resident memory (and the confirm step's latency)
+/// around work that makes large, short-lived allocations: 50 enrollments, 5
+/// at once (each hashes 10 backup codes with Argon2id, 19 MiB of working
+/// memory per hash), then 10 more one at a time, then a local user's floods of
+/// oversized calls (`twofold-flood`, 64 KiB and 1 MiB arguments). An idle
+/// daemon should come back near its start after each.
+fn memory() -> Result<()> {
+    use_release_build();
+    const USERS: usize = 50;
+    const LANES: usize = 5;
+    const ALONE: usize = 10;
+    const FLOOD_SECS: u64 = 10;
+    const FLOOD_CONNECTIONS: u64 = 16;
+    if !std::path::Path::new(NSS_WRAPPER).exists() {
+        bail!("{NSS_WRAPPER} is missing (apt-get install libnss-wrapper)");
+    }
+    let work = tempfile::tempdir()?;
+    // tfb0.. enroll; the last account floods.
+    let flooder = USERS + ALONE;
+    let env = synthetic_accounts(work.path(), flooder + 1)?;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bus = Bus::start_with_env("", &env)?;
+    let daemon = Daemon::start_with_env(&bus, "", &env)?;
+    let pid = daemon.pid().context("daemon pid")?;
+    print_machine();
+    let mib = |field: &str| proc_status_kib(pid, field) as f64 / 1024.0;
+    // The account's process: `enroll-as`, as uid 40000 + i, through the bus.
+    let enroll = |i: usize| -> Result<u64> {
+        use std::os::unix::process::CommandExt;
+        let id = 40_000 + u32::try_from(i)?;
+        let out = bus
+            .command(std::env::current_exe()?)
+            .arg("enroll-as")
+            .uid(id)
+            .gid(id)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "enrolling tfb{i} failed: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                daemon.log()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    };
+    let sorted = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v
+    };
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (rss_start, threads_start) = (mib("VmRSS"), proc_status_kib(pid, "Threads"));
+
+    // 50 enrollments, LANES at once: work lands on several threads of the
+    // daemon's blocking pool, as when several people enroll in a morning.
+    let (wall, cpu) = (std::time::Instant::now(), cpu_seconds(pid));
+    let confirms = std::thread::scope(|s| -> Result<Vec<u64>> {
+        let lanes: Vec<_> = (0..LANES)
+            .map(|lane| {
+                s.spawn(move || {
+                    (lane * USERS / LANES..(lane + 1) * USERS / LANES)
+                        .map(enroll)
+                        .collect::<Result<Vec<u64>>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for lane in lanes {
+            all.extend(
+                lane.join()
+                    .map_err(|_| anyhow!("an enrolling lane panicked"))??,
+            );
+        }
+        Ok(all)
+    })?;
+    let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds(pid) - cpu);
+    let (peak, threads_peak) = (mib("VmHWM"), proc_status_kib(pid, "Threads"));
+    let right_after = mib("VmRSS");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let after = mib("VmRSS");
+    // Then one at a time: the confirm step as one user sees it.
+    let cpu_alone = cpu_seconds(pid);
+    let alone = sorted((USERS..USERS + ALONE).map(enroll).collect::<Result<_>>()?);
+    let cpu_alone = cpu_seconds(pid) - cpu_alone;
+    let confirms = sorted(confirms);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let after_alone = mib("VmRSS");
+
+    // The floods (oversized arguments of 64 KiB, as in the flood test, then
+    // of 1 MiB), each with the peak reset first (clear_refs 5: VmHWM := VmRSS).
+    let mut floods = Vec::new();
+    for bytes in [64 * 1024, 1024 * 1024] {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
+        let before = mib("VmRSS");
+        let out = {
+            use std::os::unix::process::CommandExt;
+            let id = 40_000 + u32::try_from(flooder)?;
+            bus.command(artifacts().bin.join("twofold-flood"))
+                .args([FLOOD_SECS, FLOOD_CONNECTIONS, bytes].map(|n| n.to_string()))
+                .uid(id)
+                .gid(id)
+                .output()?
+        };
+        let tally = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            bail!(
+                "twofold-flood failed: {tally} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let (peak, end) = (mib("VmHWM"), mib("VmRSS"));
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        floods.push((bytes / 1024, tally, before, peak, end, mib("VmRSS")));
+    }
+
+    println!(
+        "\ntwofoldd's resident memory (started at {rss_start:.1} MiB, {threads_start} threads)\n"
+    );
+    println!("| work | RSS before | peak | when it ends | 5 s later |");
+    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "| {USERS} enrollments, {LANES} at once ({wall:.1} s; {threads_peak} threads at the end) | {rss_start:.1} MiB | {peak:.1} MiB | {right_after:.1} MiB | {after:.1} MiB |"
+    );
+    println!("| then {ALONE} more, one at a time | {after:.1} MiB | | | {after_alone:.1} MiB |");
+    for (kib, tally, before, peak, end, later) in floods {
+        println!(
+            "| flood: one user, {FLOOD_CONNECTIONS} connections, {FLOOD_SECS} s, arguments of {kib} KiB (`twofold-flood`: {tally}) | {before:.1} MiB | {peak:.1} MiB | {end:.1} MiB | {later:.1} MiB |"
+        );
+    }
+    println!(
+        "\nThe confirm step of `twofold setup` (ConfirmEnrollment: verify the code, hash 10 backup codes, store)\n"
+    );
+    println!(
+        "| enrollments | twofoldd's CPU per enrollment (both calls) | median | 90th percentile | max |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (what, cpu, v) in [
+        (format!("{USERS}, {LANES} at once"), cpu, &confirms),
+        (format!("{ALONE}, one at a time"), cpu_alone, &alone),
+    ] {
+        println!(
+            "| {what} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+            cpu * 1000.0 / v.len() as f64,
+            ms(percentile(v, 50.0)),
+            ms(percentile(v, 90.0)),
+            ms(v.last().copied().unwrap_or(0))
+        );
+    }
+    Ok(())
+}
+
+/// `enroll-as`, run by `memory` as the account's uid: `twofold setup`'s two
+/// calls, the code computed from the offered key; prints the microseconds
+/// the confirm call took.
+fn enroll_as() -> Result<()> {
+    use twofold_protocol::TwofoldProxy;
+    let micros = zbus::block_on(async {
+        let conn = zbus::Connection::system().await?;
+        let proxy = TwofoldProxy::new(&conn).await?;
+        let offer = proxy.begin_enrollment().await?;
+        let secret = totp_rs::Secret::try_from_base32(offer.secret_base32.expose())
+            .map_err(|e| anyhow!("the offered key: {e:?}"))?;
+        let code = totp::code_at(secret.as_bytes(), SIX, unix_now())?;
+        let start = std::time::Instant::now();
+        let codes = proxy.confirm_enrollment(&code).await?;
+        let micros = start.elapsed().as_micros();
+        if codes.len() != 10 {
+            bail!("{} backup codes", codes.len());
+        }
+        anyhow::Ok(micros)
+    })?;
+    println!("{micros}");
     Ok(())
 }
 

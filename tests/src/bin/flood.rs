@@ -1,15 +1,16 @@
 //! A local user flooding twofoldd, run as that user with
 //! `DBUS_SYSTEM_BUS_ADDRESS` set.
 //!
-//! `twofold-flood SECONDS CONNECTIONS`: each connection, on its own thread,
-//! calls without pause the costliest methods a user may call for their own
-//! account (`BeginEnrollment`: a key and two QR codes; `Status`: NSS and the
-//! state) and an oversized argument, for SECONDS.
+//! `twofold-flood SECONDS CONNECTIONS [BYTES]`: each connection, on its own
+//! thread, calls without pause the costliest methods a user may call for
+//! their own account (`BeginEnrollment`: a key and two QR codes; `Status`:
+//! NSS and the state) and an oversized argument of BYTES (64 KiB unless
+//! given), for SECONDS.
 //!
-//! `twofold-flood SECONDS CONNECTIONS BODY_BYTES`: each connection sends,
+//! `twofold-flood SECONDS CONNECTIONS BYTES large`: each connection sends,
 //! without waiting for answers, `BeginLogin` and `ConfirmEnrollment` calls
-//! whose bodies are BODY_BYTES long (the bus allows up to 32 MiB), for
-//! SECONDS: the large-message attack on twofoldd's memory.
+//! whose bodies are BYTES long (the bus allows up to 32 MiB), for SECONDS:
+//! the large-message attack on twofoldd's memory.
 //!
 //! Prints one line: `calls=N served=N busy=N refused=N failed=N`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -41,10 +42,10 @@ impl Tally {
     }
 }
 
-async fn flood(until: Instant, tally: &Tally) -> zbus::Result<()> {
+async fn flood(until: Instant, bytes: usize, tally: &Tally) -> zbus::Result<()> {
     let conn = zbus::Connection::system().await?;
     let proxy = TwofoldProxy::new(&conn).await?;
-    let huge = "9".repeat(64 * 1024);
+    let huge = "9".repeat(bytes);
     let mut n = 0u64;
     while Instant::now() < until {
         match n % 3 {
@@ -83,27 +84,31 @@ async fn flood_large(until: Instant, body_bytes: usize, tally: &Tally) -> zbus::
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
-    let (Some(Ok(secs)), Some(Ok(connections))) = (args.next(), args.next()) else {
-        eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BODY_BYTES]");
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    let large = words.get(3).map(String::as_str) == Some("large");
+    let mut args = words.iter().take(3).map(|a| a.parse::<u64>());
+    let (Some(Ok(secs)), Some(Ok(connections)), Ok(bytes), true) = (
+        args.next(),
+        args.next(),
+        args.next().unwrap_or(Ok(64 * 1024)),
+        words.len() <= 3 || large && words.len() == 4,
+    ) else {
+        eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BYTES [large]]");
         return ExitCode::from(2);
     };
-    let body_bytes = match args.next() {
-        None => None,
-        Some(Ok(n)) => usize::try_from(n).ok(),
-        Some(Err(_)) => {
-            eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BODY_BYTES]");
-            return ExitCode::from(2);
-        }
+    let Ok(bytes) = usize::try_from(bytes) else {
+        eprintln!("twofold-flood: BYTES is too large");
+        return ExitCode::from(2);
     };
     let until = Instant::now() + Duration::from_secs(secs);
     let tally = Tally::default();
     std::thread::scope(|s| {
         for _ in 0..connections {
             s.spawn(|| {
-                let done = match body_bytes {
-                    Some(n) => zbus::block_on(flood_large(until, n, &tally)),
-                    None => zbus::block_on(flood(until, &tally)),
+                let done = if large {
+                    zbus::block_on(flood_large(until, bytes, &tally))
+                } else {
+                    zbus::block_on(flood(until, bytes, &tally))
                 };
                 if let Err(e) = done {
                     eprintln!("twofold-flood: {e}");
