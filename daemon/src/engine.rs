@@ -316,18 +316,25 @@ impl Engine {
         own.max(throttle::ceiling_wait(cfg, e.ceiling_tat, now))
     }
 
-    /// A wrong code from `source`: on disk (with the account-wide bucket),
-    /// then in the source's count.
+    /// A wrong code from `source`: on disk (with the account-wide bucket
+    /// when it `spends_token`), then in the source's count. A wrong backup
+    /// code while the ceiling is reached spends no token: a bucket pushed
+    /// ever further ahead would read as a clock set back, and full.
     pub(crate) fn record_failure(
         &self,
         user: &str,
         source: &Source,
         loaded: &mut Loaded,
         now: u64,
+        spends_token: bool,
     ) -> Result<(), TwofoldError> {
         let cfg = &self.cfg.throttle;
         let before = loaded.enrollment.ceiling_tat;
-        let ceiling = throttle::ceiling_after_failure(cfg, before, now);
+        let ceiling = if spends_token {
+            throttle::ceiling_after_failure(cfg, before, now)
+        } else {
+            before
+        };
         self.record(user, loaded, Event::Failure { at: now, ceiling })?;
         self.source_table().failed(cfg, user, source, now);
         if throttle::ceiling_wait(cfg, before, now) == 0 {
@@ -346,23 +353,6 @@ backup codes still are (`twofold admin unlock` clears it)",
                 );
             }
         }
-        Ok(())
-    }
-
-    /// A wrong backup code while the ceiling is reached: counted for the
-    /// source and on disk, but it spends no token (a bucket pushed ever
-    /// further ahead would read as a clock set back, and full).
-    fn record_backup_only_failure(
-        &self,
-        user: &str,
-        source: &Source,
-        loaded: &mut Loaded,
-        now: u64,
-    ) -> Result<(), TwofoldError> {
-        let ceiling = loaded.enrollment.ceiling_tat;
-        self.record(user, loaded, Event::Failure { at: now, ceiling })?;
-        self.source_table()
-            .failed(&self.cfg.throttle, user, source, now);
         Ok(())
     }
 
@@ -490,9 +480,9 @@ backup codes still are (`twofold admin unlock` clears it)",
             // it, and the throttle was passed to check it.
             None if outcome == VerifyOutcome::Replayed => {}
             None if backup_only => {
-                self.record_backup_only_failure(user, &source, &mut loaded, now)?;
+                self.record_failure(user, &source, &mut loaded, now, false)?;
             }
-            None => self.record_failure(user, &source, &mut loaded, now)?,
+            None => self.record_failure(user, &source, &mut loaded, now, true)?,
         }
         let e = &loaded.enrollment;
         let message = match outcome {
@@ -840,7 +830,7 @@ or ask your administrator to unlock the account.",
             other => {
                 // A used code is no guess (as at login).
                 if other != TotpCheck::Replayed {
-                    self.record_failure(user, &source, &mut loaded, now)?;
+                    self.record_failure(user, &source, &mut loaded, now, true)?;
                 }
                 audit::log(
                     Level::Warning,
