@@ -1,0 +1,4 @@
+//! State storage, behind the `Store` trait.
+
+mod file;
+pub use file::*;
