@@ -770,5 +770,4 @@ fn to_date(value: &toml::value::Datetime) -> Option<Date> {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;
