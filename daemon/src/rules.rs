@@ -758,18 +758,3 @@ pub fn check_policy(path: &std::path::Path) -> Result<String, TwofoldError> {
         .map(|(p, _)| format!("{}: valid; {}", path.display(), p.summary()))
         .map_err(|e| TwofoldError::InvalidInput(e.to_string()))
 }
-
-/// At start, a policy whose rules name a group NSS does not know is only
-/// warned about (a directory service may still be coming up); reload and
-/// check-config refuse it (`policy::load_checked`).
-pub fn known_groups(policy: Policy) -> Result<Policy, String> {
-    let missing = users::missing_groups(policy.group_names());
-    if missing.is_empty() {
-        Ok(policy)
-    } else {
-        Err(format!(
-            "the policy names groups that do not exist: {} (check the names, or the directory service)",
-            missing.join(", ")
-        ))
-    }
-}

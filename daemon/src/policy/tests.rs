@@ -1,6 +1,7 @@
 //! The precedence and the schedule, on fixed dates.
 
 use super::*;
+use std::path::Path;
 use time::macros::date;
 
 const POLICY: &str = r#"
