@@ -11,6 +11,7 @@
     )
 )]
 
+pub mod admin;
 pub mod audit;
 pub mod authz;
 pub mod backup;
@@ -19,14 +20,14 @@ pub mod bus;
 pub mod calls;
 pub mod clock;
 pub mod config;
-pub mod email;
+pub mod email_codes;
 pub mod engine;
 pub mod limits;
+pub mod login;
 pub mod mail;
 pub mod policy;
 pub mod privilege;
 pub mod qr;
-pub mod rules;
 pub mod store;
 pub mod throttle;
 pub mod totp;

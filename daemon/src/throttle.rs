@@ -21,6 +21,7 @@ use crate::bucket::Bucket;
 use crate::config::ThrottleConfig;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
+use twofold_protocol::text::human_duration;
 
 /// Successful logins make an address "known" to an account for this long.
 pub const KNOWN_SOURCE_SECS: u64 = 30 * 86_400;
@@ -368,6 +369,53 @@ pub fn chance(totp: u64, p_totp: f64, backup: u64, p_backup: f64) -> f64 {
 /// wins with probability `p` (3 in 10^6 for 6 digits and a window of 1).
 pub fn success_probability(guesses: u64, p: f64) -> f64 {
     1.0 - (1.0 - p).powf(guesses as f64)
+}
+
+/// Why a code is not checked now: wrong codes from this source (`own`
+/// seconds left), or from everywhere for this account (the account-wide
+/// ceiling, `ceiling` seconds left). While only the ceiling holds, backup
+/// codes are still checked: the owner always has a way in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub own: u64,
+    pub ceiling: u64,
+}
+
+impl Hold {
+    pub fn wait(self) -> u64 {
+        self.own.max(self.ceiling)
+    }
+
+    /// Only the ceiling holds: a backup code is checked, nothing else.
+    pub fn backup_only(self) -> bool {
+        self.own == 0
+    }
+
+    /// The refusal, the same from every path. A source under its own
+    /// back-off is told only that wait (once over, a backup code is checked).
+    pub fn text(self) -> String {
+        if self.backup_only() {
+            format!(
+                "Too many wrong codes for this account from several places, so only a backup code \
+is accepted here for now (other codes again in {}). Type one of your backup codes, or ask your \
+administrator to unlock the account.",
+                human_duration(self.ceiling)
+            )
+        } else {
+            format!(
+                "Too many wrong codes. Try again in {}.",
+                human_duration(self.own)
+            )
+        }
+    }
+
+    pub fn outcome(self) -> &'static str {
+        if self.backup_only() {
+            "throttled-account"
+        } else {
+            "throttled"
+        }
+    }
 }
 
 #[cfg(test)]
