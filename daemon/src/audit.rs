@@ -29,7 +29,7 @@ struct Sink {
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     Info,
     Warning,

@@ -6,7 +6,6 @@ use crate::backup::{HashParams, HexHash};
 use crate::config::Config;
 use crate::email_codes::EmailCodes;
 use crate::mail::{Mailer, Outbox};
-use crate::policy::Methods;
 use crate::policy::Policy;
 use crate::store::{Enrollment, Event, Loaded, Store, StoreError};
 use crate::throttle::{self, Hold, Source, SourceTable};
@@ -104,14 +103,6 @@ impl Engine {
     pub fn with_outbox(mut self, outbox: impl Outbox + 'static) -> Self {
         self.outbox = Box::new(outbox);
         self
-    }
-
-    /// The methods an enrollment can use on this host now.
-    pub(crate) fn methods_of(&self, e: &Enrollment) -> Methods {
-        Methods {
-            totp: e.secret.is_some(),
-            email: self.email_enabled() && e.email.is_some(),
-        }
     }
 
     /// Remember that `user` just proved themselves with their existing

@@ -21,7 +21,6 @@ use crate::bucket::Bucket;
 use crate::config::ThrottleConfig;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
-use twofold_protocol::text::human_duration;
 
 /// Successful logins make an address "known" to an account for this long.
 pub const KNOWN_SOURCE_SECS: u64 = 30 * 86_400;
@@ -389,32 +388,6 @@ impl Hold {
     /// Only the ceiling holds: a backup code is checked, nothing else.
     pub fn backup_only(self) -> bool {
         self.own == 0
-    }
-
-    /// The refusal, the same from every path. A source under its own
-    /// back-off is told only that wait (once over, a backup code is checked).
-    pub fn text(self) -> String {
-        if self.backup_only() {
-            format!(
-                "Too many wrong codes for this account from several places, so only a backup code \
-is accepted here for now (other codes again in {}). Type one of your backup codes, or ask your \
-administrator to unlock the account.",
-                human_duration(self.ceiling)
-            )
-        } else {
-            format!(
-                "Too many wrong codes. Try again in {}.",
-                human_duration(self.own)
-            )
-        }
-    }
-
-    pub fn outcome(self) -> &'static str {
-        if self.backup_only() {
-            "throttled-account"
-        } else {
-            "throttled"
-        }
     }
 }
 

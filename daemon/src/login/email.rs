@@ -10,6 +10,7 @@ use crate::config::Transport;
 use crate::email_codes::{EmailCheck, EmailCodes, Purpose, SentCode, same};
 use crate::engine::Engine;
 use crate::login::LoginContext;
+use crate::login::LoginOutcome;
 use crate::mail::{self, MailError};
 use crate::users::Account;
 use rand::Rng;
@@ -128,13 +129,13 @@ impl Engine {
     ) -> Result<String, TwofoldError> {
         let planned = self.plan(account, ctx, now, false)?;
         let Some(address) = planned.email_to else {
-            self.log_login(&account.name, ctx, "refused-email-not-offered");
+            self.log_login(&account.name, ctx, LoginOutcome::RefusedEmailNotOffered);
             return Err(TwofoldError::InvalidInput(
                 "A code by e-mail is not offered for this login.".into(),
             ));
         };
         self.send_code(&account.name, &address, Purpose::Login, now)?;
-        self.log_login(&account.name, ctx, "email-code-sent");
+        self.log_login(&account.name, ctx, LoginOutcome::EmailCodeSent);
         Ok(format!(
             "Code sent by e-mail to {} (or a backup code): ",
             mail::mask(&address)
@@ -248,7 +249,11 @@ impl Engine {
             ));
         }
         let masked = self.begin_email_enrollment(account, address, now)?;
-        self.log_login(&account.name, ctx, "email-enrollment-offered-at-login");
+        self.log_login(
+            &account.name,
+            ctx,
+            LoginOutcome::EmailEnrollmentOfferedAtLogin,
+        );
         Ok(masked)
     }
 
@@ -260,7 +265,7 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let codes = self.confirm_email_enrollment(account, code, now)?;
-        self.log_login(&account.name, ctx, "enrolled-at-login");
+        self.log_login(&account.name, ctx, LoginOutcome::EnrolledAtLogin);
         Ok(codes)
     }
 }

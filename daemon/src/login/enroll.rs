@@ -6,6 +6,7 @@ use crate::audit::{self, Level, field};
 use crate::backup::{self};
 use crate::engine::{Engine, Pending, internal, new_generation};
 use crate::login::LoginContext;
+use crate::login::LoginOutcome;
 use crate::store::{ENROLLMENT_VERSION, Enrollment, SecretBytes};
 use crate::totp::{self, TotpCheck, TotpParams};
 use crate::users::Account;
@@ -239,7 +240,7 @@ impl Engine {
                 "Enrollment at login is not offered for this account now.".into(),
             ));
         }
-        self.log_login(&account.name, ctx, "enrollment-offered-at-login");
+        self.log_login(&account.name, ctx, LoginOutcome::EnrollmentOfferedAtLogin);
         self.begin_enrollment(account.uid, &account.name, now)
     }
 
@@ -252,7 +253,7 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let codes = self.confirm_enrollment(account.uid, &account.name, code, now)?;
-        self.log_login(&account.name, ctx, "enrolled-at-login");
+        self.log_login(&account.name, ctx, LoginOutcome::EnrolledAtLogin);
         Ok(codes)
     }
 }

@@ -6,6 +6,8 @@ use crate::audit::{self, Level, field};
 use crate::backup::Found;
 use crate::email_codes::EmailCheck;
 use crate::engine::{Engine, internal};
+use crate::login::LoginOutcome;
+use crate::login::hold_text;
 use crate::login::{LoginContext, NOT_ENROLLED_NOTICE};
 use crate::policy::{Methods, Mode};
 use crate::store::{Event, Loaded};
@@ -111,7 +113,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         now: u64,
     ) -> Result<VerifyReply, TwofoldError> {
         let code = code::parse(input.as_bytes()).map_err(|e| {
-            self.log_login(user, ctx, "refused-malformed-input");
+            self.log_login(user, ctx, LoginOutcome::RefusedMalformedInput);
             TwofoldError::InvalidInput(e.user_message().into())
         })?;
         let source = ctx.source();
@@ -119,7 +121,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         let (accepted, mode) = self.rule_today(user, ctx, now)?;
         let _guard = self.lock(user);
         let Some(mut loaded) = self.store.load(user)? else {
-            self.log_login(user, ctx, "not-enrolled");
+            self.log_login(user, ctx, LoginOutcome::NotEnrolled);
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::NotEnrolled,
                 message: NOT_ENROLLED_NOTICE.into(),
@@ -132,14 +134,26 @@ backup codes still are (`twofold admin unlock` clears it)",
         if let Some(hold) = hold
             && !(backup_only && matches!(code, Code::Backup(_)))
         {
-            self.log_login(user, ctx, hold.outcome());
+            self.log_login(
+                user,
+                ctx,
+                if backup_only {
+                    LoginOutcome::ThrottledAccount
+                } else {
+                    LoginOutcome::Throttled
+                },
+            );
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::Throttled,
-                message: self.refusal(&hold.text()),
+                message: self.refusal(&hold_text(hold)),
             });
         }
         let e = &loaded.enrollment;
-        let factors = crate::policy::factors(self.methods_of(e), accepted, mode);
+        let factors = crate::policy::factors(
+            super::plan::methods_of(e, self.email_enabled()),
+            accepted,
+            mode,
+        );
         let methods = factors.check;
         let email_ok = methods.email;
         let (outcome, accepted) = match &code {
@@ -248,19 +262,21 @@ or ask your administrator to unlock the account.",
             _ => String::new(),
         };
         let logged = match (outcome, accepted) {
-            (VerifyOutcome::Accepted, Some(Event::EmailAccepted { .. })) => "accepted-email-code",
-            (VerifyOutcome::Accepted, _) => "accepted-totp",
-            (VerifyOutcome::AcceptedBackupCode, _) => "accepted-backup-code",
-            (VerifyOutcome::Replayed, _) if matches!(code, Code::Backup(_)) => {
-                "refused-used-backup-code"
+            (VerifyOutcome::Accepted, Some(Event::EmailAccepted { .. })) => {
+                LoginOutcome::AcceptedEmailCode
             }
-            (VerifyOutcome::Replayed, _) => "refused-replayed-code",
-            _ => "refused-wrong-code",
+            (VerifyOutcome::Accepted, _) => LoginOutcome::AcceptedTotp,
+            (VerifyOutcome::AcceptedBackupCode, _) => LoginOutcome::AcceptedBackupCode,
+            (VerifyOutcome::Replayed, _) if matches!(code, Code::Backup(_)) => {
+                LoginOutcome::RefusedUsedBackupCode
+            }
+            (VerifyOutcome::Replayed, _) => LoginOutcome::RefusedReplayedCode,
+            _ => LoginOutcome::RefusedWrongCode,
         };
         if outcome.is_accepted() && factors.must_enroll {
             // Proved with a method the rule no longer accepts: the login
             // goes on to add one, and grants nothing by itself.
-            self.log_login(user, ctx, "proved-must-enroll");
+            self.log_login(user, ctx, LoginOutcome::ProvedMustEnroll);
             self.record_proof(user, now);
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::MustEnroll,
@@ -314,7 +330,7 @@ or ask your administrator to unlock the account.",
                     human_duration(hold.ceiling)
                 )
             } else {
-                hold.text()
+                hold_text(hold)
             }));
         }
         let e = &loaded.enrollment;
