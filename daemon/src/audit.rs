@@ -29,7 +29,7 @@ struct Sink {
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     Info,
     Warning,
@@ -51,7 +51,7 @@ fn connect() -> Option<Syslog> {
 pub fn init(stderr: bool) -> bool {
     let syslog = connect().map_or(
         Syslogd::Down {
-            since: Instant::now(),
+            since: crate::clock::monotonic(),
         },
         Syslogd::Connected,
     );
@@ -73,7 +73,7 @@ impl Syslogd {
     /// fails, on a new one, made at once after a failed send (the daemon may
     /// have restarted) and once the pause is over after a failed connect.
     fn send(&mut self, level: Level, line: &str) -> bool {
-        let now = Instant::now();
+        let now = crate::clock::monotonic();
         match self {
             Syslogd::Connected(logger) => {
                 if send(logger, level, line) {

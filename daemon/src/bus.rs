@@ -348,7 +348,7 @@ impl Service {
             Some(Resolved {
                 user: name,
                 account: account.name,
-                at: std::time::Instant::now(),
+                at: crate::clock::monotonic(),
             }),
         );
         Ok(plan)

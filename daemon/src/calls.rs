@@ -5,8 +5,9 @@
 //! arbitrary arguments.
 
 use crate::authz;
-use crate::engine::{Engine, LoginContext};
+use crate::engine::Engine;
 use crate::limits::small;
+use crate::login::LoginContext;
 use crate::users::Account;
 use twofold_protocol::{
     EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
@@ -217,7 +218,7 @@ pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String>
     small(&[("path", path)])?;
     authz::admin(caller, &e.config().admin_group, "AdminCheckPolicy")?;
     if path.is_empty() {
-        return crate::rules::check_policy(&e.config().policy_file);
+        return crate::admin::check_policy(&e.config().policy_file);
     }
     // Reading any file as root, and quoting it in errors, is for root only.
     if caller != 0 {
@@ -229,7 +230,7 @@ pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String>
             "Only root may check a file other than the configured policy.".into(),
         ));
     }
-    crate::rules::check_policy(std::path::Path::new(path))
+    crate::admin::check_policy(std::path::Path::new(path))
 }
 
 pub fn admin_reload(e: &Engine, caller: u32) -> Result<String> {

@@ -5,6 +5,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PATH: &str = "/etc/twofold/twofold.toml";
+/// Where the policy is read from unless `policy_file` says otherwise.
+pub const DEFAULT_POLICY_PATH: &str = "/etc/twofold/policy.toml";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,7 +146,7 @@ impl Default for Config {
         Self {
             state_dir: PathBuf::from("/var/lib/twofold"),
             admin_group: "twofold-admin".into(),
-            policy_file: PathBuf::from(crate::policy::DEFAULT_PATH),
+            policy_file: PathBuf::from(DEFAULT_POLICY_PATH),
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             enrollment: EnrollmentConfig::default(),

@@ -2,6 +2,7 @@
 //! its delivery through an SMTP relay (lettre) or the local `sendmail`
 //! program, each within `email.timeout_secs`. Nothing here logs the code.
 
+use crate::clock;
 use crate::config::{EmailConfig, Security, Transport};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
@@ -12,7 +13,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// Longest address accepted (RFC 5321's path limit).
@@ -174,7 +175,7 @@ impl Mailer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| failed(e.to_string()))?;
-        let deadline = Instant::now() + Duration::from_secs(self.cfg.timeout_secs);
+        let deadline = clock::monotonic() + Duration::from_secs(self.cfg.timeout_secs);
         let formatted = Zeroizing::new(message.formatted());
         if let Some(mut stdin) = child.stdin.take() {
             // A full pipe blocks the write; sendmail reads its input before it
@@ -190,8 +191,8 @@ impl Mailer {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 // Its words are not logged: they often quote the recipient.
                 Ok(Some(status)) => return Err(failed(status.to_string())),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
+                Ok(None) if clock::monotonic() < deadline => {
+                    clock::sleep(Duration::from_millis(20));
                 }
                 Ok(None) => {
                     let _ = child.kill();

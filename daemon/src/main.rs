@@ -109,8 +109,8 @@ fn main() -> ExitCode {
             );
             // At start a directory service may still be coming up: warn and
             // go on (those logins use the strictest rule); reload refuses.
-            if let Err(e) = twofoldd::rules::known_groups(policy.clone()) {
-                audit::log(Level::Warning, &e);
+            if let Err(e) = policy::known_groups(&policy) {
+                audit::log(Level::Warning, &e.to_string());
                 eprintln!("twofoldd: warning: {e}");
             }
             policy

@@ -370,6 +370,27 @@ pub fn success_probability(guesses: u64, p: f64) -> f64 {
     1.0 - (1.0 - p).powf(guesses as f64)
 }
 
+/// Why a code is not checked now: wrong codes from this source (`own`
+/// seconds left), or from everywhere for this account (the account-wide
+/// ceiling, `ceiling` seconds left). While only the ceiling holds, backup
+/// codes are still checked: the owner always has a way in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub own: u64,
+    pub ceiling: u64,
+}
+
+impl Hold {
+    pub fn wait(self) -> u64 {
+        self.own.max(self.ceiling)
+    }
+
+    /// Only the ceiling holds: a backup code is checked, nothing else.
+    pub fn backup_only(self) -> bool {
+        self.own == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

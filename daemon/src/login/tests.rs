@@ -1,10 +1,17 @@
-//! Engine rules with a fixed clock and a temporary state directory.
+//! The login flows with a fixed clock and a temporary state directory.
 
 use super::*;
-use crate::config::{ThrottleConfig, TotpConfig};
+use crate::backup::HashParams;
+use crate::config::{Config, ThrottleConfig, TotpConfig};
+use crate::engine::{COMPACT_AFTER_RECORDS, Engine};
 use crate::policy::Policy;
 use crate::store::FileStore;
-use twofold_protocol::LoginAction;
+use crate::throttle::{self, Source};
+use crate::totp::{self, TotpParams};
+use std::sync::{Arc, Mutex};
+use twofold_protocol::{
+    EnrollmentOffer, LoginAction, SELF_SERVICE, SecretString, TwofoldError, VerifyOutcome,
+};
 
 const FAST: HashParams = HashParams {
     m_cost_kib: 64,
@@ -779,7 +786,7 @@ fn a_method_the_rule_no_longer_accepts_still_proves_the_user_first() {
         std::path::Path::new("p.toml"),
     )
     .unwrap();
-    *e.policy.write().unwrap() = Arc::new(policy);
+    e.set_policy(policy);
     // Not a real account: the policy's decision falls back on the strictest
     // rule, which is the only one here.
     let alice = account("alice");

@@ -1,6 +1,7 @@
 //! The precedence and the schedule, on fixed dates.
 
 use super::*;
+use std::path::Path;
 use time::macros::date;
 
 const POLICY: &str = r#"
@@ -45,7 +46,7 @@ fn subject<'a>(groups: &[&str], service: &'a str) -> Subject<'a> {
 
 #[test]
 fn the_shipped_example_parses() {
-    let text = include_str!("../../packaging/policy.toml");
+    let text = include_str!("../../../packaging/policy.toml");
     let p = parse(text, Path::new("policy.toml")).unwrap();
     assert_eq!(p.default.mode_on(date!(2026 - 01 - 01)), Mode::Recommend);
 }

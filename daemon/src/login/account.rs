@@ -1,0 +1,99 @@
+//! What users do to their own account after proving themselves: new backup
+//! codes, turning two-factor off, remembered devices.
+
+use crate::audit::{self, Level, field};
+use crate::backup::{self};
+use crate::engine::{Engine, internal, new_generation};
+use crate::policy::{self, Mode};
+use crate::users::Account;
+use twofold_protocol::{RememberedDevice, SecretString, TwofoldError};
+
+impl Engine {
+    /// New backup codes for `user`, after a current TOTP code (throttled like a login).
+    pub fn regenerate_backup_codes(
+        &self,
+        account: &Account,
+        input: &str,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let user = account.name.as_str();
+        let _guard = self.lock(user);
+        let (loaded, step) = self.prove_with_code(account, input, now, "backup-codes")?;
+        let (codes, backup) =
+            backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
+                .map_err(internal)?;
+        let mut next = loaded.enrollment.clone();
+        next.generation = new_generation(next.generation);
+        next.last_step = Some(step);
+        next.failures = 0;
+        next.backup = backup;
+        self.store.write_enrollment(user, &next)?;
+        self.forget_spent_backup(user);
+        audit::log(
+            Level::Info,
+            &format!("backup-codes-replaced {}", field("user", user)),
+        );
+        Ok(codes)
+    }
+
+    /// Remove the caller's own enrollment after a current code, unless any of
+    /// their rules requires a second factor.
+    pub fn disable(&self, account: &Account, input: &str, now: u64) -> Result<(), TwofoldError> {
+        let user = account.name.as_str();
+        let meta = self.store.load_meta(user)?;
+        let policy = self.policy();
+        let groups = self.groups(account, &policy);
+        if policy.strictest_for(&groups, meta.override_mode, policy::date_of(now)) == Mode::Require
+        {
+            return Err(TwofoldError::AccessDenied(
+                "Your account's rule requires two-factor authentication, so you cannot turn it off. \
+Ask your administrator if you lost your phone."
+                    .into(),
+            ));
+        }
+        let _guard = self.lock(user);
+        let mut meta = self.store.load_meta(user)?;
+        self.prove_with_code(account, input, now, "disable")?;
+        self.store.remove_enrollment(user)?;
+        self.source_table().forget_user(user);
+        self.forget_spent_backup(user);
+        // Hosts remembered for the old key must not skip the next one.
+        if !meta.remembered.is_empty() {
+            meta.remembered.clear();
+            self.store.write_meta(user, &meta)?;
+        }
+        audit::log(Level::Info, &format!("disabled {}", field("user", user)));
+        Ok(())
+    }
+
+    pub fn devices(&self, user: &str, now: u64) -> Result<Vec<RememberedDevice>, TwofoldError> {
+        Ok(self
+            .store
+            .load_meta(user)?
+            .remembered
+            .into_iter()
+            .filter(|r| r.until > now)
+            .map(|r| RememberedDevice {
+                rhost: r.rhost,
+                until: r.until,
+            })
+            .collect())
+    }
+
+    /// Forget remembered devices; `by_uid` is logged.
+    pub fn forget_devices(&self, user: &str, by_uid: u32) -> Result<u32, TwofoldError> {
+        let _guard = self.lock(user);
+        let mut meta = self.store.load_meta(user)?;
+        let count = u32::try_from(meta.remembered.len()).unwrap_or(u32::MAX);
+        meta.remembered.clear();
+        self.store.write_meta(user, &meta)?;
+        audit::log(
+            Level::Info,
+            &format!(
+                "forget-devices {} count={count} by_uid={by_uid}",
+                field("user", user)
+            ),
+        );
+        Ok(count)
+    }
+}

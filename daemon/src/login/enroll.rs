@@ -1,0 +1,259 @@
+//! Enrollment with an authenticator app: an offer held in memory until a
+//! code confirms it, at `twofold setup` or inside a login; a method added to
+//! an existing enrollment needs a fresh proof with the one the user has.
+
+use crate::audit::{self, Level, field};
+use crate::backup::{self};
+use crate::engine::{Engine, Pending, internal, new_generation};
+use crate::login::LoginContext;
+use crate::login::LoginOutcome;
+use crate::store::{ENROLLMENT_VERSION, Enrollment, SecretBytes};
+use crate::totp::{self, TotpCheck, TotpParams};
+use crate::users::Account;
+use rand::Rng;
+use twofold_protocol::code::{self, Code};
+use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError};
+use zeroize::Zeroizing;
+
+/// Wrong codes allowed while confirming one enrollment offer.
+const MAX_CONFIRM_ATTEMPTS: u32 = 10;
+/// Enrollment offers held at once (one per uid at most); each holds a secret.
+const MAX_PENDING_OFFERS: usize = 10_000;
+
+impl Engine {
+    /// Offer `user` (whose uid is `uid`) a fresh secret; nothing is stored yet.
+    pub fn begin_enrollment(
+        &self,
+        uid: u32,
+        user: &str,
+        now: u64,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        let adds = match self.store.load(user)? {
+            Some(l) if l.enrollment.secret.is_some() => {
+                return Err(TwofoldError::AlreadyEnrolled(
+                    "You are already enrolled. Ask an administrator to reset your enrollment to start over.".into(),
+                ));
+            }
+            Some(_) => {
+                self.require_proof(user, now)?;
+                true
+            }
+            None => false,
+        };
+        let mut secret = Zeroizing::new(vec![0u8; 20]); // 160 bits, as RFC 4226 recommends
+        rand::rng().fill(&mut secret[..]);
+        let params = TotpParams {
+            digits: self.cfg.totp.digits,
+            period: self.cfg.totp.period,
+            window: self.cfg.totp.window,
+        };
+        let account = format!("{user}@{}", self.hostname);
+        let uri =
+            totp::key_uri(&secret, params, &self.cfg.totp.issuer, &account).map_err(internal)?;
+        let qr = crate::qr::render(&uri).map_err(internal)?;
+        let secret_base32 = totp_rs::Secret::from(&secret[..]).to_base32();
+        let timeout = self.cfg.enrollment.offer_timeout_secs;
+        let mut pending = self.pending_map();
+        if pending.len() >= MAX_PENDING_OFFERS && !pending.contains_key(&uid) {
+            pending.retain(|_, p| p.expires_at > now);
+            if pending.len() >= MAX_PENDING_OFFERS {
+                return Err(TwofoldError::Busy(
+                    "Too many enrollments are in progress on this host. Try again in a few minutes."
+                        .into(),
+                ));
+            }
+        }
+        pending.insert(
+            uid,
+            Pending {
+                secret,
+                params,
+                expires_at: now.saturating_add(timeout),
+                attempts: 0,
+                adds,
+            },
+        );
+        drop(pending);
+        audit::log(
+            Level::Info,
+            &format!("enrollment-offered {}", field("user", user)),
+        );
+        Ok(EnrollmentOffer {
+            qr_code: qr.unicode.into(),
+            qr_code_ascii: qr.ascii.into(),
+            uri: uri.into(),
+            secret_base32: secret_base32.into(),
+            expires_in_secs: timeout,
+        })
+    }
+
+    /// Store the pending enrollment if `input` is a current code for it.
+    pub fn confirm_enrollment(
+        &self,
+        uid: u32,
+        user: &str,
+        input: &str,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
+            return Err(TwofoldError::InvalidInput(
+                "Type the 6-digit code your app shows for this account.".into(),
+            ));
+        };
+        let (secret, step, params, adds) = {
+            let mut pending = self.pending_map();
+            let no_offer = || {
+                TwofoldError::NoPendingEnrollment(
+                    "No enrollment is in progress (or it expired). Run `twofold setup` again."
+                        .into(),
+                )
+            };
+            let offer = pending.get_mut(&uid).ok_or_else(no_offer)?;
+            if offer.expires_at <= now {
+                pending.remove(&uid);
+                return Err(no_offer());
+            }
+            match totp::check(&offer.secret, offer.params, &code, now, None).map_err(internal)? {
+                TotpCheck::Valid(step) => {
+                    let offer = pending.remove(&uid).ok_or_else(no_offer)?;
+                    (offer.secret.clone(), step, offer.params, offer.adds)
+                }
+                _ => {
+                    offer.attempts += 1;
+                    if offer.attempts >= MAX_CONFIRM_ATTEMPTS {
+                        pending.remove(&uid);
+                    }
+                    audit::log(
+                        Level::Warning,
+                        &format!("enrollment-code-wrong {}", field("user", user)),
+                    );
+                    return Err(TwofoldError::InvalidInput(
+                        "That code does not match. Check that the phone's clock is right and type the current code.".into(),
+                    ));
+                }
+            }
+        };
+        let secret = SecretBytes(secret.to_vec());
+        self.store_method(user, adds, "totp", now, |e| {
+            if e.secret.is_some() {
+                return false;
+            }
+            e.secret = Some(secret);
+            e.digits = params.digits;
+            e.period = params.period;
+            // The confirming code cannot log anyone in.
+            e.last_step = Some(step);
+            true
+        })
+    }
+
+    /// Store a method just confirmed for `user`: as their first, with new
+    /// backup codes (returned), or, when `adds` (begun after a proof), beside
+    /// the one they have, whose backup codes stay. `set` fills the method in
+    /// and says false when the user has it already.
+    pub(crate) fn store_method(
+        &self,
+        user: &str,
+        adds: bool,
+        method: &str,
+        now: u64,
+        set: impl FnOnce(&mut Enrollment) -> bool,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let already =
+            || TwofoldError::AlreadyEnrolled(format!("You already have {method} set up."));
+        let _guard = self.lock(user);
+        let codes = match self.store.load(user)? {
+            // Only an offer begun after a proof joins an enrollment.
+            Some(_) if !adds => return Err(already()),
+            Some(loaded) => {
+                let mut next = loaded.enrollment.clone();
+                if !set(&mut next) {
+                    return Err(already());
+                }
+                next.generation = new_generation(next.generation);
+                self.store.write_enrollment(user, &next)?;
+                Vec::new()
+            }
+            None => {
+                let (codes, backup) =
+                    backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
+                        .map_err(internal)?;
+                let mut enrollment = Enrollment {
+                    version: ENROLLMENT_VERSION,
+                    generation: new_generation(0),
+                    secret: None,
+                    digits: self.cfg.totp.digits,
+                    period: self.cfg.totp.period,
+                    enrolled_at: now,
+                    email: None,
+                    last_step: None,
+                    backup,
+                    failures: 0,
+                    last_failure: 0,
+                    ceiling_tat: 0,
+                    last_login: None,
+                };
+                set(&mut enrollment);
+                self.store.write_enrollment(user, &enrollment)?;
+                self.source_table().forget_user(user);
+                self.forget_spent_backup(user);
+                codes
+            }
+        };
+        audit::log(
+            Level::Info,
+            &format!("enrolled {} method={method}", field("user", user)),
+        );
+        Ok(codes)
+    }
+
+    /// Adding a method to an enrollment needs a proof with the existing one.
+    pub(crate) fn require_proof(&self, user: &str, now: u64) -> Result<(), TwofoldError> {
+        if self.take_proof(user, now) {
+            Ok(())
+        } else {
+            Err(TwofoldError::AccessDenied(
+                "Adding a second method needs a current code from the one you have first \
+(`twofold setup` asks for it)."
+                    .into(),
+            ))
+        }
+    }
+
+    /// Start an enrollment inside a login, if the policy says this login must enroll.
+    pub fn enroll_at_login(
+        &self,
+        account: &Account,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        let planned = self.plan(account, ctx, now, false)?;
+        // As for e-mail: a login that must set a method up (an enrolled
+        // user also needs a proof, which `begin_enrollment` spends).
+        if !planned
+            .plan
+            .methods
+            .iter()
+            .any(|m| m == twofold_protocol::METHOD_TOTP)
+        {
+            return Err(TwofoldError::InvalidInput(
+                "Enrollment at login is not offered for this account now.".into(),
+            ));
+        }
+        self.log_login(&account.name, ctx, LoginOutcome::EnrollmentOfferedAtLogin);
+        self.begin_enrollment(account.uid, &account.name, now)
+    }
+
+    /// Confirm an enrollment started at login.
+    pub fn confirm_at_login(
+        &self,
+        account: &Account,
+        code: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let codes = self.confirm_enrollment(account.uid, &account.name, code, now)?;
+        self.log_login(&account.name, ctx, LoginOutcome::EnrolledAtLogin);
+        Ok(codes)
+    }
+}

@@ -1,0 +1,365 @@
+//! A code typed at login, or to confirm an action on the user's own
+//! account: parsed, throttled, checked (TOTP, backup, e-mail), and recorded
+//! durably before the answer.
+
+use crate::audit::{self, Level, field};
+use crate::backup::Found;
+use crate::email_codes::EmailCheck;
+use crate::engine::{Engine, internal};
+use crate::login::LoginOutcome;
+use crate::login::hold_text;
+use crate::login::{LoginContext, NOT_ENROLLED_NOTICE};
+use crate::policy::{Methods, Mode};
+use crate::store::{Event, Loaded};
+use crate::throttle::{self, Hold, Source};
+use crate::totp::{self, TotpCheck};
+use crate::users::Account;
+use twofold_protocol::code::{self, Code};
+use twofold_protocol::text::human_duration;
+use twofold_protocol::{SELF_SERVICE, TwofoldError, VerifyOutcome, VerifyReply};
+
+/// A wrong code, with what to do about it.
+const WRONG_CODE: &str = "Wrong code. Try again with the code your app shows now.";
+const WRONG_EMAIL_CODE: &str = "Wrong code. Try again with the code from the latest e-mail.";
+/// Used backup codes remembered per user (the most a user can hold at once).
+const MAX_SPENT_PER_USER: usize = 20;
+
+impl Engine {
+    /// The methods `user`'s rule accepts now, and its mode. Only asked of
+    /// NSS when some rule restricts the methods (so the usual login pays
+    /// nothing for it; the mode only matters then). An account NSS cannot
+    /// resolve gets the strictest rule, as in `plan`.
+    fn rule_today(
+        &self,
+        user: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<(Methods, Mode), TwofoldError> {
+        let policy = self.policy();
+        if !policy.restricts_methods() {
+            return Ok((Methods::ANY, Mode::Optional));
+        }
+        let groups = match crate::users::by_name(user) {
+            Ok(Some(account)) => self.groups(&account, &policy),
+            Ok(None) => Err("no such account".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let meta = self.store.load_meta(user)?;
+        let subject = crate::policy::Subject {
+            user,
+            groups,
+            service: &ctx.service,
+        };
+        let decision = policy.decide(&subject, meta.override_mode, crate::policy::date_of(now));
+        Ok((decision.methods, decision.mode))
+    }
+
+    /// A wrong code from `source`: on disk (with the account-wide bucket
+    /// when it `spends_token`), then in the source's count. A wrong backup
+    /// code while the ceiling is reached spends no token: a bucket pushed
+    /// ever further ahead would read as a clock set back, and full.
+    pub(crate) fn record_failure(
+        &self,
+        user: &str,
+        source: &Source,
+        loaded: &mut Loaded,
+        now: u64,
+        spends_token: bool,
+    ) -> Result<(), TwofoldError> {
+        let cfg = &self.cfg.throttle;
+        let before = loaded.enrollment.ceiling_tat;
+        let ceiling = if spends_token {
+            throttle::ceiling_after_failure(cfg, before, now)
+        } else {
+            before
+        };
+        self.record(user, loaded, Event::Failure { at: now, ceiling })?;
+        self.source_table().failed(cfg, user, source, now);
+        if throttle::ceiling_wait(cfg, before, now) == 0 {
+            let wait = throttle::ceiling_wait(cfg, ceiling, now);
+            if wait > 0 {
+                // Loud: from now on the owner needs a backup code at any
+                // address that has not logged them in recently.
+                audit::log(
+                    Level::Error,
+                    &format!(
+                        "account-ceiling-reached {} source={source} wait={wait}s: too many wrong codes \
+from several places; app and e-mail codes from new addresses are not checked until a token is back, \
+backup codes still are (`twofold admin unlock` clears it)",
+                        field("user", user)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Verify a code; the outcome is durable before it is returned.
+    pub fn verify(
+        &self,
+        user: &str,
+        input: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<VerifyReply, TwofoldError> {
+        let code = code::parse(input.as_bytes()).map_err(|e| {
+            self.log_login(user, ctx, LoginOutcome::RefusedMalformedInput);
+            TwofoldError::InvalidInput(e.user_message().into())
+        })?;
+        let source = ctx.source();
+        // NSS (when needed) before the user's lock, as in `plan`.
+        let (accepted, mode) = self.rule_today(user, ctx, now)?;
+        let _guard = self.lock(user);
+        let Some(mut loaded) = self.store.load(user)? else {
+            self.log_login(user, ctx, LoginOutcome::NotEnrolled);
+            return Ok(VerifyReply {
+                outcome: VerifyOutcome::NotEnrolled,
+                message: NOT_ENROLLED_NOTICE.into(),
+            });
+        };
+        let hold = self.hold(user, &source, &loaded.enrollment, now);
+        // While only the ceiling holds, a backup code is still checked: 50
+        // bits, so it gives a guesser nothing, and the owner a way in.
+        let backup_only = hold.is_some_and(Hold::backup_only);
+        if let Some(hold) = hold
+            && !(backup_only && matches!(code, Code::Backup(_)))
+        {
+            self.log_login(
+                user,
+                ctx,
+                if backup_only {
+                    LoginOutcome::ThrottledAccount
+                } else {
+                    LoginOutcome::Throttled
+                },
+            );
+            return Ok(VerifyReply {
+                outcome: VerifyOutcome::Throttled,
+                message: self.refusal(&hold_text(hold)),
+            });
+        }
+        let e = &loaded.enrollment;
+        let factors = crate::policy::factors(
+            super::plan::methods_of(e, self.email_enabled()),
+            accepted,
+            mode,
+        );
+        let methods = factors.check;
+        let email_ok = methods.email;
+        let (outcome, accepted) = match &code {
+            Code::Totp(c)
+                if email_ok && self.check_login_email_code(user, c, now) == EmailCheck::Match =>
+            {
+                (
+                    VerifyOutcome::Accepted,
+                    Some(Event::EmailAccepted { at: now }),
+                )
+            }
+            Code::Totp(c) => match e.secret.as_ref().filter(|_| methods.totp) {
+                Some(secret) => {
+                    match totp::check(&secret.0, self.params_of(e), c, now, e.last_step)
+                        .map_err(internal)?
+                    {
+                        TotpCheck::Valid(step) => (
+                            VerifyOutcome::Accepted,
+                            Some(Event::TotpAccepted { step, at: now }),
+                        ),
+                        TotpCheck::Replayed => (VerifyOutcome::Replayed, None),
+                        TotpCheck::Wrong => (VerifyOutcome::Wrong, None),
+                    }
+                }
+                None => (VerifyOutcome::Wrong, None),
+            },
+            Code::Backup(c) => {
+                let spent = self.spent_backup().get(user).cloned().unwrap_or_default();
+                match e.backup.find_or_spent(c, &spent).map_err(internal)? {
+                    Found::Unused(index) => (
+                        VerifyOutcome::AcceptedBackupCode,
+                        Some(Event::BackupUsed {
+                            index: index as u64,
+                            at: now,
+                        }),
+                    ),
+                    Found::Spent => (VerifyOutcome::Replayed, None),
+                    Found::Wrong => (VerifyOutcome::Wrong, None),
+                }
+            }
+        };
+        match accepted {
+            Some(event) => {
+                if let Event::BackupUsed { index, .. } = event
+                    && let Some(Some(hash)) = usize::try_from(index)
+                        .ok()
+                        .and_then(|i| loaded.enrollment.backup.hashes.get(i))
+                {
+                    let mut spent = self.spent_backup();
+                    let list = spent.entry(user.to_string()).or_default();
+                    if list.len() >= MAX_SPENT_PER_USER {
+                        list.remove(0);
+                    }
+                    list.push(hash.clone());
+                }
+                self.record(user, &mut loaded, event)?;
+                self.source_table()
+                    .succeeded(&self.cfg.throttle, user, &source, now);
+            }
+            // A used code (a replayed step, a spent backup code, the losers
+            // of a race) is no guess: only someone who had the code can type
+            // it, and the throttle was passed to check it.
+            None if outcome == VerifyOutcome::Replayed => {}
+            None if backup_only => {
+                self.record_failure(user, &source, &mut loaded, now, false)?;
+            }
+            None => self.record_failure(user, &source, &mut loaded, now, true)?,
+        }
+        let e = &loaded.enrollment;
+        let message = match outcome {
+            VerifyOutcome::AcceptedBackupCode => {
+                let left = e.backup.remaining();
+                let mut m = format!(
+                    "Backup code accepted. {left} backup code{} left.",
+                    if left == 1 { "" } else { "s" }
+                );
+                if left <= 3 {
+                    m.push_str(" Run `twofold backup-codes` to get new ones.");
+                }
+                m
+            }
+            VerifyOutcome::Replayed if matches!(code, Code::Backup(_)) => {
+                self.refusal("That backup code was already used. Type another one.")
+            }
+            VerifyOutcome::Replayed => {
+                self.refusal("That code was already used. Wait for the next code from your app.")
+            }
+            VerifyOutcome::Wrong => match self.hold(user, &source, e, now) {
+                None if e.secret.is_none() => self.refusal(WRONG_EMAIL_CODE),
+                None => self.refusal(WRONG_CODE),
+                Some(hold) if hold.backup_only() => self.refusal(&format!(
+                    "Wrong {}. Only a backup code is accepted here for the next {}: type one, \
+or ask your administrator to unlock the account.",
+                    if matches!(code, Code::Backup(_)) {
+                        "backup code"
+                    } else {
+                        "code"
+                    },
+                    human_duration(hold.ceiling)
+                )),
+                Some(hold) => self.refusal(&format!(
+                    "Wrong code. Wait {} before trying again.",
+                    human_duration(hold.wait())
+                )),
+            },
+            _ => String::new(),
+        };
+        let logged = match (outcome, accepted) {
+            (VerifyOutcome::Accepted, Some(Event::EmailAccepted { .. })) => {
+                LoginOutcome::AcceptedEmailCode
+            }
+            (VerifyOutcome::Accepted, _) => LoginOutcome::AcceptedTotp,
+            (VerifyOutcome::AcceptedBackupCode, _) => LoginOutcome::AcceptedBackupCode,
+            (VerifyOutcome::Replayed, _) if matches!(code, Code::Backup(_)) => {
+                LoginOutcome::RefusedUsedBackupCode
+            }
+            (VerifyOutcome::Replayed, _) => LoginOutcome::RefusedReplayedCode,
+            _ => LoginOutcome::RefusedWrongCode,
+        };
+        if outcome.is_accepted() && factors.must_enroll {
+            // Proved with a method the rule no longer accepts: the login
+            // goes on to add one, and grants nothing by itself.
+            self.log_login(user, ctx, LoginOutcome::ProvedMustEnroll);
+            self.record_proof(user, now);
+            return Ok(VerifyReply {
+                outcome: VerifyOutcome::MustEnroll,
+                message: String::new(),
+            });
+        }
+        self.log_login(user, ctx, logged);
+        if outcome.is_accepted() {
+            // `twofold setup` run by the user, proving themselves to add a
+            // method (a PAM stack run as the user, such as a screen locker,
+            // names its own service).
+            if ctx.caller_uid != 0 && ctx.service == SELF_SERVICE {
+                self.record_proof(user, now);
+            }
+            self.remember_device(user, ctx, now);
+        }
+        Ok(VerifyReply { outcome, message })
+    }
+
+    /// For what a user confirms with a current TOTP code (new backup codes,
+    /// turning two-factor off): parse, throttle, verify, and count a wrong or
+    /// replayed code as a failure. The caller holds the user's lock. Returns
+    /// the state and the step the code was for.
+    pub(crate) fn prove_with_code(
+        &self,
+        account: &Account,
+        input: &str,
+        now: u64,
+        action: &str,
+    ) -> Result<(Loaded, u64), TwofoldError> {
+        let user = account.name.as_str();
+        // The user's own program: counted as that uid, like a screen locker.
+        let source = Source::Caller(account.uid);
+        let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
+            return Err(TwofoldError::InvalidInput(
+                "Type the current code from your authenticator app.".into(),
+            ));
+        };
+        let Some(mut loaded) = self.store.load(user)? else {
+            return Err(TwofoldError::NotEnrolled(
+                "Two-factor authentication is not set up for you. Run `twofold setup` first."
+                    .into(),
+            ));
+        };
+        if let Some(hold) = self.hold(user, &source, &loaded.enrollment, now) {
+            // Backup codes do not prove a user here: only the wait helps.
+            return Err(TwofoldError::Throttled(if hold.backup_only() {
+                format!(
+                    "Too many wrong codes for this account from several places. Try again in {}, \
+or ask your administrator to unlock the account.",
+                    human_duration(hold.ceiling)
+                )
+            } else {
+                hold_text(hold)
+            }));
+        }
+        let e = &loaded.enrollment;
+        // A user with e-mail codes may prove themselves with a live one.
+        let check = if e.email.is_some()
+            && self.has_login_email_code(user, now)
+            && self.check_login_email_code(user, &code, now) == EmailCheck::Match
+        {
+            TotpCheck::Valid(e.last_step.unwrap_or(0))
+        } else {
+            match &e.secret {
+                Some(secret) => totp::check(&secret.0, self.params_of(e), &code, now, e.last_step)
+                    .map_err(internal)?,
+                None => TotpCheck::Wrong,
+            }
+        };
+        match check {
+            TotpCheck::Valid(step) => {
+                self.source_table()
+                    .succeeded(&self.cfg.throttle, user, &source, now);
+                Ok((loaded, step))
+            }
+            other => {
+                // A used code is no guess (as at login).
+                if other != TotpCheck::Replayed {
+                    self.record_failure(user, &source, &mut loaded, now, true)?;
+                }
+                audit::log(
+                    Level::Warning,
+                    &format!("{action}-refused {}", field("user", user)),
+                );
+                Err(TwofoldError::InvalidInput(
+                    if other == TotpCheck::Replayed {
+                        "That code was already used. Wait for the next code from your app.".into()
+                    } else {
+                        WRONG_CODE.into()
+                    },
+                ))
+            }
+        }
+    }
+}
