@@ -707,7 +707,7 @@ or ask your administrator to unlock the account.",
             }
         };
         let secret = SecretBytes(secret.to_vec());
-        self.store_method(user, adds, "totp", now, |e| {
+        self.store_method(user, adds, twofold_protocol::Method::Totp, now, |e| {
             if e.secret.is_some() {
                 return false;
             }
@@ -728,7 +728,7 @@ or ask your administrator to unlock the account.",
         &self,
         user: &str,
         adds: bool,
-        method: &str,
+        method: twofold_protocol::Method,
         now: u64,
         set: impl FnOnce(&mut Enrollment) -> bool,
     ) -> Result<Vec<SecretString>, TwofoldError> {

@@ -226,7 +226,7 @@ Ask your administrator.",
                 );
                 plan.plan.prompt = BACKUP_PROMPT.into();
                 if let Some(add) = to_add {
-                    plan.plan.methods = add.names().split(',').map(str::to_string).collect();
+                    plan.plan.methods = add.list();
                 }
                 return Ok(plan);
             }
@@ -268,7 +268,7 @@ then set it up.",
                         "an authenticator app"
                     }
                 );
-                plan.plan.methods = add.names().split(',').map(str::to_string).collect();
+                plan.plan.methods = add.list();
             }
             plan.email_to = address;
             return Ok(plan);
@@ -338,8 +338,7 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
                             "enrolling-at-login",
                             reasons,
                         );
-                        plan.plan.methods =
-                            can_enroll.names().split(',').map(str::to_string).collect();
+                        plan.plan.methods = can_enroll.list();
                         Ok(plan)
                     }
                     Unenrolled::Enroll | Unenrolled::Refuse => {
@@ -397,8 +396,7 @@ so you cannot log in. Ask your administrator to help you enroll.",
         if !planned
             .plan
             .methods
-            .iter()
-            .any(|m| m == twofold_protocol::METHOD_TOTP)
+            .contains(&twofold_protocol::Method::Totp)
         {
             return Err(TwofoldError::InvalidInput(
                 "Enrollment at login is not offered for this account now.".into(),
@@ -673,18 +671,13 @@ Ask your administrator if you lost your phone."
         Ok(())
     }
 
-    /// Set (`require`, `exempt`) or clear (empty) a per-user override.
-    pub fn set_override(&self, user: &str, mode: &str, admin_uid: u32) -> Result<(), TwofoldError> {
-        let mode = match mode {
-            "" => None,
-            "require" => Some(Mode::Require),
-            "exempt" => Some(Mode::Exempt),
-            other => {
-                return Err(TwofoldError::InvalidInput(format!(
-                    "An override is `require`, `exempt` or empty (clear), not {other:?}."
-                )));
-            }
-        };
+    /// Set (`require`, `exempt`) or clear (`None`) a per-user override.
+    pub fn set_override(
+        &self,
+        user: &str,
+        mode: Option<Mode>,
+        admin_uid: u32,
+    ) -> Result<(), TwofoldError> {
         let _guard = self.lock(user);
         let mut meta = self.store.load_meta(user)?;
         meta.override_mode = mode;
