@@ -340,11 +340,7 @@ impl Service {
         // Whatever an earlier BeginLogin on this connection resolved no
         // longer counts, even if this one fails.
         self.set_login(&header, None);
-        let login = Login {
-            user,
-            service,
-            rhost,
-        };
+        let login = Login::new(user, service, rhost);
         let name = login.user.clone();
         let (plan, account) = self
             .run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
@@ -372,11 +368,7 @@ impl Service {
     ) -> Result<VerifyReply, TwofoldError> {
         let code = Zeroizing::new(code);
         let resolved = self.login_of(&header, &user);
-        let login = Login {
-            user,
-            service,
-            rhost,
-        };
+        let login = Login::new(user, service, rhost);
         self.run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
             calls::verify(e, caller, invoker, resolved.as_deref(), &login, &code)
         })
@@ -425,11 +417,7 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<EnrollmentOffer, TwofoldError> {
-        let login = Login {
-            user,
-            service,
-            rhost,
-        };
+        let login = Login::new(user, service, rhost);
         self.run(&header, move |e, caller| {
             calls::enroll_at_login(e, caller, &login)
         })
@@ -509,11 +497,7 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<Vec<String>, TwofoldError> {
-        let login = Login {
-            user,
-            service,
-            rhost,
-        };
+        let login = Login::new(user, service, rhost);
         self.run(&header, move |e, caller| {
             calls::admin_explain(e, caller, &login)
         })
@@ -579,11 +563,7 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<String, TwofoldError> {
-        let login = Login {
-            user,
-            service,
-            rhost,
-        };
+        let login = Login::new(user, service, rhost);
         self.run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
             calls::send_login_code(e, caller, invoker, &login)
         })
@@ -621,11 +601,7 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<String, TwofoldError> {
-        let login = Login {
-            user,
-            service,
-            rhost,
-        };
+        let login = Login::new(user, service, rhost);
         self.run(&header, move |e, caller| {
             calls::email_enroll_at_login(e, caller, &login, &address)
         })

@@ -54,16 +54,6 @@ impl Outbox for Discard {
     }
 }
 
-/// The (user, service, rhost) arguments of a login method, as the bus
-/// hands them to `calls`.
-fn login(user: String, service: String, rhost: String) -> Login {
-    Login {
-        user,
-        service,
-        rhost,
-    }
-}
-
 /// Root, an account every system has, and a uid with no account.
 const CALLERS: [u32; 3] = [0, 65534, 4_000_000];
 
@@ -110,10 +100,10 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
     for call in script.into_iter().take(8) {
         let _ = match call {
             Call::BeginLogin(u, s, r) => {
-                calls::begin_login(e, caller, invoker, &login(u, s, r)).map(drop)
+                calls::begin_login(e, caller, invoker, &Login::new(u, s, r)).map(drop)
             }
             Call::Verify(u, c, s, r) => {
-                calls::verify(e, caller, invoker, None, &login(u, s, r), &c).map(drop)
+                calls::verify(e, caller, invoker, None, &Login::new(u, s, r), &c).map(drop)
             }
             Call::BeginEnrollment => calls::begin_enrollment(e, caller).map(drop),
             Call::ConfirmEnrollment(c) => calls::confirm_enrollment(e, caller, &c).map(drop),
@@ -122,7 +112,7 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
                 calls::regenerate_backup_codes(e, caller, &c).map(drop)
             }
             Call::EnrollAtLogin(u, s, r) => {
-                calls::enroll_at_login(e, caller, &login(u, s, r)).map(drop)
+                calls::enroll_at_login(e, caller, &Login::new(u, s, r)).map(drop)
             }
             Call::ConfirmAtLogin(u, c) => calls::confirm_at_login(e, caller, &u, &c).map(drop),
             Call::Disable(c) => calls::disable(e, caller, &c),
@@ -132,7 +122,7 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             Call::AdminUnlock(u) => calls::admin_unlock(e, caller, &u),
             Call::AdminReport => calls::admin_report(e, caller).map(drop),
             Call::AdminExplain(u, s, r) => {
-                calls::admin_explain(e, caller, &login(u, s, r)).map(drop)
+                calls::admin_explain(e, caller, &Login::new(u, s, r)).map(drop)
             }
             Call::AdminReset(u) => calls::admin_reset(e, caller, &u),
             Call::AdminSetOverride(u, m) => calls::admin_set_override(e, caller, &u, &m),
@@ -149,14 +139,14 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             }
             Call::AdminReload => calls::admin_reload(e, caller).map(drop),
             Call::SendLoginCode(u, s, r) => {
-                calls::send_login_code(e, caller, invoker, &login(u, s, r)).map(drop)
+                calls::send_login_code(e, caller, invoker, &Login::new(u, s, r)).map(drop)
             }
             Call::BeginEmailEnrollment(a) => calls::begin_email_enrollment(e, caller, &a).map(drop),
             Call::ConfirmEmailEnrollment(c) => {
                 calls::confirm_email_enrollment(e, caller, &c).map(drop)
             }
             Call::EmailEnrollAtLogin(u, a, s, r) => {
-                calls::email_enroll_at_login(e, caller, &login(u, s, r), &a).map(drop)
+                calls::email_enroll_at_login(e, caller, &Login::new(u, s, r), &a).map(drop)
             }
             Call::ConfirmEmailAtLogin(u, c) => {
                 calls::confirm_email_at_login(e, caller, &u, &c).map(drop)

@@ -16,6 +16,16 @@ pub struct Login {
     pub rhost: String,
 }
 
+impl Login {
+    pub fn new(user: String, service: String, rhost: String) -> Self {
+        Self {
+            user,
+            service,
+            rhost,
+        }
+    }
+}
+
 /// `Verify`'s body: a login's code, between the user and the service.
 #[derive(Debug, Serialize, Type)]
 pub struct VerifyArgs<'a> {
