@@ -111,10 +111,7 @@ impl Daemon for BusDaemon {
         login: &Login,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        let args = ConfirmArgs {
-            user: &login.user,
-            code,
-        };
+        let args = ConfirmArgs::new(login, code);
         self.call(method::CONFIRM_AT_LOGIN, &args).await
     }
 
@@ -136,10 +133,7 @@ impl Daemon for BusDaemon {
         login: &Login,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        let args = ConfirmArgs {
-            user: &login.user,
-            code,
-        };
+        let args = ConfirmArgs::new(login, code);
         self.call(method::CONFIRM_EMAIL_AT_LOGIN, &args).await
     }
 }

@@ -53,6 +53,15 @@ pub struct ConfirmArgs<'a> {
     pub code: &'a str,
 }
 
+impl<'a> ConfirmArgs<'a> {
+    pub fn new(login: &'a Login, code: &'a str) -> Self {
+        Self {
+            user: &login.user,
+            code,
+        }
+    }
+}
+
 /// `EmailEnrollAtLogin`'s body: the address goes between the user and the service.
 #[derive(Debug, Serialize, Type)]
 pub struct EmailEnrollArgs<'a> {
