@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use twofold_protocol::user;
+use twofold_protocol::{Mode, OptionalMode, user};
 
 use crate::status::{self, print};
 use crate::{UsageError, account, bus, prompt};
@@ -84,13 +84,13 @@ pub enum Override {
 }
 
 impl Override {
-    /// The mode as the daemon takes it (empty clears the override).
-    fn mode(self) -> &'static str {
-        match self {
-            Self::Require => "require",
-            Self::Exempt => "exempt",
-            Self::Clear => "",
-        }
+    /// The mode as the daemon takes it (none clears the override).
+    fn mode(self) -> OptionalMode {
+        OptionalMode(match self {
+            Self::Require => Some(Mode::Require),
+            Self::Exempt => Some(Mode::Exempt),
+            Self::Clear => None,
+        })
     }
 
     fn done(self, name: &str) -> String {
@@ -200,9 +200,9 @@ mod tests {
 
     #[test]
     fn overrides_say_what_was_done() {
-        assert_eq!(Override::Require.mode(), "require");
-        assert_eq!(Override::Exempt.mode(), "exempt");
-        assert_eq!(Override::Clear.mode(), "");
+        assert_eq!(Override::Require.mode().as_str(), "require");
+        assert_eq!(Override::Exempt.mode().as_str(), "exempt");
+        assert_eq!(Override::Clear.mode().as_str(), "");
         assert!(
             Override::Require
                 .done("alice")

@@ -3,6 +3,7 @@
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 
 use anyhow::Context;
+use twofold_protocol::Method;
 use zeroize::Zeroizing;
 
 /// Longest line read; a code or a path is far shorter, and the bound keeps a
@@ -16,10 +17,13 @@ pub async fn current_code(
     proxy: &twofold_protocol::TwofoldProxy<'_>,
 ) -> anyhow::Result<Option<Zeroizing<String>>> {
     let status = proxy.status().await.map_err(crate::bus::daemon_error)?;
-    let methods: Vec<&str> = status.methods.split(',').collect();
-    if methods.contains(&twofold_protocol::METHOD_EMAIL)
-        && !methods.contains(&twofold_protocol::METHOD_TOTP)
-    {
+    // A word this command does not know (a newer daemon's method) is skipped.
+    let methods: Vec<Method> = status
+        .methods
+        .split(',')
+        .filter_map(Method::parse)
+        .collect();
+    if methods.contains(&Method::Email) && !methods.contains(&Method::Totp) {
         let question = proxy
             .send_login_code(&status.user, "twofold", "")
             .await

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use twofold_protocol::ReportRow;
+use twofold_protocol::{Mode, ReportRow};
 
 use crate::show;
 use crate::status::json_string;
@@ -124,7 +124,7 @@ pub fn summary(rows: &[ReportRow]) -> String {
     let accounts = || rows.iter().filter(|r| r.alias_of.is_empty());
     let enrolled = accounts().filter(|r| r.enrolled).count();
     let required = accounts()
-        .filter(|r| !r.enrolled && r.mode == "require")
+        .filter(|r| !r.enrolled && Mode::parse(&r.mode) == Some(Mode::Require))
         .count();
     let users = accounts().count();
     let aliases = rows.len() - users;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use twofold_protocol::text::human_duration;
 
-use twofold_protocol::UserStatus;
+use twofold_protocol::{Method, Mode, UserStatus};
 
 use crate::{bus, show};
 
@@ -125,15 +125,26 @@ For {}, only backup codes are checked from addresses that have not logged {} in 
 /// What the mode in force means for the caller, naming the rule.
 fn mode_for_user(s: &UserStatus) -> Option<String> {
     let rule = or_unnamed(&s.rule);
-    Some(match s.mode.as_str() {
-        "" => return None,
-        "require" => format!("Two-factor authentication is required for you (rule: {rule})."),
-        "recommend" => {
+    // The mode stays text on the wire so that an older daemon's (none) or a
+    // newer one's (unknown) still reads.
+    Some(match Mode::parse(&s.mode) {
+        None if s.mode.is_empty() => return None,
+        Some(Mode::Require) => {
+            format!("Two-factor authentication is required for you (rule: {rule}).")
+        }
+        Some(Mode::Recommend) => {
             format!("Two-factor authentication is recommended for you (rule: {rule}).")
         }
-        "optional" => format!("Two-factor authentication is optional for you (rule: {rule})."),
-        "exempt" => format!("You are exempt from two-factor authentication (rule: {rule})."),
-        other => format!("Two-factor authentication mode for you: {other} (rule: {rule})."),
+        Some(Mode::Optional) => {
+            format!("Two-factor authentication is optional for you (rule: {rule}).")
+        }
+        Some(Mode::Exempt) => {
+            format!("You are exempt from two-factor authentication (rule: {rule}).")
+        }
+        None => format!(
+            "Two-factor authentication mode for you: {} (rule: {rule}).",
+            s.mode
+        ),
     })
 }
 
@@ -143,7 +154,7 @@ fn or_unnamed(rule: &str) -> &str {
 
 /// "2026-09-01 (in 32 days)" when a date is set and `require` is not yet in force.
 fn enforcement(s: &UserStatus) -> Option<String> {
-    if s.enforcement_date.is_empty() || s.mode == "require" {
+    if s.enforcement_date.is_empty() || Mode::parse(&s.mode) == Some(Mode::Require) {
         return None;
     }
     let when = match s.days_left {
@@ -156,11 +167,10 @@ fn enforcement(s: &UserStatus) -> Option<String> {
 /// `TOTP`, `e-mail codes to a***@example.com`, or both.
 pub fn methods_text(s: &UserStatus) -> String {
     let mut parts = Vec::new();
-    for method in s.methods.split(',') {
+    for method in s.methods.split(',').filter_map(Method::parse) {
         match method {
-            "totp" => parts.push("TOTP".to_string()),
-            "email" => parts.push(format!("e-mail codes to {}", s.email)),
-            _ => {}
+            Method::Totp => parts.push("TOTP".to_string()),
+            Method::Email => parts.push(format!("e-mail codes to {}", s.email)),
         }
     }
     if parts.is_empty() {

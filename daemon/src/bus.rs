@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use twofold_protocol::{
-    EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
+    EnrollmentOffer, Login, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
     UserStatus, VerifyReply,
 };
 use zbus::message::Header;
-use zbus::{Connection, fdo, interface};
+use zbus::{Connection, fdo};
 use zeroize::Zeroizing;
 
 /// Senders whose uid is remembered; the table is emptied when full.
@@ -325,7 +325,10 @@ impl Service {
     }
 }
 
-#[interface(name = "org.twofold.Twofold1")]
+// The method names are zbus's from the Rust names, as the protocol's
+// `Twofold` trait and `method` list have them; the arguments stay loose
+// strings on the wire and become the protocol's structs here.
+twofold_protocol::serve_interface! {
 impl Service {
     async fn begin_login(
         &self,
@@ -337,10 +340,11 @@ impl Service {
         // Whatever an earlier BeginLogin on this connection resolved no
         // longer counts, even if this one fails.
         self.set_login(&header, None);
-        let name = user.clone();
+        let login = Login::new(user, service, rhost);
+        let name = login.user.clone();
         let (plan, account) = self
-            .run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
-                calls::begin_login(e, caller, invoker, &user, &service, &rhost)
+            .run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
+                calls::begin_login(e, caller, invoker, &login)
             })
             .await?;
         self.set_login(
@@ -364,17 +368,9 @@ impl Service {
     ) -> Result<VerifyReply, TwofoldError> {
         let code = Zeroizing::new(code);
         let resolved = self.login_of(&header, &user);
-        self.run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
-            calls::verify(
-                e,
-                caller,
-                invoker,
-                resolved.as_deref(),
-                &user,
-                &code,
-                &service,
-                &rhost,
-            )
+        let login = Login::new(user, service, rhost);
+        self.run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
+            calls::verify(e, caller, invoker, resolved.as_deref(), &login, &code)
         })
         .await
     }
@@ -421,8 +417,9 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<EnrollmentOffer, TwofoldError> {
+        let login = Login::new(user, service, rhost);
         self.run(&header, move |e, caller| {
-            calls::enroll_at_login(e, caller, &user, &service, &rhost)
+            calls::enroll_at_login(e, caller, &login)
         })
         .await
     }
@@ -500,8 +497,9 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<Vec<String>, TwofoldError> {
+        let login = Login::new(user, service, rhost);
         self.run(&header, move |e, caller| {
-            calls::admin_explain(e, caller, &user, &service, &rhost)
+            calls::admin_explain(e, caller, &login)
         })
         .await
     }
@@ -565,8 +563,9 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<String, TwofoldError> {
-        self.run_login(&header, rhost.is_empty(), move |e, caller, invoker| {
-            calls::send_login_code(e, caller, invoker, &user, &service, &rhost)
+        let login = Login::new(user, service, rhost);
+        self.run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
+            calls::send_login_code(e, caller, invoker, &login)
         })
         .await
     }
@@ -602,8 +601,9 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<String, TwofoldError> {
+        let login = Login::new(user, service, rhost);
         self.run(&header, move |e, caller| {
-            calls::email_enroll_at_login(e, caller, &user, &address, &service, &rhost)
+            calls::email_enroll_at_login(e, caller, &login, &address)
         })
         .await
     }
@@ -619,5 +619,17 @@ impl Service {
             calls::confirm_email_at_login(e, caller, &user, &code)
         })
         .await
+    }
+}
+}
+
+#[cfg(test)]
+mod tests {
+    /// The name zbus serves the interface under is the contract's (the
+    /// macro spells it in `protocol/`, as zbus takes only a literal).
+    #[test]
+    fn the_served_interface_is_the_contracts() {
+        use zbus::object_server::Interface;
+        assert_eq!(super::Service::name().as_str(), twofold_protocol::INTERFACE);
     }
 }

@@ -10,8 +10,8 @@ use crate::limits::small;
 use crate::login::LoginContext;
 use crate::users::Account;
 use twofold_protocol::{
-    EnrollmentOffer, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
-    UserStatus, VerifyReply,
+    EnrollmentOffer, Login, LoginPlan, Mode, OptionalMode, RememberedDevice, ReportRow,
+    SecretString, TwofoldError, UserStatus, VerifyReply, method,
 };
 
 type Result<T> = std::result::Result<T, TwofoldError>;
@@ -27,11 +27,20 @@ fn context(service: &str, rhost: &str, caller_uid: u32) -> LoginContext {
 
 /// The context of a login step, with the real uid of the calling process
 /// (`invoker`, read by `bus.rs`; `None` when unknown).
-fn login_context(service: &str, rhost: &str, caller: u32, invoker: Option<u32>) -> LoginContext {
+fn login_context(login: &Login, caller: u32, invoker: Option<u32>) -> LoginContext {
     LoginContext {
         invoker,
-        ..context(service, rhost, caller)
+        ..context(&login.service, &login.rhost, caller)
     }
+}
+
+/// A login's three names, each within the size limit.
+fn small_login(login: &Login) -> Result<()> {
+    small(&[
+        ("user name", &login.user),
+        ("service name", &login.service),
+        ("host name", &login.rhost),
+    ])
 }
 
 /// What this login must do, and the account `user` resolved to, which the
@@ -41,53 +50,44 @@ pub fn begin_login(
     e: &Engine,
     caller: u32,
     invoker: Option<u32>,
-    user: &str,
-    service: &str,
-    rhost: &str,
+    login: &Login,
 ) -> Result<(LoginPlan, Account)> {
-    small(&[
-        ("user name", user),
-        ("service name", service),
-        ("host name", rhost),
-    ])?;
-    let account = authz::login_target(caller, user, "BeginLogin")?;
+    small_login(login)?;
+    let account = authz::login_target(caller, &login.user, method::BEGIN_LOGIN)?;
     let plan = e.begin_login(
         &account,
-        &login_context(service, rhost, caller, invoker),
+        &login_context(login, caller, invoker),
         crate::now(),
     )?;
     Ok((plan, account))
 }
 
-/// Verify `code` for `user`. `resolved`: the account name this caller's
-/// `begin_login` of the same login resolved `user` to, if any; without one,
-/// NSS is asked (and the caller's right to name `user` checked) as for any
-/// call.
-#[allow(clippy::too_many_arguments)]
+/// Verify `code` for the login's user. `resolved`: the account name this
+/// caller's `begin_login` of the same login resolved the user to, if any;
+/// without one, NSS is asked (and the caller's right to name the user
+/// checked) as for any call.
 pub fn verify(
     e: &Engine,
     caller: u32,
     invoker: Option<u32>,
     resolved: Option<&str>,
-    user: &str,
+    login: &Login,
     code: &str,
-    service: &str,
-    rhost: &str,
 ) -> Result<VerifyReply> {
     small(&[
-        ("user name", user),
+        ("user name", &login.user),
         ("code", code),
-        ("service name", service),
-        ("host name", rhost),
+        ("service name", &login.service),
+        ("host name", &login.rhost),
     ])?;
     let account = match resolved {
         Some(name) => name.to_string(),
-        None => authz::login_target(caller, user, "Verify")?.name,
+        None => authz::login_target(caller, &login.user, method::VERIFY)?.name,
     };
     e.verify(
         &account,
         code,
-        &login_context(service, rhost, caller, invoker),
+        &login_context(login, caller, invoker),
         crate::now(),
     )
 }
@@ -113,20 +113,11 @@ pub fn regenerate_backup_codes(e: &Engine, caller: u32, code: &str) -> Result<Ve
     e.regenerate_backup_codes(&account, code, crate::now())
 }
 
-pub fn enroll_at_login(
-    e: &Engine,
-    caller: u32,
-    user: &str,
-    service: &str,
-    rhost: &str,
-) -> Result<EnrollmentOffer> {
-    small(&[
-        ("user name", user),
-        ("service name", service),
-        ("host name", rhost),
-    ])?;
-    let account = authz::login_target(caller, user, "EnrollAtLogin")?;
-    e.enroll_at_login(&account, &context(service, rhost, caller), crate::now())
+pub fn enroll_at_login(e: &Engine, caller: u32, login: &Login) -> Result<EnrollmentOffer> {
+    small_login(login)?;
+    let account = authz::login_target(caller, &login.user, method::ENROLL_AT_LOGIN)?;
+    let ctx = context(&login.service, &login.rhost, caller);
+    e.enroll_at_login(&account, &ctx, crate::now())
 }
 
 pub fn confirm_at_login(
@@ -136,7 +127,7 @@ pub fn confirm_at_login(
     code: &str,
 ) -> Result<Vec<SecretString>> {
     small(&[("user name", user), ("code", code)])?;
-    let account = authz::login_target(caller, user, "ConfirmAtLogin")?;
+    let account = authz::login_target(caller, user, method::CONFIRM_AT_LOGIN)?;
     e.confirm_at_login(&account, code, &context("", "", caller), crate::now())
 }
 
@@ -155,68 +146,75 @@ pub fn forget_devices(e: &Engine, caller: u32) -> Result<u32> {
 
 pub fn admin_status(e: &Engine, caller: u32, user: &str) -> Result<UserStatus> {
     small(&[("user name", user)])?;
-    authz::admin(caller, &e.config().admin_group, "AdminStatus")?;
+    authz::admin(caller, &e.config().admin_group, method::ADMIN_STATUS)?;
     e.status(&authz::named_account(user)?, crate::now())
 }
 
 pub fn admin_unlock(e: &Engine, caller: u32, user: &str) -> Result<()> {
     small(&[("user name", user)])?;
     let group = &e.config().admin_group;
-    authz::admin(caller, group, "AdminUnlock")?;
+    authz::admin(caller, group, method::ADMIN_UNLOCK)?;
     let account = authz::named_account(user)?;
-    authz::may_unlock(caller, &account, group, "AdminUnlock")?;
+    authz::may_unlock(caller, &account, group, method::ADMIN_UNLOCK)?;
     e.unlock(&account.name, caller, crate::now())
 }
 
 pub fn admin_report(e: &Engine, caller: u32) -> Result<Vec<ReportRow>> {
-    authz::admin(caller, &e.config().admin_group, "AdminReport")?;
+    authz::admin(caller, &e.config().admin_group, method::ADMIN_REPORT)?;
     e.report(crate::now())
 }
 
-pub fn admin_explain(
-    e: &Engine,
-    caller: u32,
-    user: &str,
-    service: &str,
-    rhost: &str,
-) -> Result<Vec<String>> {
-    small(&[
-        ("user name", user),
-        ("service name", service),
-        ("host name", rhost),
-    ])?;
-    authz::admin(caller, &e.config().admin_group, "AdminExplain")?;
-    let account = authz::named_account(user)?;
-    e.explain(&account, &context(service, rhost, 0), crate::now())
+/// Which rule applies to this (imagined) login, and why.
+pub fn admin_explain(e: &Engine, caller: u32, login: &Login) -> Result<Vec<String>> {
+    small_login(login)?;
+    authz::admin(caller, &e.config().admin_group, method::ADMIN_EXPLAIN)?;
+    let account = authz::named_account(&login.user)?;
+    let ctx = context(&login.service, &login.rhost, 0);
+    e.explain(&account, &ctx, crate::now())
 }
 
 pub fn admin_reset(e: &Engine, caller: u32, user: &str) -> Result<()> {
     small(&[("user name", user)])?;
     let group = &e.config().admin_group;
-    authz::admin(caller, group, "AdminReset")?;
+    authz::admin(caller, group, method::ADMIN_RESET)?;
     let account = authz::named_account(user)?;
-    authz::may_unlock(caller, &account, group, "AdminReset")?;
+    authz::may_unlock(caller, &account, group, method::ADMIN_RESET)?;
     e.reset(&account.name, caller)
 }
 
 pub fn admin_set_override(e: &Engine, caller: u32, user: &str, mode: &str) -> Result<()> {
     small(&[("user name", user), ("mode", mode)])?;
     let group = &e.config().admin_group;
-    authz::admin(caller, group, "AdminSetOverride")?;
+    authz::admin(caller, group, method::ADMIN_SET_OVERRIDE)?;
     let account = authz::named_account(user)?;
-    authz::may_unlock(caller, &account, group, "AdminSetOverride")?;
-    e.set_override(&account.name, mode, caller)
+    authz::may_unlock(caller, &account, group, method::ADMIN_SET_OVERRIDE)?;
+    e.set_override(&account.name, override_mode(mode)?, caller)
+}
+
+/// An override as `AdminSetOverride` takes it: `require`, `exempt`, or
+/// empty to clear (checked only once the caller may set one).
+fn override_mode(text: &str) -> Result<Option<Mode>> {
+    match OptionalMode::parse(text) {
+        Some(OptionalMode(mode @ (None | Some(Mode::Require | Mode::Exempt)))) => Ok(mode),
+        _ => Err(TwofoldError::InvalidInput(format!(
+            "An override is `require`, `exempt` or empty (clear), not {text:?}."
+        ))),
+    }
 }
 
 pub fn admin_forget_devices(e: &Engine, caller: u32, user: &str) -> Result<u32> {
     small(&[("user name", user)])?;
-    authz::admin(caller, &e.config().admin_group, "AdminForgetDevices")?;
+    authz::admin(
+        caller,
+        &e.config().admin_group,
+        method::ADMIN_FORGET_DEVICES,
+    )?;
     e.forget_devices(&authz::named_account(user)?.name, caller)
 }
 
 pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String> {
     small(&[("path", path)])?;
-    authz::admin(caller, &e.config().admin_group, "AdminCheckPolicy")?;
+    authz::admin(caller, &e.config().admin_group, method::ADMIN_CHECK_POLICY)?;
     if path.is_empty() {
         return crate::admin::check_policy(&e.config().policy_file);
     }
@@ -224,7 +222,10 @@ pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String>
     if caller != 0 {
         crate::audit::log(
             crate::audit::Level::Warning,
-            &format!("access-denied caller_uid={caller} method=AdminCheckPolicy path-given"),
+            &format!(
+                "access-denied caller_uid={caller} method={} path-given",
+                method::ADMIN_CHECK_POLICY
+            ),
         );
         return Err(TwofoldError::AccessDenied(
             "Only root may check a file other than the configured policy.".into(),
@@ -234,7 +235,7 @@ pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String>
 }
 
 pub fn admin_reload(e: &Engine, caller: u32) -> Result<String> {
-    authz::admin(caller, &e.config().admin_group, "AdminReload")?;
+    authz::admin(caller, &e.config().admin_group, method::ADMIN_RELOAD)?;
     e.reload_policy(Some(caller))
 }
 
@@ -242,19 +243,13 @@ pub fn send_login_code(
     e: &Engine,
     caller: u32,
     invoker: Option<u32>,
-    user: &str,
-    service: &str,
-    rhost: &str,
+    login: &Login,
 ) -> Result<String> {
-    small(&[
-        ("user name", user),
-        ("service name", service),
-        ("host name", rhost),
-    ])?;
-    let account = authz::login_target(caller, user, "SendLoginCode")?;
+    small_login(login)?;
+    let account = authz::login_target(caller, &login.user, method::SEND_LOGIN_CODE)?;
     e.send_login_code(
         &account,
-        &login_context(service, rhost, caller, invoker),
+        &login_context(login, caller, invoker),
         crate::now(),
     )
 }
@@ -274,22 +269,20 @@ pub fn confirm_email_enrollment(e: &Engine, caller: u32, code: &str) -> Result<V
 pub fn email_enroll_at_login(
     e: &Engine,
     caller: u32,
-    user: &str,
+    login: &Login,
     address: &str,
-    service: &str,
-    rhost: &str,
 ) -> Result<String> {
     small(&[
-        ("user name", user),
+        ("user name", &login.user),
         ("address", address),
-        ("service name", service),
-        ("host name", rhost),
+        ("service name", &login.service),
+        ("host name", &login.rhost),
     ])?;
-    let account = authz::login_target(caller, user, "EmailEnrollAtLogin")?;
+    let account = authz::login_target(caller, &login.user, method::EMAIL_ENROLL_AT_LOGIN)?;
     e.email_enroll_at_login(
         &account,
         address,
-        &context(service, rhost, caller),
+        &context(&login.service, &login.rhost, caller),
         crate::now(),
     )
 }
@@ -301,6 +294,6 @@ pub fn confirm_email_at_login(
     code: &str,
 ) -> Result<Vec<SecretString>> {
     small(&[("user name", user), ("code", code)])?;
-    let account = authz::login_target(caller, user, "ConfirmEmailAtLogin")?;
+    let account = authz::login_target(caller, user, method::CONFIRM_EMAIL_AT_LOGIN)?;
     e.confirm_email_at_login(&account, code, &context("", "", caller), crate::now())
 }

@@ -14,6 +14,7 @@ use twofoldd::config::Config;
 use twofoldd::engine::Engine;
 use twofoldd::mail::{MailError, Outbox};
 use twofoldd::store::FileStore;
+use twofold_protocol::Login;
 
 #[derive(Arbitrary, Debug)]
 enum Call {
@@ -99,10 +100,10 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
     for call in script.into_iter().take(8) {
         let _ = match call {
             Call::BeginLogin(u, s, r) => {
-                calls::begin_login(e, caller, invoker, &u, &s, &r).map(drop)
+                calls::begin_login(e, caller, invoker, &Login::new(u, s, r)).map(drop)
             }
             Call::Verify(u, c, s, r) => {
-                calls::verify(e, caller, invoker, None, &u, &c, &s, &r).map(drop)
+                calls::verify(e, caller, invoker, None, &Login::new(u, s, r), &c).map(drop)
             }
             Call::BeginEnrollment => calls::begin_enrollment(e, caller).map(drop),
             Call::ConfirmEnrollment(c) => calls::confirm_enrollment(e, caller, &c).map(drop),
@@ -110,7 +111,9 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             Call::RegenerateBackupCodes(c) => {
                 calls::regenerate_backup_codes(e, caller, &c).map(drop)
             }
-            Call::EnrollAtLogin(u, s, r) => calls::enroll_at_login(e, caller, &u, &s, &r).map(drop),
+            Call::EnrollAtLogin(u, s, r) => {
+                calls::enroll_at_login(e, caller, &Login::new(u, s, r)).map(drop)
+            }
             Call::ConfirmAtLogin(u, c) => calls::confirm_at_login(e, caller, &u, &c).map(drop),
             Call::Disable(c) => calls::disable(e, caller, &c),
             Call::Devices => calls::devices(e, caller).map(drop),
@@ -118,7 +121,9 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             Call::AdminStatus(u) => calls::admin_status(e, caller, &u).map(drop),
             Call::AdminUnlock(u) => calls::admin_unlock(e, caller, &u),
             Call::AdminReport => calls::admin_report(e, caller).map(drop),
-            Call::AdminExplain(u, s, r) => calls::admin_explain(e, caller, &u, &s, &r).map(drop),
+            Call::AdminExplain(u, s, r) => {
+                calls::admin_explain(e, caller, &Login::new(u, s, r)).map(drop)
+            }
             Call::AdminReset(u) => calls::admin_reset(e, caller, &u),
             Call::AdminSetOverride(u, m) => calls::admin_set_override(e, caller, &u, &m),
             Call::AdminForgetDevices(u) => calls::admin_forget_devices(e, caller, &u).map(drop),
@@ -134,14 +139,14 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             }
             Call::AdminReload => calls::admin_reload(e, caller).map(drop),
             Call::SendLoginCode(u, s, r) => {
-                calls::send_login_code(e, caller, invoker, &u, &s, &r).map(drop)
+                calls::send_login_code(e, caller, invoker, &Login::new(u, s, r)).map(drop)
             }
             Call::BeginEmailEnrollment(a) => calls::begin_email_enrollment(e, caller, &a).map(drop),
             Call::ConfirmEmailEnrollment(c) => {
                 calls::confirm_email_enrollment(e, caller, &c).map(drop)
             }
             Call::EmailEnrollAtLogin(u, a, s, r) => {
-                calls::email_enroll_at_login(e, caller, &u, &a, &s, &r).map(drop)
+                calls::email_enroll_at_login(e, caller, &Login::new(u, s, r), &a).map(drop)
             }
             Call::ConfirmEmailAtLogin(u, c) => {
                 calls::confirm_email_at_login(e, caller, &u, &c).map(drop)

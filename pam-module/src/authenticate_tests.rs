@@ -2,8 +2,12 @@
 //! sees and types, and the scripted host checks nothing is left over.
 
 use super::*;
+use crate::daemon::{SYSTEM_BUS_ADDRESS, bus_address};
+use crate::host::{NoAnswer, remote_host, user_lookup_failed};
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use twofold_protocol::{EnrollmentOffer, SecretString, VerifyReply};
+use zeroize::Zeroizing;
 
 #[derive(Debug, PartialEq)]
 enum Step {
@@ -130,12 +134,7 @@ impl FakeDaemon {
 }
 
 impl Daemon for FakeDaemon {
-    async fn begin_login(
-        &self,
-        _user: &str,
-        _service: &str,
-        _rhost: &str,
-    ) -> Result<LoginPlan, TwofoldError> {
+    async fn begin_login(&self, _login: &Login) -> Result<LoginPlan, TwofoldError> {
         if let Some(error) = self.plan_error {
             return Err(TwofoldError::ZBus(error()));
         }
@@ -144,13 +143,7 @@ impl Daemon for FakeDaemon {
             .ok_or_else(|| TwofoldError::UnknownUser("no such user".into()))
     }
 
-    async fn verify(
-        &self,
-        _user: &str,
-        code: &str,
-        _s: &str,
-        _r: &str,
-    ) -> Result<VerifyReply, TwofoldError> {
+    async fn verify(&self, _login: &Login, code: &str) -> Result<VerifyReply, TwofoldError> {
         self.verified.borrow_mut().push(code.to_string());
         match &self.reply {
             Some(Ok(r)) => Ok(r.clone()),
@@ -161,15 +154,12 @@ impl Daemon for FakeDaemon {
         }
     }
 
-    async fn enroll_at_login(
-        &self,
-        user: &str,
-        service: &str,
-        rhost: &str,
-    ) -> Result<EnrollmentOffer, TwofoldError> {
-        self.enroll_asked
-            .borrow_mut()
-            .push((user.into(), service.into(), rhost.into()));
+    async fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError> {
+        self.enroll_asked.borrow_mut().push((
+            login.user.clone(),
+            login.service.clone(),
+            login.rhost.clone(),
+        ));
         match &self.offer {
             Some(Ok(offer)) => Ok(offer.clone()),
             Some(Err(error)) => Err(error()),
@@ -179,16 +169,18 @@ impl Daemon for FakeDaemon {
 
     async fn confirm_at_login(
         &self,
-        user: &str,
+        login: &Login,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        self.confirmed.borrow_mut().push((user.into(), code.into()));
+        self.confirmed
+            .borrow_mut()
+            .push((login.user.clone(), code.into()));
         match self.confirm.borrow_mut().pop_front() {
             Some(answer) => answer,
             None => panic!("ConfirmAtLogin was not expected"),
         }
     }
-    async fn send_login_code(&self, _u: &str, _s: &str, _r: &str) -> Result<String, TwofoldError> {
+    async fn send_login_code(&self, _login: &Login) -> Result<String, TwofoldError> {
         *self.sends.borrow_mut() += 1;
         match &self.send {
             Some(Ok(prompt)) => Ok(prompt.clone()),
@@ -198,24 +190,22 @@ impl Daemon for FakeDaemon {
     }
     async fn email_enroll_at_login(
         &self,
-        _u: &str,
-        _a: &str,
-        _s: &str,
-        _r: &str,
+        _login: &Login,
+        _address: &str,
     ) -> Result<String, TwofoldError> {
         panic!("EmailEnrollAtLogin was not expected")
     }
     async fn confirm_email_at_login(
         &self,
-        _u: &str,
-        _c: &str,
+        _login: &Login,
+        _code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         panic!("ConfirmEmailAtLogin was not expected")
     }
 }
 
-fn login(user: &str) -> Login {
-    Login {
+fn login(user: &str) -> PamItems {
+    PamItems {
         user: Ok(user.into()),
         service: "sshd".into(),
         rhost: "192.0.2.7".into(),
@@ -236,7 +226,7 @@ fn reply(outcome: VerifyOutcome, message: &str) -> Option<Result<VerifyReply, &'
 fn run_with(
     host: &mut Scripted,
     options: &Options,
-    login: &Login,
+    login: &PamItems,
     daemon: FakeDaemon,
 ) -> (PamResultCode, Vec<String>) {
     let (code, daemon) = run_fake(host, options, login, daemon);
@@ -248,7 +238,7 @@ fn run_with(
 fn run_fake(
     host: &mut Scripted,
     options: &Options,
-    login: &Login,
+    login: &PamItems,
     daemon: FakeDaemon,
 ) -> (PamResultCode, std::rc::Rc<FakeDaemon>) {
     let daemon = std::rc::Rc::new(daemon);
@@ -260,47 +250,34 @@ fn run_fake(
 struct RcDaemon(std::rc::Rc<FakeDaemon>);
 
 impl Daemon for RcDaemon {
-    async fn begin_login(&self, u: &str, s: &str, r: &str) -> Result<LoginPlan, TwofoldError> {
-        self.0.begin_login(u, s, r).await
+    async fn begin_login(&self, l: &Login) -> Result<LoginPlan, TwofoldError> {
+        self.0.begin_login(l).await
     }
-    async fn verify(
+    async fn verify(&self, l: &Login, c: &str) -> Result<VerifyReply, TwofoldError> {
+        self.0.verify(l, c).await
+    }
+    async fn enroll_at_login(&self, l: &Login) -> Result<EnrollmentOffer, TwofoldError> {
+        self.0.enroll_at_login(l).await
+    }
+    async fn confirm_at_login(
         &self,
-        u: &str,
+        l: &Login,
         c: &str,
-        s: &str,
-        r: &str,
-    ) -> Result<VerifyReply, TwofoldError> {
-        self.0.verify(u, c, s, r).await
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        self.0.confirm_at_login(l, c).await
     }
-    async fn enroll_at_login(
-        &self,
-        u: &str,
-        s: &str,
-        r: &str,
-    ) -> Result<EnrollmentOffer, TwofoldError> {
-        self.0.enroll_at_login(u, s, r).await
+    async fn send_login_code(&self, l: &Login) -> Result<String, TwofoldError> {
+        self.0.send_login_code(l).await
     }
-    async fn confirm_at_login(&self, u: &str, c: &str) -> Result<Vec<SecretString>, TwofoldError> {
-        self.0.confirm_at_login(u, c).await
-    }
-    async fn send_login_code(&self, u: &str, s: &str, r: &str) -> Result<String, TwofoldError> {
-        self.0.send_login_code(u, s, r).await
-    }
-    async fn email_enroll_at_login(
-        &self,
-        u: &str,
-        a: &str,
-        s: &str,
-        r: &str,
-    ) -> Result<String, TwofoldError> {
-        self.0.email_enroll_at_login(u, a, s, r).await
+    async fn email_enroll_at_login(&self, l: &Login, a: &str) -> Result<String, TwofoldError> {
+        self.0.email_enroll_at_login(l, a).await
     }
     async fn confirm_email_at_login(
         &self,
-        u: &str,
+        l: &Login,
         c: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        self.0.confirm_email_at_login(u, c).await
+        self.0.confirm_email_at_login(l, c).await
     }
 }
 
@@ -522,7 +499,7 @@ fn unknown_and_odd_user_names() {
         assert_eq!(code, PamResultCode::PAM_USER_UNKNOWN, "{name:?}");
     }
     let mut host = Scripted::new(vec![]);
-    let bad = Login {
+    let bad = PamItems {
         user: Err("\\xff".into()),
         ..login("x")
     };
@@ -1115,12 +1092,12 @@ fn the_module_and_zbus_share_one_zruntime() {
 fn enrollment_prompts_without_an_answer_refuse_whatever_the_application_returned() {
     use crate::enroll::{ADDRESS_PROMPT, CHOICE_PROMPT};
     use PamResultCode::{PAM_CONV_ERR, PAM_IGNORE, PAM_SUCCESS};
-    use twofold_protocol::{METHOD_EMAIL, METHOD_TOTP};
+    use twofold_protocol::Method;
     let both_methods = || {
         let mut daemon = enrolling(vec![]);
         daemon.offer = None;
         if let Some(plan) = daemon.plan.as_mut() {
-            plan.methods = vec![METHOD_TOTP.into(), METHOD_EMAIL.into()];
+            plan.methods = vec![Method::Totp, Method::Email];
         }
         daemon
     };

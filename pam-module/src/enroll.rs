@@ -10,11 +10,13 @@
 //! confirmed, so every way out before that leaves the user not enrolled.
 
 use crate::args::QrStyle;
-use crate::authenticate::{Daemon, Host, Login, PROMPT, Priority, Shown, no_answer, refused_by};
+use crate::daemon::Daemon;
+use crate::host::{Host, Priority, Shown};
+use crate::steps::{PROMPT, no_answer, refused_by};
 use pam::constants::PamResultCode;
 use twofold_protocol::code::{self, Code, CodeError};
 use twofold_protocol::{
-    EnrollmentOffer, LoginPlan, METHOD_EMAIL, METHOD_TOTP, SecretString, TwofoldError, user,
+    EnrollmentOffer, Login, LoginPlan, Method, SecretString, TwofoldError, user,
 };
 use zeroize::Zeroizing;
 
@@ -52,7 +54,6 @@ Microsoft Authenticator, or a password manager), or enter the key by hand, then 
 pub async fn enroll<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
-    user: &str,
     login: &Login,
     plan: &LoginPlan,
     qr: QrStyle,
@@ -64,8 +65,8 @@ pub async fn enroll<H: Host, D: Daemon>(
         host.show(Shown::Error, NO_MESSAGES);
         return PamResultCode::PAM_AUTH_ERR;
     }
-    let offers = |m: &str| plan.methods.iter().any(|x| x == m);
-    let (app, email) = (offers(METHOD_TOTP), offers(METHOD_EMAIL));
+    let offers = |m: Method| plan.methods.contains(&m);
+    let (app, email) = (offers(Method::Totp), offers(Method::Email));
     let by_email = match (app, email) {
         (true, true) => {
             host.show(Shown::Info, &plan.message);
@@ -73,7 +74,7 @@ pub async fn enroll<H: Host, D: Daemon>(
             for _ in 0..MAX_TRIES {
                 let answer = match host.prompt_visible(CHOICE_PROMPT) {
                     Ok(answer) => answer,
-                    Err(e) => return no_answer(host, "at the choice of method", user, login, e),
+                    Err(e) => return no_answer(host, "at the choice of method", login, e),
                 };
                 match answer.trim_ascii() {
                     b"1" => chosen = Some(false),
@@ -101,17 +102,14 @@ pub async fn enroll<H: Host, D: Daemon>(
     };
     if by_email {
         let explanation = if app { "" } else { plan.message.as_str() };
-        return enroll_email(host, daemon, user, login, explanation).await;
+        return enroll_email(host, daemon, login, explanation).await;
     }
     let explanation = if email || plan.message.is_empty() {
         APP_INSTRUCTIONS
     } else {
         plan.message.as_str()
     };
-    let offer = match daemon
-        .enroll_at_login(user, &login.service, &login.rhost)
-        .await
-    {
+    let offer = match daemon.enroll_at_login(login).await {
         Ok(offer) => offer,
         Err(e) => return refused_by(host, e),
     };
@@ -130,7 +128,7 @@ pub async fn enroll<H: Host, D: Daemon>(
         let answer = match host.prompt_hidden(PROMPT) {
             Ok(answer) => answer,
             Err(e) => {
-                return no_answer(host, "during enrollment (nothing stored)", user, login, e);
+                return no_answer(host, "during enrollment (nothing stored)", login, e);
             }
         };
         // Under sshd the client's character set is unknown: the user asks
@@ -148,7 +146,7 @@ pub async fn enroll<H: Host, D: Daemon>(
         // and only a short error is shown before the next prompt (not the
         // key again: the user has it in their app or on screen already).
         let problem = match parsed {
-            Ok(Code::Totp(code)) => match daemon.confirm_at_login(user, &code).await {
+            Ok(Code::Totp(code)) => match daemon.confirm_at_login(login, &code).await {
                 Ok(backup_codes) => {
                     drop(redraw);
                     return enrolled(host, &backup_codes);
@@ -173,7 +171,7 @@ pub async fn enroll<H: Host, D: Daemon>(
         Priority::Warning,
         &format!(
             "{} did not confirm the enrollment at login after {MAX_TRIES} tries; nothing stored",
-            user::loggable(user.as_bytes())
+            user::loggable(login.user.as_bytes())
         ),
     );
     PamResultCode::PAM_AUTH_ERR
@@ -214,7 +212,6 @@ fn enrolled<H: Host>(host: &mut H, backup_codes: &[SecretString]) -> PamResultCo
 async fn enroll_email<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
-    user: &str,
     login: &Login,
     explanation: &str,
 ) -> PamResultCode {
@@ -223,16 +220,13 @@ async fn enroll_email<H: Host, D: Daemon>(
     for _ in 0..MAX_TRIES {
         let answer = match host.prompt_visible(ADDRESS_PROMPT) {
             Ok(answer) => answer,
-            Err(e) => return no_answer(host, "at the e-mail address prompt", user, login, e),
+            Err(e) => return no_answer(host, "at the e-mail address prompt", login, e),
         };
         let Ok(address) = std::str::from_utf8(&answer) else {
             host.show(Shown::Error, "That is not an e-mail address.");
             continue;
         };
-        match daemon
-            .email_enroll_at_login(user, address.trim(), &login.service, &login.rhost)
-            .await
-        {
+        match daemon.email_enroll_at_login(login, address.trim()).await {
             Ok(m) => {
                 masked = Some(m);
                 break;
@@ -250,17 +244,11 @@ async fn enroll_email<H: Host, D: Daemon>(
         let answer = match host.prompt_hidden(&prompt) {
             Ok(answer) => answer,
             Err(e) => {
-                return no_answer(
-                    host,
-                    "during e-mail enrollment (nothing stored)",
-                    user,
-                    login,
-                    e,
-                );
+                return no_answer(host, "during e-mail enrollment (nothing stored)", login, e);
             }
         };
         let problem = match code::parse(&answer) {
-            Ok(Code::Totp(code)) => match daemon.confirm_email_at_login(user, &code).await {
+            Ok(Code::Totp(code)) => match daemon.confirm_email_at_login(login, &code).await {
                 Ok(backup_codes) => return enrolled(host, &backup_codes),
                 Err(TwofoldError::InvalidInput(message)) => message,
                 Err(e) => return refused_by(host, e),

@@ -6,9 +6,12 @@
 
 pub mod args;
 pub mod authenticate;
+mod clock;
+pub mod daemon;
 mod enroll;
 mod ffi;
-mod handle;
+mod host;
+mod steps;
 
 use pam::constants::{PamFlag, PamResultCode};
 use pam::module::{PamHandle, PamHooks};
@@ -20,7 +23,7 @@ pam::pam_hooks!(PamTwofold);
 
 impl PamHooks for PamTwofold {
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
-        handle::authenticate(pamh, &args, flags)
+        host::authenticate(pamh, &args, flags)
     }
 
     /// No credentials to set; succeed so `auth` stacks that call setcred work.

@@ -4,6 +4,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod code;
+mod mode;
+mod request;
 mod secret;
 pub mod text;
 pub mod user;
@@ -11,6 +13,8 @@ pub mod user;
 use serde::{Deserialize, Serialize};
 use zbus::{DBusError, zvariant::Type};
 
+pub use mode::{Method, Methods, Mode, OptionalMode};
+pub use request::{ConfirmArgs, EmailEnrollArgs, Login, VerifyArgs};
 pub use secret::SecretString;
 
 /// Well-known name the daemon owns on the system bus.
@@ -20,10 +24,11 @@ pub const OBJECT_PATH: &str = "/org/twofold/Twofold1";
 /// Interface name (also the D-Bus policy's `send_interface`).
 pub const INTERFACE: &str = "org.twofold.Twofold1";
 
-/// The methods the PAM module calls, by name: it calls them on its
-/// connection rather than through `TwofoldProxy` (see the `Twofold` trait for what
-/// each does); the end-to-end tests call every one through the module.
-pub mod login_method {
+/// The interface's method names, as the daemon serves them (zbus derives
+/// each from the Rust name in `Twofold`; a unit test holds them together).
+/// The module calls the login ones by name on its connection rather than
+/// through `TwofoldProxy`; the daemon names them in its logs.
+pub mod method {
     pub const BEGIN_LOGIN: &str = "BeginLogin";
     pub const VERIFY: &str = "Verify";
     pub const ENROLL_AT_LOGIN: &str = "EnrollAtLogin";
@@ -31,8 +36,27 @@ pub mod login_method {
     pub const SEND_LOGIN_CODE: &str = "SendLoginCode";
     pub const EMAIL_ENROLL_AT_LOGIN: &str = "EmailEnrollAtLogin";
     pub const CONFIRM_EMAIL_AT_LOGIN: &str = "ConfirmEmailAtLogin";
-    /// Every one of them (the test that twofoldd serves them all reads this).
-    pub const ALL: &[&str] = &[
+    pub const BEGIN_ENROLLMENT: &str = "BeginEnrollment";
+    pub const CONFIRM_ENROLLMENT: &str = "ConfirmEnrollment";
+    pub const STATUS: &str = "Status";
+    pub const REGENERATE_BACKUP_CODES: &str = "RegenerateBackupCodes";
+    pub const DISABLE: &str = "Disable";
+    pub const DEVICES: &str = "Devices";
+    pub const FORGET_DEVICES: &str = "ForgetDevices";
+    pub const ADMIN_STATUS: &str = "AdminStatus";
+    pub const ADMIN_UNLOCK: &str = "AdminUnlock";
+    pub const ADMIN_REPORT: &str = "AdminReport";
+    pub const ADMIN_EXPLAIN: &str = "AdminExplain";
+    pub const ADMIN_RESET: &str = "AdminReset";
+    pub const ADMIN_SET_OVERRIDE: &str = "AdminSetOverride";
+    pub const ADMIN_FORGET_DEVICES: &str = "AdminForgetDevices";
+    pub const ADMIN_CHECK_POLICY: &str = "AdminCheckPolicy";
+    pub const ADMIN_RELOAD: &str = "AdminReload";
+    pub const BEGIN_EMAIL_ENROLLMENT: &str = "BeginEmailEnrollment";
+    pub const CONFIRM_EMAIL_ENROLLMENT: &str = "ConfirmEmailEnrollment";
+    /// The methods of a login, which the module calls (the test that
+    /// twofoldd serves them all reads this).
+    pub const LOGIN: &[&str] = &[
         BEGIN_LOGIN,
         VERIFY,
         ENROLL_AT_LOGIN,
@@ -41,6 +65,46 @@ pub mod login_method {
         EMAIL_ENROLL_AT_LOGIN,
         CONFIRM_EMAIL_AT_LOGIN,
     ];
+    /// Every method of the interface.
+    pub const ALL: &[&str] = &[
+        BEGIN_LOGIN,
+        VERIFY,
+        BEGIN_ENROLLMENT,
+        CONFIRM_ENROLLMENT,
+        STATUS,
+        REGENERATE_BACKUP_CODES,
+        ENROLL_AT_LOGIN,
+        CONFIRM_AT_LOGIN,
+        DISABLE,
+        DEVICES,
+        FORGET_DEVICES,
+        ADMIN_STATUS,
+        ADMIN_UNLOCK,
+        ADMIN_REPORT,
+        ADMIN_EXPLAIN,
+        ADMIN_RESET,
+        ADMIN_SET_OVERRIDE,
+        ADMIN_FORGET_DEVICES,
+        ADMIN_CHECK_POLICY,
+        ADMIN_RELOAD,
+        SEND_LOGIN_CODE,
+        BEGIN_EMAIL_ENROLLMENT,
+        CONFIRM_EMAIL_ENROLLMENT,
+        EMAIL_ENROLL_AT_LOGIN,
+        CONFIRM_EMAIL_AT_LOGIN,
+    ];
+}
+
+/// zbus's `#[interface]` under the contract's interface name, for the
+/// daemon's impl block: `twofold_protocol::serve_interface! { impl Service { ... } }`.
+/// (zbus's attribute takes only a literal, so the name is spelled here, in
+/// the contract, next to `INTERFACE`; a unit test keeps them equal.)
+#[macro_export]
+macro_rules! serve_interface {
+    ($($item:tt)*) => {
+        #[::zbus::interface(name = "org.twofold.Twofold1")]
+        $($item)*
+    };
 }
 
 /// What the module must do for a login, decided by the daemon from the
@@ -69,10 +133,6 @@ pub enum LoginAction {
 /// themselves before adding a second method.
 pub const SELF_SERVICE: &str = "twofold";
 
-/// A second-factor method, as named in the policy, reports and `LoginPlan::methods`.
-pub const METHOD_TOTP: &str = "totp";
-pub const METHOD_EMAIL: &str = "email";
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct LoginPlan {
     pub action: LoginAction,
@@ -83,8 +143,8 @@ pub struct LoginPlan {
     /// For `AskCode`: when not empty, an empty answer asks for a code by
     /// e-mail (`SendLoginCode`) to this (masked) address.
     pub email: String,
-    /// For `Enroll`: the methods the user may set up (`totp`, `email`).
-    pub methods: Vec<String>,
+    /// For `Enroll`: the methods the user may set up.
+    pub methods: Vec<Method>,
 }
 
 impl LoginPlan {
@@ -330,7 +390,7 @@ pub trait Twofold {
     fn admin_reset(&self, user: &str) -> Result<(), TwofoldError>;
 
     /// Set (`require`, `exempt`) or clear (empty) a per-user override.
-    fn admin_set_override(&self, user: &str, mode: &str) -> Result<(), TwofoldError>;
+    fn admin_set_override(&self, user: &str, mode: OptionalMode) -> Result<(), TwofoldError>;
 
     /// Forget `user`'s remembered devices; returns how many there were.
     fn admin_forget_devices(&self, user: &str) -> Result<u32, TwofoldError>;

@@ -802,7 +802,7 @@ fn an_admin_group_member_may_unlock_users_but_not_root() {
 /// that stays full fails closed after that bound.
 #[test]
 fn a_login_waits_while_the_bus_is_full_and_fails_closed_if_it_stays_full() {
-    use pam_twofold::authenticate::BUS_FULL_WAIT;
+    use pam_twofold::daemon::BUS_FULL_WAIT;
     test_user(ALICE).unwrap();
     // Root's slots: twofoldd's connection and the two the test holds.
     let bus = Bus::start_with(r#"<limit name="max_connections_per_user">3</limit>"#).unwrap();
@@ -847,7 +847,7 @@ fn a_login_waits_while_the_bus_is_full_and_fails_closed_if_it_stays_full() {
 /// not the "no daemon" that failmode=safe lets in on the password alone.
 #[test]
 fn a_silent_bus_refuses_the_login_after_the_handshake_timeout() {
-    use pam_twofold::authenticate::HANDSHAKE_TIMEOUT;
+    use pam_twofold::daemon::HANDSHAKE_TIMEOUT;
     let w = world("", "");
     let e = enroll(&w.bus, ALICE).unwrap();
     let safe = PamService::new("failmode=safe").unwrap();
@@ -970,10 +970,11 @@ fn a_resolved_login_is_no_other_callers() {
 }
 
 /// The module calls twofoldd's login methods by name (no proxy): each of
-/// those names is a method twofoldd serves.
+/// those names is a method twofoldd serves. So is every other name the
+/// protocol lists (the daemon logs by them), and it serves no other.
 #[test]
 fn twofoldd_serves_every_method_the_module_calls() {
-    use twofold_protocol::login_method::ALL;
+    use twofold_protocol::method::{ALL, LOGIN};
     let w = world("", "");
     let xml = zbus::block_on(async {
         let conn = w.bus.connect().await?;
@@ -985,12 +986,16 @@ fn twofoldd_serves_every_method_the_module_calls() {
         anyhow::Ok(introspectable.introspect().await?)
     })
     .unwrap();
-    for method in ALL {
+    for method in LOGIN.iter().chain(ALL) {
         assert!(
             xml.contains(&format!(r#"<method name="{method}">"#)),
             "{method} is not in twofoldd's interface:\n{xml}"
         );
     }
+    let interface = format!(r#"<interface name="{}">"#, twofold_protocol::INTERFACE);
+    let ours = xml.split(&interface).nth(1).unwrap_or_default();
+    let ours = ours.split("</interface>").next().unwrap_or_default();
+    assert_eq!(ours.matches("<method name=").count(), ALL.len(), "{xml}");
 }
 
 /// twofoldd reuses the account a connection's `BeginLogin` resolved for that

@@ -44,18 +44,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Set (`require`, `exempt`) or clear (empty) a per-user override.
-    pub fn set_override(&self, user: &str, mode: &str, admin_uid: u32) -> Result<(), TwofoldError> {
-        let mode = match mode {
-            "" => None,
-            "require" => Some(Mode::Require),
-            "exempt" => Some(Mode::Exempt),
-            other => {
-                return Err(TwofoldError::InvalidInput(format!(
-                    "An override is `require`, `exempt` or empty (clear), not {other:?}."
-                )));
-            }
-        };
+    /// Set (`require`, `exempt`) or clear (`None`) a per-user override.
+    pub fn set_override(
+        &self,
+        user: &str,
+        mode: Option<Mode>,
+        admin_uid: u32,
+    ) -> Result<(), TwofoldError> {
         let _guard = self.lock(user);
         let mut meta = self.store.load_meta(user)?;
         meta.override_mode = mode;

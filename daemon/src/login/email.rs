@@ -218,7 +218,7 @@ impl Engine {
                 ));
             }
         };
-        self.store_method(user, adds, "email", now, |e| {
+        self.store_method(user, adds, twofold_protocol::Method::Email, now, |e| {
             if e.email.is_some() {
                 return false;
             }
@@ -241,8 +241,7 @@ impl Engine {
         if !planned
             .plan
             .methods
-            .iter()
-            .any(|m| m == twofold_protocol::METHOD_EMAIL)
+            .contains(&twofold_protocol::Method::Email)
         {
             return Err(TwofoldError::InvalidInput(
                 "Enrollment by e-mail is not offered for this account now.".into(),

@@ -134,7 +134,7 @@ impl Engine {
             }
         };
         let secret = SecretBytes(secret.to_vec());
-        self.store_method(user, adds, "totp", now, |e| {
+        self.store_method(user, adds, twofold_protocol::Method::Totp, now, |e| {
             if e.secret.is_some() {
                 return false;
             }
@@ -155,7 +155,7 @@ impl Engine {
         &self,
         user: &str,
         adds: bool,
-        method: &str,
+        method: twofold_protocol::Method,
         now: u64,
         set: impl FnOnce(&mut Enrollment) -> bool,
     ) -> Result<Vec<SecretString>, TwofoldError> {
@@ -233,8 +233,7 @@ impl Engine {
         if !planned
             .plan
             .methods
-            .iter()
-            .any(|m| m == twofold_protocol::METHOD_TOTP)
+            .contains(&twofold_protocol::Method::Totp)
         {
             return Err(TwofoldError::InvalidInput(
                 "Enrollment at login is not offered for this account now.".into(),

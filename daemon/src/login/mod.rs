@@ -46,7 +46,7 @@ then set it up.",
                 "an authenticator app"
             }
         );
-        plan.methods = add.names().split(',').map(str::to_string).collect();
+        plan.methods = add.list();
     }
 }
 
@@ -226,7 +226,7 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
         };
         let mut plan = LoginPlan::new(action, message);
         let mut email_to = None;
-        let method_names = |m: Methods| m.names().split(',').map(str::to_string).collect();
+        let method_names = Methods::list;
         match planned.action {
             Action::Enroll { methods } => plan.methods = method_names(methods),
             Action::AskBackupCode { to_add, .. } => {

@@ -792,7 +792,7 @@ fn a_method_the_rule_no_longer_accepts_still_proves_the_user_first() {
     let alice = account("alice");
     let plan = e.begin_login(&alice, &ctx(), T0 + 60).unwrap();
     assert_eq!(plan.action, LoginAction::AskCode, "{plan:?}");
-    assert_eq!(plan.methods, ["email"]);
+    assert_eq!(plan.methods, [twofold_protocol::Method::Email]);
     // Without a proof, no address is taken (not even at login, by root).
     assert!(matches!(
         e.email_enroll_at_login(&alice, "eve@example.com", &ctx(), T0 + 60),

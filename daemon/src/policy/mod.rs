@@ -23,38 +23,9 @@ use time::Date;
 
 pub use crate::config::DEFAULT_POLICY_PATH as DEFAULT_PATH;
 
-/// From least to most strict.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Exempt,
-    Optional,
-    Recommend,
-    Require,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Exempt => "exempt",
-            Self::Optional => "optional",
-            Self::Recommend => "recommend",
-            Self::Require => "require",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "exempt" => Some(Self::Exempt),
-            "optional" => Some(Self::Optional),
-            "recommend" => Some(Self::Recommend),
-            "require" => Some(Self::Require),
-            _ => None,
-        }
-    }
-}
+/// The mode and the method set are the contract's types (the same words on
+/// the wire, in `policy.toml` and in the state directory's meta files).
+pub use twofold_protocol::{Methods, Mode};
 
 /// What happens to a user who is not enrolled under `require`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -65,43 +36,6 @@ pub enum Unenrolled {
     Enroll,
     /// Refuse the login with a message (and the support contact).
     Refuse,
-}
-
-/// The factors that satisfy a rule (backup codes always do, for an enrolled user).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Methods {
-    pub totp: bool,
-    pub email: bool,
-}
-
-impl Methods {
-    pub const ANY: Self = Self {
-        totp: true,
-        email: true,
-    };
-
-    /// `totp`, `email` or `totp,email`; empty for none.
-    pub fn names(self) -> String {
-        let mut names = Vec::new();
-        if self.totp {
-            names.push("totp");
-        }
-        if self.email {
-            names.push("email");
-        }
-        names.join(",")
-    }
-
-    pub fn both(self, other: Self) -> Self {
-        Self {
-            totp: self.totp && other.totp,
-            email: self.email && other.email,
-        }
-    }
-
-    pub fn is_empty(self) -> bool {
-        !self.totp && !self.email
-    }
 }
 
 /// A mode that takes effect on a date (00:00 UTC).

@@ -62,30 +62,6 @@ struct PolicyFile {
     rules: Vec<RuleFile>,
 }
 
-impl Methods {
-    fn from_names(names: &[String]) -> Result<Self, String> {
-        let mut methods = Self {
-            totp: false,
-            email: false,
-        };
-        for name in names {
-            match name.as_str() {
-                "totp" => methods.totp = true,
-                "email" => methods.email = true,
-                other => {
-                    return Err(format!(
-                        "methods: {other:?} is not a method (use \"totp\" and/or \"email\")"
-                    ));
-                }
-            }
-        }
-        if methods.is_empty() {
-            return Err("methods must name at least one method (\"totp\", \"email\")".into());
-        }
-        Ok(methods)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("{path}: cannot read: {source}")]

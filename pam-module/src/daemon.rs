@@ -1,0 +1,316 @@
+//! The transport to twofoldd: connect to its bus within deadlines, wait on a
+//! bus that is full, and make the login calls. The flow sees only the
+//! `Daemon` trait, so another transport (twofoldd's own socket) can stand
+//! beside `BusDaemon`.
+
+use crate::clock::{Clock, SystemClock};
+use std::time::Duration;
+use twofold_protocol::{
+    ConfirmArgs, EmailEnrollArgs, EnrollmentOffer, Login, LoginPlan, SecretString, TwofoldError,
+    VerifyArgs, VerifyReply, method,
+};
+
+/// The system bus. `DBUS_SYSTEM_BUS_ADDRESS` replaces it only for a host that
+/// is not running setuid (tests, the demo), see [`bus_address`].
+pub const SYSTEM_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
+/// Longest wait for one daemon call; a daemon that takes longer refuses the
+/// login, whatever the failmode.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for the bus to take a connection (authentication and
+/// `Hello`). A working bus does it in well under a millisecond; one that
+/// accepts the socket and never answers would otherwise hold su or sudo
+/// for good, and an sshd login until `LoginGraceTime`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a login waits for a connection while the bus is at its limit of
+/// connections per uid, or for a call while the bus's queue to twofoldd is
+/// full. Every sshd login is root's, so a burst of logins at once can fill
+/// dbus-daemon's `max_connections_per_user` (256 by default) for a moment,
+/// and a local user sending large calls can fill twofoldd's queue (127 MB);
+/// that is a wait, not a reason to refuse a correct code.
+pub const BUS_FULL_WAIT: Duration = Duration::from_secs(5);
+/// Longest pause between two tries on a full bus.
+const BUS_FULL_PAUSE_MAX: Duration = Duration::from_millis(200);
+
+/// What a login asks twofoldd. Every call names the login it belongs to.
+#[allow(async_fn_in_trait)] // used with static dispatch only
+pub trait Daemon {
+    async fn begin_login(&self, login: &Login) -> Result<LoginPlan, TwofoldError>;
+    async fn verify(&self, login: &Login, code: &str) -> Result<VerifyReply, TwofoldError>;
+    async fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError>;
+    async fn confirm_at_login(
+        &self,
+        login: &Login,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError>;
+    async fn send_login_code(&self, login: &Login) -> Result<String, TwofoldError>;
+    async fn email_enroll_at_login(
+        &self,
+        login: &Login,
+        address: &str,
+    ) -> Result<String, TwofoldError>;
+    async fn confirm_email_at_login(
+        &self,
+        login: &Login,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError>;
+}
+
+/// twofoldd over the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`). Calls go
+/// straight on the connection: a proxy would bring zbus's proxy machinery
+/// (property caches, signal streams) into every login process for nothing.
+pub struct BusDaemon {
+    conn: zbus::Connection,
+}
+
+impl BusDaemon {
+    /// Call `method` with `args` as the whole body (a struct of the
+    /// protocol's goes out as its fields, the loose arguments twofoldd takes).
+    async fn call<B, R>(&self, method: &'static str, args: &B) -> Result<R, TwofoldError>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+        R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
+    {
+        let mut full = FullBus::new(&SystemClock);
+        loop {
+            let reply = self
+                .conn
+                .call_method(
+                    Some(twofold_protocol::BUS_NAME),
+                    twofold_protocol::OBJECT_PATH,
+                    Some(twofold_protocol::INTERFACE),
+                    method,
+                    args,
+                )
+                .await;
+            match reply {
+                // The bus turned the call away undelivered (its queue to
+                // twofoldd was full): sending it again cannot count twice.
+                Err(e) if bus_full(&e) && full.wait() => continue,
+                reply => return Ok(reply?.body().deserialize::<R>()?),
+            }
+        }
+    }
+}
+
+impl Daemon for BusDaemon {
+    async fn begin_login(&self, login: &Login) -> Result<LoginPlan, TwofoldError> {
+        self.call(method::BEGIN_LOGIN, login).await
+    }
+
+    async fn verify(&self, login: &Login, code: &str) -> Result<VerifyReply, TwofoldError> {
+        self.call(method::VERIFY, &VerifyArgs::new(login, code))
+            .await
+    }
+
+    async fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError> {
+        self.call(method::ENROLL_AT_LOGIN, login).await
+    }
+
+    async fn confirm_at_login(
+        &self,
+        login: &Login,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let args = ConfirmArgs::new(login, code);
+        self.call(method::CONFIRM_AT_LOGIN, &args).await
+    }
+
+    async fn send_login_code(&self, login: &Login) -> Result<String, TwofoldError> {
+        self.call(method::SEND_LOGIN_CODE, login).await
+    }
+
+    async fn email_enroll_at_login(
+        &self,
+        login: &Login,
+        address: &str,
+    ) -> Result<String, TwofoldError> {
+        let args = EmailEnrollArgs::new(login, address);
+        self.call(method::EMAIL_ENROLL_AT_LOGIN, &args).await
+    }
+
+    async fn confirm_email_at_login(
+        &self,
+        login: &Login,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        let args = ConfirmArgs::new(login, code);
+        self.call(method::CONFIRM_EMAIL_AT_LOGIN, &args).await
+    }
+}
+
+/// The bus to use. Under setuid (`su`, `sudo`) the environment is the
+/// invoking user's, who could point it at a bus where their own program
+/// answers as twofoldd; libdbus and sd-bus ignore the variable there too.
+pub fn bus_address(secure_execution: bool, from_env: Option<std::ffi::OsString>) -> String {
+    match from_env.and_then(|v| v.into_string().ok()) {
+        Some(address) if !secure_execution && !address.is_empty() => address,
+        _ => SYSTEM_BUS_ADDRESS.to_string(),
+    }
+}
+
+/// Connect to twofoldd's bus, waiting up to [`BUS_FULL_WAIT`] while the bus
+/// refuses the connection for its per-uid limit, each try's handshake
+/// bounded by [`HANDSHAKE_TIMEOUT`]. Any other failure returns at once.
+pub async fn connect(address: &str) -> zbus::Result<BusDaemon> {
+    let mut full = FullBus::new(&SystemClock);
+    loop {
+        match connect_once(address).await {
+            Err(e) if bus_full(&e) && full.wait() => {}
+            other => return other,
+        }
+    }
+}
+
+async fn connect_once(address: &str) -> zbus::Result<BusDaemon> {
+    // The runtime that zbus::block_on drives on this thread; its timer
+    // wakes the login when the bus stays silent.
+    let runtime = zruntime::SharedRuntime::current()?;
+    let handshake = zbus::connection::Builder::address(address)
+        .method_timeout(METHOD_TIMEOUT)
+        .build();
+    let conn = runtime
+        .timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(std::io::Error::from)??;
+    Ok(BusDaemon { conn })
+}
+
+/// The waits of one step (a connection, a call) on a bus that refuses it
+/// for its limits: growing pauses, for at most [`BUS_FULL_WAIT`] in all.
+struct FullBus<'c, C: Clock> {
+    clock: &'c C,
+    started: std::time::Instant,
+    pause: Duration,
+}
+
+impl<'c, C: Clock> FullBus<'c, C> {
+    fn new(clock: &'c C) -> Self {
+        Self {
+            clock,
+            started: clock.now(),
+            pause: Duration::from_millis(5),
+        }
+    }
+
+    /// Pause before the next try; false when the time is up.
+    fn wait(&mut self) -> bool {
+        let elapsed = self.clock.now().saturating_duration_since(self.started);
+        let left = BUS_FULL_WAIT.saturating_sub(elapsed);
+        if left.is_zero() {
+            return false;
+        }
+        // The jitter keeps a burst of waiting logins from retrying in step.
+        let nanos = self.clock.subsec_nanos();
+        self.clock.sleep(jitter(self.pause, nanos).min(left));
+        self.pause = (self.pause * 2).min(BUS_FULL_PAUSE_MAX);
+        true
+    }
+}
+
+/// `pause` scaled by a factor in [0.5, 1.5), from the clock's nanoseconds
+/// (unpredictability does not matter here, only spreading the retries).
+fn jitter(pause: Duration, nanos: u32) -> Duration {
+    pause.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
+}
+
+/// The bus's refusal of a connection for its resource limits.
+pub fn bus_full(error: &zbus::Error) -> bool {
+    bus_error_is(error, &["org.freedesktop.DBus.Error.LimitsExceeded"])
+}
+
+/// A bus that did not answer the handshake in time.
+pub fn timed_out(error: &zbus::Error) -> bool {
+    matches!(error, zbus::Error::InputOutput(e) if e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// No bus to connect to: its socket is missing, or nothing listens on it.
+pub fn no_bus(error: &zbus::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    matches!(error, zbus::Error::Connection(e, _) if matches!(e.kind(), NotFound | ConnectionRefused))
+}
+
+/// The bus's answer that twofoldd is neither running nor activatable on it
+/// (not installed). Not `NameHasNoOwner`: dbus-broker gives that when an
+/// installed twofoldd fails to start (a bad configuration, a masked or
+/// failed unit), as dbus-daemon gives its `Spawn.*` errors, and a daemon
+/// that is there but broken must not open the door under failmode=safe.
+pub fn no_daemon(error: &zbus::Error) -> bool {
+    bus_error_is(error, &["org.freedesktop.DBus.Error.ServiceUnknown"])
+}
+
+/// Whether `error` is a D-Bus error reply with one of `names`, whether zbus
+/// gave it as one of its `fdo::Error` variants or by name.
+fn bus_error_is(error: &zbus::Error, names: &[&str]) -> bool {
+    use zbus::DBusError;
+    match error {
+        zbus::Error::MethodError(name, _, _) => names.contains(&name.as_str()),
+        zbus::Error::FDO(e) => names.contains(&e.name().as_str()),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::time::Instant;
+
+    /// Time moves only when the waits sleep.
+    struct FakeClock {
+        start: Instant,
+        now: Cell<Instant>,
+        slept: RefCell<Vec<Duration>>,
+        nanos: u32,
+    }
+
+    impl FakeClock {
+        fn new(nanos: u32) -> Self {
+            // Any instant will do as the start; read through the seam.
+            let start = crate::clock::SystemClock.now();
+            Self {
+                start,
+                now: Cell::new(start),
+                slept: RefCell::default(),
+                nanos,
+            }
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Instant {
+            self.now.get()
+        }
+        fn sleep(&self, pause: Duration) {
+            self.slept.borrow_mut().push(pause);
+            self.now.set(self.now.get() + pause);
+        }
+        fn subsec_nanos(&self) -> u32 {
+            self.nanos
+        }
+    }
+
+    #[test]
+    fn a_full_bus_is_waited_on_with_growing_pauses_for_five_seconds_in_all() {
+        // 500 ns: a jitter factor of exactly 1.
+        let clock = FakeClock::new(500);
+        let mut full = FullBus::new(&clock);
+        let mut tries = 0;
+        while full.wait() {
+            tries += 1;
+        }
+        let slept = clock.slept.borrow();
+        let ms: Vec<u128> = slept.iter().take(7).map(Duration::as_millis).collect();
+        assert_eq!(ms, [5, 10, 20, 40, 80, 160, 200]);
+        assert_eq!(clock.now.get() - clock.start, BUS_FULL_WAIT);
+        assert!(slept.iter().all(|p| *p <= BUS_FULL_PAUSE_MAX));
+        assert_eq!(tries, slept.len());
+    }
+
+    #[test]
+    fn the_jitter_spreads_a_pause_between_half_and_one_and_a_half() {
+        let pause = Duration::from_millis(100);
+        assert_eq!(jitter(pause, 0), Duration::from_millis(50));
+        assert_eq!(jitter(pause, 999), Duration::from_micros(149_900));
+        assert_eq!(jitter(pause, 1_000_500), pause);
+    }
+}
