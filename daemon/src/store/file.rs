@@ -14,7 +14,9 @@
 //! decode is `Corrupt`, which refuses the login: unreadable state is never
 //! taken as "not enrolled". Every open uses `O_NOFOLLOW`.
 
-use super::{ENROLLMENT_VERSION, Enrollment, Event, Loaded, Store, StoreError, UserMeta};
+use super::{
+    ENROLLMENT_VERSION, Enrollment, Event, JournalError, Loaded, Store, StoreError, UserMeta,
+};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -53,7 +55,7 @@ impl Event {
     }
 
     /// `Ok(None)`: checksum mismatch (torn or damaged); `Err`: checksummed but meaningless.
-    pub fn decode(r: &[u8; RECORD_LEN]) -> Result<Option<(u64, Event)>, String> {
+    pub fn decode(r: &[u8; RECORD_LEN]) -> Result<Option<(u64, Event)>, JournalError> {
         let crc = u32::from_le_bytes([r[28], r[29], r[30], r[31]]);
         if crc32fast::hash(&r[..28]) != crc {
             return Ok(None);
@@ -70,7 +72,7 @@ impl Event {
             3 => Event::Failure { at, ceiling: value },
             4 => Event::Unlock { at },
             5 => Event::EmailAccepted { at },
-            k => return Err(format!("unknown record kind {k}")),
+            k => return Err(JournalError::UnknownKind(k)),
         };
         Ok(Some((generation, event)))
     }
@@ -190,7 +192,7 @@ impl FileStore {
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
     Enrollment(String),
-    Journal(String),
+    Journal(JournalError),
 }
 
 /// A user's state from the bytes of their enrollment file and journal,
@@ -219,9 +221,7 @@ pub fn decode_state(enrollment_json: &str, journal: &[u8]) -> Result<Loaded, Dec
             // A bad checksum in the last record is an append that never completed.
             None if i + 1 == full => break,
             None => {
-                return Err(DecodeError::Journal(format!(
-                    "record {i} fails its checksum"
-                )));
+                return Err(DecodeError::Journal(JournalError::Checksum(i)));
             }
         }
     }
@@ -263,7 +263,7 @@ impl Store for FileStore {
             DecodeError::Enrollment(reason) => StoreError::Corrupt { path, reason },
             DecodeError::Journal(reason) => StoreError::Corrupt {
                 path: jpath,
-                reason,
+                reason: reason.to_string(),
             },
         })
     }

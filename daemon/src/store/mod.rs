@@ -118,9 +118,21 @@ pub enum Event {
     },
 }
 
+/// Why a journal does not replay: the file is damaged, or written by
+/// something that is not this version of twofold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("record {0} fails its checksum")]
+    Checksum(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("backup code index {0} out of range")]
+    BackupIndex(u64),
+}
+
 impl Enrollment {
     /// Fold one event into the snapshot.
-    pub fn apply(&mut self, event: Event) -> Result<(), String> {
+    pub fn apply(&mut self, event: Event) -> Result<(), JournalError> {
         match event {
             Event::TotpAccepted { step, at } => {
                 self.last_step = Some(self.last_step.map_or(step, |s| s.max(step)));
@@ -131,7 +143,7 @@ impl Enrollment {
                 let slot = usize::try_from(index)
                     .ok()
                     .and_then(|i| self.backup.hashes.get_mut(i))
-                    .ok_or_else(|| format!("backup code index {index} out of range"))?;
+                    .ok_or(JournalError::BackupIndex(index))?;
                 *slot = None;
                 self.last_login = Some(self.last_login.map_or(at, |l| l.max(at)));
                 self.failures = 0;
