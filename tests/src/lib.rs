@@ -293,30 +293,25 @@ impl Bus {
     /// values), as root or as `as_user`; returns whether it succeeded, and
     /// its output (the reply, or the error).
     pub fn dbus_send(&self, as_user: Option<&str>, method: &str, args: &[&str]) -> (bool, String) {
-        use twofold_protocol::{BUS_NAME, INTERFACE, OBJECT_PATH};
-        let mut c = match as_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--", "dbus-send"]);
-                c
-            }
-            None => Command::new("dbus-send"),
-        };
-        let out = c
-            .arg(format!("--bus={}", self.address))
-            .args(["--print-reply", "--reply-timeout=20000"])
-            .arg(format!("--dest={BUS_NAME}"))
-            .arg(OBJECT_PATH)
-            .arg(format!("{INTERFACE}.{method}"))
-            .args(args)
-            .output()
-            .expect("dbus-send (apt-get install dbus-bin)");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let target = [
+            format!("--bus={}", self.address),
+            format!("--dest={}", twofold_protocol::BUS_NAME),
+        ];
+        dbus_send(&target, as_user, method, args)
+    }
+
+    /// The same on the daemon's login socket (a peer-to-peer connection).
+    pub fn socket_send(
+        &self,
+        as_user: Option<&str>,
+        method: &str,
+        args: &[&str],
+    ) -> (bool, String) {
+        let target = [format!(
+            "--peer=unix:path={}",
+            self.login_socket().display()
+        )];
+        dbus_send(&target, as_user, method, args)
     }
 
     /// `program args…` run as `user` (through runuser), on this bus.
@@ -328,6 +323,39 @@ impl Bus {
             .arg(program);
         c
     }
+}
+
+/// `dbus-send` to `target` (a bus and name, or a peer) of twofoldd's
+/// `method`, as root or as `as_user`.
+fn dbus_send(
+    target: &[String],
+    as_user: Option<&str>,
+    method: &str,
+    args: &[&str],
+) -> (bool, String) {
+    use twofold_protocol::{INTERFACE, OBJECT_PATH};
+    let mut c = match as_user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--", "dbus-send"]);
+            c
+        }
+        None => Command::new("dbus-send"),
+    };
+    let out = c
+        .args(target)
+        .args(["--print-reply", "--reply-timeout=20000"])
+        .arg(OBJECT_PATH)
+        .arg(format!("{INTERFACE}.{method}"))
+        .args(args)
+        .output()
+        .expect("dbus-send (apt-get install dbus-bin)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 impl Drop for Bus {
