@@ -47,7 +47,9 @@ fn logins_keep_working_while_the_bus_is_stopped_or_gone() {
     // dbus-daemon gone: the same.
     signal(bus.pid(), libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(100));
-    let a = pam.login(&bus, ALICE, &line(codes.next().unwrap())).unwrap();
+    let a = pam
+        .login(&bus, ALICE, &line(codes.next().unwrap()))
+        .unwrap();
     assert_eq!(a.code, pam::SUCCESS, "{a:?}");
     // A wrong code is still refused, and a used one too.
     let a = pam.login(&bus, ALICE, &line(&e.backup_codes[0])).unwrap();
