@@ -186,7 +186,10 @@ fn large_messages_leave_no_memory_behind_and_roots_logins_keep_working() {
     let (mut rss_peak, mut during) = (0, Vec::new());
     std::thread::sleep(Duration::from_secs(2));
     while started.elapsed() < Duration::from_secs(SECS - 4) {
-        during.push(login());
+        // Ten backup codes: one before, eight during, one after.
+        if during.len() < 8 {
+            during.push(login());
+        }
         rss_peak = rss_peak.max(rss());
         std::thread::sleep(Duration::from_secs(2));
     }
