@@ -178,31 +178,38 @@ pub async fn connect(socket: &std::path::Path, address: &str) -> zbus::Result<Bu
 }
 
 /// A peer-to-peer connection on twofoldd's socket, or `None` if there is
-/// nothing to connect to.
+/// nothing to connect to. Made through a D-Bus address, as the bus's is:
+/// the same code in the module for both (zbus's connect waits on a full
+/// backlog without blocking the thread, so the timeout bounds that too).
 async fn connect_socket(path: &std::path::Path) -> zbus::Result<Option<BusDaemon>> {
-    use std::io::ErrorKind::{ConnectionRefused, NotFound};
     let runtime = zruntime::SharedRuntime::current()?;
-    let attempt = async {
-        // zruntime's connect waits (without blocking the thread) on a full
-        // backlog, so the timeout below bounds that too.
-        let stream = match zruntime::net::unix::UnixStream::connect(&runtime, path).await {
-            Err(e) if matches!(e.kind(), NotFound | ConnectionRefused) => return Ok(None),
-            stream => stream?,
-        };
-        let conn = zbus::connection::Builder::unix_stream(stream.into_std())
-            .p2p()
-            .method_timeout(METHOD_TIMEOUT)
-            .build()
-            .await?;
-        Ok(Some(BusDaemon {
-            conn,
+    let handshake = zbus::connection::Builder::address(socket_address(path).as_str())
+        .p2p()
+        .method_timeout(METHOD_TIMEOUT)
+        .build();
+    match runtime.timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Err(e)) if no_bus(&e) => Ok(None),
+        Ok(conn) => Ok(Some(BusDaemon {
+            conn: conn?,
             destination: None,
-        }))
-    };
-    runtime
-        .timeout(HANDSHAKE_TIMEOUT, attempt)
-        .await
-        .map_err(std::io::Error::from)?
+        })),
+        Err(timed_out) => Err(std::io::Error::from(timed_out).into()),
+    }
+}
+
+/// The D-Bus address of the socket at `path`, its bytes escaped as the
+/// specification says for values.
+fn socket_address(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut address = String::from("unix:path=");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-_/.\\*".contains(&b) {
+            address.push(char::from(b));
+        } else {
+            address.push_str(&format!("%{b:02x}"));
+        }
+    }
+    address
 }
 
 /// Connect to twofoldd's bus, waiting up to [`BUS_FULL_WAIT`] while the bus
@@ -364,6 +371,14 @@ mod tests {
         assert_eq!(clock.now.get() - clock.start, BUS_FULL_WAIT);
         assert!(slept.iter().all(|p| *p <= BUS_FULL_PAUSE_MAX));
         assert_eq!(tries, slept.len());
+    }
+
+    #[test]
+    fn a_socket_path_becomes_an_escaped_address() {
+        let plain = std::path::Path::new("/run/twofold/login.sock");
+        assert_eq!(socket_address(plain), "unix:path=/run/twofold/login.sock");
+        let odd = std::path::Path::new("/tmp/a b,c=d%");
+        assert_eq!(socket_address(odd), "unix:path=/tmp/a%20b%2cc%3dd%25");
     }
 
     #[test]
