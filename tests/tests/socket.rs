@@ -3,7 +3,8 @@
 //! working while dbus-daemon is stopped or gone; without a socket the bus
 //! path works as before; each failure gets the outcome pam_twofold(8)
 //! documents (no socket and no bus: failmode; socket present but daemon
-//! dead: the bus, then failmode; daemon hung: refused whatever the failmode).
+//! dead: the bus, then failmode; daemon hung: refused whatever the failmode);
+//! and socket activation as systemd's `twofoldd.socket` does it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use pam_twofold::daemon::HANDSHAKE_TIMEOUT;
@@ -129,4 +130,71 @@ fn a_hung_daemon_refuses_after_the_handshake_timeout_even_with_failmode_safe() {
     // Awake again, it answers; the code was not spent.
     let a = safe.login(&bus, ALICE, &line(&e.backup_codes[0])).unwrap();
     assert_eq!(a.code, pam::SUCCESS, "{a:?}");
+}
+
+/// Socket activation, as systemd's `twofoldd.socket` does it (here with
+/// `systemd-socket-activate`, which passes the listening socket the same
+/// way, `LISTEN_FDS`): no daemon runs until the first login connects; that
+/// login starts it and is answered.
+#[test]
+fn the_first_login_on_an_activation_socket_starts_the_daemon() {
+    const CAROL: &str = "tf-carol";
+    test_user(CAROL).unwrap();
+    let bus = Bus::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("twofold.toml");
+    std::fs::write(
+        &config,
+        format!("state_dir = \"{}\"\n", dir.path().join("state").display()),
+    )
+    .unwrap();
+    let init = std::process::Command::new(artifacts().twofoldd())
+        .arg("--config")
+        .arg(&config)
+        .arg("--init")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let socket = bus.login_socket();
+    std::fs::create_dir(socket.parent().unwrap()).unwrap();
+    let log = dir.path().join("twofoldd.log");
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _activator = Killed(
+        std::process::Command::new("systemd-socket-activate")
+            .arg(format!("--listen={}", socket.display()))
+            .arg(format!("--setenv=DBUS_SYSTEM_BUS_ADDRESS={}", bus.address))
+            .arg(artifacts().twofoldd())
+            .arg("--config")
+            .arg(&config)
+            .arg("--log-stderr")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("systemd-socket-activate (apt-get install systemd)"),
+    );
+    let t = Instant::now();
+    while !socket.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no activation socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!read_log().contains("started"), "{}", read_log());
+    let pam = PamService::new("").unwrap();
+    let a = pam.login(&bus, CAROL, b"").unwrap();
+    assert_eq!(a.code, pam::SUCCESS, "{a:?}\n{}", read_log());
+    assert!(a.stdout.contains("twofold setup"), "{a:?}");
+    assert!(
+        read_log().contains("and the login socket (from systemd)"),
+        "{}",
+        read_log()
+    );
 }

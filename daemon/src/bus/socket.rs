@@ -56,11 +56,41 @@ pub fn from_systemd() -> Option<UnixListener> {
         return None;
     }
     const SD_LISTEN_FDS_START: i32 = 3;
+    // Only a listening unix stream socket will do: anything else at fd 3
+    // would have the accept loop fail for good.
+    if !is_listening_unix_stream(SD_LISTEN_FDS_START) {
+        audit::log(
+            Level::Warning,
+            "LISTEN_FDS names no listening unix stream socket at fd 3; binding login_socket instead",
+        );
+        return None;
+    }
     // SAFETY: systemd passed fd 3 to this process as its listening socket
-    // (LISTEN_PID is ours); nothing else in the process owns it.
+    // (LISTEN_PID is ours, and it is one); nothing else in the process owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
     set_cloexec(&fd);
     Some(UnixListener::from(fd))
+}
+
+fn is_listening_unix_stream(fd: i32) -> bool {
+    let option = |name: libc::c_int| -> Option<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are valid for writing, `len` its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(value)
+    };
+    option(libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        && option(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && option(libc::SO_ACCEPTCONN) == Some(1)
 }
 
 fn set_cloexec(fd: &OwnedFd) {
