@@ -44,6 +44,13 @@ fn logins_keep_working_while_the_bus_is_stopped_or_gone() {
         took < HANDSHAKE_TIMEOUT,
         "the login took {took:?}: it waited for the stopped bus"
     );
+    // The socket's connection leaves no thread or descriptor in the host.
+    let (a, host) = pam
+        .login_measuring_host(&bus, ALICE, &line(codes.next().unwrap()))
+        .unwrap();
+    assert_eq!(a.code, pam::SUCCESS, "{a:?}");
+    assert_eq!(host["threads-before"], host["threads-after"], "{host:?}");
+    assert_eq!(host["fds-before"], host["fds-after"], "{host:?}");
 
     // dbus-daemon gone: the same.
     signal(bus.pid(), libc::SIGKILL);
@@ -116,13 +123,14 @@ fn a_hung_daemon_refuses_after_the_handshake_timeout_even_with_failmode_safe() {
         signal(pid, libc::SIGCONT);
     });
     let t = Instant::now();
-    let a = safe.login_counting_threads(&bus, ALICE, &line(&e.backup_codes[0]));
+    let a = safe.login_measuring_host(&bus, ALICE, &line(&e.backup_codes[0]));
     let waited = t.elapsed();
     drop(done);
     watchdog.join().unwrap();
-    let (a, threads_before, threads_after) = a.unwrap();
+    let (a, host) = a.unwrap();
     assert_eq!(a.code, pam::AUTHINFO_UNAVAIL, "{a:?}");
-    assert_eq!(threads_before, threads_after, "threads before and after");
+    assert_eq!(host["threads-before"], host["threads-after"], "{host:?}");
+    assert_eq!(host["fds-before"], host["fds-after"], "{host:?}");
     assert!(
         waited >= HANDSHAKE_TIMEOUT && waited < HANDSHAKE_TIMEOUT * 2,
         "waited {waited:?}"
