@@ -202,6 +202,18 @@ impl Drop for Slot {
     }
 }
 
+/// The pool a connection counts in: its uid's; for root's, the real uid of
+/// the calling process when that is a user's (`su` or `sudo` started by
+/// them), so that a user cannot fill root's pool by leaving `su` or `sudo`
+/// sessions at the code prompt. sshd's logins are root's through and
+/// through, and keep root's pool.
+fn pool_of(peer: Peer) -> u32 {
+    match peer.uid {
+        0 => peer.invoker().unwrap_or(0),
+        uid => uid,
+    }
+}
+
 /// A slot for a connection of `uid`, or `None` when its pool is full.
 fn take_slot(counts: &Arc<Mutex<Counts>>, uid: u32) -> Option<Slot> {
     let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -247,7 +259,8 @@ pub fn serve(listener: UnixListener, shared: Arc<Shared>) -> io::Result<()> {
                     }
                 };
                 let Ok(peer) = peer_of(&stream) else { continue };
-                let Some(slot) = take_slot(&counts, peer.uid) else {
+                let pool = pool_of(peer);
+                let Some(slot) = take_slot(&counts, pool) else {
                     let now = crate::now_ms();
                     let last = refused_logged_ms.load(Ordering::Relaxed);
                     if now >= last + REFUSED_LOG_EVERY_MS {
@@ -255,7 +268,7 @@ pub fn serve(listener: UnixListener, shared: Arc<Shared>) -> io::Result<()> {
                         audit::log(
                             Level::Warning,
                             &format!(
-                                "login-socket-full caller_uid={} (too many connections held; refusing new ones)",
+                                "login-socket-full caller_uid={} pool_uid={pool} (too many connections held; refusing new ones)",
                                 peer.uid
                             ),
                         );
@@ -315,4 +328,65 @@ async fn connection(
         shared.log_oversized();
     }
     drop(conn);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_uid_has_its_cap_and_root_a_pool_of_its_own() {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let mine: Vec<_> = (0..MAX_CONNECTIONS_PER_UID)
+            .map(|_| take_slot(&counts, 1000).unwrap())
+            .collect();
+        assert!(take_slot(&counts, 1000).is_none());
+        // Another user, and root, are not affected.
+        let other = take_slot(&counts, 1001).unwrap();
+        let root: Vec<_> = (0..MAX_ROOT_CONNECTIONS)
+            .map(|_| take_slot(&counts, 0).unwrap())
+            .collect();
+        assert!(take_slot(&counts, 0).is_none());
+        drop(root);
+        assert!(take_slot(&counts, 0).is_some());
+        // A slot given back is taken again.
+        drop(mine);
+        assert!(take_slot(&counts, 1000).is_some());
+        drop(other);
+        let c = counts.lock().unwrap();
+        assert_eq!((c.users, c.root, c.per_uid.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn all_users_together_have_a_cap() {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let held: Vec<_> = (0..MAX_USER_CONNECTIONS as u32)
+            .map(|i| take_slot(&counts, 2000 + i).unwrap())
+            .collect();
+        assert!(take_slot(&counts, 5000).is_none());
+        // Root's pool is its own.
+        assert!(take_slot(&counts, 0).is_some());
+        drop(held);
+        assert!(take_slot(&counts, 5000).is_some());
+    }
+
+    #[test]
+    fn roots_connection_counts_in_the_pool_of_the_user_who_ran_su() {
+        // This process (the test runner) as the peer: its real uid.
+        let me = Peer {
+            uid: 0,
+            pid: Some(std::process::id()),
+        };
+        // SAFETY: getuid has no preconditions.
+        let real = unsafe { libc::getuid() };
+        assert_eq!(pool_of(me), real);
+        assert_eq!(pool_of(Peer { uid: 0, pid: None }), 0);
+        assert_eq!(
+            pool_of(Peer {
+                uid: 1000,
+                pid: None
+            }),
+            1000
+        );
+    }
 }
