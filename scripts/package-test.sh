@@ -90,6 +90,7 @@ if [ "${1:-}" = "--inside" ]; then
   check_mode 644 root /usr/share/dbus-1/system.d/org.twofold.Twofold1.conf
   check_mode 644 root /usr/share/dbus-1/system-services/org.twofold.Twofold1.service
   check_mode 644 root /lib/systemd/system/twofoldd.service
+  check_mode 644 root /lib/systemd/system/twofoldd.socket
   check_mode 644 root /usr/share/pam-configs/twofold
   check_mode 644 root /etc/twofold/twofold.toml
   check_mode 644 root /etc/twofold/policy.toml
@@ -284,6 +285,7 @@ drwxr-xr-x root /etc/twofold
 -rwxr-xr-x root /usr/bin/twofold
 -rwxr-xr-x root /usr/lib64/security/pam_twofold.so
 -rw-r--r-- root /usr/lib/systemd/system/twofoldd.service
+-rw-r--r-- root /usr/lib/systemd/system/twofoldd.socket
 -rwxr-xr-x root /usr/sbin/twofoldd
 -rw-r--r-- root /usr/share/bash-completion/completions/twofold
 -rw-r--r-- root /usr/share/dbus-1/system-services/org.twofold.Twofold1.service

@@ -17,6 +17,8 @@ pub struct Config {
     pub admin_group: String,
     /// The enforcement policy; missing means everyone `recommend`.
     pub policy_file: PathBuf,
+    /// The login socket twofoldd listens on when systemd does not hand it one.
+    pub login_socket: PathBuf,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     pub enrollment: EnrollmentConfig,
@@ -147,6 +149,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/twofold"),
             admin_group: "twofold-admin".into(),
             policy_file: PathBuf::from(DEFAULT_POLICY_PATH),
+            login_socket: PathBuf::from(twofold_protocol::LOGIN_SOCKET),
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             enrollment: EnrollmentConfig::default(),
@@ -260,9 +263,10 @@ impl Config {
         let th = &self.throttle;
         let e = &self.enrollment;
         let m = &self.email;
-        let rules: [(bool, &'static str, String); 21] = [
+        let rules: [(bool, &'static str, String); 22] = [
             (self.state_dir.is_absolute(), "state_dir", "state_dir must be an absolute path".into()),
             (self.policy_file.is_absolute(), "policy_file", "policy_file must be an absolute path".into()),
+            (self.login_socket.is_absolute(), "login_socket", "login_socket must be an absolute path".into()),
             (!self.admin_group.is_empty(), "admin_group", "admin_group must not be empty".into()),
             (
                 !t.issuer.is_empty() && !t.issuer.contains(':') && t.issuer.len() <= 64,
@@ -465,6 +469,7 @@ pub const KEYS: &[&str] = &[
     "state_dir",
     "admin_group",
     "policy_file",
+    "login_socket",
     "totp.issuer",
     "totp.digits",
     "totp.period",

@@ -1,5 +1,6 @@
 //! twofoldd: loads the configuration, opens the state directory, and serves
-//! the twofold interface on the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`).
+//! the twofold interface on its login socket (systemd's, or `login_socket`)
+//! and on the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`).
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -136,12 +137,15 @@ fn main() -> ExitCode {
         Level::Info,
         "dropped every capability (kept none), set no-new-privileges, turned core dumps off",
     );
+    // Before any other thread: systemd's variables are read and removed.
+    let systemd_socket = bus::socket::from_systemd();
+    let login_socket = cfg.login_socket.clone();
     let engine = Arc::new(Engine::new(cfg, store, backup::DEFAULT_PARAMS, policy));
     if let Err(e) = reload_on_sighup(engine.clone()) {
         eprintln!("twofoldd: cannot watch SIGHUP: {e}");
         return ExitCode::from(1);
     }
-    match zbus::block_on(serve(engine)) {
+    match zbus::block_on(serve(engine, systemd_socket, &login_socket)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             audit::log(Level::Error, &format!("bus error: {e}"));
@@ -195,21 +199,54 @@ fn reload_on_sighup(engine: Arc<Engine>) -> std::io::Result<()> {
 /// call or is stuck.
 const BUS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-async fn serve(engine: Arc<Engine>) -> zbus::Result<()> {
+async fn serve(
+    engine: Arc<Engine>,
+    systemd_socket: Option<std::os::unix::net::UnixListener>,
+    login_socket: &std::path::Path,
+) -> zbus::Result<()> {
+    let shared = bus::Shared::new(engine)?;
+    // The bus first: without it twofoldd does not start (systemd waits for
+    // the name, and the `twofold` command needs it). Once started, logins
+    // on the socket no longer need the bus.
+    let _bus = serve_bus(shared.clone()).await?;
+    let listener = match systemd_socket {
+        Some(listener) => Ok((listener, "from systemd".to_string())),
+        None => bus::socket::listen(login_socket)
+            .map(|listener| (listener, login_socket.display().to_string())),
+    };
+    let serving = match listener.and_then(|(l, from)| bus::socket::serve(l, shared).map(|()| from))
+    {
+        Ok(from) => format!(" and the login socket ({from})"),
+        Err(e) => {
+            // Logins still reach the daemon through the bus (the module
+            // falls back to it when the socket is missing).
+            let line = format!(
+                "cannot listen on the login socket {}: {e}; logins use the system bus",
+                login_socket.display()
+            );
+            audit::log(Level::Warning, &line);
+            eprintln!("twofoldd: warning: {line}");
+            String::new()
+        }
+    };
+    audit::log(
+        Level::Info,
+        &format!("started, serving {}{serving}", twofold_protocol::BUS_NAME),
+    );
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn serve_bus(shared: Arc<bus::Shared>) -> zbus::Result<zbus::Connection> {
     let conn = zbus::connection::Builder::system()
         .method_timeout(BUS_CALL_TIMEOUT)
         .build()
         .await?;
-    let service = bus::Service::new(engine, &conn).await?;
+    let service = bus::Service::on_bus(shared, &conn).await?;
     // Serve the object before taking the name, so no caller finds one without the other.
     conn.object_server()
         .at(twofold_protocol::OBJECT_PATH, service)
         .await?;
     conn.request_name(twofold_protocol::BUS_NAME).await?;
-    audit::log(
-        Level::Info,
-        &format!("started, serving {}", twofold_protocol::BUS_NAME),
-    );
-    std::future::pending::<()>().await;
-    Ok(())
+    Ok(conn)
 }

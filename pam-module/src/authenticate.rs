@@ -50,20 +50,23 @@ pub async fn run<H: Host, D: Daemon>(
     let login = &login;
     let daemon = match connect().await {
         Ok(d) => d,
-        // No bus running: the one failure to connect that failmode=safe
-        // covers. Anything else (a bus full of root's connections, or silent,
-        // or one that drops the handshake; no file descriptors left, which
-        // whoever runs su can arrange with ulimit) means a bus that is
-        // there, or a host in trouble: refused whatever the failmode, or
-        // whoever can cause it could make the module skip the code.
+        // No socket and no bus running: the one failure to connect that
+        // failmode=safe covers. Anything else (a socket or bus that is
+        // silent or drops the handshake, a bus full of root's connections;
+        // no file descriptors left, which whoever runs su can arrange with
+        // ulimit) means a daemon or bus that is there, or a host in
+        // trouble: refused whatever the failmode, or whoever can cause it
+        // could make the module skip the code.
         Err(e) if no_bus(&e) => return unreachable(host, options, login, &e),
         Err(e) => {
             let why = if bus_full(&e) {
                 format!("the bus stayed full for {BUS_FULL_WAIT:?}")
             } else if timed_out(&e) {
-                format!("the bus did not take the connection within {HANDSHAKE_TIMEOUT:?}")
+                format!(
+                    "twofoldd's socket or the bus did not take the connection within {HANDSHAKE_TIMEOUT:?}"
+                )
             } else {
-                "cannot connect to the bus".to_string()
+                "cannot connect to twofoldd's socket or the bus".to_string()
             };
             host.log(Priority::Error, &format!("{why} ({e}); refusing the login"));
             host.show(Shown::Error, UNAVAILABLE_MESSAGE);

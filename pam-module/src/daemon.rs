@@ -1,7 +1,7 @@
-//! The transport to twofoldd: connect to its bus within deadlines, wait on a
-//! bus that is full, and make the login calls. The flow sees only the
-//! `Daemon` trait, so another transport (twofoldd's own socket) can stand
-//! beside `BusDaemon`.
+//! The transport to twofoldd: connect to its login socket (a peer-to-peer
+//! D-Bus connection, no bus daemon in between, no `Hello`), or to the
+//! system bus when there is no socket, within deadlines; wait on a bus that
+//! is full; make the login calls. The flow sees only the `Daemon` trait.
 
 use crate::clock::{Clock, SystemClock};
 use std::time::Duration;
@@ -16,10 +16,11 @@ pub const SYSTEM_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
 /// Longest wait for one daemon call; a daemon that takes longer refuses the
 /// login, whatever the failmode.
 const METHOD_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest wait for the bus to take a connection (authentication and
-/// `Hello`). A working bus does it in well under a millisecond; one that
-/// accepts the socket and never answers would otherwise hold su or sudo
-/// for good, and an sshd login until `LoginGraceTime`.
+/// Longest wait for twofoldd's socket or the bus to take a connection
+/// (connect, authentication, and on the bus `Hello`). A working daemon or
+/// bus does it in well under a millisecond; one that accepts the socket and
+/// never answers would otherwise hold su or sudo for good, and an sshd
+/// login until `LoginGraceTime`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a login waits for a connection while the bus is at its limit of
 /// connections per uid, or for a call while the bus's queue to twofoldd is
@@ -55,11 +56,14 @@ pub trait Daemon {
     ) -> Result<Vec<SecretString>, TwofoldError>;
 }
 
-/// twofoldd over the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`). Calls go
-/// straight on the connection: a proxy would bring zbus's proxy machinery
-/// (property caches, signal streams) into every login process for nothing.
+/// twofoldd over a D-Bus connection: its login socket, or the system bus
+/// (or `DBUS_SYSTEM_BUS_ADDRESS`). Calls go straight on the connection: a
+/// proxy would bring zbus's proxy machinery (property caches, signal
+/// streams) into every login process for nothing.
 pub struct BusDaemon {
     conn: zbus::Connection,
+    /// The bus name calls go to; none on the socket (the peer is twofoldd).
+    destination: Option<&'static str>,
 }
 
 impl BusDaemon {
@@ -75,7 +79,7 @@ impl BusDaemon {
             let reply = self
                 .conn
                 .call_method(
-                    Some(twofold_protocol::BUS_NAME),
+                    self.destination,
                     twofold_protocol::OBJECT_PATH,
                     Some(twofold_protocol::INTERFACE),
                     method,
@@ -148,10 +152,70 @@ pub fn bus_address(secure_execution: bool, from_env: Option<std::ffi::OsString>)
     }
 }
 
+/// The login socket to use: `TWOFOLD_SOCKET` replaces it only for a host
+/// that is not running setuid (tests, the demo), as for [`bus_address`].
+pub fn socket_path(
+    secure_execution: bool,
+    from_env: Option<std::ffi::OsString>,
+) -> std::path::PathBuf {
+    match from_env {
+        Some(path) if !secure_execution && !path.is_empty() => path.into(),
+        _ => twofold_protocol::LOGIN_SOCKET.into(),
+    }
+}
+
+/// Connect to twofoldd: on its login socket, or, when there is no socket
+/// (missing, or nothing listening on it: no systemd, or a daemon that is
+/// not running), on the bus at `address`, which starts the daemon. A socket
+/// that accepts but does not finish the handshake in [`HANDSHAKE_TIMEOUT`]
+/// is a daemon that is there but hung: that is an error, not a reason to
+/// try the bus (which would reach the same daemon).
+pub async fn connect(socket: &std::path::Path, address: &str) -> zbus::Result<BusDaemon> {
+    match connect_socket(socket).await? {
+        Some(daemon) => Ok(daemon),
+        None => connect_bus(address).await,
+    }
+}
+
+/// A peer-to-peer connection on twofoldd's socket, or `None` if there is
+/// nothing to connect to. Made through a D-Bus address, as the bus's is:
+/// the same code in the module for both (zbus's connect waits on a full
+/// backlog without blocking the thread, so the timeout bounds that too).
+async fn connect_socket(path: &std::path::Path) -> zbus::Result<Option<BusDaemon>> {
+    let runtime = zruntime::SharedRuntime::current()?;
+    let handshake = zbus::connection::Builder::address(socket_address(path).as_str())
+        .p2p()
+        .method_timeout(METHOD_TIMEOUT)
+        .build();
+    match runtime.timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Err(e)) if no_bus(&e) => Ok(None),
+        Ok(conn) => Ok(Some(BusDaemon {
+            conn: conn?,
+            destination: None,
+        })),
+        Err(timed_out) => Err(std::io::Error::from(timed_out).into()),
+    }
+}
+
+/// The D-Bus address of the socket at `path`, its bytes escaped as the
+/// specification says for values.
+fn socket_address(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut address = String::from("unix:path=");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-_/.\\*".contains(&b) {
+            address.push(char::from(b));
+        } else {
+            address.push_str(&format!("%{b:02x}"));
+        }
+    }
+    address
+}
+
 /// Connect to twofoldd's bus, waiting up to [`BUS_FULL_WAIT`] while the bus
 /// refuses the connection for its per-uid limit, each try's handshake
 /// bounded by [`HANDSHAKE_TIMEOUT`]. Any other failure returns at once.
-pub async fn connect(address: &str) -> zbus::Result<BusDaemon> {
+pub async fn connect_bus(address: &str) -> zbus::Result<BusDaemon> {
     let mut full = FullBus::new(&SystemClock);
     loop {
         match connect_once(address).await {
@@ -172,7 +236,10 @@ async fn connect_once(address: &str) -> zbus::Result<BusDaemon> {
         .timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(std::io::Error::from)??;
-    Ok(BusDaemon { conn })
+    Ok(BusDaemon {
+        conn,
+        destination: Some(twofold_protocol::BUS_NAME),
+    })
 }
 
 /// The waits of one step (a connection, a call) on a bus that refuses it
@@ -304,6 +371,14 @@ mod tests {
         assert_eq!(clock.now.get() - clock.start, BUS_FULL_WAIT);
         assert!(slept.iter().all(|p| *p <= BUS_FULL_PAUSE_MAX));
         assert_eq!(tries, slept.len());
+    }
+
+    #[test]
+    fn a_socket_path_becomes_an_escaped_address() {
+        let plain = std::path::Path::new("/run/twofold/login.sock");
+        assert_eq!(socket_address(plain), "unix:path=/run/twofold/login.sock");
+        let odd = std::path::Path::new("/tmp/a b,c=d%");
+        assert_eq!(socket_address(odd), "unix:path=/tmp/a%20b%2cc%3dd%25");
     }
 
     #[test]

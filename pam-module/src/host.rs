@@ -154,7 +154,7 @@ fn item_text(bytes: Option<&CStr>) -> String {
 }
 
 /// `pam_sm_authenticate`: read the items, then run the flow against twofoldd
-/// on the bus, inside one `zbus::block_on` so the connection (and any
+/// on its socket or the bus, inside one `zbus::block_on` so the connection (and any
 /// thread of its) is gone before this returns.
 pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) -> PamResultCode {
     let (options, problems) = args::parse(raw_args);
@@ -190,10 +190,12 @@ pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) ->
         ffi::secure_execution(),
         std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS"),
     );
+    let socket =
+        crate::daemon::socket_path(ffi::secure_execution(), std::env::var_os("TWOFOLD_SOCKET"));
     zbus::block_on(crate::authenticate::run(
         &mut host,
         &options,
         &items,
-        async || crate::daemon::connect(&address).await,
+        async || crate::daemon::connect(&socket, &address).await,
     ))
 }

@@ -23,6 +23,10 @@ pub const BUS_NAME: &str = "org.twofold.Twofold1";
 pub const OBJECT_PATH: &str = "/org/twofold/Twofold1";
 /// Interface name (also the D-Bus policy's `send_interface`).
 pub const INTERFACE: &str = "org.twofold.Twofold1";
+/// twofoldd's own socket for logins: the same interface on a peer-to-peer
+/// D-Bus connection, without the bus daemon in between (its directory is
+/// root's, so only twofoldd, or systemd for it, can put a socket there).
+pub const LOGIN_SOCKET: &str = "/run/twofold/login.sock";
 
 /// The interface's method names, as the daemon serves them (zbus derives
 /// each from the Rust name in `Twofold`; a unit test holds them together).

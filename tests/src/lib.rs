@@ -223,11 +223,26 @@ impl Bus {
         self.child.id()
     }
 
-    /// A command with `DBUS_SYSTEM_BUS_ADDRESS` pointing at this bus.
+    /// Where a [`Daemon`] on this bus listens for logins (`login_socket`):
+    /// beside the bus, so each test has its own.
+    pub fn login_socket(&self) -> PathBuf {
+        self.dir.path().join("twofold").join("login.sock")
+    }
+
+    /// A command with `DBUS_SYSTEM_BUS_ADDRESS` pointing at this bus and
+    /// `TWOFOLD_SOCKET` at its daemon's login socket: the module uses the
+    /// socket, or the bus when there is none.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(program);
         c.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
+        c.env("TWOFOLD_SOCKET", self.login_socket());
         c
+    }
+
+    /// Take the login socket away (as on a host without systemd's socket
+    /// unit, before the daemon has bound it): logins go through the bus.
+    pub fn remove_login_socket(&self) -> Result<()> {
+        std::fs::remove_file(self.login_socket()).context("removing the login socket")
     }
 
     /// A connection of this process (root) to the bus, for calls straight
@@ -278,30 +293,25 @@ impl Bus {
     /// values), as root or as `as_user`; returns whether it succeeded, and
     /// its output (the reply, or the error).
     pub fn dbus_send(&self, as_user: Option<&str>, method: &str, args: &[&str]) -> (bool, String) {
-        use twofold_protocol::{BUS_NAME, INTERFACE, OBJECT_PATH};
-        let mut c = match as_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--", "dbus-send"]);
-                c
-            }
-            None => Command::new("dbus-send"),
-        };
-        let out = c
-            .arg(format!("--bus={}", self.address))
-            .args(["--print-reply", "--reply-timeout=20000"])
-            .arg(format!("--dest={BUS_NAME}"))
-            .arg(OBJECT_PATH)
-            .arg(format!("{INTERFACE}.{method}"))
-            .args(args)
-            .output()
-            .expect("dbus-send (apt-get install dbus-bin)");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let target = [
+            format!("--bus={}", self.address),
+            format!("--dest={}", twofold_protocol::BUS_NAME),
+        ];
+        dbus_send(&target, as_user, method, args)
+    }
+
+    /// The same on the daemon's login socket (a peer-to-peer connection).
+    pub fn socket_send(
+        &self,
+        as_user: Option<&str>,
+        method: &str,
+        args: &[&str],
+    ) -> (bool, String) {
+        let target = [format!(
+            "--peer=unix:path={}",
+            self.login_socket().display()
+        )];
+        dbus_send(&target, as_user, method, args)
     }
 
     /// `program args…` run as `user` (through runuser), on this bus.
@@ -309,9 +319,43 @@ impl Bus {
         let mut c = Command::new("runuser");
         c.args(["-u", user, "--", "env"])
             .arg(format!("DBUS_SYSTEM_BUS_ADDRESS={}", self.address))
+            .arg(format!("TWOFOLD_SOCKET={}", self.login_socket().display()))
             .arg(program);
         c
     }
+}
+
+/// `dbus-send` to `target` (a bus and name, or a peer) of twofoldd's
+/// `method`, as root or as `as_user`.
+fn dbus_send(
+    target: &[String],
+    as_user: Option<&str>,
+    method: &str,
+    args: &[&str],
+) -> (bool, String) {
+    use twofold_protocol::{INTERFACE, OBJECT_PATH};
+    let mut c = match as_user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--", "dbus-send"]);
+            c
+        }
+        None => Command::new("dbus-send"),
+    };
+    let out = c
+        .args(target)
+        .args(["--print-reply", "--reply-timeout=20000"])
+        .arg(OBJECT_PATH)
+        .arg(format!("{INTERFACE}.{method}"))
+        .args(args)
+        .output()
+        .expect("dbus-send (apt-get install dbus-bin)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 impl Drop for Bus {
@@ -321,11 +365,13 @@ impl Drop for Bus {
     }
 }
 
-/// twofoldd on a private bus, with its own state directory and log file.
+/// twofoldd on a private bus, with its own state directory and log file,
+/// listening for logins on the bus's [`Bus::login_socket`].
 pub struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
     bus_address: String,
+    login_socket: PathBuf,
     env: Vec<(String, String)>,
     policy_dir: Option<tempfile::TempDir>,
     pub config_path: PathBuf,
@@ -393,7 +439,11 @@ impl Daemon {
         let state = dir.path().join("state");
         std::fs::write(
             &config_path,
-            format!("state_dir = \"{}\"\n{extra_config}", state.display()),
+            format!(
+                "state_dir = \"{}\"\nlogin_socket = \"{}\"\n{extra_config}",
+                state.display(),
+                bus.login_socket().display()
+            ),
         )?;
         let env = env
             .iter()
@@ -403,6 +453,7 @@ impl Daemon {
             child: None,
             dir,
             bus_address: bus.address.clone(),
+            login_socket: bus.login_socket(),
             env,
             policy_dir: None,
             config_path,
@@ -425,6 +476,11 @@ impl Daemon {
 
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// The socket this daemon listens on for logins.
+    pub fn login_socket(&self) -> &Path {
+        &self.login_socket
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -952,6 +1008,8 @@ impl PamService {
     pub fn login_at(&self, address: &str, user: &str, input: &[u8]) -> Result<Attempt> {
         let mut c = Command::new(artifacts().pam_driver());
         c.env("DBUS_SYSTEM_BUS_ADDRESS", address);
+        // No login socket either.
+        c.env("TWOFOLD_SOCKET", "/nonexistent/twofold/login.sock");
         run_with_input(self.driver(c, user.as_ref(), DEFAULT_RHOST, &[]), input)
     }
 
@@ -1094,10 +1152,12 @@ impl PamService {
         let script = format!(
             "set -e\n\
              mount -t tmpfs -o mode=0755 twofold-test-run /run\n\
-             mkdir -p /run/dbus\n\
+             mkdir -p /run/dbus /run/twofold\n\
              ln -s '{}' /run/dbus/system_bus_socket\n\
+             ln -s '{}' /run/twofold/login.sock\n\
              exec setpriv --ruid {uid} -- \"$0\" \"$@\"\n",
-            bus.dir().join("system_bus_socket").display()
+            bus.dir().join("system_bus_socket").display(),
+            bus.login_socket().display()
         );
         let mut c = Command::new("unshare");
         c.args(["--mount", "--propagation", "private", "sh", "-c", &script])

@@ -7,7 +7,8 @@
 //! accounts have a shell and a password (on the host they keep `nologin` and
 //! no usable password, so the host's own sshd cannot be used to log in to
 //! them); an empty `/run` (with `/run/dbus/system_bus_socket` pointing at the
-//! test's private bus); an empty `/var/log` (wtmp, btmp, lastlog). So the
+//! test's private bus, `/run/twofold/login.sock` at its daemon's login
+//! socket); an empty `/var/log` (wtmp, btmp, lastlog). So the
 //! module finds "the system bus" at its compiled-in path, as in production
 //! (sshd clears the environment of its PAM process, so
 //! `DBUS_SYSTEM_BUS_ADDRESS` would not reach it), and nothing of the host's
@@ -181,13 +182,15 @@ impl Sshd {
             let script = format!(
                 "set -e\n\
                  mount -t tmpfs -o mode=0755 twofold-test-run /run\n\
-                 mkdir -p /run/sshd /run/dbus\n\
+                 mkdir -p /run/sshd /run/dbus /run/twofold\n\
                  ln -s '{socket}' /run/dbus/system_bus_socket\n\
+                 ln -s '{login_socket}' /run/twofold/login.sock\n\
                  mount -t tmpfs -o mode=0755 twofold-test-log /var/log\n\
                  mount --bind '{pam_d}' /etc/pam.d\n\
                  mount --bind '{etc}/passwd' /etc/passwd\n\
                  mount --bind '{etc}/shadow' /etc/shadow\n\
                  exec /usr/sbin/sshd -D -e -f '{config}'\n",
+                login_socket = bus.login_socket().display(),
                 pam_d = pam_d.display(),
                 etc = root.join("etc").display(),
                 config = d.join("sshd_config").display(),

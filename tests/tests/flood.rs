@@ -186,7 +186,10 @@ fn large_messages_leave_no_memory_behind_and_roots_logins_keep_working() {
     let (mut rss_peak, mut during) = (0, Vec::new());
     std::thread::sleep(Duration::from_secs(2));
     while started.elapsed() < Duration::from_secs(SECS - 4) {
-        during.push(login());
+        // Ten backup codes: one before, eight during, one after.
+        if during.len() < 8 {
+            during.push(login());
+        }
         rss_peak = rss_peak.max(rss());
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -231,6 +234,106 @@ fn large_messages_leave_no_memory_behind_and_roots_logins_keep_working() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
+}
+
+/// One local user on the login socket: a thousand connections at a time,
+/// silent ones, half authentications, and 100 MB messages, reopened as they
+/// are closed, for 12 s. The user holds at most its cap of connections;
+/// each oversized message ends its connection after the 16-byte header, so
+/// twofoldd's memory stays where it was; root's logins (on the same socket)
+/// succeed throughout.
+#[test]
+fn a_user_flooding_the_login_socket_holds_its_cap_and_roots_logins_keep_working() {
+    use twofoldd::bus::socket::{HANDSHAKE_DEADLINE, MAX_CONNECTIONS_PER_UID};
+    let _one = one_flood_at_a_time();
+    const SECS: u64 = 12;
+    const FLOODER: &str = "tf-oscar";
+    test_user(FLOODER).unwrap();
+    for u in USERS {
+        test_user(u).unwrap();
+    }
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start(&bus, "").unwrap();
+    let pam = PamService::new("").unwrap();
+    let mut codes: Vec<(&str, String)> = USERS
+        .iter()
+        .flat_map(|&u| {
+            let e = enroll(&bus, u).unwrap();
+            e.backup_codes.into_iter().map(move |c| (u, c))
+        })
+        .collect();
+    let mut login = || {
+        let (user, code) = codes.pop().expect("enough backup codes");
+        timed_login(&pam, &bus, user, &code)
+    };
+    let before: Vec<Duration> = (0..3).map(|_| login()).collect();
+    let rss = || proc_status_field(daemon.pid(), "VmRSS");
+    let rss_before = rss();
+
+    let flood = bus
+        .command_as(FLOODER, artifacts().bin.join("twofold-flood"))
+        .args([
+            SECS.to_string(),
+            "1000".into(),
+            "100000000".into(),
+            "socket".into(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let (mut rss_peak, mut during) = (0, Vec::new());
+    std::thread::sleep(Duration::from_secs(1));
+    while started.elapsed() < Duration::from_secs(SECS - 2) {
+        during.push(login());
+        rss_peak = rss_peak.max(rss());
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let report = flood_report(flood);
+    let field = |name: &str| -> u64 {
+        report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {report:?}"))
+    };
+    let (b, d) = (median_and_max(before), median_and_max(during.clone()));
+    eprintln!(
+        "login-socket flood by one user for {SECS} s: {report}
+         twofoldd RSS before {rss_before} KiB, peak seen {rss_peak} KiB
+         root's logins before: median {} ms, max {} ms; during ({} logins): median {} ms, max {} ms",
+        b.0,
+        b.1,
+        during.len(),
+        d.0,
+        d.1
+    );
+    assert!(
+        during.len() >= 10,
+        "{} logins during the flood",
+        during.len()
+    );
+    // Held at its cap: every connection past it closed at once, and the
+    // silent ones after the handshake deadline.
+    assert!(
+        field("held_max") <= MAX_CONNECTIONS_PER_UID as u64,
+        "the user held more than {MAX_CONNECTIONS_PER_UID} connections: {report}"
+    );
+    assert!(
+        field("opened") + field("failed") > 20 * MAX_CONNECTIONS_PER_UID as u64,
+        "the flood was not a flood: {report}"
+    );
+    assert!(HANDSHAKE_DEADLINE < Duration::from_secs(SECS));
+    assert!(
+        rss_peak <= rss_before + RSS_SLACK_KIB,
+        "twofoldd grew to {rss_peak} KiB (before the flood: {rss_before} KiB)"
+    );
+    let log = daemon.log();
+    assert!(log.contains("login-socket-full caller_uid="), "{log}");
+    assert!(log.contains("oversized-calls refused="), "{log}");
+    // One line a minute, not one per refused connection.
+    assert_eq!(log.matches("login-socket-full").count(), 1, "{log}");
 }
 
 /// How far above its RSS before a flood twofoldd may stay after it.

@@ -807,6 +807,8 @@ fn a_login_waits_while_the_bus_is_full_and_fails_closed_if_it_stays_full() {
     // Root's slots: twofoldd's connection and the two the test holds.
     let bus = Bus::start_with(r#"<limit name="max_connections_per_user">3</limit>"#).unwrap();
     let _daemon = Daemon::start(&bus, "").unwrap();
+    // The bus path (logins on the socket never meet the bus's limits).
+    bus.remove_login_socket().unwrap();
     let pam = PamService::new("").unwrap();
     let e = enroll(&bus, ALICE).unwrap();
     let held = [
@@ -850,6 +852,8 @@ fn a_silent_bus_refuses_the_login_after_the_handshake_timeout() {
     use pam_twofold::daemon::HANDSHAKE_TIMEOUT;
     let w = world("", "");
     let e = enroll(&w.bus, ALICE).unwrap();
+    // The bus path: on the socket a stopped bus is not in the way (socket.rs).
+    w.bus.remove_login_socket().unwrap();
     let safe = PamService::new("failmode=safe").unwrap();
     let bus_pid = w.bus.pid() as libc::pid_t;
     let signal = move |sig| {

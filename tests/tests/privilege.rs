@@ -1,7 +1,9 @@
-//! Least privilege on the bus: every method of the interface, called by an
-//! unprivileged user about another user, through the shipped D-Bus policy.
-//! The method list comes from the daemon's own introspection data, so a new
-//! method without a line here fails the test.
+//! Least privilege on the bus and on the login socket: every method of the
+//! interface, called by an unprivileged user about another user, through
+//! the shipped D-Bus policy, and on a peer-to-peer connection to twofoldd's
+//! socket (where the kernel names the caller). The method list comes from
+//! the daemon's own introspection data, so a new method without a line here
+//! fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -109,10 +111,17 @@ const METHODS: &[(&str, &[&str], Expect)] = &[
     ("ForgetDevices", &[], Expect::OwnAccount),
 ];
 
-fn interface_methods(bus: &Bus) -> BTreeSet<String> {
+/// The interface's methods as twofoldd introspects itself, on the bus or on
+/// the login socket.
+fn interface_methods(bus: &Bus, on_socket: bool) -> BTreeSet<String> {
+    let target = if on_socket {
+        vec![format!("--peer=unix:path={}", bus.login_socket().display())]
+    } else {
+        vec![format!("--bus={}", bus.address), format!("--dest={DEST}")]
+    };
     let out = Command::new("dbus-send")
-        .arg(format!("--bus={}", bus.address))
-        .args(["--print-reply=literal", &format!("--dest={DEST}"), PATH])
+        .args(target)
+        .args(["--print-reply=literal", PATH])
         .arg("org.freedesktop.DBus.Introspectable.Introspect")
         .output()
         .unwrap();
@@ -129,7 +138,23 @@ fn interface_methods(bus: &Bus) -> BTreeSet<String> {
 }
 
 #[test]
-fn every_method_is_refused_or_limited_to_the_callers_own_account() {
+fn every_method_on_the_bus_is_refused_or_limited_to_the_callers_own_account() {
+    every_method_is_refused_or_limited_to_the_callers_own_account(false);
+}
+
+#[test]
+fn every_method_on_the_socket_is_refused_or_limited_to_the_callers_own_account() {
+    every_method_is_refused_or_limited_to_the_callers_own_account(true);
+}
+
+fn every_method_is_refused_or_limited_to_the_callers_own_account(on_socket: bool) {
+    let send = |bus: &Bus, as_user: Option<&str>, method: &str, args: &[&str]| {
+        if on_socket {
+            bus.socket_send(as_user, method, args)
+        } else {
+            bus.dbus_send(as_user, method, args)
+        }
+    };
     for user in [ALICE, DAVE] {
         test_user(user).unwrap();
     }
@@ -140,7 +165,7 @@ fn every_method_is_refused_or_limited_to_the_callers_own_account() {
     assert!(status_before.0, "{}", status_before.1);
 
     let tried: BTreeSet<String> = METHODS.iter().map(|(m, _, _)| m.to_string()).collect();
-    let methods = interface_methods(&bus);
+    let methods = interface_methods(&bus, on_socket);
     assert_eq!(
         methods, tried,
         "the interface and this test's list differ: add each new method here"
@@ -151,7 +176,7 @@ fn every_method_is_refused_or_limited_to_the_callers_own_account() {
         std::thread::sleep(std::time::Duration::from_millis(
             twofoldd::limits::INTERVAL_MS_PER_UID + 20,
         ));
-        let (ok, reply) = bus.dbus_send(Some(DAVE), method, args);
+        let (ok, reply) = send(&bus, Some(DAVE), method, args);
         match expect {
             Expect::Refused => assert!(
                 !ok && reply.contains("org.twofold.Error.AccessDenied"),
@@ -170,7 +195,7 @@ fn every_method_is_refused_or_limited_to_the_callers_own_account() {
         }
     }
     // The enrollment begun was Dave's own.
-    let (_, offer) = bus.dbus_send(Some(DAVE), "BeginEnrollment", &[]);
+    let (_, offer) = send(&bus, Some(DAVE), "BeginEnrollment", &[]);
     assert!(offer.contains("tf-dave"), "{offer}");
     assert!(!offer.contains(&alice.secret));
 

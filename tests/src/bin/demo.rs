@@ -1,5 +1,6 @@
-//! `make demo`: a private bus, twofoldd, a demo user and a throwaway sshd on
-//! 127.0.0.1 that asks for a code. With a terminal it waits while you log in
+//! `make demo`: a private bus, twofoldd (with its login socket, which the
+//! module in sshd uses, as with systemd's `twofoldd.socket`), a demo user and
+//! a throwaway sshd on 127.0.0.1 that asks for a code. With a terminal it waits while you log in
 //! from a second terminal (enrolling at the first login); without one (CI)
 //! it runs the same logins with OpenSSH's client and oathtool and exits 0 on
 //! success. Nothing of the host's login setup is touched; Ctrl-C stops
@@ -106,6 +107,10 @@ fn run() -> Result<()> {
     println!("  sshd:               127.0.0.1 port {}", sshd.port);
     println!("  PAM stack:          packaging/pam.d/sshd (password, then pam_twofold.so)");
     println!("  private system bus: {}", bus.address);
+    println!(
+        "  login socket:       {} (the module's logins, without the bus)",
+        daemon.login_socket().display()
+    );
     println!("  twofoldd log:       {}", daemon.log_path().display());
     println!("  demo user:          {DEMO_USER}, password {password}\n");
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {

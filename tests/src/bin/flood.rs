@@ -12,9 +12,18 @@
 //! whose bodies are BYTES long (the bus allows up to 32 MiB), for SECONDS:
 //! the large-message attack on twofoldd's memory.
 //!
+//! `twofold-flood SECONDS CONNECTIONS BYTES socket`: on twofoldd's login
+//! socket (`TWOFOLD_SOCKET`), keeps opening connections up to CONNECTIONS
+//! at a time, a third of them silent, a third stopping halfway through the
+//! authentication, a third authenticating and then sending the header of a
+//! message with a body of BYTES and the first 64 KiB of it; every 200 ms it
+//! counts which are still open, for SECONDS. Prints
+//! `opened=N held_max=N closed=N failed=N`.
+//!
 //! Prints one line: `calls=N served=N busy=N refused=N failed=N`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -83,17 +92,115 @@ async fn flood_large(until: Instant, body_bytes: usize, tally: &Tally) -> zbus::
     Ok(())
 }
 
+/// One connection of the socket flood: silent, half an authentication, or
+/// a whole one and then an oversized message.
+fn open_one(path: &std::path::Path, kind: u64, body_bytes: u32) -> std::io::Result<UnixStream> {
+    use std::io::{BufRead, Write};
+    let mut s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    s.set_write_timeout(Some(Duration::from_millis(100)))?;
+    if kind == 0 {
+        return Ok(s);
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+    s.write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())?;
+    if kind == 1 {
+        return Ok(s);
+    }
+    let mut ok = String::new();
+    std::io::BufReader::new(&s).read_line(&mut ok)?;
+    if !ok.starts_with("OK ") {
+        return Err(std::io::Error::other(format!("no OK: {ok:?}")));
+    }
+    let mut header = Vec::from(*b"BEGIN\r\nl\x01\x00\x01");
+    header.extend_from_slice(&body_bytes.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    s.write_all(&header)?;
+    // As much of the body as the socket takes now.
+    let _ = s.write(&[b'9'; 64 * 1024]);
+    Ok(s)
+}
+
+/// Whether `s` is still open (its peer has not closed it); pending bytes
+/// (an answer to the authentication) are read and dropped.
+fn still_open(s: &UnixStream) -> bool {
+    use std::io::Read;
+    if s.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match (&*s).read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn flood_socket(until: Instant, connections: u64, body_bytes: u32) -> ExitCode {
+    let Some(path) = std::env::var_os("TWOFOLD_SOCKET") else {
+        eprintln!("twofold-flood: set TWOFOLD_SOCKET to twofoldd's login socket");
+        return ExitCode::from(2);
+    };
+    let path = std::path::PathBuf::from(path);
+    raise_descriptor_limit();
+    let (mut opened, mut held_max, mut closed, mut failed) = (0u64, 0usize, 0u64, 0u64);
+    let mut open: Vec<UnixStream> = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        while (open.len() as u64) < connections && Instant::now() < until {
+            match open_one(&path, n % 3, body_bytes) {
+                Ok(s) => {
+                    opened += 1;
+                    open.push(s);
+                }
+                // Refused at once (over the caps), or out of descriptors.
+                Err(_) => failed += 1,
+            }
+            n += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let before = open.len();
+        open.retain(still_open);
+        closed += (before - open.len()) as u64;
+        held_max = held_max.max(open.len());
+    }
+    println!("opened={opened} held_max={held_max} closed={closed} failed={failed}");
+    ExitCode::SUCCESS
+}
+
+/// As many descriptors as the hard limit allows.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let words: Vec<String> = std::env::args().skip(1).collect();
     let large = words.get(3).map(String::as_str) == Some("large");
+    let socket = words.get(3).map(String::as_str) == Some("socket");
     let mut args = words.iter().take(3).map(|a| a.parse::<u64>());
     let (Some(Ok(secs)), Some(Ok(connections)), Ok(bytes), true) = (
         args.next(),
         args.next(),
         args.next().unwrap_or(Ok(64 * 1024)),
-        words.len() <= 3 || large && words.len() == 4,
+        words.len() <= 3 || (large || socket) && words.len() == 4,
     ) else {
-        eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BYTES [large]]");
+        eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BYTES [large|socket]]");
         return ExitCode::from(2);
     };
     let Ok(bytes) = usize::try_from(bytes) else {
@@ -101,6 +208,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let until = Instant::now() + Duration::from_secs(secs);
+    if socket {
+        let Ok(bytes) = u32::try_from(bytes) else {
+            eprintln!("twofold-flood: BYTES is too large for one message");
+            return ExitCode::from(2);
+        };
+        return flood_socket(until, connections, bytes);
+    }
     let tally = Tally::default();
     std::thread::scope(|s| {
         for _ in 0..connections {

@@ -10,7 +10,8 @@
 //! before `pam_start` and after `pam_end` on stdout, as `threads-before=N
 //! threads-after=M rss-before-kb=A rss-after-kb=B peak-rss-kb=C` and the
 //! anonymous (heap, stacks, relocated data) and file-backed (code) parts of
-//! the resident memory before and after (`anon-before-kb=…`, `file-after-kb=…`).
+//! the resident memory before and after (`anon-before-kb=…`, `file-after-kb=…`),
+//! and the open descriptors (`fds-before=N fds-after=M`).
 //! `--repeat N` with `--codes FILE` runs N logins in-process, user and code per
 //! line of FILE, and prints one line per login (benchmarks): its latency in
 //! microseconds and its PAM result. `--start-at MS` (Unix time in
@@ -285,6 +286,35 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+/// Descriptors open in this process (the directory listing's own counted
+/// alike before and after), but for datagram sockets: glibc's connection to
+/// syslog (`/dev/log`), which opens at the first log line and stays open or
+/// not depending on who logged (libpam's `pam_syslog` closes it again), is
+/// the host's; twofold's connections are stream sockets.
+fn open_fds() -> usize {
+    let unix = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    // Inode -> type (0002: SOCK_DGRAM), from "Num RefCount Protocol Flags Type St Inode".
+    let datagram = |inode: &str| {
+        unix.lines().any(|l| {
+            l.split_whitespace().nth(6) == Some(inode)
+                && l.split_whitespace().nth(4) == Some("0002")
+        })
+    };
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            let target = target.to_string_lossy();
+            !target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .is_some_and(datagram)
+        })
+        .count()
+}
+
 /// One pam_start .. pam_authenticate .. pam_end; returns the authenticate result.
 fn login(args: &Args, user: &CStr, answers: &mut Answers) -> c_int {
     let conv = PamConv {
@@ -337,6 +367,7 @@ fn main() -> ExitCode {
         return bench(&args, *n, file);
     }
     let (before, rss_before) = (threads(), status_field("VmRSS"));
+    let fds_before = open_fds();
     let (anon_before, file_before) = (status_field("RssAnon"), status_field("RssFile"));
     let mut answers = Answers {
         lines: Default::default(),
@@ -347,12 +378,14 @@ fn main() -> ExitCode {
     if args.threads {
         println!(
             "threads-before={before} threads-after={} rss-before-kb={rss_before} rss-after-kb={} peak-rss-kb={} \
-             anon-before-kb={anon_before} anon-after-kb={} file-before-kb={file_before} file-after-kb={}",
+             anon-before-kb={anon_before} anon-after-kb={} file-before-kb={file_before} file-after-kb={} \
+             fds-before={fds_before} fds-after={}",
             threads(),
             status_field("VmRSS"),
             status_field("VmHWM"),
             status_field("RssAnon"),
-            status_field("RssFile")
+            status_field("RssFile"),
+            open_fds()
         );
     }
     ExitCode::from(u8::try_from(result).unwrap_or(101))

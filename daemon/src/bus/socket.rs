@@ -1,0 +1,392 @@
+//! The login socket: peer-to-peer D-Bus connections from the PAM module
+//! (and anyone local), without the bus daemon in between, as `systemctl`
+//! talks to PID 1 over `/run/systemd/private`. The caller's uid and pid
+//! come from the kernel at accept (`SO_PEERCRED`), the same word the bus
+//! daemon itself relies on; the interface and its authorization are the
+//! bus's (`Service`).
+//!
+//! What one local user can cost here is bounded: connections per uid and in
+//! total (root's logins have a pool of their own, so a user holding
+//! connections never stops them), a deadline for the handshake, and the
+//! size of each message (`frame.rs`); calls then meet the same per-uid
+//! limits as on the bus (`limits.rs`).
+
+use super::frame::Framed;
+use super::peer::Peer;
+use super::{Service, Shared};
+use crate::audit::{self, Level};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A connection's authentication, from accept to `BEGIN` (a module does it
+/// in well under a millisecond); a silent or slow peer is dropped.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
+/// Connections one non-root uid may hold at once (a user's screen locker
+/// needs one at a time).
+pub const MAX_CONNECTIONS_PER_UID: usize = 16;
+/// Connections all non-root uids together may hold.
+pub const MAX_USER_CONNECTIONS: usize = 256;
+/// Connections root (sshd, login, su, sudo) may hold: a pool of its own,
+/// which no other uid's connections count against.
+pub const MAX_ROOT_CONNECTIONS: usize = 512;
+/// How often a refused connection is logged at most, in ms.
+const REFUSED_LOG_EVERY_MS: u64 = 60_000;
+
+/// The listening socket systemd's socket unit handed over (`sd_listen_fds`:
+/// activation on the first login), if any. The variables are removed, so
+/// nothing started later takes them. Call before starting any thread.
+pub fn from_systemd() -> Option<UnixListener> {
+    let pid = std::env::var("LISTEN_PID").ok()?;
+    let fds = std::env::var("LISTEN_FDS").ok()?;
+    // SAFETY: removing variables while no other thread reads the
+    // environment (called at start, before the runtime's threads).
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    if pid.parse::<u32>().ok()? != std::process::id() || fds.parse::<u32>().ok()? < 1 {
+        return None;
+    }
+    const SD_LISTEN_FDS_START: i32 = 3;
+    // Only a listening unix stream socket will do: anything else at fd 3
+    // would have the accept loop fail for good.
+    if !is_listening_unix_stream(SD_LISTEN_FDS_START) {
+        audit::log(
+            Level::Warning,
+            "LISTEN_FDS names no listening unix stream socket at fd 3; binding login_socket instead",
+        );
+        return None;
+    }
+    // SAFETY: systemd passed fd 3 to this process as its listening socket
+    // (LISTEN_PID is ours, and it is one); nothing else in the process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
+    set_cloexec(&fd);
+    Some(UnixListener::from(fd))
+}
+
+fn is_listening_unix_stream(fd: i32) -> bool {
+    let option = |name: libc::c_int| -> Option<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are valid for writing, `len` its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(value)
+    };
+    option(libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        && option(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && option(libc::SO_ACCEPTCONN) == Some(1)
+}
+
+fn set_cloexec(fd: &OwnedFd) {
+    // SAFETY: fcntl on a descriptor this process owns; no pointers.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// The login socket bound at `path` (its directory made
+/// root's and 0755 if missing, and refused if anyone else could write to
+/// it; a stale socket from an earlier run is replaced). The socket is
+/// 0666: every local caller (a user's screen locker too) may connect, and
+/// twofoldd decides by the caller's uid what it may do.
+pub fn listen(path: &Path) -> io::Result<UnixListener> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory"))?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} must be owned by uid {euid} and writable by nobody else",
+                dir.display()
+            ),
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// The kernel's word for the peer of `stream`.
+fn peer_of(stream: &UnixStream) -> io::Result<Peer> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writing, and `len` is the size of `cred`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Peer {
+        uid: cred.uid,
+        pid: u32::try_from(cred.pid).ok().filter(|&p| p > 0),
+    })
+}
+
+/// Connections held, by uid.
+#[derive(Default)]
+struct Counts {
+    per_uid: HashMap<u32, usize>,
+    users: usize,
+    root: usize,
+}
+
+/// One counted connection; counted out on drop.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    uid: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if self.uid == 0 {
+            c.root -= 1;
+            return;
+        }
+        c.users -= 1;
+        if let Some(n) = c.per_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// The pool a connection counts in: its uid's; for root's, the real uid of
+/// the calling process when that is a user's (`su` or `sudo` started by
+/// them), so that a user cannot fill root's pool by leaving `su` or `sudo`
+/// sessions at the code prompt. sshd's logins are root's through and
+/// through, and keep root's pool.
+fn pool_of(peer: Peer) -> u32 {
+    match peer.uid {
+        0 => peer.invoker().unwrap_or(0),
+        uid => uid,
+    }
+}
+
+/// A slot for a connection of `uid`, or `None` when its pool is full.
+fn take_slot(counts: &Arc<Mutex<Counts>>, uid: u32) -> Option<Slot> {
+    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+    if uid == 0 {
+        if c.root >= MAX_ROOT_CONNECTIONS {
+            return None;
+        }
+        c.root += 1;
+    } else {
+        let mine = c.per_uid.get(&uid).copied().unwrap_or(0);
+        if mine >= MAX_CONNECTIONS_PER_UID || c.users >= MAX_USER_CONNECTIONS {
+            return None;
+        }
+        c.users += 1;
+        *c.per_uid.entry(uid).or_insert(0) += 1;
+    }
+    Some(Slot {
+        counts: counts.clone(),
+        uid,
+    })
+}
+
+/// Serve the login socket on the current runtime, until the process ends.
+pub fn serve(listener: UnixListener, shared: Arc<Shared>) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = shared.runtime.clone();
+    let listener = zruntime::AsyncIo::new(&runtime, listener)?;
+    let guid: zbus::OwnedGuid = zbus::Guid::generate().into();
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let refused_logged_ms = AtomicU64::new(0);
+    runtime
+        .clone()
+        .spawn("login socket", async move {
+            loop {
+                let stream = match listener.read_with(|l| l.accept()).await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors or memory: wait a moment
+                        // rather than spin.
+                        audit::log(Level::Error, &format!("login socket: accept failed: {e}"));
+                        runtime.sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(peer) = peer_of(&stream) else { continue };
+                let pool = pool_of(peer);
+                let Some(slot) = take_slot(&counts, pool) else {
+                    let now = crate::now_ms();
+                    let last = refused_logged_ms.load(Ordering::Relaxed);
+                    if now >= last + REFUSED_LOG_EVERY_MS {
+                        refused_logged_ms.store(now, Ordering::Relaxed);
+                        audit::log(
+                            Level::Warning,
+                            &format!(
+                                "login-socket-full caller_uid={} pool_uid={pool} (too many connections held; refusing new ones)",
+                                peer.uid
+                            ),
+                        );
+                    }
+                    continue;
+                };
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                let Ok(io) = zruntime::AsyncIo::new_nonblocking(&runtime, stream) else {
+                    continue;
+                };
+                let shared = shared.clone();
+                let guid = guid.clone();
+                let on = runtime.clone();
+                runtime
+                    .spawn("login connection", async move {
+                        let _slot = slot;
+                        connection(io, peer, shared, guid, &on).await;
+                    })
+                    .detach();
+            }
+        })
+        .detach();
+    Ok(())
+}
+
+/// One connection: the handshake within its deadline, then served until
+/// the peer closes it.
+async fn connection(
+    io: zruntime::AsyncIo<UnixStream, zruntime::Shared>,
+    peer: Peer,
+    shared: Arc<Shared>,
+    guid: zbus::OwnedGuid,
+    runtime: &zruntime::SharedRuntime,
+) {
+    let framed = Framed::new(io, peer);
+    let closed = framed.closed();
+    let service = Service::on_socket(shared.clone(), peer);
+    let build = zbus::connection::Builder::socket(framed)
+        .server(guid)
+        .p2p()
+        .serve_at(twofold_protocol::OBJECT_PATH, service)
+        .build();
+    let conn = match runtime.timeout(HANDSHAKE_DEADLINE, build).await {
+        Ok(Ok(conn)) => conn,
+        // A silent peer, a failed authentication, or one gone: nothing to serve.
+        _ => {
+            if closed.oversized() {
+                shared.log_oversized();
+            }
+            return;
+        }
+    };
+    closed.wait().await;
+    if closed.oversized() {
+        shared.log_oversized();
+    }
+    drop(conn);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_uid_has_its_cap_and_root_a_pool_of_its_own() {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let mine: Vec<_> = (0..MAX_CONNECTIONS_PER_UID)
+            .map(|_| take_slot(&counts, 1000).unwrap())
+            .collect();
+        assert!(take_slot(&counts, 1000).is_none());
+        // Another user, and root, are not affected.
+        let other = take_slot(&counts, 1001).unwrap();
+        let root: Vec<_> = (0..MAX_ROOT_CONNECTIONS)
+            .map(|_| take_slot(&counts, 0).unwrap())
+            .collect();
+        assert!(take_slot(&counts, 0).is_none());
+        drop(root);
+        assert!(take_slot(&counts, 0).is_some());
+        // A slot given back is taken again.
+        drop(mine);
+        assert!(take_slot(&counts, 1000).is_some());
+        drop(other);
+        let c = counts.lock().unwrap();
+        assert_eq!((c.users, c.root, c.per_uid.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn all_users_together_have_a_cap() {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let held: Vec<_> = (0..MAX_USER_CONNECTIONS as u32)
+            .map(|i| take_slot(&counts, 2000 + i).unwrap())
+            .collect();
+        assert!(take_slot(&counts, 5000).is_none());
+        // Root's pool is its own.
+        assert!(take_slot(&counts, 0).is_some());
+        drop(held);
+        assert!(take_slot(&counts, 5000).is_some());
+    }
+
+    #[test]
+    fn roots_connection_counts_in_the_pool_of_the_user_who_ran_su() {
+        // This process (the test runner) as the peer: its real uid.
+        let me = Peer {
+            uid: 0,
+            pid: Some(std::process::id()),
+        };
+        // SAFETY: getuid has no preconditions.
+        let real = unsafe { libc::getuid() };
+        assert_eq!(pool_of(me), real);
+        assert_eq!(pool_of(Peer { uid: 0, pid: None }), 0);
+        assert_eq!(
+            pool_of(Peer {
+                uid: 1000,
+                pid: None
+            }),
+            1000
+        );
+    }
+}
