@@ -153,10 +153,14 @@ fn item_text(bytes: Option<&CStr>) -> String {
         .unwrap_or_default()
 }
 
-/// `pam_sm_authenticate`: read the items, then run the flow against twofoldd
-/// on its socket or the bus, inside one `zbus::block_on` so the connection (and any
-/// thread of its) is gone before this returns.
-pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) -> PamResultCode {
+/// `pam_sm_authenticate`'s first half: the options, the items and the host
+/// the flow runs against; `Err` is the PAM code to return at once. (The flow
+/// itself is started by `lib.rs`, so this room never calls into the flow.)
+pub fn prepare<'a>(
+    pamh: &'a mut PamHandle,
+    raw_args: &[&CStr],
+    flags: PamFlag,
+) -> Result<(impl Host + 'a, args::Options, PamItems), PamResultCode> {
     let (options, problems) = args::parse(raw_args);
     // The user name: pam_get_user may prompt for it; a name that is not
     // UTF-8 cannot be anyone twofold knows.
@@ -164,9 +168,9 @@ pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) ->
         Ok(user) => Ok(user),
         Err(PamResultCode::PAM_SYSTEM_ERR) => match pamh.get_item::<User>() {
             Ok(Some(raw)) => Err(twofold_protocol::user::loggable(raw.0.to_bytes())),
-            _ => return PamResultCode::PAM_SYSTEM_ERR,
+            _ => return Err(PamResultCode::PAM_SYSTEM_ERR),
         },
-        Err(code) => return user_lookup_failed(code),
+        Err(code) => return Err(user_lookup_failed(code)),
     };
     let service = item_text(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
     let rhost = remote_host(
@@ -186,16 +190,11 @@ pub fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) ->
         service,
         rhost,
     };
-    let address = crate::daemon::bus_address(
-        ffi::secure_execution(),
-        std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS"),
-    );
-    let socket =
-        crate::daemon::socket_path(ffi::secure_execution(), std::env::var_os("TWOFOLD_SOCKET"));
-    zbus::block_on(crate::authenticate::run(
-        &mut host,
-        &options,
-        &items,
-        async || crate::daemon::connect(&socket, &address).await,
-    ))
+    Ok((host, options, items))
+}
+
+/// Whether the process runs set-uid or with raised privileges (then the
+/// environment chooses no socket and no bus).
+pub fn secure_execution() -> bool {
+    ffi::secure_execution()
 }

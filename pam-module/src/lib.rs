@@ -22,8 +22,20 @@ pub struct PamTwofold;
 pam::pam_hooks!(PamTwofold);
 
 impl PamHooks for PamTwofold {
+    /// Read the items, then run the flow against twofoldd on its socket or
+    /// the bus, inside one `zbus::block_on` so the connection (and any
+    /// thread of its) is gone before this returns.
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
-        host::authenticate(pamh, &args, flags)
+        let (mut host, options, items) = match host::prepare(pamh, &args, flags) {
+            Ok(prepared) => prepared,
+            Err(code) => return code,
+        };
+        let secure = host::secure_execution();
+        let address = daemon::bus_address(secure, std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS"));
+        let socket = daemon::socket_path(secure, std::env::var_os("TWOFOLD_SOCKET"));
+        zbus::block_on(authenticate::run(&mut host, &options, &items, async || {
+            daemon::connect(&socket, &address).await
+        }))
     }
 
     /// No credentials to set; succeed so `auth` stacks that call setcred work.
