@@ -27,7 +27,16 @@ impl Engine {
         next.last_step = Some(step);
         next.failures = 0;
         next.backup = backup;
-        self.store.write_enrollment(user, &next)?;
+        match self.store.write_enrollment(user, Some(&loaded), &next) {
+            Ok(()) => {}
+            // Another host accepted this step (or changed the state) first.
+            Err(crate::store::StoreError::Conflict { .. }) => {
+                return Err(TwofoldError::InvalidInput(
+                    "That code was already used. Wait for the next code from your app.".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.forget_spent_backup(user);
         audit::log(
             Level::Info,

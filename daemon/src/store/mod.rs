@@ -1,7 +1,11 @@
 //! What the daemon keeps about each user, and the `Store` trait that every
-//! read and write of it goes through. `file.rs` is the one backend today (a
-//! root-only directory); a shared database for fleets of hosts implements the
-//! same trait, and nothing above this folder changes.
+//! read and write of it goes through. `file.rs` keeps it in a root-only
+//! directory (one host); a database shared by a fleet of hosts implements the
+//! same trait, and nothing above this folder knows which one it has.
+//!
+//! Across hosts the engine's per-user lock does not exist, so every write is
+//! conditional on the state the caller loaded: a lost race comes back as
+//! `StoreError::Conflict`, never as a success (see `Store::append`).
 
 mod file;
 pub use file::{DecodeError, FileStore, RECORD_LEN, decode_state};
@@ -30,6 +34,19 @@ pub enum StoreError {
     NotInitialized { path: PathBuf },
     #[error("user name refused for storage: {0}")]
     BadName(#[from] twofold_protocol::user::UserNameError),
+    /// The state changed since it was loaded (another host was first): the
+    /// write did not happen. Only a shared store ever says this.
+    #[error("the state of {user} changed meanwhile (another host wrote it first)")]
+    Conflict { user: String },
+    /// The database did not answer, or answered with an error.
+    #[error("database: {0}")]
+    Database(String),
+    /// A sealed field does not open with this host's fleet key: never taken
+    /// as "not enrolled".
+    #[error(
+        "the {field} of {user} cannot be unsealed with this host's fleet key: the key file differs from the one the fleet uses (copy the fleet's key file to this host)"
+    )]
+    Sealed { user: String, field: &'static str },
 }
 
 /// A TOTP secret at rest: hex in the file, `***` in any debug output.
@@ -155,12 +172,16 @@ impl Enrollment {
     }
 }
 
-/// A user's state as read from disk, with where the next record goes.
+/// A user's state as read from the store, with where the next record goes.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub enrollment: Enrollment,
-    /// Bytes of intact records; an append first cuts the file back to this.
+    /// File store: bytes of intact records; an append first cuts the file
+    /// back to this (0 in a database, which needs no compaction).
     pub journal_len: u64,
+    /// Database: the row's revision when loaded, which a replacing write is
+    /// conditional on (0 in the file store).
+    pub revision: u64,
 }
 
 impl Loaded {
@@ -170,16 +191,30 @@ impl Loaded {
 }
 
 /// What the login rules need from storage. Every call is for one user, made
-/// under that user's lock; `append` must be durable before it returns. The
-/// file backend (`file.rs`) is the only one today; a shared database for fleets of
-/// hosts would implement the same three calls.
+/// under that user's lock on this host; `append` must be durable before it
+/// returns. A store shared by several hosts (`postgres.rs`) sees calls from
+/// other daemons between a load and a write, so its writes are conditional
+/// and a lost race is `StoreError::Conflict`; the file store (`file.rs`) has
+/// one daemon, whose lock already orders the calls, and never conflicts.
 pub trait Store: Send + Sync {
     /// The user's state, `None` if not enrolled; unreadable state is an error.
     fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError>;
-    /// Durably record `event` after the state `loaded`; returns the new `journal_len`.
-    fn append(&self, user: &str, loaded: &Loaded, event: Event) -> Result<u64, StoreError>;
-    /// Atomically replace the enrollment (with a new generation).
-    fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError>;
+    /// Durably record `event` after the state `loaded`, and move `loaded`'s
+    /// position on (`journal_len`, `revision`; the engine folds the event
+    /// into the enrollment). `Conflict`, with nothing written, when the event
+    /// no longer holds for the stored state: the step is not newer than the
+    /// stored last step, the backup code is already used, the enrollment was
+    /// replaced or removed, or (a failure) the account-wide bucket moved.
+    fn append(&self, user: &str, loaded: &mut Loaded, event: Event) -> Result<(), StoreError>;
+    /// Atomically replace the enrollment (with a new generation). With
+    /// `replaces`, only if the stored state is still that one; without, only
+    /// if the user is not enrolled; else `Conflict`.
+    fn write_enrollment(
+        &self,
+        user: &str,
+        replaces: Option<&Loaded>,
+        enrollment: &Enrollment,
+    ) -> Result<(), StoreError>;
     /// Remove the enrollment (the user enrolls again); not enrolled is fine.
     fn remove_enrollment(&self, user: &str) -> Result<(), StoreError>;
     /// The user's metadata (empty if none).

@@ -214,7 +214,7 @@ fn seed_with_backup(
         ceiling_tat: 0,
         last_login: None,
     };
-    store.write_enrollment(user, &enrollment)?;
+    store.write_enrollment(user, None, &enrollment)?;
     Ok((
         secret,
         plain.iter().map(|c| c.expose().to_string()).collect(),
