@@ -80,6 +80,16 @@ impl Engine {
         backup_params: HashParams,
         policy: Policy,
     ) -> Self {
+        Self::with_store(cfg, Box::new(store), backup_params, policy)
+    }
+
+    /// The same, with a store chosen at run time (`store::open`).
+    pub fn with_store(
+        cfg: Config,
+        store: Box<dyn Store>,
+        backup_params: HashParams,
+        policy: Policy,
+    ) -> Self {
         let hostname = crate::users::hostname();
         Self {
             policy: RwLock::new(Arc::new(policy)),
@@ -88,7 +98,7 @@ impl Engine {
             proofs: Mutex::default(),
             spent_backup: Mutex::default(),
             cfg,
-            store: Box::new(store),
+            store,
             backup_params,
             hostname,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -293,7 +303,7 @@ impl Engine {
     }
 }
 
-pub(crate) fn new_generation(old: u64) -> u64 {
+pub fn new_generation(old: u64) -> u64 {
     loop {
         let g: u64 = rand::random();
         if g != old && g != 0 {

@@ -176,7 +176,9 @@ backup codes still are (`twofold admin unlock` clears it)",
                 None => (VerifyOutcome::Wrong, None),
             },
             Code::Backup(c) => {
-                let spent = self.spent_backup().get(user).cloned().unwrap_or_default();
+                // Used here since start, or (a shared store) anywhere in the fleet.
+                let mut spent = self.spent_backup().get(user).cloned().unwrap_or_default();
+                spent.extend(loaded.used_backup.iter().cloned());
                 match e.backup.find_or_spent(c, &spent).map_err(internal)? {
                     Found::Unused(index) => (
                         VerifyOutcome::AcceptedBackupCode,

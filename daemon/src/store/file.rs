@@ -229,6 +229,7 @@ pub fn decode_state(enrollment_json: &str, journal: &[u8]) -> Result<Loaded, Dec
         enrollment,
         journal_len,
         revision: 0,
+        used_backup: Vec::new(),
     })
 }
 

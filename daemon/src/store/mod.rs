@@ -7,8 +7,26 @@
 //! conditional on the state the caller loaded: a lost race comes back as
 //! `StoreError::Conflict`, never as a success (see `Store::append`).
 
+pub mod copy;
 mod file;
+pub mod postgres;
+pub mod seal;
 pub use file::{DecodeError, FileStore, RECORD_LEN, decode_state};
+pub use postgres::PgStore;
+
+/// The store `cfg` names, ready for logins: the file store opened (never
+/// created: `twofoldd --init` does that), or the database's schema and the
+/// fleet key checked.
+pub fn open(cfg: &crate::config::Config) -> Result<Box<dyn Store>, StoreError> {
+    match cfg.store.backend {
+        crate::config::Backend::File => Ok(Box::new(FileStore::open(&cfg.state_dir)?)),
+        crate::config::Backend::Postgresql => {
+            let store = PgStore::new(&cfg.store)?;
+            store.check()?;
+            Ok(Box::new(store))
+        }
+    }
+}
 
 use crate::backup::BackupSet;
 use serde::{Deserialize, Serialize};
@@ -41,12 +59,24 @@ pub enum StoreError {
     /// The database did not answer, or answered with an error.
     #[error("database: {0}")]
     Database(String),
-    /// A sealed field does not open with this host's fleet key: never taken
-    /// as "not enrolled".
+    /// A sealed field does not open: never taken as "not enrolled".
+    #[error("the {field} of {user} cannot be unsealed: {reason}")]
+    Sealed {
+        user: String,
+        field: &'static str,
+        reason: String,
+    },
+    /// This host's fleet key is not the one the database was set up with.
     #[error(
-        "the {field} of {user} cannot be unsealed with this host's fleet key: the key file differs from the one the fleet uses (copy the fleet's key file to this host)"
+        "this host's fleet key is not the fleet's ({0}): copy the key file from a host of the fleet (store.fleet_key_file)"
     )]
-    Sealed { user: String, field: &'static str },
+    WrongKey(String),
+    /// The fleet key file is missing or unusable.
+    #[error("fleet key: {0}")]
+    Key(String),
+    /// The database's schema is missing, older or newer than this daemon's.
+    #[error("database schema: {0}")]
+    Schema(String),
 }
 
 /// A TOTP secret at rest: hex in the file, `***` in any debug output.
@@ -182,6 +212,10 @@ pub struct Loaded {
     /// Database: the row's revision when loaded, which a replacing write is
     /// conditional on (0 in the file store).
     pub revision: u64,
+    /// The hashes of the backup codes already used, where the store keeps
+    /// them (a database: a code used on another host is told apart from a
+    /// wrong guess); empty in the file store, whose one daemon remembers them.
+    pub used_backup: Vec<crate::backup::HexHash>,
 }
 
 impl Loaded {
