@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::email_codes::EmailCodes;
 use crate::mail::{Mailer, Outbox};
 use crate::policy::Policy;
-use crate::store::{Enrollment, Event, Loaded, Store, StoreError};
+use crate::store::{Enrollment, Event, Loaded, Store, StoreError, UserLock};
 use crate::throttle::{self, Hold, Source, SourceTable};
 use crate::totp::TotpParams;
 use crate::users::{self, Account};
@@ -139,6 +139,17 @@ impl Engine {
         let stripe = &self.stripes[(hash % LOCK_STRIPES as u64) as usize];
         // A poisoned stripe only means another call panicked; the state on disk is the truth.
         stripe.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `lock` and, with a store shared by hosts, the user's lock in the
+    /// store too: for checking a code and recording what came of it.
+    pub(crate) fn lock_checks(
+        &self,
+        user: &str,
+    ) -> Result<(MutexGuard<'_, ()>, Box<dyn UserLock + '_>), TwofoldError> {
+        let local = self.lock(user);
+        let fleet = self.store.lock_user(user)?;
+        Ok((local, fleet))
     }
 
     pub(crate) fn params_of(&self, e: &Enrollment) -> TotpParams {

@@ -168,6 +168,22 @@ fn every_write_is_conditional_so_a_race_between_hosts_has_one_winner() {
     });
     assert_eq!(wins.into_inner(), 1);
 
+    // The user's lock: host B waits while host A holds it.
+    let held = a.lock_user("alice").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _lock = b.lock_user("alice").unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+        drop(held);
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    });
+    // Another user is not held up.
+    let _alice = a.lock_user("alice").unwrap();
+    drop(b.lock_user("bob").unwrap());
+
     // Metadata, removal, and the walk over every user (in pages).
     let meta = UserMeta {
         override_mode: Some(twofoldd::policy::Mode::Require),
@@ -375,6 +391,36 @@ fn the_account_wide_ceiling_is_the_fleets_not_each_hosts() {
         checked, 5,
         "the fleet checked {checked} guesses; one host would check 5"
     );
+
+    // Unlocked on host A, full again on B; then 16 guesses at once, eight
+    // through each host: still 5 checked (the user's lock in the database
+    // orders the checks as one host's lock would).
+    let out = a.bus.twofold(&["admin", "unlock", ALICE]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let replies: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let bus = if i % 2 == 0 { &a.bus } else { &b.bus };
+                s.spawn(move || {
+                    let (ok, text) = bus.dbus_send(
+                        None,
+                        "Verify",
+                        &[
+                            "string:tf-alice",
+                            "string:000000",
+                            "string:sshd",
+                            &format!("string:203.0.113.{i}"),
+                        ],
+                    );
+                    assert!(ok, "{text}");
+                    text
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let checked = replies.iter().filter(|r| r.contains("Wrong code")).count();
+    assert_eq!(checked, 5, "{replies:#?}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let user = account.name.as_str();
-        let _guard = self.lock(user);
+        let _guard = self.lock_checks(user)?;
         let (loaded, step) = self.prove_with_code(account, input, now, "backup-codes")?;
         let (codes, backup) =
             backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
@@ -60,7 +60,7 @@ Ask your administrator if you lost your phone."
                     .into(),
             ));
         }
-        let _guard = self.lock(user);
+        let _guard = self.lock_checks(user)?;
         let mut meta = self.store.load_meta(user)?;
         self.prove_with_code(account, input, now, "disable")?;
         self.store.remove_enrollment(user)?;

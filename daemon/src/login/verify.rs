@@ -114,7 +114,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         let source = ctx.source();
         // NSS (when needed) before the user's lock, as in `plan`.
         let (accepted, mode) = self.rule_today(user, ctx, now)?;
-        let _guard = self.lock(user);
+        let _guard = self.lock_checks(user)?;
         let Some(mut loaded) = self.store.load(user)? else {
             self.log_login(user, ctx, LoginOutcome::NotEnrolled);
             return Ok(VerifyReply {

@@ -224,6 +224,11 @@ impl Loaded {
     }
 }
 
+/// Held while a user's code is checked and recorded (`Store::lock_user`);
+/// dropping it lets the next host in.
+pub trait UserLock {}
+impl UserLock for () {}
+
 /// What the login rules need from storage. Every call is for one user, made
 /// under that user's lock on this host; `append` must be durable before it
 /// returns. A store shared by several hosts (`postgres.rs`) sees calls from
@@ -261,6 +266,16 @@ pub trait Store: Send + Sync {
     /// than once (once per file, and files may come and go during the walk);
     /// none that exists throughout is missed.
     fn for_each_user(&self, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError>;
+
+    /// Order the checks of `user`'s codes with those of every other daemon
+    /// sharing this store, until the guard is dropped: a code is checked and
+    /// its outcome recorded by one daemon at a time, so the account-wide
+    /// ceiling gives guesses spread over many hosts no more checks than one
+    /// host would (conditional writes alone keep single use, not that). The
+    /// file store has one daemon, whose own lock does it: nothing to hold.
+    fn lock_user(&self, _user: &str) -> Result<Box<dyn UserLock + '_>, StoreError> {
+        Ok(Box::new(()))
+    }
 
     /// Every user with an enrollment or metadata, sorted, each once.
     fn users(&self) -> Result<Vec<String>, StoreError> {

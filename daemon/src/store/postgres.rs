@@ -75,6 +75,10 @@ last_step, backup, backup_used, failures, last_failure, ceiling_tat, last_login"
 pub struct PgStore {
     rt: tokio::runtime::Runtime,
     pool: Pool,
+    /// Connections that hold a user's advisory lock (`lock_user`), apart
+    /// from `pool`: a lock holder's reads and writes never wait for a
+    /// connection another lock holder keeps.
+    lock_pool: Pool,
     key: FleetKey,
     /// The longest a call may take, all included.
     deadline: Duration,
@@ -94,6 +98,13 @@ fn pg(e: &tokio_postgres::Error) -> StoreError {
             Some(cause) => StoreError::Database(format!("{e}: {cause}")),
             None => StoreError::Database(e.to_string()),
         },
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(&e),
+        other => db(format!("cannot connect: {other}")),
     }
 }
 
@@ -178,24 +189,27 @@ impl PgStore {
             .map_err(|e| db(format!("cannot start the database client: {e}")))?;
         let connect = Duration::from_secs(cfg.connect_timeout_secs);
         let deadline = connect + Duration::from_secs(cfg.statement_timeout_secs);
-        let manager = Manager::from_config(
-            pg_cfg,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(cfg.pool_size as usize)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(deadline))
-            .create_timeout(Some(connect))
-            .recycle_timeout(Some(connect))
-            .build()
-            .map_err(db)?;
+        let pool = || {
+            let manager = Manager::from_config(
+                pg_cfg.clone(),
+                tls.clone(),
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(cfg.pool_size as usize)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(deadline))
+                .create_timeout(Some(connect))
+                .recycle_timeout(Some(connect))
+                .build()
+                .map_err(db)
+        };
         Ok(Self {
             rt,
-            pool,
+            pool: pool()?,
+            lock_pool: pool()?,
             key,
             deadline,
             host: crate::users::hostname(),
@@ -214,26 +228,34 @@ impl PgStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = (Conn, Result<T, StoreError>)>,
     {
+        self.run_on(&self.pool, op)
+    }
+
+    fn run_on<T, F, Fut>(&self, pool: &Pool, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = (Conn, Result<T, StoreError>)>,
+    {
         let deadline = self.deadline;
         self.rt.block_on(async {
             let work = async {
-                let client = self.pool.get().await.map_err(|e| match e {
-                    deadpool_postgres::PoolError::Backend(e) => pg(&e),
-                    other => db(format!("cannot connect: {other}")),
-                })?;
+                let client = pool.get().await.map_err(pool_error)?;
                 let (mut conn, result) = op(Conn(Some(client), false)).await;
                 conn.1 = !conn.is_closed();
                 result
             };
-            match tokio::time::timeout(deadline, work).await {
-                Ok(result) => result,
-                // The connection, in the dropped future, was not kept.
-                Err(_) => Err(db(format!(
-                    "no answer within {} s (database down or unreachable?)",
-                    deadline.as_secs()
-                ))),
-            }
+            // On a timeout the connection, in the dropped future, is not kept.
+            tokio::time::timeout(deadline, work)
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out()))
         })
+    }
+
+    fn timed_out(&self) -> StoreError {
+        db(format!(
+            "no answer within {} s (database down or unreachable?)",
+            self.deadline.as_secs()
+        ))
     }
 
     /// Check the schema version and that this host's key is the fleet's.
@@ -513,7 +535,77 @@ impl Drop for Conn {
     }
 }
 
+/// The advisory lock's first key: twofold's, apart from any other
+/// application's locks in the same database.
+const LOCK_CLASS: i32 = 0x7466_6c74; // "tflt"
+
+/// The second key: a hash of the user name (two users with the same hash
+/// only wait for each other).
+fn lock_key(user: &str) -> i32 {
+    let h = user.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h as i32
+}
+
+/// A user's advisory lock, on a connection of `lock_pool` kept for it.
+struct PgUserLock<'a> {
+    store: &'a PgStore,
+    conn: Option<Conn>,
+    key: i32,
+}
+
+impl super::UserLock for PgUserLock<'_> {}
+
+impl Drop for PgUserLock<'_> {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let key = self.key;
+        let unlocked = self.store.rt.block_on(async {
+            tokio::time::timeout(self.store.deadline, async {
+                conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &key])
+                    .await
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false)
+        });
+        // Not unlocked: the connection is closed rather than pooled, which
+        // ends its session and with it the lock.
+        conn.1 = unlocked && !conn.is_closed();
+    }
+}
+
 impl Store for PgStore {
+    /// A session advisory lock per user. Waiting for it is bounded like any
+    /// call (the server's `lock_timeout`, and the deadline); a daemon that
+    /// dies holding it loses its session, and the lock with it.
+    fn lock_user(&self, user: &str) -> Result<Box<dyn super::UserLock + '_>, StoreError> {
+        let key = lock_key(user);
+        let conn = self.rt.block_on(async {
+            let locked = async {
+                let client = self.lock_pool.get().await.map_err(pool_error)?;
+                // Discarded (closed) unless the lock is surely held.
+                let mut conn = Conn(Some(client), false);
+                conn.execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &key])
+                    .await
+                    .map_err(|e| pg(&e))?;
+                conn.1 = true;
+                Ok(conn)
+            };
+            tokio::time::timeout(self.deadline, locked)
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out()))
+        })?;
+        Ok(Box::new(PgUserLock {
+            store: self,
+            conn: Some(conn),
+            key,
+        }))
+    }
+
     fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError> {
         twofold_protocol::user::validate(user)?;
         let name = user.to_string();
