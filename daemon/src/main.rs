@@ -36,6 +36,17 @@ struct Args {
     /// every other host.
     #[arg(long)]
     new_fleet_key: bool,
+    /// Rotating the fleet key, step 1: put a new random key in front of the
+    /// keys in store.fleet_key_file (it seals from now on; the older ones
+    /// still open), and exit. Copy the file to every host and restart them,
+    /// then run --reseal.
+    #[arg(long)]
+    rotate_fleet_key: bool,
+    /// Rotating the fleet key, step 2: seal every value in the database
+    /// again with the first key of store.fleet_key_file, leave that key
+    /// alone in the file, and exit. Copy the file to every host again.
+    #[arg(long)]
+    reseal: bool,
     /// Copy every user from this host's state directory into the database
     /// (`to-database`), or from the database into the state directory
     /// (`to-files`), and exit. Safe to repeat; a newer enrollment at the
@@ -178,6 +189,49 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("twofoldd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if args.rotate_fleet_key {
+        return match FleetKey::rotate(&cfg.store.fleet_key_file) {
+            Ok(key) => {
+                println!(
+                    "twofoldd: {} now holds the keys {} (the first seals); copy it to every host of the fleet, restart twofoldd there, then run `twofoldd --reseal` on one host",
+                    cfg.store.fleet_key_file.display(),
+                    key.ids()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("twofoldd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if args.reseal {
+        let result = PgStore::new(&cfg.store)
+            .and_then(|db| {
+                db.check()?;
+                db.reseal()
+            })
+            .and_then(|counts| {
+                FleetKey::load(&cfg.store.fleet_key_file)
+                    .and_then(|k| k.forget_older(&cfg.store.fleet_key_file))
+                    .map(|k| (counts, k))
+                    .map_err(Into::into)
+            });
+        return match result {
+            Ok(((resealed, current), key)) => {
+                println!(
+                    "twofoldd: {resealed} users sealed again, {current} already under the fleet key {}; {} now holds that key alone: copy it to every host of the fleet",
+                    key.id(),
+                    cfg.store.fleet_key_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("twofoldd: cannot seal again: {e}");
                 ExitCode::from(1)
             }
         };

@@ -157,6 +157,45 @@ impl Cluster {
             .and_then(|o| check("pg_ctl stop", &o))
     }
 
+    /// The server's processes: the postmaster (from `postmaster.pid`) and
+    /// its children.
+    fn processes(&self) -> Result<Vec<i32>> {
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid"))?;
+        let main: i32 = text.lines().next().unwrap_or_default().trim().parse()?;
+        let mut pids = vec![main];
+        for entry in std::fs::read_dir("/proc")? {
+            let Some(pid) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The parent is the second field after the command's closing parenthesis.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if parent == Some(main) {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) every process of the server: a
+    /// database that takes connections and statements and never answers.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        for pid in self.processes()? {
+            // SAFETY: kill has no memory-safety preconditions; the pids are
+            // this test's server's own processes.
+            unsafe { libc::kill(pid, signal) };
+        }
+        Ok(())
+    }
+
     /// A client program (`psql`, `pg_dump`) connected to `db` as the superuser.
     pub fn client(&self, program: &str, db: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
@@ -262,7 +301,7 @@ impl Fleet {
         format!(
             "[store]\nbackend = \"postgresql\"\n\
              connection = \"host={} port=5432 dbname={} user={SUPERUSER} target_session_attrs=read-write\"\n\
-             password_file = \"{}\"\nfleet_key_file = \"{}\"\nconnect_timeout_secs = 2\nstatement_timeout_secs = 2\n",
+             password_file = \"{}\"\nfleet_key_file = \"{}\"\nconnect_timeout_secs = 3\nstatement_timeout_secs = 3\n",
             self.cluster.socket_dir().display(),
             self.db,
             self.cluster.password_file().display(),
@@ -280,6 +319,24 @@ impl Fleet {
         twofoldd::config::parse(&self.config(), Path::new("fleet.toml"))
             .map(|c| c.store)
             .unwrap_or_default()
+    }
+
+    /// `twofoldd --config FILE ARGS`, FILE holding this fleet's `[store]`.
+    pub fn twofoldd(&self, args: &[&str]) -> Result<std::process::Output> {
+        let config = self.dir.path().join("twofoldd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\n{}",
+                self.dir.path().join("state").display(),
+                self.config()
+            ),
+        )?;
+        Ok(Command::new(crate::artifacts().twofoldd())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()?)
     }
 
     pub fn psql(&self, sql: &str) -> Result<String> {

@@ -250,6 +250,55 @@ fn secrets_are_sealed_at_rest_and_another_key_is_refused_never_not_enrolled() {
 }
 
 #[test]
+fn the_fleet_key_rotates_by_command_and_every_row_follows() {
+    let fleet = Fleet::new().unwrap();
+    let (old, _) = two_stores(&fleet);
+    old.write_enrollment("alice", None, &enrollment(1)).unwrap();
+    let old_id = old.key_id();
+
+    // Step 1: a new key in front; hosts with the file seal with it and still open the old.
+    let out = fleet.twofoldd(&["--rotate-fleet-key"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let both = PgStore::new(&fleet.store_config()).unwrap();
+    both.check().unwrap();
+    let new_id = both.key_id();
+    assert_ne!(new_id, old_id);
+    assert_eq!(
+        both.load("alice").unwrap().unwrap().enrollment.secret,
+        Some(SecretBytes(vec![1; 20]))
+    );
+    both.write_enrollment("bob", None, &enrollment(2)).unwrap();
+    // A host not given the new file yet: bob refused, by the keys' names.
+    let e = old.load("bob").unwrap_err();
+    assert!(matches!(e, StoreError::Sealed { .. }), "{e}");
+    assert!(e.to_string().contains(&new_id), "{e}");
+    assert!(old.load("alice").is_ok());
+
+    // Step 2: every row sealed again; the file keeps the new key alone.
+    let out = fleet.twofoldd(&["--reseal"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("1 users sealed again, 1 already under"),
+        "{text}"
+    );
+    let new = PgStore::new(&fleet.store_config()).unwrap();
+    new.check().unwrap();
+    assert_eq!(new.key_id(), new_id);
+    for (user, key) in [("alice", 1), ("bob", 2)] {
+        let e = new.load(user).unwrap().unwrap().enrollment;
+        assert_eq!(e.secret, Some(SecretBytes(vec![key; 20])));
+        assert_eq!(e.email.as_deref(), Some("alice@example.org"));
+    }
+    assert!(matches!(old.check(), Err(StoreError::WrongKey(_))));
+    assert!(old.load("alice").is_err());
+    // Again: nothing to do.
+    let out = fleet.twofoldd(&["--reseal"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 users sealed again, 2 already"), "{text}");
+}
+
+#[test]
 fn copying_a_host_into_the_database_and_back_keeps_every_use() {
     let fleet = Fleet::new().unwrap();
     let (db, _) = two_stores(&fleet);
@@ -443,17 +492,39 @@ fn a_database_down_costs_a_login_a_bounded_time_and_the_daemon_recovers_by_itsel
     // code, so the login is refused whatever the failmode.
     assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
     assert!(r.stderr.contains("cannot read or write its state"), "{r:?}");
-    // connect (2 s) + statement (2 s) per store call, far under the module's 20 s.
+    // connect (3 s) + statement (3 s) per store call, far under the module's 20 s.
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(a.daemon.log().contains("database"), "{}", a.daemon.log());
 
     cluster.resume().unwrap();
-    wait_for_step_margin(5);
+    wait_for_step_margin(20);
     let ok = pam
         .login(&a.bus, ALICE, &line(&oathtool(&e.secret, 0).unwrap()))
         .unwrap();
     assert_eq!(ok.code, pam::SUCCESS, "{ok:?}\n{}", a.daemon.log());
+
+    // A server that takes the connection and never answers (every process
+    // stopped): the deadline answers instead.
+    cluster.freeze(true).unwrap();
+    let started = Instant::now();
+    let r = pam.login(&a.bus, ALICE, &line(&oathtool(&e.secret, 1).unwrap()));
+    let took = started.elapsed();
+    cluster.freeze(false).unwrap();
+    let r = r.unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    assert!(r.stderr.contains("cannot read or write its state"), "{r:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        a.daemon.log().contains("no answer within 6 s"),
+        "{}",
+        a.daemon.log()
+    );
+    let ok = pam
+        .login(&a.bus, ALICE, &line(&oathtool(&e.secret, 1).unwrap()))
+        .unwrap();
+    assert_eq!(ok.code, pam::SUCCESS, "{ok:?}\n{}", a.daemon.log());
     assert_eq!(a.daemon.pid(), pid, "no restart");
+    eprintln!("a frozen database: the login refused after {took:?}");
 }
 
 #[test]

@@ -362,6 +362,84 @@ impl PgStore {
         }
     }
 
+    /// The second step of a key rotation: every sealed value not sealed
+    /// with this host's sealing key is sealed again with it (one user per
+    /// transaction, the row locked meanwhile), then the key check. Returns
+    /// (users resealed, users already current). Safe to repeat, and to run
+    /// while the fleet serves logins.
+    pub fn reseal(&self) -> Result<(usize, usize), StoreError> {
+        let mut names = Vec::new();
+        self.walk("twofold_enrollment", &mut |n| names.push(n.to_string()))?;
+        let (mut resealed, mut current) = (0, 0);
+        for user in names {
+            let name = user.clone();
+            let key = &self.key;
+            let changed = self.run(|mut c| async move {
+                let r = async {
+                    let tx = c.transaction().await.map_err(|e| pg(&e))?;
+                    let Some(row) = tx
+                        .query_opt(
+                            "SELECT secret, email FROM twofold_enrollment WHERE user_name = $1 FOR UPDATE",
+                            &[&name],
+                        )
+                        .await
+                        .map_err(|e| pg(&e))?
+                    else {
+                        return Ok(false);
+                    };
+                    let mut fields: Vec<Option<Vec<u8>>> = Vec::new();
+                    let mut changed = false;
+                    for (i, field) in ["secret", "email"].into_iter().enumerate() {
+                        let value: Option<Vec<u8>> = row.get(i);
+                        fields.push(match value {
+                            Some(v) if !key.is_current(&v) => {
+                                changed = true;
+                                let plain = key.open(&name, field, &v).map_err(|e| {
+                                    StoreError::Sealed {
+                                        user: name.clone(),
+                                        field,
+                                        reason: e.to_string(),
+                                    }
+                                })?;
+                                Some(key.seal(&name, field, &plain))
+                            }
+                            other => other,
+                        });
+                    }
+                    if changed {
+                        tx.execute(
+                            "UPDATE twofold_enrollment SET secret = $2, email = $3 WHERE user_name = $1",
+                            &[&name, &fields[0], &fields[1]],
+                        )
+                        .await
+                        .map_err(|e| pg(&e))?;
+                    }
+                    tx.commit().await.map_err(|e| pg(&e))?;
+                    Ok(changed)
+                }
+                .await;
+                (c, r)
+            })?;
+            if changed {
+                resealed += 1;
+            } else {
+                current += 1;
+            }
+        }
+        let check = self.key.seal("", "key-check", KEY_CHECK);
+        self.run(|c| async move {
+            let r = c
+                .execute(
+                    "UPDATE twofold_schema SET key_check = $1 WHERE id = 1",
+                    &[&check],
+                )
+                .await
+                .map_err(|e| pg(&e));
+            (c, r)
+        })?;
+        Ok((resealed, current))
+    }
+
     /// One statement that changes at most one row; `Conflict` if none.
     fn update_one(&self, user: &str, sql: &'static str, params: Params) -> Result<i64, StoreError> {
         let row = self.run(|c| async move {

@@ -51,38 +51,67 @@ pub enum KeyError {
 /// Why a sealed value does not open.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
-    #[error("sealed under the fleet key {sealed}, and this host's key is {ours}")]
+    #[error("sealed under the fleet key {sealed}, and this host's keys are {ours}")]
     OtherKey { sealed: String, ours: String },
     #[error("damaged, or moved from another user or field")]
     Damaged,
 }
 
-/// The fleet key, wiped when dropped.
-pub struct FleetKey {
-    key: Zeroizing<[u8; KEY_LEN]>,
+/// One key and its id.
+struct Key {
+    bytes: Zeroizing<[u8; KEY_LEN]>,
     id: [u8; ID_LEN],
+}
+
+impl Key {
+    fn new(bytes: &[u8; KEY_LEN]) -> Self {
+        let digest = blake2::Blake2b::<blake2::digest::consts::U32>::digest(bytes);
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(&digest[..ID_LEN]);
+        Self {
+            bytes: Zeroizing::new(*bytes),
+            id,
+        }
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.bytes.as_ref().into())
+    }
+}
+
+/// The fleet key, wiped when dropped: the key that seals, then (during a
+/// rotation, `twofoldd --rotate-fleet-key`) older keys that only open.
+pub struct FleetKey {
+    keys: Vec<Key>,
 }
 
 impl std::fmt::Debug for FleetKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FleetKey({})", self.id())
+        write!(f, "FleetKey({})", self.ids())
     }
 }
 
 impl FleetKey {
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
-        let digest = blake2::Blake2b::<blake2::digest::consts::U32>::digest(bytes);
-        let mut id = [0u8; ID_LEN];
-        id.copy_from_slice(&digest[..ID_LEN]);
         Self {
-            key: Zeroizing::new(*bytes),
-            id,
+            keys: vec![Key::new(bytes)],
         }
     }
 
-    /// The key's public name (hex), safe to log and to compare across hosts.
+    /// The sealing key's public name (hex), safe to log and to compare across hosts.
     pub fn id(&self) -> String {
-        hex::encode(self.id)
+        hex::encode(self.keys[0].id)
+    }
+
+    /// Every key's id, the sealing one first.
+    pub fn ids(&self) -> String {
+        let ids: Vec<String> = self.keys.iter().map(|k| hex::encode(k.id)).collect();
+        ids.join(", ")
+    }
+
+    /// Whether `sealed` was sealed with the sealing key (not an older one).
+    pub fn is_current(&self, sealed: &[u8]) -> bool {
+        sealed.get(1..1 + ID_LEN) == Some(&self.keys[0].id[..])
     }
 
     /// Read the key file: root's own (the daemon's euid), 0600 or 0400.
@@ -130,15 +159,70 @@ impl FleetKey {
         if lines.next().map(str::trim) != Some(FILE_TAG) {
             return Err(format!("the first line is not {FILE_TAG}"));
         }
-        let hex_key = lines.next().map(str::trim).unwrap_or_default();
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        hex::decode_to_slice(hex_key, &mut key[..]).map_err(|_| {
-            format!(
-                "the second line must be {} hex digits (a {KEY_LEN}-byte key)",
-                KEY_LEN * 2
-            )
-        })?;
-        Ok(Self::from_bytes(&key))
+        let mut keys = Vec::new();
+        for line in lines.map(str::trim).filter(|l| !l.is_empty()) {
+            let mut key = Zeroizing::new([0u8; KEY_LEN]);
+            hex::decode_to_slice(line, &mut key[..]).map_err(|_| {
+                format!(
+                    "each key line must be {} hex digits (a {KEY_LEN}-byte key)",
+                    KEY_LEN * 2
+                )
+            })?;
+            keys.push(Key::new(&key));
+        }
+        if keys.is_empty() {
+            return Err("no key after the first line".into());
+        }
+        Ok(Self { keys })
+    }
+
+    fn text(&self) -> Zeroizing<String> {
+        let mut text = Zeroizing::new(format!("{FILE_TAG}\n"));
+        for key in &self.keys {
+            text.push_str(&hex::encode(&key.bytes[..]));
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Replace the key file at `path` with this key, atomically (a
+    /// temporary file, fsync, rename).
+    fn write_over(&self, path: &Path) -> Result<(), KeyError> {
+        let io = |source: std::io::Error| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = path.with_extension("new");
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(io)?;
+        file.write_all(self.text().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The first step of a rotation: a new random key in front of the
+    /// file's keys (it seals from now on; the older ones still open).
+    pub fn rotate(path: &Path) -> Result<Self, KeyError> {
+        let mut current = Self::load(path)?;
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        rand::fill(&mut bytes[..]);
+        current.keys.insert(0, Key::new(&bytes));
+        current.write_over(path)?;
+        Ok(current)
+    }
+
+    /// The last step: the file keeps the sealing key alone.
+    pub fn forget_older(mut self, path: &Path) -> Result<Self, KeyError> {
+        self.keys.truncate(1);
+        self.write_over(path)?;
+        Ok(self)
     }
 
     /// Make a new random key file (0600), refusing to replace one.
@@ -174,14 +258,15 @@ impl FleetKey {
         format!("twofold/v1/{field}/{user}").into_bytes()
     }
 
-    /// Seal `plain` as `user`'s `field`.
+    /// Seal `plain` as `user`'s `field`, with the sealing key.
     pub fn seal(&self, user: &str, field: &str, plain: &[u8]) -> Vec<u8> {
+        let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce[..]);
-        let cipher = XChaCha20Poly1305::new(self.key.as_ref().into());
         let aad = Self::aad(user, field);
         // Encryption of an in-memory buffer fails only past 256 GiB.
-        let sealed = cipher
+        let sealed = key
+            .cipher()
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -192,13 +277,14 @@ impl FleetKey {
             .unwrap_or_default();
         let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
         out.push(FORMAT);
-        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&key.id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         out
     }
 
-    /// Open what `seal` made for the same `user` and `field`.
+    /// Open what `seal` made for the same `user` and `field`, with whichever
+    /// of this host's keys it names.
     pub fn open(
         &self,
         user: &str,
@@ -209,16 +295,15 @@ impl FleetKey {
             return Err(OpenError::Damaged);
         }
         let id = &sealed[1..1 + ID_LEN];
-        if id != self.id {
+        let Some(key) = self.keys.iter().find(|k| k.id == id) else {
             return Err(OpenError::OtherKey {
                 sealed: hex::encode(id),
-                ours: self.id(),
+                ours: self.ids(),
             });
-        }
+        };
         let nonce = XNonce::from_slice(&sealed[1 + ID_LEN..HEADER_LEN]);
-        let cipher = XChaCha20Poly1305::new(self.key.as_ref().into());
         let aad = Self::aad(user, field);
-        cipher
+        key.cipher()
             .decrypt(
                 nonce,
                 Payload {
@@ -306,6 +391,46 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_seals_with_the_new_key_and_still_opens_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.key");
+        let old = FleetKey::create(&path).unwrap();
+        let sealed_old = old.seal("alice", "secret", b"old");
+        let both = FleetKey::rotate(&path).unwrap();
+        assert_ne!(both.id(), old.id());
+        assert_eq!(both.ids(), format!("{}, {}", both.id(), old.id()));
+        let read = FleetKey::load(&path).unwrap();
+        assert_eq!(read.ids(), both.ids());
+        assert_eq!(
+            read.open("alice", "secret", &sealed_old)
+                .unwrap()
+                .as_slice(),
+            b"old"
+        );
+        assert!(!read.is_current(&sealed_old));
+        let sealed_new = read.seal("alice", "secret", b"new");
+        assert!(read.is_current(&sealed_new));
+        // A host still on the old key names both ids.
+        match old.open("alice", "secret", &sealed_new) {
+            Err(OpenError::OtherKey { sealed, ours }) => {
+                assert_eq!((sealed, ours), (both.id(), old.id()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let new = read.forget_older(&path).unwrap();
+        let read = FleetKey::load(&path).unwrap();
+        assert_eq!(read.ids(), new.id());
+        assert_eq!(
+            read.open("alice", "secret", &sealed_new)
+                .unwrap()
+                .as_slice(),
+            b"new"
+        );
+        assert!(read.open("alice", "secret", &sealed_old).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
     fn bad_key_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.key");
@@ -322,9 +447,10 @@ mod tests {
         let e = FleetKey::load(&path).unwrap_err();
         assert!(matches!(e, KeyError::Exposed { .. }), "{e}");
         assert!(e.to_string().contains("0600"), "{e}");
-        // Short key, not hex, no tag, empty.
+        // Short key, not hex, no key, no tag, empty.
         for text in [
             format!("{FILE_TAG}\n{}\n", "ab".repeat(KEY_LEN - 1)),
+            format!("{FILE_TAG}\n\n"),
             format!("{FILE_TAG}\n{}\n", "zz".repeat(KEY_LEN)),
             "ab".repeat(KEY_LEN),
             String::new(),
