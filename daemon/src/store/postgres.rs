@@ -589,6 +589,13 @@ type Encoded = (Option<Vec<u8>>, Option<Vec<u8>>, String);
 /// the call's future with it), so a stuck connection is never handed out again.
 struct Conn(Option<Object>, bool);
 
+impl Conn {
+    /// Whether the connection goes back to the pool when dropped.
+    fn keep(&mut self, keep: bool) {
+        self.1 = keep;
+    }
+}
+
 impl std::ops::Deref for Conn {
     type Target = Object;
     fn deref(&self) -> &Object {
@@ -636,23 +643,26 @@ struct PgUserLock<'a> {
 impl super::UserLock for PgUserLock<'_> {}
 
 impl Drop for PgUserLock<'_> {
+    /// The unlock is sent, not waited for: the login's answer does not wait
+    /// for it. The connection goes back to the pool once unlocked; if the
+    /// unlock fails or takes past the deadline, it is closed instead, which
+    /// ends its session and the lock with it.
     fn drop(&mut self) {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        let key = self.key;
-        let unlocked = self.store.rt.block_on(async {
-            tokio::time::timeout(self.store.deadline, async {
+        let (key, deadline) = (self.key, self.store.deadline);
+        self.store.rt.spawn(async move {
+            let unlocked = tokio::time::timeout(deadline, async {
                 conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &key])
                     .await
                     .is_ok()
             })
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+            let open = !conn.is_closed();
+            conn.keep(unlocked && open);
         });
-        // Not unlocked: the connection is closed rather than pooled, which
-        // ends its session and with it the lock.
-        conn.1 = unlocked && !conn.is_closed();
     }
 }
 
