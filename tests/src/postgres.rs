@@ -53,6 +53,8 @@ pub struct Cluster {
     /// Root's: the daemon's copy of the password.
     secrets: tempfile::TempDir,
     bin: PathBuf,
+    /// Also listening on 127.0.0.1 at this port, with TLS only.
+    tcp_port: Option<u16>,
 }
 
 static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
@@ -72,6 +74,17 @@ impl Cluster {
 
     /// A server of the caller's own (to stop and start).
     pub fn start() -> Result<Cluster> {
+        Self::start_with(false)
+    }
+
+    /// A server of the caller's own that also listens on 127.0.0.1 (a free
+    /// port) with TLS, its certificate made for the run (`localhost`, in
+    /// `ca_file`); clients there must use TLS (`hostssl` only).
+    pub fn start_tls() -> Result<Cluster> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Cluster> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("twofold-pg-").tempdir()?;
         let (uid, gid) = uid_gid_of(SUPERUSER)?;
@@ -85,7 +98,12 @@ impl Cluster {
         let secrets = tempfile::Builder::new()
             .prefix("twofold-pg-secrets-")
             .tempdir()?;
-        let c = Cluster { dir, secrets, bin };
+        let mut c = Cluster {
+            dir,
+            secrets,
+            bin,
+            tcp_port: None,
+        };
         c.as_postgres("initdb")
             .arg("-D")
             .arg(c.data())
@@ -104,8 +122,60 @@ impl Cluster {
         // The daemon's copy of the password: root's, 0600.
         std::fs::write(c.password_file(), format!("{PASSWORD}\n"))?;
         std::fs::set_permissions(c.password_file(), std::fs::Permissions::from_mode(0o600))?;
+        if tls {
+            c.tls_setup(uid, gid)?;
+        }
         c.resume()?;
         Ok(c)
+    }
+
+    fn tls_setup(&mut self, uid: u32, gid: u32) -> Result<()> {
+        let (crt, key) = (self.ca_file(), self.dir.path().join("server.key"));
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt)
+            .output()?;
+        check("openssl req", &out)?;
+        std::os::unix::fs::chown(&key, Some(uid), Some(gid))?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644))?;
+        // Network clients over TLS only.
+        let hba = self.data().join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba)?;
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, text)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        self.tcp_port = Some(port);
+        Ok(())
+    }
+
+    /// The server's certificate (`start_tls`), which also serves as the CA.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
+    }
+
+    /// The server's port: its Unix socket's name, and its TCP port if any.
+    pub fn port(&self) -> u16 {
+        self.tcp_port.unwrap_or(5432)
     }
 
     fn as_postgres(&self, program: &str) -> Command {
@@ -131,10 +201,18 @@ impl Cluster {
 
     /// Start the server (again), waiting until it takes connections.
     pub fn resume(&self) -> Result<()> {
-        let options = format!(
-            "-k {} -c listen_addresses='' -p 5432",
-            self.socket_dir().display()
-        );
+        let options = match self.tcp_port {
+            None => format!(
+                "-k {} -c listen_addresses='' -p 5432",
+                self.socket_dir().display()
+            ),
+            Some(port) => format!(
+                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                self.socket_dir().display(),
+                self.ca_file().display(),
+                self.dir.path().join("server.key").display()
+            ),
+        };
         self.as_postgres("pg_ctl")
             .arg("-D")
             .arg(self.data())
@@ -201,7 +279,7 @@ impl Cluster {
         let mut cmd = Command::new(self.bin.join(program));
         cmd.arg("-h")
             .arg(self.socket_dir())
-            .args(["-p", "5432", "-U", SUPERUSER, "-d", db])
+            .args(["-p", &self.port().to_string(), "-U", SUPERUSER, "-d", db])
             .env("PGPASSWORD", PASSWORD)
             .env("PGCONNECT_TIMEOUT", "5");
         cmd
@@ -300,13 +378,34 @@ impl Fleet {
     pub fn config_with_key(&self, key_file: &Path) -> String {
         format!(
             "[store]\nbackend = \"postgresql\"\n\
-             connection = \"host={} port=5432 dbname={} user={SUPERUSER} target_session_attrs=read-write\"\n\
+             connection = \"host={} port={} dbname={} user={SUPERUSER} target_session_attrs=read-write\"\n\
              password_file = \"{}\"\nfleet_key_file = \"{}\"\nconnect_timeout_secs = 3\nstatement_timeout_secs = 3\n",
             self.cluster.socket_dir().display(),
+            self.cluster.port(),
             self.db,
             self.cluster.password_file().display(),
             key_file.display()
         )
+    }
+
+    /// The `[store]` of a host reaching a `start_tls` server over TCP at
+    /// `host`, with TLS, verifying with `ca_file` (empty: the system's).
+    pub fn tcp_store_config(
+        &self,
+        host: &str,
+        ca_file: &Path,
+    ) -> Result<twofoldd::config::StoreConfig> {
+        let text = format!(
+            "[store]\nbackend = \"postgresql\"\n\
+             connection = \"host={host} port={} dbname={} user={SUPERUSER} sslmode=require\"\n\
+             password_file = \"{}\"\nfleet_key_file = \"{}\"\nca_file = \"{}\"\n",
+            self.cluster.port(),
+            self.db,
+            self.cluster.password_file().display(),
+            self.key_file().display(),
+            ca_file.display()
+        );
+        Ok(twofoldd::config::parse(&text, Path::new("fleet.toml"))?.store)
     }
 
     /// The `[store]` section of a host of this fleet.

@@ -6,6 +6,7 @@
 //! accepted once in the whole fleet.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 use twofold_e2e::postgres::{Cluster, Fleet};
 use twofold_e2e::*;
@@ -578,6 +579,31 @@ fn a_host_with_the_wrong_key_or_settings_refuses_to_start_and_says_what_to_fix()
         .unwrap();
     let e = start(fleet.config());
     assert!(e.contains("version 99, newer"), "{e}");
+}
+
+#[test]
+fn the_database_is_reached_over_tls_with_its_certificate_and_name_verified() {
+    let cluster = std::sync::Arc::new(Cluster::start_tls().unwrap());
+    let fleet = Fleet::on(cluster.clone()).unwrap();
+    let ca = cluster.ca_file();
+    let store = PgStore::new(&fleet.tcp_store_config("localhost", &ca).unwrap()).unwrap();
+    assert_eq!(store.init().unwrap(), None);
+    store
+        .write_enrollment("alice", None, &enrollment(3))
+        .unwrap();
+    // Over the network the server sees TLS (pg_hba.conf has hostssl lines only).
+    let ssl = fleet
+        .psql("SELECT count(*) FROM pg_stat_ssl WHERE ssl")
+        .unwrap();
+    assert!(ssl.trim().parse::<u32>().unwrap() >= 1, "{ssl}");
+
+    // The certificate of an unknown CA, and a name the certificate does not carry.
+    for (host, ca_file) in [("localhost", Path::new("")), ("127.0.0.1", ca.as_path())] {
+        let s = PgStore::new(&fleet.tcp_store_config(host, ca_file).unwrap()).unwrap();
+        let e = s.check().unwrap_err().to_string();
+        eprintln!("{host}: {e}");
+        assert!(e.contains("certificate"), "{host}: {e}");
+    }
 }
 
 #[test]
