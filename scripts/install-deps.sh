@@ -5,7 +5,7 @@ set -euo pipefail
 
 build=(libpam0g-dev pkg-config libssl-dev)
 # systemd: systemd-socket-activate, for the test of socket activation.
-runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client openssl python3-aiosmtpd systemd)
+runtime=(dbus dbus-bin oathtool passwd util-linux mandoc openssh-server openssh-client openssl python3-aiosmtpd systemd postgresql)
 bench=(libpam-google-authenticator libpam-oath libnss-wrapper eatmydata)
 # dpkg-shlibdeps finds the libraries the binaries need (cargo-deb's $auto);
 # rpmbuild makes the RPM; python3 runs scripts/copyright.py.

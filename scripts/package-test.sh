@@ -99,6 +99,7 @@ if [ "${1:-}" = "--inside" ]; then
   check_mode 600 root /var/lib/twofold/users/.twofold-state
   check_mode 644 root /usr/share/doc/twofold/examples/sshd_config.d/twofold.conf
   check_mode 644 root /usr/share/doc/twofold/examples/twofoldd-email.conf
+  check_mode 644 root /usr/share/doc/twofold/examples/twofoldd-postgresql.conf
   check_mode 644 root /usr/share/doc/twofold/examples/pam.d/sshd
   check_mode 644 root /usr/share/bash-completion/completions/twofold
   check_mode 644 root /usr/share/zsh/vendor-completions/_twofold
@@ -276,6 +277,19 @@ awk -v e="$email_exposure" 'BEGIN { exit !(e <= 1.6) }' ||
 ok "with packaging/systemd/twofoldd-email.conf: overall exposure $email_exposure (documented 1.6)"
 rm -r "$(dirname "$email_unit")"
 
+# With the database drop-in (network for a PostgreSQL server elsewhere).
+pg_unit="$(mktemp -d)/twofoldd.service"
+{ sed '/^\[Install\]/,$d' packaging/systemd/twofoldd.service
+  sed -n '/^\[Service\]/,$p' packaging/systemd/twofoldd-postgresql.conf | tail -n +2
+  sed -n '/^\[Install\]/,$p' packaging/systemd/twofoldd.service; } >"$pg_unit"
+pg_exposure="$(systemd-analyze security --offline=true "$pg_unit" 2>&1 |
+  sed -n 's/.*Overall exposure level for twofoldd.service: \([0-9.]*\).*/\1/p')"
+[ -n "$pg_exposure" ] || fail "no exposure figure for the database drop-in"
+awk -v e="$pg_exposure" 'BEGIN { exit !(e <= 1.6) }' ||
+  fail "with the database drop-in the exposure is $pg_exposure, above the documented 1.6"
+ok "with packaging/systemd/twofoldd-postgresql.conf: overall exposure $pg_exposure (documented 1.6)"
+rm -r "$(dirname "$pg_unit")"
+
 # 2. The RPM.
 rpm_files="$(rpm -qp --queryformat '[%{FILEMODES:perms} %{FILEUSERNAME} %{FILENAMES}\n]' "$rpm" | LC_ALL=C sort -k3)"
 expected_rpm="$(LC_ALL=C sort -k3 <<'EOF'
@@ -303,6 +317,7 @@ drwxr-xr-x root /usr/share/doc/twofold/examples/pam.d
 drwxr-xr-x root /usr/share/doc/twofold/examples/sshd_config.d
 -rw-r--r-- root /usr/share/doc/twofold/examples/sshd_config.d/twofold.conf
 -rw-r--r-- root /usr/share/doc/twofold/examples/twofoldd-email.conf
+-rw-r--r-- root /usr/share/doc/twofold/examples/twofoldd-postgresql.conf
 -rw-r--r-- root /usr/share/licenses/twofold/copyright
 -rw-r--r-- root /usr/share/man/man1/twofold.1.gz
 -rw-r--r-- root /usr/share/man/man5/twofold-policy.5.gz

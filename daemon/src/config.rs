@@ -23,6 +23,7 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     pub enrollment: EnrollmentConfig,
     pub email: EmailConfig,
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -66,6 +67,89 @@ pub struct EnrollmentConfig {
     pub backup_codes: u32,
     /// Seconds a `twofold setup` offer stays valid before it must be started again.
     pub offer_timeout_secs: u64,
+}
+
+/// Where enrollments and login state are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `state_dir` on this host (one host).
+    File,
+    /// A PostgreSQL database shared by a fleet of hosts.
+    Postgresql,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    /// libpq-style key=value connection string (several hosts, `target_session_attrs`,
+    /// `sslmode`); never a password (`password_file`).
+    pub connection: String,
+    /// A root-only file whose first line is the database password. Empty: none.
+    pub password_file: PathBuf,
+    /// PEM certificate(s) to verify the server with. Empty: the system's.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and its PKCS#8 key, for certificate login. Empty: none.
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
+    /// The fleet key sealing TOTP keys and e-mail addresses (root, 0600).
+    pub fleet_key_file: PathBuf,
+    /// Longest wait for a connection to the database, per host tried.
+    pub connect_timeout_secs: u64,
+    /// Longest a statement may run on the server.
+    pub statement_timeout_secs: u64,
+    /// Connections kept open to the database.
+    pub pool_size: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::File,
+            connection: String::new(),
+            password_file: PathBuf::new(),
+            ca_file: PathBuf::new(),
+            client_cert_file: PathBuf::new(),
+            client_key_file: PathBuf::new(),
+            fleet_key_file: PathBuf::from("/etc/twofold/fleet.key"),
+            connect_timeout_secs: 3,
+            statement_timeout_secs: 3,
+            pool_size: 8,
+        }
+    }
+}
+
+/// What is wrong with `store.connection`, if anything: it must parse, name
+/// no password, and ask for TLS towards any host reached over the network
+/// (the TLS connector verifies the certificate and the host name).
+fn connection_problem(text: &str) -> Option<String> {
+    let cfg = match text.parse::<tokio_postgres::Config>() {
+        Ok(c) => c,
+        Err(e) => return Some(format!("store.connection does not parse: {e}")),
+    };
+    if cfg.get_password().is_some() {
+        return Some(
+            "store.connection must not hold the password: put it in store.password_file".into(),
+        );
+    }
+    if cfg.get_hosts().is_empty() {
+        return Some("store.connection must name a host (host=...)".into());
+    }
+    let tcp = cfg
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, tokio_postgres::config::Host::Tcp(_)));
+    if tcp && cfg.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return Some(
+            "store.connection must say sslmode=require for a host reached over the network (the server's certificate and name are then verified)".into(),
+        );
+    }
+    None
+}
+
+fn absolute_or_empty(p: &Path) -> bool {
+    p.as_os_str().is_empty() || p.is_absolute()
 }
 
 /// How e-mail codes leave the host.
@@ -154,6 +238,7 @@ impl Default for Config {
             throttle: ThrottleConfig::default(),
             enrollment: EnrollmentConfig::default(),
             email: EmailConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -263,7 +348,14 @@ impl Config {
         let th = &self.throttle;
         let e = &self.enrollment;
         let m = &self.email;
-        let rules: [(bool, &'static str, String); 22] = [
+        let st = &self.store;
+        let pg = st.backend == Backend::Postgresql;
+        let connection = if pg {
+            connection_problem(&st.connection)
+        } else {
+            None
+        };
+        let rules: [(bool, &'static str, String); 29] = [
             (self.state_dir.is_absolute(), "state_dir", "state_dir must be an absolute path".into()),
             (self.policy_file.is_absolute(), "policy_file", "policy_file must be an absolute path".into()),
             (self.login_socket.is_absolute(), "login_socket", "login_socket must be an absolute path".into()),
@@ -341,6 +433,40 @@ impl Config {
                 (1..=100).contains(&m.max_sends_per_hour),
                 "email.max_sends_per_hour",
                 "email.max_sends_per_hour must be 1 to 100".into(),
+            ),
+            (
+                !pg || !st.connection.is_empty(),
+                "store.connection",
+                "store.connection must be set for backend = \"postgresql\"".into(),
+            ),
+            (connection.is_none(), "store.connection", connection.unwrap_or_default()),
+            (
+                absolute_or_empty(&st.password_file)
+                    && absolute_or_empty(&st.ca_file)
+                    && absolute_or_empty(&st.client_cert_file)
+                    && absolute_or_empty(&st.client_key_file),
+                "store.password_file",
+                "store.password_file, ca_file, client_cert_file and client_key_file must be absolute paths (or empty)".into(),
+            ),
+            (
+                st.client_cert_file.as_os_str().is_empty() == st.client_key_file.as_os_str().is_empty(),
+                "store.client_key_file",
+                "store.client_cert_file and store.client_key_file go together".into(),
+            ),
+            (
+                st.fleet_key_file.is_absolute(),
+                "store.fleet_key_file",
+                "store.fleet_key_file must be an absolute path".into(),
+            ),
+            (
+                (1..=10).contains(&st.connect_timeout_secs) && (1..=10).contains(&st.statement_timeout_secs),
+                "store.connect_timeout_secs",
+                "store.connect_timeout_secs and store.statement_timeout_secs must be 1 to 10 (a login waits at most 20 s for the daemon)".into(),
+            ),
+            (
+                (1..=64).contains(&st.pool_size),
+                "store.pool_size",
+                format!("store.pool_size must be 1 to 64, not {}", st.pool_size),
             ),
         ];
         for (ok, key, message) in rules {
@@ -451,6 +577,57 @@ mod tests {
     }
 
     #[test]
+    fn store_section_is_checked() {
+        let c = parse_str(
+            "[store]\nbackend = \"postgresql\"\nconnection = \"host=/run/postgresql,/srv/pg dbname=twofold user=twofold target_session_attrs=read-write\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.backend, Backend::Postgresql);
+        parse_str(
+            "[store]\nbackend = \"postgresql\"\nconnection = \"host=db1.example,db2.example dbname=twofold user=twofold sslmode=require target_session_attrs=read-write\"\n",
+        )
+        .unwrap();
+        for (text, line, words) in [
+            ("[store]\nbackend = \"postgres\"\n", 2, "unknown variant"),
+            ("[store]\nbackend = \"postgresql\"\n", 1, "must be set"),
+            (
+                "[store]\nbackend = \"postgresql\"\nconnection = \"host=/x nosuch=1\"\n",
+                3,
+                "does not parse",
+            ),
+            (
+                "[store]\nbackend = \"postgresql\"\nconnection = \"host=/x password=hunter2\"\n",
+                3,
+                "password_file",
+            ),
+            (
+                "[store]\nbackend = \"postgresql\"\nconnection = \"host=db.example dbname=twofold\"\n",
+                3,
+                "sslmode=require",
+            ),
+            (
+                "[store]\nbackend = \"postgresql\"\nconnection = \"host=db.example sslmode=prefer\"\n",
+                3,
+                "sslmode=require",
+            ),
+            ("[store]\nfleet_key_file = \"fleet.key\"\n", 2, "absolute"),
+            ("[store]\nconnect_timeout_secs = 30\n", 2, "1 to 10"),
+            ("[store]\npool_size = 0\n", 2, "1 to 64"),
+            (
+                "[store]\nclient_cert_file = \"/etc/c.pem\"\n",
+                1,
+                "go together",
+            ),
+        ] {
+            let e = parse_str(text).unwrap_err();
+            assert!(
+                e.starts_with(&format!("/etc/twofold/twofold.toml:{line}:")) && e.contains(words),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn missing_default_file_means_defaults_but_missing_explicit_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.toml");
@@ -496,6 +673,16 @@ pub const KEYS: &[&str] = &[
     "email.timeout_secs",
     "email.resend_interval_secs",
     "email.max_sends_per_hour",
+    "store.backend",
+    "store.connection",
+    "store.password_file",
+    "store.ca_file",
+    "store.client_cert_file",
+    "store.client_key_file",
+    "store.fleet_key_file",
+    "store.connect_timeout_secs",
+    "store.statement_timeout_secs",
+    "store.pool_size",
 ];
 
 #[cfg(test)]

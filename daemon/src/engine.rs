@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::email_codes::EmailCodes;
 use crate::mail::{Mailer, Outbox};
 use crate::policy::Policy;
-use crate::store::{Enrollment, Event, Loaded, Store, StoreError};
+use crate::store::{Enrollment, Event, Loaded, Store, StoreError, UserLock};
 use crate::throttle::{self, Hold, Source, SourceTable};
 use crate::totp::TotpParams;
 use crate::users::{self, Account};
@@ -21,6 +21,9 @@ use zeroize::Zeroizing;
 const LOCK_STRIPES: usize = 64;
 /// Journal records after which the state is folded into a new enrollment file.
 pub(crate) const COMPACT_AFTER_RECORDS: u64 = 512;
+/// Lost races in a row before a write gives up (each one means another host
+/// wrote this user's state between our load and our write).
+const RECORD_ATTEMPTS: usize = 16;
 /// How long a code from an existing method allows adding another method.
 const PROOF_SECS: u64 = 120;
 
@@ -77,6 +80,16 @@ impl Engine {
         backup_params: HashParams,
         policy: Policy,
     ) -> Self {
+        Self::with_store(cfg, Box::new(store), backup_params, policy)
+    }
+
+    /// The same, with a store chosen at run time (`store::open`).
+    pub fn with_store(
+        cfg: Config,
+        store: Box<dyn Store>,
+        backup_params: HashParams,
+        policy: Policy,
+    ) -> Self {
         let hostname = crate::users::hostname();
         Self {
             policy: RwLock::new(Arc::new(policy)),
@@ -85,7 +98,7 @@ impl Engine {
             proofs: Mutex::default(),
             spent_backup: Mutex::default(),
             cfg,
-            store: Box::new(store),
+            store,
             backup_params,
             hostname,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -126,6 +139,17 @@ impl Engine {
         let stripe = &self.stripes[(hash % LOCK_STRIPES as u64) as usize];
         // A poisoned stripe only means another call panicked; the state on disk is the truth.
         stripe.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `lock` and, with a store shared by hosts, the user's lock in the
+    /// store too: for checking a code and recording what came of it.
+    pub(crate) fn lock_checks(
+        &self,
+        user: &str,
+    ) -> Result<(MutexGuard<'_, ()>, Box<dyn UserLock + '_>), TwofoldError> {
+        let local = self.lock(user);
+        let fleet = self.store.lock_user(user)?;
+        Ok((local, fleet))
     }
 
     pub(crate) fn params_of(&self, e: &Enrollment) -> TotpParams {
@@ -183,19 +207,27 @@ impl Engine {
     }
 
     /// Append `event` durably, fold it in, and compact a long journal.
+    /// `Ok(false)`: another host changed the user's state first (the step
+    /// accepted, the backup code used, the bucket moved, a new enrollment)
+    /// and nothing was written: the caller treats it as a lost race.
+    #[must_use = "a lost race must not be taken for a recorded event"]
     pub(crate) fn record(
         &self,
         user: &str,
         loaded: &mut Loaded,
         event: Event,
-    ) -> Result<(), TwofoldError> {
-        loaded.journal_len = self.store.append(user, loaded, event)?;
+    ) -> Result<bool, TwofoldError> {
+        match self.store.append(user, loaded, event) {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
         loaded.enrollment.apply(event).map_err(internal)?;
         if loaded.journal_records() >= COMPACT_AFTER_RECORDS {
             let mut folded = loaded.enrollment.clone();
             folded.generation = new_generation(folded.generation);
             // The event is already durable; a failed compaction only postpones it.
-            match self.store.write_enrollment(user, &folded) {
+            match self.store.write_enrollment(user, Some(loaded), &folded) {
                 Ok(()) => {
                     loaded.enrollment = folded;
                     loaded.journal_len = 0;
@@ -203,7 +235,31 @@ impl Engine {
                 Err(e) => audit::log(Level::Error, &format!("compaction postponed: {e}")),
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Record the event `event` makes of the latest state: after a lost
+    /// race, load again and ask anew (a wrong code already checked is
+    /// counted against the bucket as it now is). `Ok(false)`: the user is
+    /// no longer enrolled (reset meanwhile).
+    pub(crate) fn record_latest(
+        &self,
+        user: &str,
+        loaded: &mut Loaded,
+        mut event: impl FnMut(&Enrollment) -> Event,
+    ) -> Result<bool, TwofoldError> {
+        for _ in 0..RECORD_ATTEMPTS {
+            if self.record(user, loaded, event(&loaded.enrollment))? {
+                return Ok(true);
+            }
+            match self.store.load(user)? {
+                Some(fresh) => *loaded = fresh,
+                None => return Ok(false),
+            }
+        }
+        Err(internal(format!(
+            "the state of {user} kept changing under {RECORD_ATTEMPTS} attempts to record an event"
+        )))
     }
 
     pub(crate) fn pending_map(&self) -> MutexGuard<'_, HashMap<u32, Pending>> {
@@ -258,7 +314,7 @@ impl Engine {
     }
 }
 
-pub(crate) fn new_generation(old: u64) -> u64 {
+pub fn new_generation(old: u64) -> u64 {
     loop {
         let g: u64 = rand::random();
         if g != old && g != 0 {

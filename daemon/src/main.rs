@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use twofoldd::audit::{self, Level};
-use twofoldd::{backup, bus, config, engine::Engine, policy, store::FileStore};
+use twofoldd::config::Backend;
+use twofoldd::store::{self, FileStore, PgStore, seal::FleetKey};
+use twofoldd::{backup, bus, config, engine::Engine, policy};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +32,106 @@ struct Args {
     /// taking it to mean that nobody is enrolled.
     #[arg(long)]
     init: bool,
+    /// Write a new random fleet key to store.fleet_key_file (root, 0600;
+    /// never replacing one), and exit. Once per fleet: copy the file to
+    /// every other host.
+    #[arg(long)]
+    new_fleet_key: bool,
+    /// Rotating the fleet key, step 1: put a new random key in front of the
+    /// keys in store.fleet_key_file (it seals from now on; the older ones
+    /// still open), and exit. Copy the file to every host and restart them,
+    /// then run --reseal.
+    #[arg(long)]
+    rotate_fleet_key: bool,
+    /// Rotating the fleet key, step 2: seal every value in the database
+    /// again with the first key of store.fleet_key_file, leave that key
+    /// alone in the file, and exit. Copy the file to every host again.
+    #[arg(long)]
+    reseal: bool,
+    /// Copy every user from this host's state directory into the database
+    /// (`to-database`), or from the database into the state directory
+    /// (`to-files`), and exit. Safe to repeat; a newer enrollment at the
+    /// destination is never overwritten.
+    #[arg(long, value_name = "DIRECTION")]
+    copy_store: Option<CopyDirection>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CopyDirection {
+    ToDatabase,
+    ToFiles,
+}
+
+/// `--init`: the state directory, or the database's schema.
+fn init(cfg: &config::Config) -> ExitCode {
+    match cfg.store.backend {
+        Backend::File => match FileStore::init(&cfg.state_dir) {
+            Ok(_) => {
+                println!(
+                    "twofoldd: state directory {} is ready",
+                    cfg.state_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("twofoldd: cannot initialize the state directory: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Backend::Postgresql => {
+            match PgStore::new(&cfg.store).and_then(|s| s.init().map(|v| (s, v))) {
+                Ok((s, before)) => {
+                    match before {
+                        None => println!(
+                            "twofoldd: database schema version {} created; fleet key {}",
+                            store::postgres::SCHEMA_VERSION,
+                            s.key_id()
+                        ),
+                        Some(v) => println!(
+                            "twofoldd: database schema version {v} is ready; fleet key {} matches",
+                            s.key_id()
+                        ),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("twofoldd: cannot initialize the database: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// `--copy-store`: between this host's state directory and the database.
+fn copy_store(cfg: &config::Config, direction: CopyDirection) -> ExitCode {
+    let result = PgStore::new(&cfg.store).and_then(|db| {
+        db.check()?;
+        match direction {
+            CopyDirection::ToDatabase => {
+                let files = FileStore::open(&cfg.state_dir)?;
+                store::copy::copy(&files, &db)
+            }
+            CopyDirection::ToFiles => {
+                let files = FileStore::init(&cfg.state_dir)?;
+                store::copy::copy(&db, &files)
+            }
+        }
+    });
+    match result {
+        Ok(report) => {
+            println!("twofoldd: {report}");
+            if report.refused_newer.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(e) => {
+            eprintln!("twofoldd: cannot copy: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -74,29 +176,74 @@ fn main() -> ExitCode {
         |p| p.display().to_string(),
     );
     if args.init {
-        return match FileStore::init(&cfg.state_dir) {
-            Ok(_) => {
+        return init(&cfg);
+    }
+    if args.new_fleet_key {
+        return match FleetKey::create(&cfg.store.fleet_key_file) {
+            Ok(key) => {
                 println!(
-                    "twofoldd: state directory {} is ready",
-                    cfg.state_dir.display()
+                    "twofoldd: new fleet key {} in {}; copy this file (root, 0600) to every host of the fleet",
+                    key.id(),
+                    cfg.store.fleet_key_file.display()
                 );
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("twofoldd: cannot initialize the state directory: {e}");
+                eprintln!("twofoldd: {e}");
                 ExitCode::from(1)
             }
         };
     }
-    let store = match FileStore::open(&cfg.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            audit::log(Level::Error, &format!("cannot open state directory: {e}"));
-            eprintln!("twofoldd: cannot open state directory: {e}");
-            return ExitCode::from(1);
-        }
+    if args.rotate_fleet_key {
+        return match FleetKey::rotate(&cfg.store.fleet_key_file) {
+            Ok(key) => {
+                println!(
+                    "twofoldd: {} now holds the keys {} (the first seals); copy it to every host of the fleet, restart twofoldd there, then run `twofoldd --reseal` on one host",
+                    cfg.store.fleet_key_file.display(),
+                    key.ids()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("twofoldd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if args.reseal {
+        let result = PgStore::new(&cfg.store)
+            .and_then(|db| {
+                db.check()?;
+                db.reseal()
+            })
+            .and_then(|counts| {
+                FleetKey::load(&cfg.store.fleet_key_file)
+                    .and_then(|k| k.forget_older(&cfg.store.fleet_key_file))
+                    .map(|k| (counts, k))
+                    .map_err(Into::into)
+            });
+        return match result {
+            Ok(((resealed, current), key)) => {
+                println!(
+                    "twofoldd: {resealed} users sealed again, {current} already under the fleet key {}; {} now holds that key alone: copy it to every host of the fleet",
+                    key.id(),
+                    cfg.store.fleet_key_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("twofoldd: cannot seal again: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Some(direction) = args.copy_store {
+        return copy_store(&cfg, direction);
+    }
+    let state_dir = match cfg.store.backend {
+        Backend::File => cfg.state_dir.display().to_string(),
+        Backend::Postgresql => "the fleet's database".into(),
     };
-    let state_dir = cfg.state_dir.display().to_string();
     let policy = match policy::load(&cfg.policy_file, false) {
         Ok((policy, found)) => {
             let origin = if found {
@@ -140,7 +287,23 @@ fn main() -> ExitCode {
     // Before any other thread: systemd's variables are read and removed.
     let systemd_socket = bus::socket::from_systemd();
     let login_socket = cfg.login_socket.clone();
-    let engine = Arc::new(Engine::new(cfg, store, backup::DEFAULT_PARAMS, policy));
+    // After the capabilities are gone: the database client runs threads of
+    // its own, and capabilities can only be dropped while there is one.
+    // Root's own files (the state directory, the fleet key) need none.
+    let store = match store::open(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            audit::log(Level::Error, &format!("cannot open the store: {e}"));
+            eprintln!("twofoldd: cannot open the store: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let engine = Arc::new(Engine::with_store(
+        cfg,
+        store,
+        backup::DEFAULT_PARAMS,
+        policy,
+    ));
     if let Err(e) = reload_on_sighup(engine.clone()) {
         eprintln!("twofoldd: cannot watch SIGHUP: {e}");
         return ExitCode::from(1);

@@ -16,7 +16,11 @@ impl Engine {
                 "{user} is not enrolled."
             )));
         };
-        self.record(user, &mut loaded, Event::Unlock { at: now })?;
+        if !self.record_latest(user, &mut loaded, |_| Event::Unlock { at: now })? {
+            return Err(TwofoldError::NotEnrolled(format!(
+                "{user} is not enrolled."
+            )));
+        }
         self.source_table().forget_streaks(user);
         audit::log(
             Level::Info,

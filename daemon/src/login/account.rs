@@ -17,7 +17,7 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let user = account.name.as_str();
-        let _guard = self.lock(user);
+        let _guard = self.lock_checks(user)?;
         let (loaded, step) = self.prove_with_code(account, input, now, "backup-codes")?;
         let (codes, backup) =
             backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
@@ -27,7 +27,16 @@ impl Engine {
         next.last_step = Some(step);
         next.failures = 0;
         next.backup = backup;
-        self.store.write_enrollment(user, &next)?;
+        match self.store.write_enrollment(user, Some(&loaded), &next) {
+            Ok(()) => {}
+            // Another host accepted this step (or changed the state) first.
+            Err(crate::store::StoreError::Conflict { .. }) => {
+                return Err(TwofoldError::InvalidInput(
+                    "That code was already used. Wait for the next code from your app.".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.forget_spent_backup(user);
         audit::log(
             Level::Info,
@@ -51,7 +60,7 @@ Ask your administrator if you lost your phone."
                     .into(),
             ));
         }
-        let _guard = self.lock(user);
+        let _guard = self.lock_checks(user)?;
         let mut meta = self.store.load_meta(user)?;
         self.prove_with_code(account, input, now, "disable")?;
         self.store.remove_enrollment(user)?;

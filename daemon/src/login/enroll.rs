@@ -7,7 +7,7 @@ use crate::backup::{self};
 use crate::engine::{Engine, Pending, internal, new_generation};
 use crate::login::LoginContext;
 use crate::login::LoginOutcome;
-use crate::store::{ENROLLMENT_VERSION, Enrollment, SecretBytes};
+use crate::store::{ENROLLMENT_VERSION, Enrollment, SecretBytes, StoreError};
 use crate::totp::{self, TotpCheck, TotpParams};
 use crate::users::Account;
 use rand::Rng;
@@ -171,7 +171,15 @@ impl Engine {
                     return Err(already());
                 }
                 next.generation = new_generation(next.generation);
-                self.store.write_enrollment(user, &next)?;
+                match self.store.write_enrollment(user, Some(&loaded), &next) {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict { .. }) => {
+                        return Err(TwofoldError::Internal(
+                            "Your account changed on another host while this was being set up. Start again.".into(),
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 Vec::new()
             }
             None => {
@@ -194,7 +202,12 @@ impl Engine {
                     last_login: None,
                 };
                 set(&mut enrollment);
-                self.store.write_enrollment(user, &enrollment)?;
+                match self.store.write_enrollment(user, None, &enrollment) {
+                    Ok(()) => {}
+                    // Enrolled on another host meanwhile.
+                    Err(StoreError::Conflict { .. }) => return Err(already()),
+                    Err(e) => return Err(e.into()),
+                }
                 self.source_table().forget_user(user);
                 self.forget_spent_backup(user);
                 codes

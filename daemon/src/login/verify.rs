@@ -67,13 +67,18 @@ impl Engine {
         spends_token: bool,
     ) -> Result<(), TwofoldError> {
         let cfg = &self.cfg.throttle;
-        let before = loaded.enrollment.ceiling_tat;
-        let ceiling = if spends_token {
-            throttle::ceiling_after_failure(cfg, before, now)
-        } else {
-            before
-        };
-        self.record(user, loaded, Event::Failure { at: now, ceiling })?;
+        let (mut before, mut ceiling) = (0, 0);
+        // Another host may move the bucket between our load and our write:
+        // the token is then taken from the bucket as it is.
+        self.record_latest(user, loaded, |e| {
+            before = e.ceiling_tat;
+            ceiling = if spends_token {
+                throttle::ceiling_after_failure(cfg, before, now)
+            } else {
+                before
+            };
+            Event::Failure { at: now, ceiling }
+        })?;
         self.source_table().failed(cfg, user, source, now);
         if throttle::ceiling_wait(cfg, before, now) == 0 {
             let wait = throttle::ceiling_wait(cfg, ceiling, now);
@@ -109,7 +114,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         let source = ctx.source();
         // NSS (when needed) before the user's lock, as in `plan`.
         let (accepted, mode) = self.rule_today(user, ctx, now)?;
-        let _guard = self.lock(user);
+        let _guard = self.lock_checks(user)?;
         let Some(mut loaded) = self.store.load(user)? else {
             self.log_login(user, ctx, LoginOutcome::NotEnrolled);
             return Ok(VerifyReply {
@@ -146,7 +151,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         );
         let methods = factors.check;
         let email_ok = methods.email;
-        let (outcome, accepted) = match &code {
+        let (mut outcome, mut accepted) = match &code {
             Code::Totp(c)
                 if email_ok && self.check_login_email_code(user, c, now) == EmailCheck::Match =>
             {
@@ -171,7 +176,9 @@ backup codes still are (`twofold admin unlock` clears it)",
                 None => (VerifyOutcome::Wrong, None),
             },
             Code::Backup(c) => {
-                let spent = self.spent_backup().get(user).cloned().unwrap_or_default();
+                // Used here since start, or (a shared store) anywhere in the fleet.
+                let mut spent = self.spent_backup().get(user).cloned().unwrap_or_default();
+                spent.extend(loaded.used_backup.iter().cloned());
                 match e.backup.find_or_spent(c, &spent).map_err(internal)? {
                     Found::Unused(index) => (
                         VerifyOutcome::AcceptedBackupCode,
@@ -199,9 +206,14 @@ backup codes still are (`twofold admin unlock` clears it)",
                     }
                     list.push(hash.clone());
                 }
-                self.record(user, &mut loaded, event)?;
-                self.source_table()
-                    .succeeded(&self.cfg.throttle, user, &source, now);
+                if self.record(user, &mut loaded, event)? {
+                    self.source_table()
+                        .succeeded(&self.cfg.throttle, user, &source, now);
+                } else {
+                    // Another host recorded this step or this backup code
+                    // (or replaced the enrollment) first: the code was used.
+                    (outcome, accepted) = (VerifyOutcome::Replayed, None);
+                }
             }
             // A used code (a replayed step, a spent backup code, the losers
             // of a race) is no guess: only someone who had the code can type

@@ -228,6 +228,8 @@ pub fn decode_state(enrollment_json: &str, journal: &[u8]) -> Result<Loaded, Dec
     Ok(Loaded {
         enrollment,
         journal_len,
+        revision: 0,
+        used_backup: Vec::new(),
     })
 }
 
@@ -268,8 +270,8 @@ impl Store for FileStore {
         })
     }
 
-    /// Durably append `event`; returns the new journal length.
-    fn append(&self, user: &str, loaded: &Loaded, event: Event) -> Result<u64, StoreError> {
+    /// Durably append `event` and move `loaded.journal_len` past it.
+    fn append(&self, user: &str, loaded: &mut Loaded, event: Event) -> Result<(), StoreError> {
         let path = self.path(user, "journal")?;
         let mut f = open_options(true)
             .append(true)
@@ -283,12 +285,19 @@ impl Store for FileStore {
         f.write_all(&event.encode(loaded.enrollment.generation))
             .map_err(io_err(&path))?;
         f.sync_data().map_err(io_err(&path))?;
-        Ok(loaded.journal_len + RECORD_LEN as u64)
+        loaded.journal_len += RECORD_LEN as u64;
+        Ok(())
     }
 
     /// Atomically replace the user's enrollment (its generation must be new),
     /// then empty the journal, whose records the new generation retires.
-    fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError> {
+    /// `replaces` is not checked: this host's lock already orders the calls.
+    fn write_enrollment(
+        &self,
+        user: &str,
+        _replaces: Option<&Loaded>,
+        enrollment: &Enrollment,
+    ) -> Result<(), StoreError> {
         let path = self.path(user, "enrollment")?;
         let jpath = self.path(user, "journal")?;
         // The journal must exist before the enrollment does; the directory
@@ -438,7 +447,7 @@ mod tests {
     fn round_trip_and_journal_fold() {
         let (_d, s) = store();
         assert!(s.load("alice").unwrap().is_none());
-        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
         for e in [
             Event::Failure { at: 10, ceiling: 0 },
@@ -447,7 +456,7 @@ mod tests {
             Event::BackupUsed { index: 1, at: 13 },
             Event::Failure { at: 14, ceiling: 0 },
         ] {
-            l.journal_len = s.append("alice", &l, e).unwrap();
+            s.append("alice", &mut l, e).unwrap();
         }
         let l = s.load("alice").unwrap().unwrap();
         assert_eq!(l.enrollment.last_step, Some(9));
@@ -459,7 +468,7 @@ mod tests {
     #[test]
     fn files_are_private() {
         let (d, s) = store();
-        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
         assert_eq!(mode(&d.path().join("state")), 0o700);
         assert_eq!(mode(&d.path().join("state/users")), 0o700);
@@ -470,14 +479,14 @@ mod tests {
     #[test]
     fn new_generation_retires_old_records() {
         let (_d, s) = store();
-        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
         let event = Event::TotpAccepted { step: 50, at: 1 };
-        l.journal_len = s.append("alice", &l, event).unwrap();
+        s.append("alice", &mut l, event).unwrap();
         let mut folded = l.enrollment.clone();
         folded.apply(event).unwrap();
         folded.generation = 2;
-        s.write_enrollment("alice", &folded).unwrap();
+        s.write_enrollment("alice", None, &folded).unwrap();
         // The old record (generation 1) is still there if the truncation was lost; it must not count twice.
         let l = s.load("alice").unwrap().unwrap();
         assert_eq!(l.enrollment.generation, 2);
@@ -488,10 +497,9 @@ mod tests {
     #[test]
     fn torn_tail_is_ignored_and_cut_before_the_next_append() {
         let (d, s) = store();
-        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
-        l.journal_len = s
-            .append("alice", &l, Event::TotpAccepted { step: 6, at: 1 })
+        s.append("alice", &mut l, Event::TotpAccepted { step: 6, at: 1 })
             .unwrap();
         let jpath = d.path().join("state/users/alice.journal");
         // A half-written record, then a full-length one with a bad checksum.
@@ -510,10 +518,10 @@ mod tests {
         }
         let mut f = OpenOptions::new().append(true).open(&jpath).unwrap();
         f.write_all(&[1u8; 7]).unwrap();
-        let l = s.load("alice").unwrap().unwrap();
-        let len = s
-            .append("alice", &l, Event::TotpAccepted { step: 8, at: 2 })
+        let mut l = s.load("alice").unwrap().unwrap();
+        s.append("alice", &mut l, Event::TotpAccepted { step: 8, at: 2 })
             .unwrap();
+        let len = l.journal_len;
         assert_eq!(len, 2 * RECORD_LEN as u64);
         assert_eq!(std::fs::metadata(&jpath).unwrap().len(), len);
         assert_eq!(
@@ -525,11 +533,10 @@ mod tests {
     #[test]
     fn damage_is_an_error_never_not_enrolled() {
         let (d, s) = store();
-        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
         for step in 6..9 {
-            l.journal_len = s
-                .append("alice", &l, Event::TotpAccepted { step, at: 1 })
+            s.append("alice", &mut l, Event::TotpAccepted { step, at: 1 })
                 .unwrap();
         }
         let jpath = d.path().join("state/users/alice.journal");
@@ -544,7 +551,7 @@ mod tests {
         std::fs::write(&epath, b"").unwrap();
         assert!(matches!(s.load("alice"), Err(StoreError::Corrupt { .. })));
 
-        s.write_enrollment("bob", &enrollment(1)).unwrap();
+        s.write_enrollment("bob", None, &enrollment(1)).unwrap();
         std::fs::remove_file(d.path().join("state/users/bob.journal")).unwrap();
         assert!(matches!(s.load("bob"), Err(StoreError::Corrupt { .. })));
     }
@@ -559,7 +566,7 @@ mod tests {
         assert!(matches!(s.load("mallory"), Err(StoreError::Io { .. })));
         std::os::unix::fs::symlink(&target, d.path().join("state/users/.eve.enrollment.tmp"))
             .unwrap();
-        assert!(s.write_enrollment("eve", &enrollment(1)).is_err());
+        assert!(s.write_enrollment("eve", None, &enrollment(1)).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"{}");
 
         let link = d.path().join("linked-state");
@@ -608,10 +615,10 @@ mod tests {
         };
         s.write_meta("alice", &meta).unwrap();
         assert_eq!(s.load_meta("alice").unwrap(), meta);
-        s.write_enrollment("bob", &enrollment(1)).unwrap();
+        s.write_enrollment("bob", None, &enrollment(1)).unwrap();
         assert_eq!(s.users().unwrap(), ["alice", "bob"]);
         // Enrollment and metadata: still one name.
-        s.write_enrollment("alice", &enrollment(1)).unwrap();
+        s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         s.write_meta("bob", &meta).unwrap();
         assert_eq!(s.users().unwrap(), ["alice", "bob"]);
         s.remove_enrollment("alice").unwrap();

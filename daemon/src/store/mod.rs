@@ -1,10 +1,32 @@
 //! What the daemon keeps about each user, and the `Store` trait that every
-//! read and write of it goes through. `file.rs` is the one backend today (a
-//! root-only directory); a shared database for fleets of hosts implements the
-//! same trait, and nothing above this folder changes.
+//! read and write of it goes through. `file.rs` keeps it in a root-only
+//! directory (one host); a database shared by a fleet of hosts implements the
+//! same trait, and nothing above this folder knows which one it has.
+//!
+//! Across hosts the engine's per-user lock does not exist, so every write is
+//! conditional on the state the caller loaded: a lost race comes back as
+//! `StoreError::Conflict`, never as a success (see `Store::append`).
 
+pub mod copy;
 mod file;
+pub mod postgres;
+pub mod seal;
 pub use file::{DecodeError, FileStore, RECORD_LEN, decode_state};
+pub use postgres::PgStore;
+
+/// The store `cfg` names, ready for logins: the file store opened (never
+/// created: `twofoldd --init` does that), or the database's schema and the
+/// fleet key checked.
+pub fn open(cfg: &crate::config::Config) -> Result<Box<dyn Store>, StoreError> {
+    match cfg.store.backend {
+        crate::config::Backend::File => Ok(Box::new(FileStore::open(&cfg.state_dir)?)),
+        crate::config::Backend::Postgresql => {
+            let store = PgStore::new(&cfg.store)?;
+            store.check()?;
+            Ok(Box::new(store))
+        }
+    }
+}
 
 use crate::backup::BackupSet;
 use serde::{Deserialize, Serialize};
@@ -30,6 +52,31 @@ pub enum StoreError {
     NotInitialized { path: PathBuf },
     #[error("user name refused for storage: {0}")]
     BadName(#[from] twofold_protocol::user::UserNameError),
+    /// The state changed since it was loaded (another host was first): the
+    /// write did not happen. Only a shared store ever says this.
+    #[error("the state of {user} changed meanwhile (another host wrote it first)")]
+    Conflict { user: String },
+    /// The database did not answer, or answered with an error.
+    #[error("database: {0}")]
+    Database(String),
+    /// A sealed field does not open: never taken as "not enrolled".
+    #[error("the {field} of {user} cannot be unsealed: {reason}")]
+    Sealed {
+        user: String,
+        field: &'static str,
+        reason: String,
+    },
+    /// This host's fleet key is not the one the database was set up with.
+    #[error(
+        "this host's fleet key is not the fleet's ({0}): copy the key file from a host of the fleet (store.fleet_key_file)"
+    )]
+    WrongKey(String),
+    /// The fleet key file is missing or unusable.
+    #[error("fleet key: {0}")]
+    Key(String),
+    /// The database's schema is missing, older or newer than this daemon's.
+    #[error("database schema: {0}")]
+    Schema(String),
 }
 
 /// A TOTP secret at rest: hex in the file, `***` in any debug output.
@@ -167,12 +214,20 @@ impl Enrollment {
     }
 }
 
-/// A user's state as read from disk, with where the next record goes.
+/// A user's state as read from the store, with where the next record goes.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub enrollment: Enrollment,
-    /// Bytes of intact records; an append first cuts the file back to this.
+    /// File store: bytes of intact records; an append first cuts the file
+    /// back to this (0 in a database, which needs no compaction).
     pub journal_len: u64,
+    /// Database: the row's revision when loaded, which a replacing write is
+    /// conditional on (0 in the file store).
+    pub revision: u64,
+    /// The hashes of the backup codes already used, where the store keeps
+    /// them (a database: a code used on another host is told apart from a
+    /// wrong guess); empty in the file store, whose one daemon remembers them.
+    pub used_backup: Vec<crate::backup::HexHash>,
 }
 
 impl Loaded {
@@ -181,17 +236,36 @@ impl Loaded {
     }
 }
 
+/// Held while a user's code is checked and recorded (`Store::lock_user`);
+/// dropping it lets the next host in.
+pub trait UserLock {}
+impl UserLock for () {}
+
 /// What the login rules need from storage. Every call is for one user, made
-/// under that user's lock; `append` must be durable before it returns. The
-/// file backend (`file.rs`) is the only one today; a shared database for fleets of
-/// hosts would implement the same three calls.
+/// under that user's lock on this host; `append` must be durable before it
+/// returns. A store shared by several hosts (`postgres.rs`) sees calls from
+/// other daemons between a load and a write, so its writes are conditional
+/// and a lost race is `StoreError::Conflict`; the file store (`file.rs`) has
+/// one daemon, whose lock already orders the calls, and never conflicts.
 pub trait Store: Send + Sync {
     /// The user's state, `None` if not enrolled; unreadable state is an error.
     fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError>;
-    /// Durably record `event` after the state `loaded`; returns the new `journal_len`.
-    fn append(&self, user: &str, loaded: &Loaded, event: Event) -> Result<u64, StoreError>;
-    /// Atomically replace the enrollment (with a new generation).
-    fn write_enrollment(&self, user: &str, enrollment: &Enrollment) -> Result<(), StoreError>;
+    /// Durably record `event` after the state `loaded`, and move `loaded`'s
+    /// position on (`journal_len`, `revision`; the engine folds the event
+    /// into the enrollment). `Conflict`, with nothing written, when the event
+    /// no longer holds for the stored state: the step is not newer than the
+    /// stored last step, the backup code is already used, the enrollment was
+    /// replaced or removed, or (a failure) the account-wide bucket moved.
+    fn append(&self, user: &str, loaded: &mut Loaded, event: Event) -> Result<(), StoreError>;
+    /// Atomically replace the enrollment (with a new generation). With
+    /// `replaces`, only if the stored state is still that one; without, only
+    /// if the user is not enrolled; else `Conflict`.
+    fn write_enrollment(
+        &self,
+        user: &str,
+        replaces: Option<&Loaded>,
+        enrollment: &Enrollment,
+    ) -> Result<(), StoreError>;
     /// Remove the enrollment (the user enrolls again); not enrolled is fine.
     fn remove_enrollment(&self, user: &str) -> Result<(), StoreError>;
     /// The user's metadata (empty if none).
@@ -204,6 +278,16 @@ pub trait Store: Send + Sync {
     /// than once (once per file, and files may come and go during the walk);
     /// none that exists throughout is missed.
     fn for_each_user(&self, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError>;
+
+    /// Order the checks of `user`'s codes with those of every other daemon
+    /// sharing this store, until the guard is dropped: a code is checked and
+    /// its outcome recorded by one daemon at a time, so the account-wide
+    /// ceiling gives guesses spread over many hosts no more checks than one
+    /// host would (conditional writes alone keep single use, not that). The
+    /// file store has one daemon, whose own lock does it: nothing to hold.
+    fn lock_user(&self, _user: &str) -> Result<Box<dyn UserLock + '_>, StoreError> {
+        Ok(Box::new(()))
+    }
 
     /// Every user with an enrollment or metadata, sorted, each once.
     fn users(&self) -> Result<Vec<String>, StoreError> {

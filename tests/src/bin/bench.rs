@@ -12,11 +12,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, ExitCode};
+use twofold_e2e::postgres::Fleet;
 use twofold_e2e::{
     Bus, DEFAULT_RHOST, Daemon, PamService, artifacts, pam, unix_now, wait_for_step_margin,
 };
 use twofoldd::backup::{self, HashParams};
-use twofoldd::store::{ENROLLMENT_VERSION, Enrollment, FileStore, SecretBytes, Store};
+use twofoldd::store::{ENROLLMENT_VERSION, Enrollment, FileStore, PgStore, SecretBytes, Store};
 use twofoldd::totp::{self, TotpParams};
 
 const SIX: TotpParams = TotpParams {
@@ -62,6 +63,12 @@ fn main() -> ExitCode {
                 .unwrap_or(1000),
         ),
         Some("memory") => memory(),
+        Some("fleet") => fleet(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1000),
+        ),
         Some("enroll-as") => enroll_as(),
         Some("fill") => {
             let arg = |n: usize| std::env::args().nth(n).unwrap_or_default();
@@ -179,7 +186,7 @@ fn synthetic_accounts(dir: &std::path::Path, users: usize) -> Result<[(String, S
     ])
 }
 
-fn seed(store: &FileStore, user: &str, generation: u64) -> Result<Vec<u8>> {
+fn seed(store: &dyn Store, user: &str, generation: u64) -> Result<Vec<u8>> {
     Ok(seed_with_backup(store, user, generation, 1)?.0)
 }
 
@@ -187,7 +194,7 @@ fn seed(store: &FileStore, user: &str, generation: u64) -> Result<Vec<u8>> {
 /// backup codes hashed with cheap, benchmark-only parameters (seeding
 /// thousands of users with the real ones would take minutes).
 fn seed_with_backup(
-    store: &FileStore,
+    store: &dyn Store,
     user: &str,
     generation: u64,
     backup_codes: u32,
@@ -214,7 +221,7 @@ fn seed_with_backup(
         ceiling_tat: 0,
         last_login: None,
     };
-    store.write_enrollment(user, &enrollment)?;
+    store.write_enrollment(user, None, &enrollment)?;
     Ok((
         secret,
         plain.iter().map(|c| c.expose().to_string()).collect(),
@@ -494,7 +501,7 @@ struct Modules {
     env: Vec<(String, String)>,
     bus: Bus,
     daemon: Daemon,
-    store: FileStore,
+    store: Box<dyn Store>,
     /// Accounts seeded so far (tfb0 .. tfbN-1), and their secrets.
     secrets: Vec<Vec<u8>>,
     twofold: PamService,
@@ -513,6 +520,11 @@ impl Modules {
     /// `users` synthetic accounts in nss_wrapper, all enrolled in twofold;
     /// the anchors' files are written per phase, for the users it takes.
     fn start(users: usize) -> Result<Modules> {
+        Self::start_on(users, None)
+    }
+
+    /// The same, with the daemon on `fleet`'s database instead of its files.
+    fn start_on(users: usize, fleet: Option<&Fleet>) -> Result<Modules> {
         if !std::path::Path::new(NSS_WRAPPER).exists() {
             bail!("{NSS_WRAPPER} is missing (apt-get install libnss-wrapper)");
         }
@@ -521,8 +533,12 @@ impl Modules {
         let env_refs: Vec<(&str, &str)> =
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let bus = Bus::start()?;
-        let daemon = Daemon::start_with_env(&bus, "", &env_refs)?;
-        let store = FileStore::open(&daemon.state_dir())?;
+        let config = fleet.map(Fleet::config).unwrap_or_default();
+        let daemon = Daemon::start_with_env(&bus, &config, &env_refs)?;
+        let store: Box<dyn Store> = match fleet {
+            None => Box::new(FileStore::open(&daemon.state_dir())?),
+            Some(f) => Box::new(PgStore::new(&f.store_config())?),
+        };
         let google_dir = work.path().join("google");
         std::fs::create_dir(&google_dir)?;
         let oath_file = work.path().join("users.oath");
@@ -556,7 +572,7 @@ impl Modules {
         };
         let seeding = std::time::Instant::now();
         for i in 0..users {
-            let secret = seed(&modules.store, &format!("tfb{i}"), 1 + i as u64)?;
+            let secret = seed(modules.store.as_ref(), &format!("tfb{i}"), 1 + i as u64)?;
             modules.secrets.push(secret);
         }
         eprintln!(
@@ -980,8 +996,12 @@ fn race(m: &Modules, users: &[usize]) -> Result<()> {
     let wait = std::time::Instant::now();
     let mut backup = Vec::new();
     for &i in users {
-        let (secret, codes) =
-            seed_with_backup(&m.store, &format!("tfb{i}"), 9_000_000 + i as u64, 2)?;
+        let (secret, codes) = seed_with_backup(
+            m.store.as_ref(),
+            &format!("tfb{i}"),
+            9_000_000 + i as u64,
+            2,
+        )?;
         backup.push((secret, codes));
     }
     eprintln!(
@@ -1616,4 +1636,62 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
 
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
     twofold_e2e::proc_status_field(Some(pid), field)
+}
+
+/// `twofold-bench fleet N`: a login through PAM with the store in a
+/// PostgreSQL database (a server this run starts: `initdb` in a temporary
+/// directory, a Unix socket, default settings, so `fsync` and
+/// `synchronous_commit` on) beside the same with the file store, in the same
+/// run: N logins each, one at a time in 3 interleaved rounds, then N at 8 in
+/// flight.
+fn fleet(n: usize) -> Result<()> {
+    use_release_build();
+    let n = n.max(6) / 6 * 6;
+    let db = Fleet::new()?;
+    // Two logins per user (this step's code, then the next one's), for each
+    // of the two phases.
+    let users = n;
+    let stores = [
+        ("file store", Modules::start(users)?),
+        ("PostgreSQL store", Modules::start_on(users, Some(&db))?),
+    ];
+    print_machine();
+    let half: Vec<usize> = (0..users / 2).collect();
+    let mut seq: Vec<(Vec<Outcome>, f64)> = vec![(Vec::new(), 0.0), (Vec::new(), 0.0)];
+    let logins: Vec<Vec<Login>> = stores
+        .iter()
+        .map(|(_, m)| m.totp_logins(&half))
+        .collect::<Result<_>>()?;
+    for round in 0..3 {
+        for (k, (_, m)) in stores.iter().enumerate() {
+            let chunk = logins[k].len() / 3;
+            let part = &logins[k][round * chunk..(round + 1) * chunk];
+            let start = std::time::Instant::now();
+            seq[k].0.extend(m.run(TWOFOLD, part)?);
+            seq[k].1 += start.elapsed().as_secs_f64();
+        }
+    }
+    println!(
+        "\nFleet: one login through PAM at a time ({n} per store, 3 interleaved rounds), then {n} at 8 in flight\n"
+    );
+    println!(
+        "| store | median | 99th percentile | logins/s | refused | at 8 in flight: logins/s | refused |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let rest: Vec<usize> = (users / 2..users).collect();
+    for (k, (name, m)) in stores.iter().enumerate() {
+        let f = figures(&seq[k].0, seq[k].1, 0.0);
+        let (outcomes, wall) = concurrent(m, TWOFOLD, &m.totp_logins(&rest)?, 8)?;
+        let c = figures(&outcomes, wall, 0.0);
+        println!(
+            "| {name} | {:.3} ms | {:.3} ms | {:.0} | {} | {:.0} | {} |",
+            f.median_ms,
+            f.p99_ms,
+            f.per_second,
+            f.refused_text(),
+            c.per_second,
+            c.refused_text()
+        );
+    }
+    Ok(())
 }
