@@ -2,7 +2,7 @@
 //! Callers have already decided that the caller may act for `user`.
 
 use crate::audit::{self, Level, field};
-use crate::backup::{HashParams, HexHash};
+use crate::backup::HashParams;
 use crate::config::Config;
 use crate::email_codes::EmailCodes;
 use crate::mail::{Mailer, Outbox};
@@ -40,11 +40,6 @@ pub struct Engine {
     pub(crate) hostname: String,
     pub(crate) outbox: Box<dyn Outbox>,
     pub(crate) email_codes: Mutex<EmailCodes>,
-    /// The stored hashes of backup codes used since the daemon started, per
-    /// user (at most `MAX_SPENT_PER_USER`), so that a used code (a race's
-    /// loser, a code typed twice) is told apart from a wrong guess and not
-    /// counted as one. Each entry needed a right code, so the map stays small.
-    spent_backup: Mutex<HashMap<String, Vec<HexHash>>>,
     /// Users who proved themselves with their existing method moments ago,
     /// until when: adding a method to an enrollment needs one.
     proofs: Mutex<HashMap<String, u64>>,
@@ -83,7 +78,6 @@ impl Engine {
             outbox: Box::new(Mailer::new(&cfg.email, &hostname)),
             email_codes: Mutex::default(),
             proofs: Mutex::default(),
-            spent_backup: Mutex::default(),
             cfg,
             store: Box::new(store),
             backup_params,
@@ -164,15 +158,6 @@ impl Engine {
     /// Seconds the account-wide ceiling stays reached (0: not reached).
     pub(crate) fn ceiling_reached_for(&self, e: &Enrollment, now: u64) -> u64 {
         throttle::ceiling_wait(&self.cfg.throttle, e.ceiling_tat, now)
-    }
-
-    pub(crate) fn spent_backup(&self) -> MutexGuard<'_, HashMap<String, Vec<HexHash>>> {
-        self.spent_backup.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Forget `user`'s used backup codes (a new set, or a new enrollment).
-    pub(crate) fn forget_spent_backup(&self, user: &str) {
-        self.spent_backup().remove(user);
     }
 
     /// The longest wait anywhere for `user`, for status and reports.

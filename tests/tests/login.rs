@@ -178,6 +178,36 @@ fn backup_code_works_once() {
 }
 
 #[test]
+fn a_used_backup_code_says_so_also_after_a_restart() {
+    let mut w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let code = &e.backup_codes[0];
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(code)).unwrap().code,
+        pam::SUCCESS
+    );
+    let again = w.pam.login(&w.bus, ALICE, &line(code)).unwrap();
+    assert_eq!(again.code, pam::AUTH_ERR);
+    assert!(
+        again.stderr.contains("That backup code was already used"),
+        "{again:?}"
+    );
+    w.daemon.restart().unwrap();
+    let after = w.pam.login(&w.bus, ALICE, &line(code)).unwrap();
+    assert_eq!(after.code, pam::AUTH_ERR);
+    assert!(
+        after.stderr.contains("That backup code was already used"),
+        "{after:?}"
+    );
+    // A code that never existed gets the usual text, and counts as a guess.
+    let never = w.pam.login(&w.bus, ALICE, &line("00000-00000")).unwrap();
+    assert_eq!(never.code, pam::AUTH_ERR);
+    assert!(!never.stderr.contains("already used"), "{never:?}");
+    assert!(never.stderr.contains("Wrong code"), "{never:?}");
+    assert!(status_json(&w, ALICE).contains("\"consecutive_failures\":1"));
+}
+
+#[test]
 fn racing_logins_with_one_backup_code_let_exactly_one_in() {
     let w = world("", "");
     let e = enroll(&w.bus, ALICE).unwrap();

@@ -28,7 +28,6 @@ impl Engine {
         next.failures = 0;
         next.backup = backup;
         self.store.write_enrollment(user, &next)?;
-        self.forget_spent_backup(user);
         audit::log(
             Level::Info,
             &format!("backup-codes-replaced {}", field("user", user)),
@@ -56,7 +55,6 @@ Ask your administrator if you lost your phone."
         self.prove_with_code(account, input, now, "disable")?;
         self.store.remove_enrollment(user)?;
         self.source_table().forget_user(user);
-        self.forget_spent_backup(user);
         // Hosts remembered for the old key must not skip the next one.
         if !meta.remembered.is_empty() {
             meta.remembered.clear();

@@ -196,7 +196,6 @@ impl Engine {
                 set(&mut enrollment);
                 self.store.write_enrollment(user, &enrollment)?;
                 self.source_table().forget_user(user);
-                self.forget_spent_backup(user);
                 codes
             }
         };

@@ -59,6 +59,7 @@ fn enrollment(kind: Enrolled) -> Option<Enrollment> {
                 p_cost: 1,
             },
             hashes: Vec::new(),
+            spent: Vec::new(),
         },
         failures: 0,
         last_failure: 0,

@@ -396,12 +396,19 @@ fn state_survives_a_new_engine() {
         e.verify("alice", &code, &ctx(), T0 + 31).unwrap().outcome,
         VerifyOutcome::Replayed
     );
-    assert_eq!(
-        e.verify("alice", codes[0].expose(), &ctx(), T0 + 31)
-            .unwrap()
-            .outcome,
-        VerifyOutcome::Wrong
+    // The used backup code still reads as used (kept in the state, not in
+    // memory), and is not counted as a guess; one that never existed is wrong.
+    let again = e
+        .verify("alice", codes[0].expose(), &ctx(), T0 + 31)
+        .unwrap();
+    assert_eq!(again.outcome, VerifyOutcome::Replayed);
+    assert!(
+        again.message.contains("That backup code was already used"),
+        "{again:?}"
     );
+    let never = e.verify("alice", "0000000000", &ctx(), T0 + 31).unwrap();
+    assert_eq!(never.outcome, VerifyOutcome::Wrong);
+    assert!(!never.message.contains("already used"), "{never:?}");
 }
 
 #[test]

@@ -21,8 +21,6 @@ use twofold_protocol::{SELF_SERVICE, TwofoldError, VerifyOutcome, VerifyReply};
 /// A wrong code, with what to do about it.
 const WRONG_CODE: &str = "Wrong code. Try again with the code your app shows now.";
 const WRONG_EMAIL_CODE: &str = "Wrong code. Try again with the code from the latest e-mail.";
-/// Used backup codes remembered per user (the most a user can hold at once).
-const MAX_SPENT_PER_USER: usize = 20;
 
 impl Engine {
     /// The methods `user`'s rule accepts now, and its mode. Only asked of
@@ -171,8 +169,10 @@ backup codes still are (`twofold admin unlock` clears it)",
                 None => (VerifyOutcome::Wrong, None),
             },
             Code::Backup(c) => {
-                let spent = self.spent_backup().get(user).cloned().unwrap_or_default();
-                match e.backup.find_or_spent(c, &spent).map_err(internal)? {
+                // A used code (a race's loser, a code typed twice, also after
+                // a restart) is told apart from a wrong guess: the set keeps
+                // the hashes of its used codes.
+                match e.backup.find_or_spent(c).map_err(internal)? {
                     Found::Unused(index) => (
                         VerifyOutcome::AcceptedBackupCode,
                         Some(Event::BackupUsed {
@@ -187,18 +187,6 @@ backup codes still are (`twofold admin unlock` clears it)",
         };
         match accepted {
             Some(event) => {
-                if let Event::BackupUsed { index, .. } = event
-                    && let Some(Some(hash)) = usize::try_from(index)
-                        .ok()
-                        .and_then(|i| loaded.enrollment.backup.hashes.get(i))
-                {
-                    let mut spent = self.spent_backup();
-                    let list = spent.entry(user.to_string()).or_default();
-                    if list.len() >= MAX_SPENT_PER_USER {
-                        list.remove(0);
-                    }
-                    list.push(hash.clone());
-                }
                 self.record(user, &mut loaded, event)?;
                 self.source_table()
                     .succeeded(&self.cfg.throttle, user, &source, now);

@@ -671,4 +671,28 @@ mod tests {
         assert_eq!(loaded.enrollment.last_step, Some(59_833_333));
         assert_eq!(loaded.enrollment.backup.remaining(), 1);
     }
+
+    /// An enrollment file and journal exactly as twofoldd wrote them before
+    /// used backup codes were kept (and before several authenticators):
+    /// they load, and the used code reads as used.
+    pub(crate) const OLD_ENROLLMENT: &str = r#"{"version":1,"generation":77,"secret":"0707070707070707070707070707070707070707","digits":6,"period":30,"enrolled_at":1700000000,"email":null,"last_step":56666666,"backup":{"salt":"6b9a335da73d59635b198868a9e7f359","params":{"m_cost_kib":64,"t_cost":1,"p_cost":1},"hashes":["cd64cf5889d646966e892f75e6402abb8a215f231a5784e164dd912fdcab1c14","9cf3cc6318ec31a2716116371a62a305bd929e83ca5fb5ba52131a25b5c27272","59222605d8362060ce094f017e34952e0b905a3b9ba7bc3d89de5c62cff0f92b"]},"failures":0,"last_failure":0,"ceiling_tat":0,"last_login":1700000100}"#;
+    /// One record of that generation: backup code 1 used at 1_700_000_200.
+    pub(crate) const OLD_JOURNAL: &str =
+        "4d00000000000000020000000100000000000000c8f1536500000000bed9e633";
+
+    #[test]
+    fn state_written_before_this_version_loads() {
+        let journal = hex::decode(OLD_JOURNAL).unwrap();
+        let loaded = decode_state(OLD_ENROLLMENT, &journal).unwrap();
+        let e = &loaded.enrollment;
+        assert_eq!(loaded.journal_len, RECORD_LEN as u64);
+        assert_eq!(e.last_step, Some(56_666_666));
+        assert_eq!(e.backup.remaining(), 2);
+        assert_eq!(e.backup.spent.len(), 1, "the used code is kept aside");
+        assert_eq!(e.last_login, Some(1_700_000_200));
+        // Written again without change, it reads the same.
+        let again = serde_json::to_string(e).unwrap();
+        let reread = decode_state(&again, &[]).unwrap();
+        assert_eq!(&reread.enrollment, e);
+    }
 }

@@ -132,7 +132,10 @@ impl Enrollment {
                     .ok()
                     .and_then(|i| self.backup.hashes.get_mut(i))
                     .ok_or_else(|| format!("backup code index {index} out of range"))?;
-                *slot = None;
+                // Kept aside, so the code typed again reads as used, not wrong.
+                if let Some(hash) = slot.take() {
+                    self.backup.spent.push(hash);
+                }
                 self.last_login = Some(self.last_login.map_or(at, |l| l.max(at)));
                 self.failures = 0;
             }
