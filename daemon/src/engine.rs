@@ -33,6 +33,15 @@ pub(crate) struct Pending {
     pub adds: bool,
 }
 
+pub(crate) struct LoginOrigin {
+    pub service: String,
+    pub rhost: String,
+    pub until: u64,
+}
+
+/// Enrollments begun at login whose origin is kept at once (one per user).
+const MAX_LOGIN_ORIGINS: usize = 10_000;
+
 pub struct Engine {
     pub(crate) cfg: Config,
     pub(crate) store: Box<dyn Store>,
@@ -45,6 +54,11 @@ pub struct Engine {
     proofs: Mutex<HashMap<String, u64>>,
     stripes: Vec<Mutex<()>>,
     pending: Mutex<HashMap<u32, Pending>>,
+    /// The service and remote host of an enrollment begun inside a login,
+    /// per user, until the offer expires: the confirming call carries only
+    /// the user and the code (its wire form is fixed), and its log line
+    /// names the login it ends.
+    login_origins: Mutex<HashMap<String, LoginOrigin>>,
     /// Wrong codes in a row per account and source (the account-wide
     /// ceiling is in each enrollment, on disk).
     sources: Mutex<SourceTable>,
@@ -84,6 +98,7 @@ impl Engine {
             hostname,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             pending: Mutex::new(HashMap::new()),
+            login_origins: Mutex::default(),
             sources: Mutex::new(SourceTable::default()),
         }
     }
@@ -189,6 +204,39 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Keep where `user`'s enrollment at login comes from, until `until`.
+    pub(crate) fn keep_login_origin(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+        until: u64,
+        now: u64,
+    ) {
+        let mut origins = self.login_origins.lock().unwrap_or_else(|p| p.into_inner());
+        if origins.len() >= MAX_LOGIN_ORIGINS {
+            origins.retain(|_, o| o.until > now);
+            if origins.len() >= MAX_LOGIN_ORIGINS {
+                // Only the log line's service and host would be lost.
+                return;
+            }
+        }
+        origins.insert(
+            user.to_string(),
+            LoginOrigin {
+                service: service.to_string(),
+                rhost: rhost.to_string(),
+                until,
+            },
+        );
+    }
+
+    /// Where `user`'s enrollment at login came from, if it is still live.
+    pub(crate) fn take_login_origin(&self, user: &str, now: u64) -> Option<LoginOrigin> {
+        let mut origins = self.login_origins.lock().unwrap_or_else(|p| p.into_inner());
+        origins.remove(user).filter(|o| o.until > now)
     }
 
     pub(crate) fn pending_map(&self) -> MutexGuard<'_, HashMap<u32, Pending>> {

@@ -239,7 +239,15 @@ impl Engine {
             ));
         }
         self.log_login(&account.name, ctx, LoginOutcome::EnrollmentOfferedAtLogin);
-        self.begin_enrollment(account.uid, &account.name, now)
+        let offer = self.begin_enrollment(account.uid, &account.name, now)?;
+        self.keep_login_origin(
+            &account.name,
+            &ctx.service,
+            &ctx.rhost,
+            now.saturating_add(offer.expires_in_secs),
+            now,
+        );
+        Ok(offer)
     }
 
     /// Confirm an enrollment started at login.
@@ -251,7 +259,30 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let codes = self.confirm_enrollment(account.uid, &account.name, code, now)?;
-        self.log_login(&account.name, ctx, LoginOutcome::EnrolledAtLogin);
+        self.log_login(
+            &account.name,
+            &self.with_login_origin(&account.name, ctx, now),
+            LoginOutcome::EnrolledAtLogin,
+        );
         Ok(codes)
+    }
+
+    /// `ctx`, with the service and remote host of the login that began
+    /// `user`'s enrollment when the call itself names none.
+    pub(crate) fn with_login_origin(
+        &self,
+        user: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> LoginContext {
+        let origin = self.take_login_origin(user, now);
+        match origin {
+            Some(o) if ctx.service.is_empty() && ctx.rhost.is_empty() => LoginContext {
+                service: o.service,
+                rhost: o.rhost,
+                ..ctx.clone()
+            },
+            _ => ctx.clone(),
+        }
     }
 }
