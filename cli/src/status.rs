@@ -184,7 +184,8 @@ pub fn methods_text(s: &UserStatus) -> String {
 pub fn to_json(s: &UserStatus) -> String {
     format!(
         "{{\"user\":{},\"enrolled\":{},\"methods\":{},\"email\":{},\"backup_codes_left\":{},\"throttled_for_secs\":{},\"consecutive_failures\":{},\
-         \"ceiling_reached_for_secs\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{}}}",
+         \"ceiling_reached_for_secs\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{},\
+         \"setup_methods\":{}}}",
         json_string(&s.user),
         s.enrolled,
         json_string(&s.methods),
@@ -196,7 +197,8 @@ pub fn to_json(s: &UserStatus) -> String {
         json_string(&s.rule),
         json_string(&s.mode),
         json_string(&s.enforcement_date),
-        s.days_left
+        s.days_left,
+        json_string(&s.setup_methods.names())
     )
 }
 
@@ -243,6 +245,8 @@ mod tests {
             mode: "optional".into(),
             enforcement_date: String::new(),
             days_left: 0,
+            setup_methods: twofold_protocol::Methods::ANY,
+            host_methods: twofold_protocol::Methods::ANY,
         }
     }
 
@@ -389,11 +393,11 @@ mod tests {
     fn writes_json() {
         assert_eq!(
             to_json(&status(true, 8, 0)),
-            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"ceiling_reached_for_secs":0,"rule":"default","mode":"optional","enforcement_date":"","days_left":0}"#
+            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"ceiling_reached_for_secs":0,"rule":"default","mode":"optional","enforcement_date":"","days_left":0,"setup_methods":"totp,email"}"#
         );
         assert!(
             to_json(&rolling_out("recommend", "2026-09-01", 32))
-                .ends_with(r#""rule":"staff","mode":"recommend","enforcement_date":"2026-09-01","days_left":32}"#)
+                .ends_with(r#""rule":"staff","mode":"recommend","enforcement_date":"2026-09-01","days_left":32,"setup_methods":"totp,email"}"#)
         );
     }
 

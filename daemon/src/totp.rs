@@ -66,8 +66,10 @@ pub fn check(
     })
 }
 
-/// The Key URI apps import: `otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=...`
-/// with algorithm, digits and period written out.
+/// The Key URI apps import: `otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=...`.
+/// Algorithm, digits and period are written only where they differ from the
+/// Key URI format's defaults (SHA1, 6, 30), so the usual URI is short enough
+/// for a QR code that fits an 80x24 terminal.
 pub fn key_uri(
     secret: &[u8],
     params: TotpParams,
@@ -83,17 +85,30 @@ pub fn key_uri(
         .with_account_name(account)
         .build()
         .map_err(|e| TotpParamError(e.to_string()))?;
-    let mut uri = totp.to_url().map_err(|e| TotpParamError(e.to_string()))?;
-    for (key, value) in [
-        ("algorithm", "SHA1".to_string()),
-        ("digits", params.digits.to_string()),
-        ("period", params.period.to_string()),
-    ] {
-        if !uri.contains(&format!("&{key}=")) {
-            uri.push_str(&format!("&{key}={value}"));
+    let full = totp.to_url().map_err(|e| TotpParamError(e.to_string()))?;
+    // totp-rs writes some of them (which, depends on its version): keep
+    // only those that differ from the defaults, then add any missing.
+    let (base, query) = full.split_once('?').unwrap_or((full.as_str(), ""));
+    let wanted = [
+        ("algorithm", "SHA1".to_string(), "SHA1"),
+        ("digits", params.digits.to_string(), "6"),
+        ("period", params.period.to_string(), "30"),
+    ];
+    let mut parts: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter(|kv| {
+            let key = kv.split_once('=').map_or(*kv, |(k, _)| k);
+            !wanted.iter().any(|(k, _, _)| *k == key)
+        })
+        .map(String::from)
+        .collect();
+    for (key, value, default) in wanted {
+        if value != default {
+            parts.push(format!("{key}={value}"));
         }
     }
-    Ok(uri)
+    Ok(format!("{base}?{}", parts.join("&")))
 }
 
 #[cfg(test)]
@@ -212,7 +227,24 @@ mod tests {
         let uri = key_uri(RFC_SECRET, SIX, "twofold", "alice@host1").unwrap();
         assert_eq!(
             uri,
-            "otpauth://totp/twofold:alice%40host1?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=twofold&algorithm=SHA1&digits=6&period=30"
+            "otpauth://totp/twofold:alice%40host1?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=twofold"
         );
+        // Other than the defaults, they are written.
+        let eight = key_uri(
+            RFC_SECRET,
+            TotpParams {
+                digits: 8,
+                period: 60,
+                window: 1,
+            },
+            "twofold",
+            "a@h",
+        )
+        .unwrap();
+        assert!(
+            eight.ends_with("&issuer=twofold&digits=8&period=60"),
+            "{eight}"
+        );
+        assert!(!eight.contains("algorithm"), "{eight}");
     }
 }

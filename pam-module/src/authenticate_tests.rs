@@ -749,7 +749,8 @@ Scan this QR code with your authenticator app, then type the code it shows.\n\
 \n\
 Key URI: otpauth://totp/twofold:carol?secret=JBSWY3DPEHPK3PXP&issuer=twofold\n\
 Or enter this key by hand: JBSW Y3DP EHPK 3PXP\n\
-QR code garbled? Type A at the prompt for a plain-text one.";
+QR code garbled? Type A at the prompt for a plain-text one. \
+Light background? Type I for one drawn dark on light.";
 const NO_MATCH: &str =
     "That code does not match. Check the time on your phone and type the current code.";
 

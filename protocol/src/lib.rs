@@ -243,6 +243,11 @@ pub struct UserStatus {
     pub enforcement_date: String,
     /// Days until then (0 when empty or past).
     pub days_left: u32,
+    /// What `twofold setup` offers this user now: the methods the rule
+    /// accepts that this host provides (no `email` while e-mail is off).
+    pub setup_methods: Methods,
+    /// What this host provides at all (`totp`, and `email` unless e-mail is off).
+    pub host_methods: Methods,
 }
 
 /// One line of `twofold admin report`.

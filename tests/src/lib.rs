@@ -727,7 +727,7 @@ pub fn enroll(bus: &Bus, user: &str) -> Result<Enrolled> {
 pub fn enroll_confirming(bus: &Bus, user: &str, steps: i64) -> Result<Enrolled> {
     let mut child = bus
         .command_as(user, artifacts().twofold())
-        .arg("setup")
+        .args(["setup", "--method", "totp"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

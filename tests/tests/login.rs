@@ -208,6 +208,22 @@ fn a_used_backup_code_says_so_also_after_a_restart() {
 }
 
 #[test]
+fn setup_offers_no_email_where_email_is_off() {
+    let w = world("", "");
+    let status = status_json(&w, ALICE);
+    assert!(status.contains("\"setup_methods\":\"totp\""), "{status}");
+    let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+    c.args(["setup", "--method", "email"]);
+    let r = run_with_input(c, b"alice@example.com\n").unwrap();
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("not available"), "{r:?}");
+    assert!(r.stderr.contains("--method totp"), "{r:?}");
+    // Refused before the address was asked for.
+    assert!(!r.stderr.contains("E-mail address"), "{r:?}");
+    assert!(status_json(&w, ALICE).contains("\"enrolled\":false"));
+}
+
+#[test]
 fn racing_logins_with_one_backup_code_let_exactly_one_in() {
     let w = world("", "");
     let e = enroll(&w.bus, ALICE).unwrap();

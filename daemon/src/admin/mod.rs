@@ -13,11 +13,26 @@ use crate::users::{self, Account};
 use std::collections::{HashMap, HashSet};
 use twofold_protocol::{LoginAction, ReportRow, TwofoldError, UserStatus};
 
+/// What a status shows beyond its report line.
+struct Extra {
+    /// Seconds the user is throttled for, and their failures in a row.
+    throttle: (u64, u32),
+    /// The methods the user's rule accepts today.
+    methods: Methods,
+}
+
 impl Engine {
     /// The status of one account, with its effective rule (for logins in general).
     pub fn status(&self, account: &Account, now: u64) -> Result<UserStatus, TwofoldError> {
-        let (row, throttle) = self.report_row(account, &self.policy(), None, now)?;
-        let (throttled_for_secs, consecutive_failures) = throttle;
+        let (row, extra) = self.report_row(account, &self.policy(), None, now)?;
+        let Extra {
+            throttle: (throttled_for_secs, consecutive_failures),
+            methods,
+        } = extra;
+        let host = Methods {
+            totp: true,
+            email: self.email_enabled(),
+        };
         let email = self
             .store
             .load(&account.name)?
@@ -36,11 +51,12 @@ impl Engine {
             mode: row.mode,
             enforcement_date: row.enforcement_date,
             days_left: row.days_left,
+            setup_methods: methods.both(host),
+            host_methods: host,
         })
     }
 
-    /// One report line, with the seconds the user is throttled for and their
-    /// failures in a row. `groups`: memberships already resolved (the report
+    /// One report line, with what a status adds. `groups`: memberships already resolved (the report
     /// resolves all users at once), or `None` to ask NSS.
     fn report_row(
         &self,
@@ -48,7 +64,7 @@ impl Engine {
         policy: &Policy,
         groups: Option<HashSet<String>>,
         now: u64,
-    ) -> Result<(ReportRow, (u64, u32)), TwofoldError> {
+    ) -> Result<(ReportRow, Extra), TwofoldError> {
         let user = account.name.as_str();
         let (meta, loaded) = {
             let _guard = self.lock(user);
@@ -91,7 +107,13 @@ impl Engine {
             ceiling_reached_for_secs: e.map_or(0, |e| self.ceiling_reached_for(e, now)),
             alias_of: String::new(),
         };
-        Ok((row, throttle))
+        Ok((
+            row,
+            Extra {
+                throttle,
+                methods: decision.methods,
+            },
+        ))
     }
 
     /// Every local account (uid 1000 to 59999) and every user twofold knows.
