@@ -17,6 +17,11 @@ pub struct Config {
     pub admin_group: String,
     /// The enforcement policy; missing means everyone `recommend`.
     pub policy_file: PathBuf,
+    /// Where log lines also go while syslog (`/dev/log`) cannot be reached,
+    /// so an administrator finds them on a host without a syslog daemon
+    /// (stderr of a daemon started by D-Bus activation is kept nowhere).
+    /// Empty: stderr only.
+    pub log_file: PathBuf,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     pub enrollment: EnrollmentConfig,
@@ -64,6 +69,10 @@ pub struct EnrollmentConfig {
     pub backup_codes: u32,
     /// Seconds a `twofold setup` offer stays valid before it must be started again.
     pub offer_timeout_secs: u64,
+    /// With this many backup codes left or fewer, every login with a code
+    /// says how many are left and how to make new ones (0 to 20, below
+    /// `backup_codes`; 0: only when none is left).
+    pub low_backup_codes: u32,
 }
 
 /// How e-mail codes leave the host.
@@ -147,6 +156,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/twofold"),
             admin_group: "twofold-admin".into(),
             policy_file: PathBuf::from(DEFAULT_POLICY_PATH),
+            log_file: PathBuf::from("/var/log/twofoldd.log"),
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             enrollment: EnrollmentConfig::default(),
@@ -185,6 +195,7 @@ impl Default for EnrollmentConfig {
         Self {
             backup_codes: 10,
             offer_timeout_secs: 600,
+            low_backup_codes: 3,
         }
     }
 }
@@ -260,10 +271,15 @@ impl Config {
         let th = &self.throttle;
         let e = &self.enrollment;
         let m = &self.email;
-        let rules: [(bool, &'static str, String); 21] = [
+        let rules: [(bool, &'static str, String); 23] = [
             (self.state_dir.is_absolute(), "state_dir", "state_dir must be an absolute path".into()),
             (self.policy_file.is_absolute(), "policy_file", "policy_file must be an absolute path".into()),
             (!self.admin_group.is_empty(), "admin_group", "admin_group must not be empty".into()),
+            (
+                self.log_file.as_os_str().is_empty() || self.log_file.is_absolute(),
+                "log_file",
+                "log_file must be an absolute path (or empty: stderr only)".into(),
+            ),
             (
                 !t.issuer.is_empty() && !t.issuer.contains(':') && t.issuer.len() <= 64,
                 "totp.issuer",
@@ -302,6 +318,14 @@ impl Config {
                 (5..=20).contains(&e.backup_codes) && e.offer_timeout_secs >= 60,
                 "enrollment.backup_codes",
                 "enrollment.backup_codes must be 5 to 20 and enrollment.offer_timeout_secs at least 60".into(),
+            ),
+            (
+                e.low_backup_codes < e.backup_codes,
+                "enrollment.low_backup_codes",
+                format!(
+                    "enrollment.low_backup_codes must be below enrollment.backup_codes ({}), not {}",
+                    e.backup_codes, e.low_backup_codes
+                ),
             ),
             (
                 m.transport != Transport::Smtp || !m.smtp_host.is_empty(),
@@ -465,6 +489,7 @@ pub const KEYS: &[&str] = &[
     "state_dir",
     "admin_group",
     "policy_file",
+    "log_file",
     "totp.issuer",
     "totp.digits",
     "totp.period",
@@ -478,6 +503,7 @@ pub const KEYS: &[&str] = &[
     "throttle.account_interval_secs",
     "enrollment.backup_codes",
     "enrollment.offer_timeout_secs",
+    "enrollment.low_backup_codes",
     "email.transport",
     "email.smtp_host",
     "email.smtp_port",
