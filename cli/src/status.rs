@@ -8,9 +8,6 @@ use twofold_protocol::{Method, Mode, UserStatus};
 
 use crate::{bus, show};
 
-/// Few enough backup codes left to suggest a new set.
-const LOW_BACKUP_CODES: u32 = 2;
-
 pub fn run(json: bool) -> anyhow::Result<()> {
     let status = bus::with_daemon(async |proxy| proxy.status().await.map_err(bus::daemon_error))?;
     let text = if json {
@@ -51,8 +48,12 @@ pub fn describe_own(s: &UserStatus) -> String {
     if !s.enrolled {
         return text;
     }
-    if s.backup_codes_left <= LOW_BACKUP_CODES {
-        text.push_str("\nRun `twofold backup-codes` for a new set of backup codes.");
+    if s.low_backup_codes {
+        let _ = write!(
+            text,
+            "\nOnly {} left: run `twofold backup-codes` for a new set of backup codes.",
+            show::count(s.backup_codes_left, "backup code", "backup codes")
+        );
     }
     if s.ceiling_reached_for_secs > 0 {
         let _ = write!(
@@ -97,6 +98,13 @@ pub fn describe_for_admin(s: &UserStatus) -> String {
     }
     if !s.enrolled {
         return text;
+    }
+    if s.low_backup_codes {
+        let _ = write!(
+            text,
+            "\nFew backup codes left: {} should run `twofold backup-codes` for a new set.",
+            s.user
+        );
     }
     if s.ceiling_reached_for_secs > 0 {
         let _ = write!(
@@ -184,7 +192,7 @@ pub fn methods_text(s: &UserStatus) -> String {
 pub fn to_json(s: &UserStatus) -> String {
     format!(
         "{{\"user\":{},\"enrolled\":{},\"methods\":{},\"email\":{},\"backup_codes_left\":{},\"throttled_for_secs\":{},\"consecutive_failures\":{},\
-         \"ceiling_reached_for_secs\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{},\
+         \"low_backup_codes\":{},\"ceiling_reached_for_secs\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{},\
          \"setup_methods\":{}}}",
         json_string(&s.user),
         s.enrolled,
@@ -193,6 +201,7 @@ pub fn to_json(s: &UserStatus) -> String {
         s.backup_codes_left,
         s.throttled_for_secs,
         s.consecutive_failures,
+        s.low_backup_codes,
         s.ceiling_reached_for_secs,
         json_string(&s.rule),
         json_string(&s.mode),
@@ -240,6 +249,7 @@ mod tests {
             backup_codes_left: left,
             throttled_for_secs: throttled,
             consecutive_failures: 3,
+            low_backup_codes: left <= 3,
             ceiling_reached_for_secs: 0,
             rule: "default".into(),
             mode: "optional".into(),
@@ -393,7 +403,7 @@ mod tests {
     fn writes_json() {
         assert_eq!(
             to_json(&status(true, 8, 0)),
-            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"ceiling_reached_for_secs":0,"rule":"default","mode":"optional","enforcement_date":"","days_left":0,"setup_methods":"totp,email"}"#
+            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"low_backup_codes":false,"ceiling_reached_for_secs":0,"rule":"default","mode":"optional","enforcement_date":"","days_left":0,"setup_methods":"totp,email"}"#
         );
         assert!(
             to_json(&rolling_out("recommend", "2026-09-01", 32))

@@ -452,6 +452,19 @@ mod tests {
     }
 
     #[test]
+    fn low_backup_codes_and_log_file_are_checked() {
+        let e = parse_str("[enrollment]\nbackup_codes = 5\nlow_backup_codes = 5\n").unwrap_err();
+        assert!(
+            e.contains(":3:") && e.contains("below enrollment.backup_codes (5), not 5"),
+            "{e}"
+        );
+        assert!(parse_str("[enrollment]\nlow_backup_codes = 0\n").is_ok());
+        let e = parse_str("log_file = \"twofoldd.log\"\n").unwrap_err();
+        assert!(e.contains("log_file must be an absolute path"), "{e}");
+        assert!(parse_str("log_file = \"\"\n").is_ok());
+    }
+
+    #[test]
     fn out_of_range_value_names_its_line() {
         let e = parse_str("# c\n[totp]\nissuer = \"x\"\n  digits = 9\n").unwrap_err();
         assert_eq!(

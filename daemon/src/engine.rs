@@ -170,6 +170,11 @@ impl Engine {
         (own > 0 || ceiling > 0).then_some(Hold { own, ceiling })
     }
 
+    /// Whether `e` has few enough backup codes left to be told so.
+    pub(crate) fn low_backup_codes(&self, e: &Enrollment) -> bool {
+        e.backup.remaining() <= self.cfg.enrollment.low_backup_codes
+    }
+
     /// Seconds the account-wide ceiling stays reached (0: not reached).
     pub(crate) fn ceiling_reached_for(&self, e: &Enrollment, now: u64) -> u64 {
         throttle::ceiling_wait(&self.cfg.throttle, e.ceiling_tat, now)

@@ -231,6 +231,9 @@ pub struct UserStatus {
     pub throttled_for_secs: u64,
     /// Consecutive failed codes since the last success.
     pub consecutive_failures: u32,
+    /// Few backup codes are left (at most the configured
+    /// `enrollment.low_backup_codes`): time for a new set.
+    pub low_backup_codes: bool,
     /// Seconds until the account-wide ceiling (wrong codes from several
     /// places) checks app and e-mail codes from a new address again; until
     /// then only backup codes are checked there. 0: not reached.
@@ -259,6 +262,8 @@ pub struct ReportRow {
     /// `totp`, `email` or `totp,email`; empty when not enrolled.
     pub method: String,
     pub backup_codes_left: u32,
+    /// As `UserStatus::low_backup_codes`.
+    pub low_backup_codes: bool,
     /// Unix time of the last login with a code (0: never).
     pub last_login: u64,
     pub rule: String,

@@ -224,6 +224,67 @@ fn setup_offers_no_email_where_email_is_off() {
 }
 
 #[test]
+fn few_backup_codes_left_are_announced_at_every_login() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    // 10 codes; at 4 left nothing is said yet, at 3 (the default
+    // enrollment.low_backup_codes) every login says it.
+    for (i, code) in e.backup_codes[..6].iter().enumerate() {
+        let r = w.pam.login(&w.bus, ALICE, &line(code)).unwrap();
+        assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+        assert!(
+            r.stdout.contains(&format!("{} backup codes left.", 9 - i)),
+            "{r:?}"
+        );
+        assert!(!r.stdout.contains("twofold backup-codes"), "{r:?}");
+    }
+    let r = w
+        .pam
+        .login(&w.bus, ALICE, &line(&e.backup_codes[6]))
+        .unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("3 backup codes left. Run `twofold backup-codes` to get new ones."),
+        "{r:?}"
+    );
+    // A login with the app says it too.
+    let code = oathtool(&e.secret, 0).unwrap();
+    let r = w.pam.login(&w.bus, ALICE, &line(&code)).unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("You have 3 backup codes left. Run `twofold backup-codes`"),
+        "{r:?}"
+    );
+    let status = output({
+        let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+        c.arg("status");
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("Only 3 backup codes left: run `twofold backup-codes`"),
+        "{text}"
+    );
+    assert!(status_json(&w, ALICE).contains("\"low_backup_codes\":true"));
+    let report = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "report"]);
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(ALICE))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(" 3 low "), "{text}");
+    assert!(text.contains("low: few backup codes left"), "{text}");
+}
+
+#[test]
 fn racing_logins_with_one_backup_code_let_exactly_one_in() {
     let w = world("", "");
     let e = enroll(&w.bus, ALICE).unwrap();

@@ -46,6 +46,7 @@ impl Engine {
             backup_codes_left: row.backup_codes_left,
             throttled_for_secs,
             consecutive_failures,
+            low_backup_codes: row.low_backup_codes,
             ceiling_reached_for_secs: row.ceiling_reached_for_secs,
             rule: row.rule,
             mode: row.mode,
@@ -92,6 +93,7 @@ impl Engine {
                 .names()
             }),
             backup_codes_left: e.map_or(0, |e| e.backup.remaining()),
+            low_backup_codes: e.is_some_and(|e| self.low_backup_codes(e)),
             last_login: e.and_then(|e| e.last_login).unwrap_or(0),
             rule: decision.rule.clone(),
             mode: decision.mode.as_str().into(),

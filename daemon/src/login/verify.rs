@@ -20,6 +20,8 @@ use twofold_protocol::{SELF_SERVICE, TwofoldError, VerifyOutcome, VerifyReply};
 
 /// A wrong code, with what to do about it.
 const WRONG_CODE: &str = "Wrong code. Try again with the code your app shows now.";
+/// Said while few backup codes are left (`enrollment.low_backup_codes`).
+const NEW_BACKUP_CODES: &str = " Run `twofold backup-codes` to get new ones.";
 const WRONG_EMAIL_CODE: &str = "Wrong code. Try again with the code from the latest e-mail.";
 
 impl Engine {
@@ -208,10 +210,23 @@ backup codes still are (`twofold admin unlock` clears it)",
                     "Backup code accepted. {left} backup code{} left.",
                     if left == 1 { "" } else { "s" }
                 );
-                if left <= 3 {
-                    m.push_str(" Run `twofold backup-codes` to get new ones.");
+                if self.low_backup_codes(e) {
+                    m.push_str(NEW_BACKUP_CODES);
                 }
                 m
+            }
+            // Any other login while few are left says so too.
+            VerifyOutcome::Accepted if self.low_backup_codes(e) => {
+                let left = e.backup.remaining();
+                format!(
+                    "You have {} backup code{} left.{NEW_BACKUP_CODES}",
+                    if left == 0 {
+                        "no".to_string()
+                    } else {
+                        left.to_string()
+                    },
+                    if left == 1 { "" } else { "s" }
+                )
             }
             VerifyOutcome::Replayed if matches!(code, Code::Backup(_)) => {
                 self.refusal("That backup code was already used. Type another one.")
