@@ -137,14 +137,6 @@ impl Engine {
         stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn params_of(&self, e: &Enrollment) -> TotpParams {
-        TotpParams {
-            digits: e.digits,
-            period: e.period,
-            window: self.cfg.totp.window,
-        }
-    }
-
     pub(crate) fn source_table(&self) -> MutexGuard<'_, SourceTable> {
         self.sources.lock().unwrap_or_else(|p| p.into_inner())
     }

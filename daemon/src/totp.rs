@@ -66,6 +66,40 @@ pub fn check(
     })
 }
 
+/// For a code that is wrong within the window: the offset in steps (beyond
+/// the window, within `span` steps either way) of a step whose code it is,
+/// the nearest one if several. Only to tell a user that their device's clock
+/// looks wrong: a code found here is never accepted. Every step of the span is
+/// computed and compared in constant time, whatever the answer.
+pub fn diagnose(
+    secret: &[u8],
+    params: TotpParams,
+    code: &str,
+    now: u64,
+    span: u64,
+) -> Result<Option<i64>, TotpParamError> {
+    let totp = build(secret, params)?;
+    let here = i64::try_from(now / params.period).unwrap_or(i64::MAX);
+    let window = i64::try_from(params.window).unwrap_or(0);
+    let span = i64::try_from(span).unwrap_or(0);
+    let mut found: Option<i64> = None;
+    for k in -span..=span {
+        let Some(step) = here.checked_add(k).and_then(|s| u64::try_from(s).ok()) else {
+            continue;
+        };
+        let time = step.saturating_mul(params.period);
+        let same = constant_time_eq(totp.generate(time).to_string().as_bytes(), code.as_bytes());
+        if same && k.abs() > window && found.is_none_or(|f| k.abs() < f.abs()) {
+            found = Some(k);
+        }
+    }
+    Ok(found)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The Key URI apps import: `otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=...`.
 /// Algorithm, digits and period are written only where they differ from the
 /// Key URI format's defaults (SHA1, 6, 30), so the usual URI is short enough
@@ -197,6 +231,29 @@ mod tests {
             .unwrap(),
             TotpCheck::Wrong
         );
+    }
+
+    #[test]
+    fn a_code_off_by_minutes_is_found_but_never_within_the_window() {
+        let now = 1_700_000_015;
+        for k in [-20i64, -6, -2, 2, 6, 20] {
+            let t = (now as i64 + k * 30) as u64;
+            let code = code_at(RFC_SECRET, SIX, t).unwrap();
+            assert_eq!(
+                check(RFC_SECRET, SIX, &code, now, None).unwrap(),
+                TotpCheck::Wrong
+            );
+            assert_eq!(
+                diagnose(RFC_SECRET, SIX, &code, now, 20).unwrap(),
+                Some(k),
+                "{k}"
+            );
+        }
+        // Inside the window is not a diagnosis (it is accepted); beyond the span nothing.
+        let near = code_at(RFC_SECRET, SIX, now + 30).unwrap();
+        assert_eq!(diagnose(RFC_SECRET, SIX, &near, now, 20).unwrap(), None);
+        let far = code_at(RFC_SECRET, SIX, now + 21 * 30).unwrap();
+        assert_eq!(diagnose(RFC_SECRET, SIX, &far, now, 20).unwrap(), None);
     }
 
     #[test]

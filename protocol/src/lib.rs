@@ -251,6 +251,25 @@ pub struct UserStatus {
     pub setup_methods: Methods,
     /// What this host provides at all (`totp`, and `email` unless e-mail is off).
     pub host_methods: Methods,
+    /// The user's authenticator apps, the first one first.
+    pub authenticators: Vec<Authenticator>,
+}
+
+/// One authenticator app of a user (each has its own key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Authenticator {
+    /// `app` for the first one unless it was named.
+    pub name: String,
+    /// `totp`.
+    pub method: String,
+    /// Unix time it was added.
+    pub added: u64,
+    /// Unix time of its last accepted code (0: never).
+    pub last_used: u64,
+    /// Its clock's offset from the host's at its last accepted code, in
+    /// seconds (positive: ahead); meaningful only with `drift_known`.
+    pub drift_secs: i64,
+    pub drift_known: bool,
 }
 
 /// One line of `twofold admin report`.

@@ -10,6 +10,20 @@ pub fn human_duration(secs: u64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// A device clock's offset in words: "on time", "about 30 seconds ahead",
+/// "about 1 minute behind"; `None`: not known yet.
+pub fn clock_words(drift_secs: Option<i64>) -> String {
+    match drift_secs {
+        None => "clock not checked yet (no code accepted since it was recorded)".into(),
+        Some(0) => "clock on time".into(),
+        Some(s) => format!(
+            "clock about {} {} (at its last code)",
+            human_duration(s.unsigned_abs()),
+            if s > 0 { "ahead" } else { "behind" }
+        ),
+    }
+}
+
 /// The daemon's QR drawing (light modules drawn, dark ones left blank) in
 /// explicit colours, for a terminal that shows them (`twofold setup`): white
 /// drawn on black, line by line, so it scans the same on light and dark

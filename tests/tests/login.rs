@@ -285,6 +285,50 @@ fn few_backup_codes_left_are_announced_at_every_login() {
 }
 
 #[test]
+fn clock_drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    wait_for_step_margin(8);
+    // The device's clock one step (30 s) ahead: accepted, and recorded.
+    let ahead = oathtool(&e.secret, 1).unwrap();
+    let r = w.pam.login(&w.bus, ALICE, &line(&ahead)).unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    let status = output({
+        let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+        c.arg("status");
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("app (totp, added "), "{text}");
+    assert!(text.contains("clock about 30 seconds ahead"), "{text}");
+    let explain = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "explain", ALICE]);
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        text.contains("authenticator app: clock about 30 seconds ahead"),
+        "{text}"
+    );
+    // Three minutes behind: refused with the diagnosis, counted, and the
+    // same code is never accepted.
+    let behind = oathtool(&e.secret, -6).unwrap();
+    for _ in 0..2 {
+        let r = w.pam.login(&w.bus, ALICE, &line(&behind)).unwrap();
+        assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+        assert!(
+            r.stderr.contains("3 minutes ago") && r.stderr.contains("about 3 minutes behind"),
+            "{r:?}"
+        );
+    }
+    assert!(status_json(&w, ALICE).contains("\"consecutive_failures\":2"));
+    assert!(w.daemon.log().contains("outcome=refused-wrong-code"));
+}
+
+#[test]
 fn racing_logins_with_one_backup_code_let_exactly_one_in() {
     let w = world("", "");
     let e = enroll(&w.bus, ALICE).unwrap();

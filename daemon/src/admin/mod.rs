@@ -33,10 +33,14 @@ impl Engine {
             totp: true,
             email: self.email_enabled(),
         };
-        let email = self
-            .store
-            .load(&account.name)?
+        let loaded = self.store.load(&account.name)?;
+        let email = loaded
+            .as_ref()
             .and_then(|l| l.enrollment.email.as_deref().map(crate::mail::mask))
+            .unwrap_or_default();
+        let authenticators = loaded
+            .as_ref()
+            .map(|l| authenticators(&l.enrollment))
             .unwrap_or_default();
         Ok(UserStatus {
             user: row.user,
@@ -54,6 +58,7 @@ impl Engine {
             days_left: row.days_left,
             setup_methods: methods.both(host),
             host_methods: host,
+            authenticators,
         })
     }
 
@@ -197,6 +202,15 @@ impl Engine {
         )];
         let planned = self.plan(account, ctx, now, false)?;
         lines.extend(planned.reasons);
+        if let Some(loaded) = self.store.load(&account.name)? {
+            for a in authenticators(&loaded.enrollment) {
+                lines.push(format!(
+                    "authenticator {}: {}",
+                    a.name,
+                    twofold_protocol::text::clock_words(a.drift_known.then_some(a.drift_secs))
+                ));
+            }
+        }
         lines.push(format!(
             "outcome: {}",
             match planned.plan.action {
@@ -209,6 +223,23 @@ impl Engine {
         ));
         Ok(lines)
     }
+}
+
+/// `e`'s authenticator apps as status shows them.
+pub(crate) fn authenticators(e: &crate::store::Enrollment) -> Vec<twofold_protocol::Authenticator> {
+    e.app_list()
+        .iter()
+        .map(|a| twofold_protocol::Authenticator {
+            name: a.name.to_string(),
+            method: twofold_protocol::Method::Totp.as_str().into(),
+            added: a.added,
+            last_used: a.used.last_used.unwrap_or(0),
+            drift_secs: a.used.drift.map_or(0, |d| {
+                d.saturating_mul(i64::try_from(a.period).unwrap_or(30))
+            }),
+            drift_known: a.used.drift.is_some(),
+        })
+        .collect()
 }
 
 /// The canonical name (the one NSS gives for the uid, as `authz` resolves

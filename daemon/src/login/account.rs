@@ -18,13 +18,16 @@ impl Engine {
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let user = account.name.as_str();
         let _guard = self.lock(user);
-        let (loaded, step) = self.prove_with_code(account, input, now, "backup-codes")?;
+        let (loaded, spent) = self.prove_with_code(account, input, now, "backup-codes")?;
         let (codes, backup) =
             backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
                 .map_err(internal)?;
         let mut next = loaded.enrollment.clone();
         next.generation = new_generation(next.generation);
-        next.last_step = Some(step);
+        // The proving code is spent in the state written below.
+        if let Some(event) = spent {
+            next.apply(event).map_err(internal)?;
+        }
         next.failures = 0;
         next.backup = backup;
         self.store.write_enrollment(user, &next)?;

@@ -192,6 +192,7 @@ impl Engine {
                     last_failure: 0,
                     ceiling_tat: 0,
                     last_login: None,
+                    apps: Default::default(),
                 };
                 set(&mut enrollment);
                 self.store.write_enrollment(user, &enrollment)?;

@@ -65,6 +65,7 @@ fn enrollment(kind: Enrolled) -> Option<Enrollment> {
         last_failure: 0,
         ceiling_tat: 0,
         last_login: None,
+        apps: Default::default(),
     })
 }
 

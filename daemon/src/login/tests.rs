@@ -989,3 +989,44 @@ fn used_codes_and_lost_races_are_not_counted_as_guesses() {
         1
     );
 }
+
+/// Each accepted app code records its offset from this host's clock; a code
+/// for minutes away is refused with the diagnosis, counted as a failure, and
+/// never accepted, not even when its time comes.
+#[test]
+fn drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
+    let (_d, e) = engine();
+    let (secret, _) = enroll(&e);
+    let now = T0 + 60;
+    // A device one step ahead: accepted, drift +1 step.
+    let ahead = totp::code_at(&secret, SIX, now + 30).unwrap();
+    assert_eq!(
+        e.verify("alice", &ahead, &ctx(), now).unwrap().outcome,
+        VerifyOutcome::Accepted
+    );
+    let loaded = e.store.load("alice").unwrap().unwrap();
+    assert_eq!(loaded.enrollment.apps.first.drift, Some(1));
+    // Three minutes behind: refused, with the diagnosis, and counted.
+    let later = now + 300;
+    let behind = totp::code_at(&secret, SIX, later - 180).unwrap();
+    let r = e.verify("alice", &behind, &ctx(), later).unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::Wrong);
+    assert!(
+        r.message.contains("3 minutes ago") && r.message.contains("about 3 minutes behind"),
+        "{r:?}"
+    );
+    let loaded = e.store.load("alice").unwrap().unwrap();
+    assert_eq!(loaded.enrollment.failures, 1);
+    // Three minutes ahead: refused and diagnosed; when its time comes the
+    // same code is refused as used, although it is right then.
+    let future = totp::code_at(&secret, SIX, later + 180).unwrap();
+    let r = e.verify("alice", &future, &ctx(), later).unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::Wrong);
+    assert!(r.message.contains("about 3 minutes ahead of"), "{r:?}");
+    let then = e.verify("alice", &future, &ctx(), later + 180).unwrap();
+    assert_eq!(then.outcome, VerifyOutcome::Replayed, "{then:?}");
+    // A code of no nearby time is the plain refusal.
+    let far = totp::code_at(&secret, SIX, later + 3600).unwrap();
+    let r = e.verify("alice", &far, &ctx(), later + 200).unwrap();
+    assert!(!r.message.contains("clock"), "{r:?}");
+}

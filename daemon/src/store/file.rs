@@ -30,21 +30,40 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl Event {
-    fn kind_value_at(self) -> (u8, u64, u64) {
+    /// The record's kind, value and time, and its three spare bytes (9 to
+    /// 11, zero in records written before they were used): for an accepted
+    /// code the app, the drift, and 1 when the drift is recorded.
+    fn kind_value_at(self) -> (u8, u64, u64, [u8; 3]) {
         match self {
-            Self::TotpAccepted { step, at } => (1, step, at),
-            Self::BackupUsed { index, at } => (2, index, at),
-            Self::Failure { at, ceiling } => (3, ceiling, at),
-            Self::Unlock { at } => (4, 0, at),
-            Self::EmailAccepted { at } => (5, 0, at),
+            Self::TotpAccepted {
+                step,
+                at,
+                app,
+                drift,
+            } => (
+                1,
+                step,
+                at,
+                [
+                    app,
+                    drift.unwrap_or(0).to_le_bytes()[0],
+                    u8::from(drift.is_some()),
+                ],
+            ),
+            Self::StepBurned { app, step, at } => (6, step, at, [app, 0, 0]),
+            Self::BackupUsed { index, at } => (2, index, at, [0; 3]),
+            Self::Failure { at, ceiling } => (3, ceiling, at, [0; 3]),
+            Self::Unlock { at } => (4, 0, at, [0; 3]),
+            Self::EmailAccepted { at } => (5, 0, at, [0; 3]),
         }
     }
 
     pub fn encode(self, generation: u64) -> [u8; RECORD_LEN] {
-        let (kind, value, at) = self.kind_value_at();
+        let (kind, value, at, spare) = self.kind_value_at();
         let mut r = [0u8; RECORD_LEN];
         r[0..8].copy_from_slice(&generation.to_le_bytes());
         r[8] = kind;
+        r[9..12].copy_from_slice(&spare);
         r[12..20].copy_from_slice(&value.to_le_bytes());
         r[20..28].copy_from_slice(&at.to_le_bytes());
         let crc = crc32fast::hash(&r[..28]);
@@ -65,11 +84,21 @@ impl Event {
         };
         let (generation, value, at) = (word(0), word(12), word(20));
         let event = match r[8] {
-            1 => Event::TotpAccepted { step: value, at },
+            1 => Event::TotpAccepted {
+                step: value,
+                at,
+                app: r[9],
+                drift: (r[11] == 1).then(|| i8::from_le_bytes([r[10]])),
+            },
             2 => Event::BackupUsed { index: value, at },
             3 => Event::Failure { at, ceiling: value },
             4 => Event::Unlock { at },
             5 => Event::EmailAccepted { at },
+            6 => Event::StepBurned {
+                app: r[9],
+                step: value,
+                at,
+            },
             k => return Err(format!("unknown record kind {k}")),
         };
         Ok(Some((generation, event)))
@@ -425,6 +454,7 @@ mod tests {
             last_failure: 0,
             ceiling_tat: 0,
             last_login: None,
+            apps: Default::default(),
         }
     }
 
@@ -443,7 +473,17 @@ mod tests {
         for e in [
             Event::Failure { at: 10, ceiling: 0 },
             Event::Failure { at: 11, ceiling: 0 },
-            Event::TotpAccepted { step: 9, at: 12 },
+            Event::TotpAccepted {
+                step: 9,
+                at: 12,
+                app: 0,
+                drift: Some(-1),
+            },
+            Event::StepBurned {
+                app: 2,
+                step: 99,
+                at: 13,
+            },
             Event::BackupUsed { index: 1, at: 13 },
             Event::Failure { at: 14, ceiling: 0 },
         ] {
@@ -453,7 +493,10 @@ mod tests {
         assert_eq!(l.enrollment.last_step, Some(9));
         assert_eq!(l.enrollment.backup.remaining(), 2);
         assert_eq!((l.enrollment.failures, l.enrollment.last_failure), (1, 14));
-        assert_eq!(l.journal_records(), 5);
+        assert_eq!(l.enrollment.apps.first.drift, Some(-1));
+        assert_eq!(l.enrollment.apps.first.last_used, Some(12));
+        assert!(l.enrollment.is_burned(2, 99) && !l.enrollment.is_burned(0, 99));
+        assert_eq!(l.journal_records(), 6);
     }
 
     #[test]
@@ -472,7 +515,12 @@ mod tests {
         let (_d, s) = store();
         s.write_enrollment("alice", &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
-        let event = Event::TotpAccepted { step: 50, at: 1 };
+        let event = Event::TotpAccepted {
+            step: 50,
+            at: 1,
+            app: 0,
+            drift: None,
+        };
         l.journal_len = s.append("alice", &l, event).unwrap();
         let mut folded = l.enrollment.clone();
         folded.apply(event).unwrap();
@@ -491,7 +539,16 @@ mod tests {
         s.write_enrollment("alice", &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
         l.journal_len = s
-            .append("alice", &l, Event::TotpAccepted { step: 6, at: 1 })
+            .append(
+                "alice",
+                &l,
+                Event::TotpAccepted {
+                    step: 6,
+                    at: 1,
+                    app: 0,
+                    drift: None,
+                },
+            )
             .unwrap();
         let jpath = d.path().join("state/users/alice.journal");
         // A half-written record, then a full-length one with a bad checksum.
@@ -512,7 +569,16 @@ mod tests {
         f.write_all(&[1u8; 7]).unwrap();
         let l = s.load("alice").unwrap().unwrap();
         let len = s
-            .append("alice", &l, Event::TotpAccepted { step: 8, at: 2 })
+            .append(
+                "alice",
+                &l,
+                Event::TotpAccepted {
+                    step: 8,
+                    at: 2,
+                    app: 0,
+                    drift: None,
+                },
+            )
             .unwrap();
         assert_eq!(len, 2 * RECORD_LEN as u64);
         assert_eq!(std::fs::metadata(&jpath).unwrap().len(), len);
@@ -529,7 +595,16 @@ mod tests {
         let mut l = s.load("alice").unwrap().unwrap();
         for step in 6..9 {
             l.journal_len = s
-                .append("alice", &l, Event::TotpAccepted { step, at: 1 })
+                .append(
+                    "alice",
+                    &l,
+                    Event::TotpAccepted {
+                        step,
+                        at: 1,
+                        app: 0,
+                        drift: None,
+                    },
+                )
                 .unwrap();
         }
         let jpath = d.path().join("state/users/alice.journal");
@@ -639,6 +714,19 @@ mod tests {
         for e in [
             Event::TotpAccepted {
                 step: u64::MAX,
+                at: 1,
+                app: 4,
+                drift: Some(-2),
+            },
+            Event::TotpAccepted {
+                step: 7,
+                at: 1,
+                app: 0,
+                drift: None,
+            },
+            Event::StepBurned {
+                app: 1,
+                step: 9,
                 at: 1,
             },
             Event::BackupUsed { index: 3, at: 2 },
