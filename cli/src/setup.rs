@@ -33,8 +33,17 @@ pub fn run(args: SetupArgs) -> anyhow::Result<()> {
             .map(|s| (s.setup_methods, s.host_methods))
             .map_err(bus::daemon_error)
     })?;
+    let requested = if args.name.is_some() {
+        // Another app: an authenticator app by definition.
+        if args.method == Some(Method::Email) {
+            bail!("--name adds an authenticator app; it does not go with --method email");
+        }
+        Some(Method::Totp)
+    } else {
+        args.method
+    };
     let method = match pick(
-        args.method,
+        requested,
         args.address.is_some(),
         offered,
         host,
@@ -46,9 +55,14 @@ pub fn run(args: SetupArgs) -> anyhow::Result<()> {
     if method == Method::Email {
         return run_email(args.address, file, interactive);
     }
+    let name = args.name;
     let backup_codes = bus::with_daemon(async |proxy| {
         prove_if_enrolled(proxy).await?;
-        let offer = proxy.begin_enrollment().await.map_err(bus::daemon_error)?;
+        let offer = match &name {
+            Some(name) => proxy.begin_authenticator(name).await,
+            None => proxy.begin_enrollment().await,
+        }
+        .map_err(bus::daemon_error)?;
         if interactive {
             show_offer(&offer, ascii)?;
             confirm_interactively(proxy).await

@@ -31,6 +31,8 @@ pub(crate) struct Pending {
     pub attempts: u32,
     /// Begun (after a proof) as a second method of an existing enrollment.
     pub adds: bool,
+    /// Begun as another authenticator app with this name (`None`: the first).
+    pub name: Option<String>,
 }
 
 pub(crate) struct LoginOrigin {

@@ -54,6 +54,9 @@ pub mod method {
     pub const ADMIN_RELOAD: &str = "AdminReload";
     pub const BEGIN_EMAIL_ENROLLMENT: &str = "BeginEmailEnrollment";
     pub const CONFIRM_EMAIL_ENROLLMENT: &str = "ConfirmEmailEnrollment";
+    pub const BEGIN_AUTHENTICATOR: &str = "BeginAuthenticator";
+    pub const REMOVE_AUTHENTICATOR: &str = "RemoveAuthenticator";
+    pub const ADMIN_REMOVE_AUTHENTICATOR: &str = "AdminRemoveAuthenticator";
     /// The methods of a login, which the module calls (the test that
     /// twofoldd serves them all reads this).
     pub const LOGIN: &[&str] = &[
@@ -92,6 +95,9 @@ pub mod method {
         CONFIRM_EMAIL_ENROLLMENT,
         EMAIL_ENROLL_AT_LOGIN,
         CONFIRM_EMAIL_AT_LOGIN,
+        BEGIN_AUTHENTICATOR,
+        REMOVE_AUTHENTICATOR,
+        ADMIN_REMOVE_AUTHENTICATOR,
     ];
 }
 
@@ -467,4 +473,16 @@ pub trait Twofold {
         user: &str,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError>;
+
+    /// Offer the caller a key for another authenticator app called `name`
+    /// (after a current code proved them, as for a second method);
+    /// `ConfirmEnrollment` stores it. At most 5 apps a user.
+    fn begin_authenticator(&self, name: &str) -> Result<EnrollmentOffer, TwofoldError>;
+
+    /// Remove the caller's app `name` after a current code; never their last
+    /// method while their rule is `require`.
+    fn remove_authenticator(&self, name: &str, code: &str) -> Result<(), TwofoldError>;
+
+    /// Remove `user`'s app `name` (root or the admin group; not their last method).
+    fn admin_remove_authenticator(&self, user: &str, name: &str) -> Result<(), TwofoldError>;
 }

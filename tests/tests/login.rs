@@ -328,6 +328,120 @@ fn clock_drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
     assert!(w.daemon.log().contains("outcome=refused-wrong-code"));
 }
 
+/// `twofold setup --name NAME` through a pipe: the proof (a current code of
+/// an app the user has) first, then the new key's URI, then its code.
+fn add_app(w: &World, user: &str, name: &str, proof: &str, steps: i64) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = w
+        .bus
+        .command_as(user, artifacts().twofold())
+        .args(["setup", "--name", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{proof}").unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut uri = String::new();
+    stdout.read_line(&mut uri).unwrap();
+    let secret = uri_secret(uri.trim()).unwrap_or_else(|| {
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        panic!("no URI: {uri:?} {err}")
+    });
+    writeln!(stdin, "{}", oathtool(&secret, steps).unwrap()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    secret
+}
+
+#[test]
+fn several_authenticators_each_log_in_and_one_can_be_removed() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    wait_for_step_margin(20);
+    // The first app confirmed step -1; its step 0 proves ALICE for the new one.
+    let phone = add_app(&w, ALICE, "phone", &oathtool(&e.secret, 0).unwrap(), -1);
+    assert!(
+        w.daemon
+            .log()
+            .contains("authenticator-added user=tf-alice app=phone")
+    );
+    // Each app logs in with its own code; one never blocks the other.
+    for (secret, app, steps) in [(&phone, "phone", 0), (&e.secret, "app", 1)] {
+        let r = w
+            .pam
+            .login(&w.bus, ALICE, &line(&oathtool(secret, steps).unwrap()))
+            .unwrap();
+        assert_eq!(r.code, pam::SUCCESS, "{app}: {r:?}");
+        let log = w.daemon.log();
+        let accepted = log
+            .lines()
+            .rfind(|l| l.contains("outcome=accepted-totp"))
+            .unwrap();
+        assert!(accepted.contains(&format!("app={app}")), "{accepted}");
+    }
+    let list = output({
+        let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+        c.arg("authenticators");
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("app (totp, added") && text.contains("phone (totp, added"),
+        "{text}"
+    );
+    assert!(text.contains("clock about 30 seconds ahead"), "{text}");
+    // Under `require`: one of two may go (with a current code), the last may not.
+    let require = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "require", ALICE]);
+        c
+    })
+    .unwrap();
+    assert!(require.status.success());
+    let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+    c.args(["authenticators", "remove", "app"]);
+    let r = run_with_input(c, &line(&oathtool(&phone, 1).unwrap())).unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+    c.args(["authenticators", "remove", "phone"]);
+    let r = run_with_input(c, b"123456\n").unwrap();
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("requires two-factor"), "{r:?}");
+    let status = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "status", ALICE]);
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("phone (totp") && !text.contains("  app (totp"),
+        "{text}"
+    );
+    // The removed app's codes no longer log in.
+    let r = w
+        .pam
+        .login(&w.bus, ALICE, &line(&oathtool(&e.secret, 0).unwrap()))
+        .unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+}
+
 #[test]
 fn racing_logins_with_one_backup_code_let_exactly_one_in() {
     let w = world("", "");

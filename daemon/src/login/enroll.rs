@@ -7,7 +7,7 @@ use crate::backup::{self};
 use crate::engine::{Engine, Pending, internal, new_generation};
 use crate::login::LoginContext;
 use crate::login::LoginOutcome;
-use crate::store::{ENROLLMENT_VERSION, Enrollment, SecretBytes};
+use crate::store::{App, AppUse, ENROLLMENT_VERSION, Enrollment, SecretBytes};
 use crate::totp::{self, TotpCheck, TotpParams};
 use crate::users::Account;
 use rand::Rng;
@@ -31,7 +31,9 @@ impl Engine {
         let adds = match self.store.load(user)? {
             Some(l) if l.enrollment.secret.is_some() => {
                 return Err(TwofoldError::AlreadyEnrolled(
-                    "You are already enrolled. Ask an administrator to reset your enrollment to start over.".into(),
+                    "You are already enrolled with an authenticator app. To add another one, give \
+it a name: `twofold setup --name NAME`."
+                        .into(),
                 ));
             }
             Some(_) => {
@@ -40,6 +42,19 @@ impl Engine {
             }
             None => false,
         };
+        self.offer(uid, user, None, adds, now)
+    }
+
+    /// A fresh key offered to `uid` (named `name` when it is another app),
+    /// held until confirmed or expired.
+    pub(crate) fn offer(
+        &self,
+        uid: u32,
+        user: &str,
+        name: Option<String>,
+        adds: bool,
+        now: u64,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
         let mut secret = Zeroizing::new(vec![0u8; 20]); // 160 bits, as RFC 4226 recommends
         rand::rng().fill(&mut secret[..]);
         let params = TotpParams {
@@ -71,6 +86,7 @@ impl Engine {
                 expires_at: now.saturating_add(timeout),
                 attempts: 0,
                 adds,
+                name,
             },
         );
         drop(pending);
@@ -100,7 +116,7 @@ impl Engine {
                 "Type the 6-digit code your app shows for this account.".into(),
             ));
         };
-        let (secret, step, params, adds) = {
+        let (secret, step, params, adds, name) = {
             let mut pending = self.pending_map();
             let no_offer = || {
                 TwofoldError::NoPendingEnrollment(
@@ -116,7 +132,13 @@ impl Engine {
             match totp::check(&offer.secret, offer.params, &code, now, None).map_err(internal)? {
                 TotpCheck::Valid(step) => {
                     let offer = pending.remove(&uid).ok_or_else(no_offer)?;
-                    (offer.secret.clone(), step, offer.params, offer.adds)
+                    (
+                        offer.secret.clone(),
+                        step,
+                        offer.params,
+                        offer.adds,
+                        offer.name,
+                    )
                 }
                 _ => {
                     offer.attempts += 1;
@@ -134,9 +156,34 @@ impl Engine {
             }
         };
         let secret = SecretBytes(secret.to_vec());
-        self.store_method(user, adds, twofold_protocol::Method::Totp, now, |e| {
-            if e.secret.is_some() {
-                return false;
+        let added = name.clone();
+        let codes = self.store_method(user, adds, twofold_protocol::Method::Totp, now, |e| {
+            match name {
+                // Another app: its own key and replay state.
+                Some(name) if e.secret.is_some() => {
+                    if super::apps::room_for(e, &name).is_err() {
+                        return false;
+                    }
+                    e.apps.more.push(App {
+                        name,
+                        secret,
+                        digits: params.digits,
+                        period: params.period,
+                        added: now,
+                        last_step: Some(step),
+                        used: AppUse::default(),
+                    });
+                    return true;
+                }
+                _ if e.secret.is_some() => return false,
+                Some(name) => {
+                    e.apps.first = AppUse {
+                        name: Some(name),
+                        added: Some(now),
+                        ..AppUse::default()
+                    };
+                }
+                None => {}
             }
             e.secret = Some(secret);
             e.digits = params.digits;
@@ -144,7 +191,18 @@ impl Engine {
             // The confirming code cannot log anyone in.
             e.last_step = Some(step);
             true
-        })
+        })?;
+        if let Some(name) = added {
+            audit::log(
+                Level::Info,
+                &format!(
+                    "authenticator-added {} {}",
+                    field("user", user),
+                    field("app", &name)
+                ),
+            );
+        }
+        Ok(codes)
     }
 
     /// Store a method just confirmed for `user`: as their first, with new

@@ -414,7 +414,16 @@ or ask your administrator to unlock the account.",
                 message: String::new(),
             });
         }
-        self.log_login(user, ctx, logged);
+        let app = match accepted {
+            Some(Event::TotpAccepted { app, .. }) => loaded
+                .enrollment
+                .app_list()
+                .iter()
+                .find(|a| a.index == app)
+                .map(|a| a.name.to_string()),
+            _ => None,
+        };
+        self.log_login_app(user, ctx, logged, app.as_deref());
         if outcome.is_accepted() {
             // `twofold setup` run by the user, proving themselves to add a
             // method (a PAM stack run as the user, such as a screen locker,

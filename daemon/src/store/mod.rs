@@ -111,6 +111,9 @@ pub struct AppUse {
     /// `None`: the first app of an enrollment made before names (shown as `app`).
     #[serde(default)]
     pub name: Option<String>,
+    /// When it was added (`None` for the first app: `enrolled_at`).
+    #[serde(default)]
+    pub added: Option<u64>,
     #[serde(default)]
     pub last_used: Option<u64>,
     /// The last accepted code's offset from this host's clock, in steps
@@ -226,7 +229,7 @@ impl Enrollment {
             secret,
             digits: self.digits,
             period: self.period,
-            added: self.enrolled_at,
+            added: self.apps.first.added.unwrap_or(self.enrolled_at),
             last_step: self.last_step,
             used: &self.apps.first,
         });
@@ -243,6 +246,43 @@ impl Enrollment {
                 used: &a.used,
             }))
             .collect()
+    }
+
+    /// Remove authenticator `index`: the next one (if any) moves up into
+    /// the first's place, and burned steps follow their apps. The caller
+    /// writes the result under a new generation (journal indices retire).
+    pub fn remove_app(&mut self, index: u8) -> Result<(), String> {
+        let more = self.apps.more.len();
+        match usize::from(index) {
+            0 if more > 0 => {
+                let next = self.apps.more.remove(0);
+                self.secret = Some(next.secret);
+                self.digits = next.digits;
+                self.period = next.period;
+                self.last_step = next.last_step;
+                self.apps.first = AppUse {
+                    name: Some(next.name),
+                    added: Some(next.added),
+                    ..next.used
+                };
+            }
+            0 if self.secret.is_some() => {
+                self.secret = None;
+                self.last_step = None;
+                self.apps.first = AppUse::default();
+            }
+            i if i >= 1 && i <= more => {
+                self.apps.more.remove(i - 1);
+            }
+            _ => return Err(format!("authenticator {index} does not exist")),
+        }
+        self.apps.burned.retain(|b| b.app != index);
+        for b in &mut self.apps.burned {
+            if b.app > index {
+                b.app -= 1;
+            }
+        }
+        Ok(())
     }
 
     /// Whether the code of app `app` for `step` was disclosed by a diagnosis.
