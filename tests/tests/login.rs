@@ -1263,6 +1263,50 @@ fn twofoldd_serves_every_method_the_module_calls() {
     assert_eq!(ours.matches("<method name=").count(), ALL.len(), "{xml}");
 }
 
+/// What a module meets when the running twofoldd is of another version: a
+/// method it does not serve, or one it serves with other arguments, come
+/// back as UnknownMethod and InvalidArgs, which the module names as a
+/// version mismatch (`pam-module/src/steps.rs` `version_mismatch`, and the
+/// message it shows, in the module's unit tests).
+#[test]
+fn another_versions_calls_come_back_as_unknown_method_or_invalid_args() {
+    let w = world("", "");
+    let names = zbus::block_on(async {
+        let conn = w.bus.connect().await?;
+        let mut names = Vec::new();
+        for (method, body) in [
+            ("EnrollAtLoginV0", ("a", "b")),
+            (twofold_protocol::method::ENROLL_AT_LOGIN, ("a", "b")),
+        ] {
+            let reply = conn
+                .call_method(
+                    Some(twofold_protocol::BUS_NAME),
+                    twofold_protocol::OBJECT_PATH,
+                    Some(twofold_protocol::INTERFACE),
+                    method,
+                    &body,
+                )
+                .await;
+            match reply {
+                Err(zbus::Error::MethodError(name, _, _)) => names.push(name.to_string()),
+                Err(zbus::Error::FDO(e)) => {
+                    names.push(zbus::DBusError::name(&*e).to_string());
+                }
+                other => anyhow::bail!("{method}: {other:?}"),
+            }
+        }
+        anyhow::Ok(names)
+    })
+    .unwrap();
+    assert_eq!(
+        names,
+        [
+            "org.freedesktop.DBus.Error.UnknownMethod",
+            "org.freedesktop.DBus.Error.InvalidArgs"
+        ]
+    );
+}
+
 /// twofoldd reuses the account a connection's `BeginLogin` resolved for that
 /// connection's `Verify` of the same user (one login), and for nothing else:
 /// on one root connection, a `Verify` that names another user is that user's.
