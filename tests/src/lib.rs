@@ -776,7 +776,11 @@ pub fn enroll_confirming(bus: &Bus, user: &str, steps: i64) -> Result<Enrolled> 
     let mut uri = String::new();
     stdout.read_line(&mut uri)?;
     let uri = uri.trim().to_string();
-    let secret = uri_secret(&uri).with_context(|| format!("no secret in setup output {uri:?}"))?;
+    let Some(secret) = uri_secret(&uri) else {
+        // Say why: what setup wrote on stderr before it gave up.
+        let (_, err, status) = answer_and_finish(child, stdout, b"")?;
+        bail!("no secret in setup output {uri:?} ({status}): {err}");
+    };
     let code = oathtool(&secret, steps)?;
     let (rest, err, status) = answer_and_finish(child, stdout, format!("{code}\n").as_bytes())?;
     if !status.success() {
