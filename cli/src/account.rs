@@ -23,6 +23,33 @@ pub fn disable() -> anyhow::Result<()> {
     print(DISABLED)
 }
 
+/// `twofold authenticators`: the caller's apps, from their status.
+pub fn authenticators() -> anyhow::Result<()> {
+    let status = bus::with_daemon(async |proxy| proxy.status().await.map_err(bus::daemon_error))?;
+    let text = crate::status::apps_text(&status);
+    if text.is_empty() {
+        return print("You have no authenticator app. Run `twofold setup` to add one.");
+    }
+    print(text.trim_start())
+}
+
+/// `twofold authenticators remove NAME`: a current code in, the app removed.
+pub fn remove_authenticator(name: &str) -> anyhow::Result<()> {
+    bus::with_daemon(async |proxy| {
+        let Some(code) = prompt::current_code(proxy).await? else {
+            bail!("no code was entered; nothing was removed");
+        };
+        proxy
+            .remove_authenticator(name, code.trim())
+            .await
+            .map_err(bus::daemon_error)
+    })?;
+    print(&format!(
+        "Removed the authenticator {}: its codes no longer work.",
+        show::printable(name)
+    ))
+}
+
 /// `twofold devices [--forget]`.
 pub fn devices(forget: bool) -> anyhow::Result<()> {
     if forget {

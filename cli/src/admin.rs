@@ -139,6 +139,21 @@ pub fn forget_devices(name: &str) -> anyhow::Result<()> {
     print(&account::forgot(n, Some(name)))
 }
 
+/// `twofold admin remove-authenticator USER NAME`.
+pub fn remove_authenticator(user: &str, app: &str) -> anyhow::Result<()> {
+    check_name(user)?;
+    bus::with_daemon(async |proxy| {
+        proxy
+            .admin_remove_authenticator(user, app)
+            .await
+            .map_err(bus::daemon_error)
+    })?;
+    print(&format!(
+        "Removed the authenticator {} of {user}: its codes no longer work.",
+        crate::show::printable(app)
+    ))
+}
+
 /// Check the configured policy file, or the one at `path`. The daemon reads
 /// it, so a relative path is made absolute here, where it was meant.
 pub fn check_config(path: Option<&Path>) -> anyhow::Result<()> {

@@ -44,6 +44,11 @@ pub enum Command {
     /// Reads the code as one line from stdin. Refused while your rule requires
     /// two-factor authentication.
     Disable,
+    /// List your authenticator apps (name, added, last used, clock), or remove one.
+    Authenticators {
+        #[command(subcommand)]
+        action: Option<AppsCommand>,
+    },
     /// List the hosts where a login with a code is remembered, so no code is asked for a while.
     Devices {
         /// Forget them all: the next login from each asks for a code again.
@@ -78,6 +83,19 @@ pub struct SetupArgs {
     /// The address for `--method email` (asked on a terminal when not given).
     #[arg(long, value_name = "ADDRESS")]
     pub address: Option<String>,
+    /// Add an authenticator app under this name (e.g. phone, keepassxc), beside
+    /// the ones you have, after a current code from one of them (at most 5).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["address"])]
+    pub name: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum AppsCommand {
+    /// Remove one of your authenticator apps (needs a current code; never your last method while your rule requires two-factor authentication).
+    Remove {
+        /// The app's name, as listed.
+        name: String,
+    },
 }
 
 /// A second-factor method to set up.
@@ -151,6 +169,13 @@ pub enum AdminCommand {
     Unlock {
         /// The user to unlock.
         user: String,
+    },
+    /// Remove one of a user's authenticator apps (not their last method: `reset` is for that).
+    RemoveAuthenticator {
+        /// The user.
+        user: String,
+        /// The app's name, as `twofold admin status USER` lists it.
+        name: String,
     },
     /// Forget a user's remembered devices: their next login from each asks for a code.
     ForgetDevices {

@@ -16,7 +16,7 @@ mod status;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use twofold_cli::args::{AdminCommand, Cli, Command};
+use twofold_cli::args::{AdminCommand, AppsCommand, Cli, Command};
 
 /// How the command was called is wrong (exit status 2, as for clap's own
 /// usage errors), though clap could not tell.
@@ -38,6 +38,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BackupCodes(file) => codes::regenerate(file.backup_codes_file),
         Command::Disable => account::disable(),
         Command::Devices { forget } => account::devices(forget),
+        Command::Authenticators { action } => match action {
+            None => account::authenticators(),
+            Some(AppsCommand::Remove { name }) => account::remove_authenticator(&name),
+        },
         Command::Admin(admin) => run_admin(admin),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -67,6 +71,9 @@ fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Clear { user } => admin::set_override(&user, Override::Clear),
         AdminCommand::Unlock { user } => admin::unlock(&user),
         AdminCommand::ForgetDevices { user } => admin::forget_devices(&user),
+        AdminCommand::RemoveAuthenticator { user, name } => {
+            admin::remove_authenticator(&user, &name)
+        }
         AdminCommand::CheckConfig { path } => admin::check_config(path.as_deref()),
         AdminCommand::Reload => admin::reload(),
     }
@@ -138,6 +145,7 @@ mod tests {
                 ascii: false,
                 method: None,
                 address: None,
+                name: None,
             })
         ));
         let cli = Cli::try_parse_from(["twofold", "admin", "unlock", "alice"]).unwrap();

@@ -25,6 +25,9 @@ const GAP: usize = 2;
 const OVERRIDE_NOTE: &str = "* set for this user by an administrator \
                              (`twofold admin clear USER` returns them to the policy)";
 
+const LOW_NOTE: &str =
+    "low: few backup codes left; the user runs `twofold backup-codes` for a new set";
+
 const CEILING_NOTE: &str = "! too many wrong codes from several places (the account-wide ceiling): \
                             only backup codes are checked from new addresses; \
                             `twofold admin status USER` tells more, `twofold admin unlock USER` clears it";
@@ -52,7 +55,12 @@ pub fn table(rows: &[ReportRow]) -> String {
     }
     let overrides = rows.iter().any(|r| !r.override_mode.is_empty());
     let ceilings = rows.iter().any(|r| r.ceiling_reached_for_secs > 0);
-    if overrides || ceilings {
+    let low = rows.iter().any(|r| r.enrolled && r.low_backup_codes);
+    if overrides || ceilings || low {
+        text.push('\n');
+    }
+    if low {
+        text.push_str(LOW_NOTE);
         text.push('\n');
     }
     if overrides {
@@ -86,7 +94,9 @@ fn cells(r: &ReportRow) -> [String; 8] {
         user,
         enrolled,
         or_dash(&r.method),
-        if r.enrolled {
+        if r.enrolled && r.low_backup_codes {
+            format!("{} low", r.backup_codes_left)
+        } else if r.enrolled {
             r.backup_codes_left.to_string()
         } else {
             "-".into()
@@ -159,13 +169,14 @@ pub fn json(rows: &[ReportRow]) -> String {
 fn row_json(r: &ReportRow) -> String {
     format!(
         "{{\"user\":{},\"uid\":{},\"enrolled\":{},\"method\":{},\"backup_codes_left\":{},\
-         \"last_login\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{},\
+         \"low_backup_codes\":{},\"last_login\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{},\
          \"override_mode\":{},\"ceiling_reached_for_secs\":{},\"alias_of\":{}}}",
         json_string(&r.user),
         r.uid,
         r.enrolled,
         json_string(&r.method),
         r.backup_codes_left,
+        r.low_backup_codes,
         r.last_login,
         json_string(&r.rule),
         json_string(&r.mode),
@@ -192,6 +203,7 @@ mod tests {
                 String::new()
             },
             backup_codes_left: if enrolled { 8 } else { 0 },
+            low_backup_codes: false,
             last_login: 0,
             rule: "default".into(),
             mode: mode.into(),
@@ -325,11 +337,11 @@ dave             no        -       -       never       staff    require    2026-
             json(&[rows().remove(0), odd]),
             "[\n\
              {\"user\":\"alice\",\"uid\":1000,\"enrolled\":true,\"method\":\"totp\",\
-             \"backup_codes_left\":8,\"last_login\":1785484740,\"rule\":\"default\",\
+             \"backup_codes_left\":8,\"low_backup_codes\":false,\"last_login\":1785484740,\"rule\":\"default\",\
              \"mode\":\"require\",\"enforcement_date\":\"\",\"days_left\":0,\"override_mode\":\"\",\
              \"ceiling_reached_for_secs\":0,\"alias_of\":\"\"},\n\
              {\"user\":\"we\\\"ird\\\\name\",\"uid\":1000,\"enrolled\":false,\"method\":\"\",\
-             \"backup_codes_left\":0,\"last_login\":0,\"rule\":\"line\\nbreak\",\
+             \"backup_codes_left\":0,\"low_backup_codes\":false,\"last_login\":0,\"rule\":\"line\\nbreak\",\
              \"mode\":\"require\",\"enforcement_date\":\"\",\"days_left\":0,\"override_mode\":\"require\",\
              \"ceiling_reached_for_secs\":0,\"alias_of\":\"\"}\n\
              ]"

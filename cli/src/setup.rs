@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use twofold_protocol::{
-    EnrollmentOffer, SELF_SERVICE, SecretString, TwofoldError, TwofoldProxy, VerifyOutcome,
+    EnrollmentOffer, Methods, SELF_SERVICE, SecretString, TwofoldError, TwofoldProxy, VerifyOutcome,
 };
 
 use crate::{bus, codes, prompt};
@@ -24,18 +24,45 @@ pub fn run(args: SetupArgs) -> anyhow::Result<()> {
         codes::ensure_absent(path)?;
     }
     let interactive = io::stdout().is_terminal();
-    let method = match args.method {
+    // Offer only what the rule accepts and the host provides, before the
+    // user types anything.
+    let (offered, host) = bus::with_daemon(async |proxy| {
+        proxy
+            .status()
+            .await
+            .map(|s| (s.setup_methods, s.host_methods))
+            .map_err(bus::daemon_error)
+    })?;
+    let requested = if args.name.is_some() {
+        // Another app: an authenticator app by definition.
+        if args.method == Some(Method::Email) {
+            bail!("--name adds an authenticator app; it does not go with --method email");
+        }
+        Some(Method::Totp)
+    } else {
+        args.method
+    };
+    let method = match pick(
+        requested,
+        args.address.is_some(),
+        offered,
+        host,
+        interactive,
+    )? {
         Some(method) => method,
-        None if interactive && args.address.is_none() => choose()?,
-        None if args.address.is_some() => Method::Email,
-        None => Method::Totp,
+        None => choose()?,
     };
     if method == Method::Email {
         return run_email(args.address, file, interactive);
     }
+    let name = args.name;
     let backup_codes = bus::with_daemon(async |proxy| {
         prove_if_enrolled(proxy).await?;
-        let offer = proxy.begin_enrollment().await.map_err(bus::daemon_error)?;
+        let offer = match &name {
+            Some(name) => proxy.begin_authenticator(name).await,
+            None => proxy.begin_enrollment().await,
+        }
+        .map_err(bus::daemon_error)?;
         if interactive {
             show_offer(&offer, ascii)?;
             confirm_interactively(proxy).await
@@ -76,6 +103,61 @@ async fn prove_if_enrolled(proxy: &TwofoldProxy<'_>) -> anyhow::Result<()> {
         bail!("that code was not accepted; nothing was changed")
     } else {
         bail!("{}", reply.message)
+    }
+}
+
+/// The method to set up from what was asked, what is `offered` (the rule's
+/// methods this host provides) and what the `host` provides; `None`: ask the
+/// user (a terminal, both offered, nothing asked). A method the host lacks is
+/// refused before anything is typed; one the rule does not accept today is
+/// set up when asked for by name, with a note (a rule may change its methods
+/// on a date).
+fn pick(
+    requested: Option<Method>,
+    address_given: bool,
+    offered: Methods,
+    host: Methods,
+    interactive: bool,
+) -> anyhow::Result<Option<Method>> {
+    let requested = requested.or(address_given.then_some(Method::Email));
+    match requested {
+        Some(Method::Email) if !host.email => bail!(
+            "codes by e-mail are not available on this host (e-mail is off here); nothing was \
+changed. Run `twofold setup --method totp` to use an authenticator app."
+        ),
+        Some(method) => {
+            let accepted = match method {
+                Method::Totp => offered.totp,
+                Method::Email => offered.email,
+            };
+            if !accepted {
+                eprintln!(
+                    "Note: your account's rule does not accept {} today; logins will also ask \
+for {}.",
+                    method_words(method),
+                    if offered.email {
+                        "codes sent by e-mail"
+                    } else {
+                        "codes from an authenticator app"
+                    }
+                );
+            }
+            Ok(Some(method))
+        }
+        None if offered.totp && offered.email && interactive => Ok(None),
+        None if offered.totp => Ok(Some(Method::Totp)),
+        None if offered.email => Ok(Some(Method::Email)),
+        None => bail!(
+            "your account's rule accepts no kind of code this host provides; nothing was \
+changed. Ask your administrator."
+        ),
+    }
+}
+
+fn method_words(method: Method) -> &'static str {
+    match method {
+        Method::Totp => "codes from an authenticator app",
+        Method::Email => "codes sent by e-mail",
     }
 }
 
@@ -193,7 +275,13 @@ fn show_offer(offer: &EnrollmentOffer, ascii: bool) -> anyhow::Result<()> {
     match qr_lines(qr) {
         Some(qr) => {
             writeln!(out, "Scan this QR code with your authenticator app:\n")?;
-            writeln!(out, "{qr}\n")?;
+            // In explicit colours where the terminal takes them, so the code
+            // scans on light and dark backgrounds alike.
+            if colours_wanted(|name| std::env::var_os(name)) {
+                writeln!(out, "{}", twofold_protocol::text::qr_in_colour(qr))?;
+            } else {
+                writeln!(out, "{qr}\n")?;
+            }
             writeln!(out, "Or enter this key by hand: {}", *key)?;
         }
         None => writeln!(out, "Enter this key in your authenticator app: {}", *key)?,
@@ -208,6 +296,13 @@ fn show_offer(offer: &EnrollmentOffer, ascii: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether to colour the QR code (called only on a terminal): not when
+/// `NO_COLOR` is set (no-color.org) or the terminal is `dumb` or unknown.
+fn colours_wanted(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    let term = var("TERM").unwrap_or_default();
+    var("NO_COLOR").is_none_or(|v| v.is_empty()) && !term.is_empty() && term != "dumb"
+}
+
 /// The QR code the daemon drew (the same one a login shows), without
 /// trailing line breaks; `None` if it sent none.
 fn qr_lines(qr: &SecretString) -> Option<&str> {
@@ -218,6 +313,69 @@ fn qr_lines(qr: &SecretString) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use twofold_protocol::Methods as M;
+
+    #[test]
+    fn only_what_is_offered_is_set_up() {
+        let both = M::ANY;
+        let app = M {
+            totp: true,
+            email: false,
+        };
+        let mail = M {
+            totp: false,
+            email: true,
+        };
+        // Asked on a terminal only when both are offered.
+        assert_eq!(pick(None, false, both, both, true).unwrap(), None);
+        assert_eq!(
+            pick(None, false, app, both, true).unwrap(),
+            Some(Method::Totp)
+        );
+        assert_eq!(
+            pick(None, false, mail, both, true).unwrap(),
+            Some(Method::Email)
+        );
+        assert_eq!(
+            pick(None, false, both, both, false).unwrap(),
+            Some(Method::Totp)
+        );
+        assert_eq!(
+            pick(None, true, both, both, false).unwrap(),
+            Some(Method::Email)
+        );
+        // E-mail off on the host: refused before any address is asked, with
+        // what to do instead.
+        let e = pick(Some(Method::Email), false, app, app, true).unwrap_err();
+        assert!(e.to_string().contains("--method totp"), "{e}");
+        assert!(pick(None, true, app, app, false).is_err());
+        // Named, a method the rule does not accept today is set up.
+        assert_eq!(
+            pick(Some(Method::Totp), false, mail, both, false).unwrap(),
+            Some(Method::Totp)
+        );
+        assert!(pick(None, false, M::NONE, app, true).is_err());
+    }
+
+    #[test]
+    fn colours_only_where_the_terminal_takes_them() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert!(colours_wanted(env(&[("TERM", "xterm-256color")])));
+        assert!(!colours_wanted(env(&[("TERM", "dumb")])));
+        assert!(!colours_wanted(env(&[])));
+        assert!(!colours_wanted(env(&[
+            ("TERM", "xterm"),
+            ("NO_COLOR", "1")
+        ])));
+        assert!(colours_wanted(env(&[("TERM", "xterm"), ("NO_COLOR", "")])));
+    }
 
     #[test]
     fn shows_the_daemons_qr_code_as_it_is() {

@@ -8,9 +8,6 @@ use twofold_protocol::{Method, Mode, UserStatus};
 
 use crate::{bus, show};
 
-/// Few enough backup codes left to suggest a new set.
-const LOW_BACKUP_CODES: u32 = 2;
-
 pub fn run(json: bool) -> anyhow::Result<()> {
     let status = bus::with_daemon(async |proxy| proxy.status().await.map_err(bus::daemon_error))?;
     let text = if json {
@@ -51,8 +48,13 @@ pub fn describe_own(s: &UserStatus) -> String {
     if !s.enrolled {
         return text;
     }
-    if s.backup_codes_left <= LOW_BACKUP_CODES {
-        text.push_str("\nRun `twofold backup-codes` for a new set of backup codes.");
+    text.push_str(&apps_text(s));
+    if s.low_backup_codes {
+        let _ = write!(
+            text,
+            "\nOnly {} left: run `twofold backup-codes` for a new set of backup codes.",
+            show::count(s.backup_codes_left, "backup code", "backup codes")
+        );
     }
     if s.ceiling_reached_for_secs > 0 {
         let _ = write!(
@@ -66,6 +68,31 @@ code is accepted from places you have not logged in from lately.",
             text,
             "\nToo many wrong codes: codes are accepted again in {}.",
             human_duration(s.throttled_for_secs)
+        );
+    }
+    text
+}
+
+/// One line per authenticator app: name, when added and last used, and its
+/// clock in words. Empty without any.
+pub fn apps_text(s: &UserStatus) -> String {
+    let mut text = String::new();
+    if s.authenticators.is_empty() {
+        return text;
+    }
+    text.push_str("\nAuthenticator apps:");
+    for a in &s.authenticators {
+        let _ = write!(
+            text,
+            "\n  {} ({}, added {}, last used {}): {}",
+            show::printable(&a.name),
+            show::printable(&a.method),
+            show::utc_date(a.added),
+            match a.last_used {
+                0 => "never".to_string(),
+                t => show::utc_date(t),
+            },
+            twofold_protocol::text::clock_words(a.drift_known.then_some(a.drift_secs))
         );
     }
     text
@@ -97,6 +124,14 @@ pub fn describe_for_admin(s: &UserStatus) -> String {
     }
     if !s.enrolled {
         return text;
+    }
+    text.push_str(&apps_text(s));
+    if s.low_backup_codes {
+        let _ = write!(
+            text,
+            "\nFew backup codes left: {} should run `twofold backup-codes` for a new set.",
+            s.user
+        );
     }
     if s.ceiling_reached_for_secs > 0 {
         let _ = write!(
@@ -184,7 +219,8 @@ pub fn methods_text(s: &UserStatus) -> String {
 pub fn to_json(s: &UserStatus) -> String {
     format!(
         "{{\"user\":{},\"enrolled\":{},\"methods\":{},\"email\":{},\"backup_codes_left\":{},\"throttled_for_secs\":{},\"consecutive_failures\":{},\
-         \"ceiling_reached_for_secs\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{}}}",
+         \"low_backup_codes\":{},\"ceiling_reached_for_secs\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{},\
+         \"setup_methods\":{},\"authenticators\":[{}]}}",
         json_string(&s.user),
         s.enrolled,
         json_string(&s.methods),
@@ -192,11 +228,26 @@ pub fn to_json(s: &UserStatus) -> String {
         s.backup_codes_left,
         s.throttled_for_secs,
         s.consecutive_failures,
+        s.low_backup_codes,
         s.ceiling_reached_for_secs,
         json_string(&s.rule),
         json_string(&s.mode),
         json_string(&s.enforcement_date),
-        s.days_left
+        s.days_left,
+        json_string(&s.setup_methods.names()),
+        s.authenticators
+            .iter()
+            .map(|a| format!(
+                "{{\"name\":{},\"method\":{},\"added\":{},\"last_used\":{},\"drift_secs\":{},\"drift_known\":{}}}",
+                json_string(&a.name),
+                json_string(&a.method),
+                a.added,
+                a.last_used,
+                a.drift_secs,
+                a.drift_known
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
     )
 }
 
@@ -238,11 +289,15 @@ mod tests {
             backup_codes_left: left,
             throttled_for_secs: throttled,
             consecutive_failures: 3,
+            low_backup_codes: left <= 3,
             ceiling_reached_for_secs: 0,
             rule: "default".into(),
             mode: "optional".into(),
             enforcement_date: String::new(),
             days_left: 0,
+            setup_methods: twofold_protocol::Methods::ANY,
+            host_methods: twofold_protocol::Methods::ANY,
+            authenticators: Vec::new(),
         }
     }
 
@@ -389,11 +444,11 @@ mod tests {
     fn writes_json() {
         assert_eq!(
             to_json(&status(true, 8, 0)),
-            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"ceiling_reached_for_secs":0,"rule":"default","mode":"optional","enforcement_date":"","days_left":0}"#
+            r#"{"user":"alice","enrolled":true,"methods":"totp","email":"","backup_codes_left":8,"throttled_for_secs":0,"consecutive_failures":3,"low_backup_codes":false,"ceiling_reached_for_secs":0,"rule":"default","mode":"optional","enforcement_date":"","days_left":0,"setup_methods":"totp,email","authenticators":[]}"#
         );
         assert!(
             to_json(&rolling_out("recommend", "2026-09-01", 32))
-                .ends_with(r#""rule":"staff","mode":"recommend","enforcement_date":"2026-09-01","days_left":32}"#)
+                .ends_with(r#""rule":"staff","mode":"recommend","enforcement_date":"2026-09-01","days_left":32,"setup_methods":"totp,email","authenticators":[]}"#)
         );
     }
 

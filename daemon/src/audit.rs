@@ -1,7 +1,12 @@
 //! One line per decision to syslog (facility authpriv), and to stderr when
-//! asked (tests, the demo). Values pass through `field`, which escapes
-//! control characters; codes and secrets are never given to this module.
+//! asked (tests, the demo). While syslog cannot be reached, lines go to
+//! stderr and are appended to the configured `log_file`, so they are kept
+//! on a host without a syslog daemon. Values pass through `field`, which
+//! escapes control characters; codes and secrets are never given to this
+//! module.
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
@@ -25,6 +30,10 @@ enum Syslogd {
 struct Sink {
     syslog: Mutex<Syslogd>,
     stderr: bool,
+    /// Where lines go while syslog is down (`None`: stderr only), and the
+    /// file once opened.
+    fallback: Option<PathBuf>,
+    file: Mutex<Option<File>>,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -46,9 +55,10 @@ fn connect() -> Option<Syslog> {
     .ok()
 }
 
-/// Start logging; lines also go to stderr if `stderr`. Returns whether
-/// syslog was reachable, so the caller can warn when it is not.
-pub fn init(stderr: bool) -> bool {
+/// Start logging; lines also go to stderr if `stderr`, and to `fallback`
+/// (unless empty) while syslog cannot be reached. Returns whether syslog
+/// was reachable, so the caller can warn when it is not.
+pub fn init(stderr: bool, fallback: &Path) -> bool {
     let syslog = connect().map_or(
         Syslogd::Down {
             since: crate::clock::monotonic(),
@@ -59,6 +69,8 @@ pub fn init(stderr: bool) -> bool {
     let _ = SINK.set(Sink {
         syslog: Mutex::new(syslog),
         stderr,
+        fallback: (!fallback.as_os_str().is_empty()).then(|| fallback.to_path_buf()),
+        file: Mutex::new(None),
     });
     reachable
 }
@@ -113,13 +125,59 @@ pub fn log(level: Level, line: &str) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .send(level, line);
-    if !sent && !sink.stderr {
-        // Nowhere else to go: stderr reaches the journal under systemd.
-        to_stderr(&format!("twofoldd: (syslog unreachable) {line}\n"));
+    if !sent {
+        if let Some(path) = &sink.fallback {
+            let mut file = sink.file.lock().unwrap_or_else(|p| p.into_inner());
+            append(&mut file, path, level, line);
+        }
+        if !sink.stderr {
+            // Also stderr: it reaches the journal under systemd.
+            to_stderr(&format!("twofoldd: (syslog unreachable) {line}\n"));
+        }
     }
     if sink.stderr {
         to_stderr(&format!("twofoldd: {line}\n"));
     }
+}
+
+/// Append `line` to the fallback file at `path` (root's, 0600, created if
+/// missing, never through a symbolic link), opening it on first use and
+/// again after a failed write (it may have been rotated away).
+fn append(file: &mut Option<File>, path: &Path, level: Level, line: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if file.is_none() {
+        *file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .ok();
+    }
+    let Some(f) = file.as_mut() else { return };
+    let text = fallback_line(crate::clock::now(), std::process::id(), level, line);
+    if f.write_all(text.as_bytes()).is_err() {
+        *file = None;
+    }
+}
+
+/// A line of the fallback file: UTC time, process, level, the line.
+fn fallback_line(now: u64, pid: u32, level: Level, line: &str) -> String {
+    let when = i64::try_from(now)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| now.to_string());
+    let level = match level {
+        Level::Info => "info",
+        Level::Warning => "warning",
+        Level::Error => "err",
+    };
+    format!("{when} twofoldd[{pid}]: {level}: {line}\n")
 }
 
 /// One write for the whole line (stderr is unbuffered: `eprintln!` would make
@@ -151,6 +209,14 @@ mod tests {
         assert!(time_to_reconnect(down, down + RECONNECT_PAUSE));
         // An instant before `since` (not possible under the lock) saturates.
         assert!(!time_to_reconnect(down + RECONNECT_PAUSE, down));
+    }
+
+    #[test]
+    fn a_fallback_line_says_when_and_what() {
+        assert_eq!(
+            fallback_line(1_700_000_000, 42, Level::Warning, "login user=a outcome=x"),
+            "2023-11-14T22:13:20Z twofoldd[42]: warning: login user=a outcome=x\n"
+        );
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub struct BackupSet {
     pub salt: Vec<u8>,
     pub params: HashParams,
     pub hashes: Vec<Option<HexHash>>,
+    /// The hashes of the codes used from this set (moved here from `hashes`
+    /// as each is used), so that a used code typed again is told apart from
+    /// a wrong guess, also after a restart. At most as many as the set had;
+    /// a new set starts empty. Absent in state written before it existed
+    /// (and then not written, so such state reads the same both ways).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spent: Vec<HexHash>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +124,7 @@ pub fn generate(
             salt,
             params,
             hashes,
+            spent: Vec::new(),
         },
     ))
 }
@@ -138,10 +146,10 @@ impl BackupSet {
         Ok(found)
     }
 
-    /// As `find`, with one hash, also telling a code among `spent` (the
-    /// stored hashes of codes used before, under this set's salt) apart
-    /// from a wrong one.
-    pub fn find_or_spent(&self, candidate: &str, spent: &[HexHash]) -> Result<Found, HashError> {
+    /// As `find`, with one hash, also telling a code used before (among
+    /// `spent`) apart from a wrong one. A code that never existed matches
+    /// neither list, so it reads as wrong, as before.
+    pub fn find_or_spent(&self, candidate: &str) -> Result<Found, HashError> {
         let digest = Hasher::new(self.params)?.hash(candidate, &self.salt)?;
         let unused = self
             .hashes
@@ -155,7 +163,12 @@ impl BackupSet {
             });
         Ok(match unused {
             Some(i) => Found::Unused(i),
-            None if spent.iter().any(|HexHash(s)| constant_time_eq(s, &digest)) => Found::Spent,
+            None if self.spent.iter().fold(false, |seen, HexHash(s)| {
+                seen | constant_time_eq(s, &digest)
+            }) =>
+            {
+                Found::Spent
+            }
             None => Found::Wrong,
         })
     }
@@ -235,8 +248,9 @@ mod tests {
     #[test]
     fn a_spent_code_is_told_apart_from_a_wrong_one() {
         let (codes, mut set) = generate(3, FAST).unwrap();
-        let spent = vec![set.hashes[1].take().unwrap()];
-        let find = |c: &str| set.find_or_spent(c, &spent).unwrap();
+        let used = set.hashes[1].take().unwrap();
+        set.spent.push(used);
+        let find = |c: &str| set.find_or_spent(c).unwrap();
         assert_eq!(find(codes[0].expose()), Found::Unused(0));
         assert_eq!(find(codes[1].expose()), Found::Spent);
         assert_eq!(find("0000000000"), Found::Wrong);

@@ -103,6 +103,27 @@ pub fn confirm_enrollment(e: &Engine, caller: u32, code: &str) -> Result<Vec<Sec
     e.confirm_enrollment(account.uid, &account.name, code, crate::now())
 }
 
+pub fn begin_authenticator(e: &Engine, caller: u32, name: &str) -> Result<EnrollmentOffer> {
+    small(&[("name", name)])?;
+    let account = authz::own_account(caller)?;
+    e.begin_app(&account, name, crate::now())
+}
+
+pub fn remove_authenticator(e: &Engine, caller: u32, name: &str, code: &str) -> Result<()> {
+    small(&[("name", name), ("code", code)])?;
+    let account = authz::own_account(caller)?;
+    e.remove_app_of_own(&account, name, code, crate::now())
+}
+
+pub fn admin_remove_authenticator(e: &Engine, caller: u32, user: &str, name: &str) -> Result<()> {
+    small(&[("user name", user), ("name", name)])?;
+    let group = &e.config().admin_group;
+    authz::admin(caller, group, method::ADMIN_REMOVE_AUTHENTICATOR)?;
+    let account = authz::named_account(user)?;
+    authz::may_unlock(caller, &account, group, method::ADMIN_REMOVE_AUTHENTICATOR)?;
+    e.admin_remove_app(&account.name, name, caller)
+}
+
 pub fn status(e: &Engine, caller: u32) -> Result<UserStatus> {
     e.status(&authz::own_account(caller)?, crate::now())
 }

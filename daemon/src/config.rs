@@ -19,6 +19,11 @@ pub struct Config {
     pub policy_file: PathBuf,
     /// The login socket twofoldd listens on when systemd does not hand it one.
     pub login_socket: PathBuf,
+    /// Where log lines also go while syslog (`/dev/log`) cannot be reached,
+    /// so an administrator finds them on a host without a syslog daemon
+    /// (stderr of a daemon started by D-Bus activation is kept nowhere).
+    /// Empty: stderr only.
+    pub log_file: PathBuf,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     pub enrollment: EnrollmentConfig,
@@ -67,6 +72,10 @@ pub struct EnrollmentConfig {
     pub backup_codes: u32,
     /// Seconds a `twofold setup` offer stays valid before it must be started again.
     pub offer_timeout_secs: u64,
+    /// With this many backup codes left or fewer, every login with a code
+    /// says how many are left and how to make new ones (0 to 20, below
+    /// `backup_codes`; 0: only when none is left).
+    pub low_backup_codes: u32,
 }
 
 /// Where enrollments and login state are kept.
@@ -234,6 +243,7 @@ impl Default for Config {
             admin_group: "twofold-admin".into(),
             policy_file: PathBuf::from(DEFAULT_POLICY_PATH),
             login_socket: PathBuf::from(twofold_protocol::LOGIN_SOCKET),
+            log_file: PathBuf::from("/var/log/twofoldd.log"),
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             enrollment: EnrollmentConfig::default(),
@@ -273,6 +283,7 @@ impl Default for EnrollmentConfig {
         Self {
             backup_codes: 10,
             offer_timeout_secs: 600,
+            low_backup_codes: 3,
         }
     }
 }
@@ -355,11 +366,16 @@ impl Config {
         } else {
             None
         };
-        let rules: [(bool, &'static str, String); 29] = [
+        let rules: [(bool, &'static str, String); 31] = [
             (self.state_dir.is_absolute(), "state_dir", "state_dir must be an absolute path".into()),
             (self.policy_file.is_absolute(), "policy_file", "policy_file must be an absolute path".into()),
             (self.login_socket.is_absolute(), "login_socket", "login_socket must be an absolute path".into()),
             (!self.admin_group.is_empty(), "admin_group", "admin_group must not be empty".into()),
+            (
+                self.log_file.as_os_str().is_empty() || self.log_file.is_absolute(),
+                "log_file",
+                "log_file must be an absolute path (or empty: stderr only)".into(),
+            ),
             (
                 !t.issuer.is_empty() && !t.issuer.contains(':') && t.issuer.len() <= 64,
                 "totp.issuer",
@@ -398,6 +414,14 @@ impl Config {
                 (5..=20).contains(&e.backup_codes) && e.offer_timeout_secs >= 60,
                 "enrollment.backup_codes",
                 "enrollment.backup_codes must be 5 to 20 and enrollment.offer_timeout_secs at least 60".into(),
+            ),
+            (
+                e.low_backup_codes < e.backup_codes,
+                "enrollment.low_backup_codes",
+                format!(
+                    "enrollment.low_backup_codes must be below enrollment.backup_codes ({}), not {}",
+                    e.backup_codes, e.low_backup_codes
+                ),
             ),
             (
                 m.transport != Transport::Smtp || !m.smtp_host.is_empty(),
@@ -558,6 +582,19 @@ mod tests {
     }
 
     #[test]
+    fn low_backup_codes_and_log_file_are_checked() {
+        let e = parse_str("[enrollment]\nbackup_codes = 5\nlow_backup_codes = 5\n").unwrap_err();
+        assert!(
+            e.contains(":3:") && e.contains("below enrollment.backup_codes (5), not 5"),
+            "{e}"
+        );
+        assert!(parse_str("[enrollment]\nlow_backup_codes = 0\n").is_ok());
+        let e = parse_str("log_file = \"twofoldd.log\"\n").unwrap_err();
+        assert!(e.contains("log_file must be an absolute path"), "{e}");
+        assert!(parse_str("log_file = \"\"\n").is_ok());
+    }
+
+    #[test]
     fn out_of_range_value_names_its_line() {
         let e = parse_str("# c\n[totp]\nissuer = \"x\"\n  digits = 9\n").unwrap_err();
         assert_eq!(
@@ -647,6 +684,7 @@ pub const KEYS: &[&str] = &[
     "admin_group",
     "policy_file",
     "login_socket",
+    "log_file",
     "totp.issuer",
     "totp.digits",
     "totp.period",
@@ -660,6 +698,7 @@ pub const KEYS: &[&str] = &[
     "throttle.account_interval_secs",
     "enrollment.backup_codes",
     "enrollment.offer_timeout_secs",
+    "enrollment.low_backup_codes",
     "email.transport",
     "email.smtp_host",
     "email.smtp_port",

@@ -2,7 +2,7 @@
 //! Callers have already decided that the caller may act for `user`.
 
 use crate::audit::{self, Level, field};
-use crate::backup::{HashParams, HexHash};
+use crate::backup::HashParams;
 use crate::config::Config;
 use crate::email_codes::EmailCodes;
 use crate::mail::{Mailer, Outbox};
@@ -34,7 +34,18 @@ pub(crate) struct Pending {
     pub attempts: u32,
     /// Begun (after a proof) as a second method of an existing enrollment.
     pub adds: bool,
+    /// Begun as another authenticator app with this name (`None`: the first).
+    pub name: Option<String>,
 }
+
+pub(crate) struct LoginOrigin {
+    pub service: String,
+    pub rhost: String,
+    pub until: u64,
+}
+
+/// Enrollments begun at login whose origin is kept at once (one per user).
+const MAX_LOGIN_ORIGINS: usize = 10_000;
 
 pub struct Engine {
     pub(crate) cfg: Config,
@@ -43,16 +54,16 @@ pub struct Engine {
     pub(crate) hostname: String,
     pub(crate) outbox: Box<dyn Outbox>,
     pub(crate) email_codes: Mutex<EmailCodes>,
-    /// The stored hashes of backup codes used since the daemon started, per
-    /// user (at most `MAX_SPENT_PER_USER`), so that a used code (a race's
-    /// loser, a code typed twice) is told apart from a wrong guess and not
-    /// counted as one. Each entry needed a right code, so the map stays small.
-    spent_backup: Mutex<HashMap<String, Vec<HexHash>>>,
     /// Users who proved themselves with their existing method moments ago,
     /// until when: adding a method to an enrollment needs one.
     proofs: Mutex<HashMap<String, u64>>,
     stripes: Vec<Mutex<()>>,
     pending: Mutex<HashMap<u32, Pending>>,
+    /// The service and remote host of an enrollment begun inside a login,
+    /// per user, until the offer expires: the confirming call carries only
+    /// the user and the code (its wire form is fixed), and its log line
+    /// names the login it ends.
+    login_origins: Mutex<HashMap<String, LoginOrigin>>,
     /// Wrong codes in a row per account and source (the account-wide
     /// ceiling is in each enrollment, on disk).
     sources: Mutex<SourceTable>,
@@ -96,13 +107,13 @@ impl Engine {
             outbox: Box::new(Mailer::new(&cfg.email, &hostname)),
             email_codes: Mutex::default(),
             proofs: Mutex::default(),
-            spent_backup: Mutex::default(),
             cfg,
             store,
             backup_params,
             hostname,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             pending: Mutex::new(HashMap::new()),
+            login_origins: Mutex::default(),
             sources: Mutex::new(SourceTable::default()),
         }
     }
@@ -152,14 +163,6 @@ impl Engine {
         Ok((local, fleet))
     }
 
-    pub(crate) fn params_of(&self, e: &Enrollment) -> TotpParams {
-        TotpParams {
-            digits: e.digits,
-            period: e.period,
-            window: self.cfg.totp.window,
-        }
-    }
-
     pub(crate) fn source_table(&self) -> MutexGuard<'_, SourceTable> {
         self.sources.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -185,18 +188,14 @@ impl Engine {
         (own > 0 || ceiling > 0).then_some(Hold { own, ceiling })
     }
 
+    /// Whether `e` has few enough backup codes left to be told so.
+    pub(crate) fn low_backup_codes(&self, e: &Enrollment) -> bool {
+        e.backup.remaining() <= self.cfg.enrollment.low_backup_codes
+    }
+
     /// Seconds the account-wide ceiling stays reached (0: not reached).
     pub(crate) fn ceiling_reached_for(&self, e: &Enrollment, now: u64) -> u64 {
         throttle::ceiling_wait(&self.cfg.throttle, e.ceiling_tat, now)
-    }
-
-    pub(crate) fn spent_backup(&self) -> MutexGuard<'_, HashMap<String, Vec<HexHash>>> {
-        self.spent_backup.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Forget `user`'s used backup codes (a new set, or a new enrollment).
-    pub(crate) fn forget_spent_backup(&self, user: &str) {
-        self.spent_backup().remove(user);
     }
 
     /// The longest wait anywhere for `user`, for status and reports.
@@ -238,6 +237,25 @@ impl Engine {
         Ok(true)
     }
 
+    /// Replace `user`'s state `loaded` with `next`, which folds in the
+    /// current code the user proved themselves with: a lost race (another
+    /// host accepted that step, or changed the state, first) reads as the
+    /// code already used, never as done.
+    pub(crate) fn write_proved(
+        &self,
+        user: &str,
+        loaded: &Loaded,
+        next: &Enrollment,
+    ) -> Result<(), TwofoldError> {
+        match self.store.write_enrollment(user, Some(loaded), next) {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict { .. }) => Err(TwofoldError::InvalidInput(
+                "That code was already used. Wait for the next code from your app.".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Record the event `event` makes of the latest state: after a lost
     /// race, load again and ask anew (a wrong code already checked is
     /// counted against the bucket as it now is). `Ok(false)`: the user is
@@ -260,6 +278,39 @@ impl Engine {
         Err(internal(format!(
             "the state of {user} kept changing under {RECORD_ATTEMPTS} attempts to record an event"
         )))
+    }
+
+    /// Keep where `user`'s enrollment at login comes from, until `until`.
+    pub(crate) fn keep_login_origin(
+        &self,
+        user: &str,
+        service: &str,
+        rhost: &str,
+        until: u64,
+        now: u64,
+    ) {
+        let mut origins = self.login_origins.lock().unwrap_or_else(|p| p.into_inner());
+        if origins.len() >= MAX_LOGIN_ORIGINS {
+            origins.retain(|_, o| o.until > now);
+            if origins.len() >= MAX_LOGIN_ORIGINS {
+                // Only the log line's service and host would be lost.
+                return;
+            }
+        }
+        origins.insert(
+            user.to_string(),
+            LoginOrigin {
+                service: service.to_string(),
+                rhost: rhost.to_string(),
+                until,
+            },
+        );
+    }
+
+    /// Where `user`'s enrollment at login came from, if it is still live.
+    pub(crate) fn take_login_origin(&self, user: &str, now: u64) -> Option<LoginOrigin> {
+        let mut origins = self.login_origins.lock().unwrap_or_else(|p| p.into_inner());
+        origins.remove(user).filter(|o| o.until > now)
     }
 
     pub(crate) fn pending_map(&self) -> MutexGuard<'_, HashMap<u32, Pending>> {

@@ -162,8 +162,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    if !audit::init(args.log_stderr) && !args.log_stderr {
-        eprintln!("twofoldd: warning: syslog (/dev/log) is not reachable; log lines go to stderr");
+    if !audit::init(args.log_stderr, &cfg.log_file) && !args.log_stderr {
+        eprintln!(
+            "twofoldd: warning: syslog (/dev/log) is not reachable; log lines go to stderr{}",
+            if cfg.log_file.as_os_str().is_empty() {
+                String::new()
+            } else {
+                format!(" and {}", cfg.log_file.display())
+            }
+        );
     }
     if !returns_large_blocks {
         audit::log(

@@ -66,8 +66,44 @@ pub fn check(
     })
 }
 
-/// The Key URI apps import: `otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=...`
-/// with algorithm, digits and period written out.
+/// For a code that is wrong within the window: the offset in steps (beyond
+/// the window, within `span` steps either way) of a step whose code it is,
+/// the nearest one if several. Only to tell a user that their device's clock
+/// looks wrong: a code found here is never accepted. Every step of the span is
+/// computed and compared in constant time, whatever the answer.
+pub fn diagnose(
+    secret: &[u8],
+    params: TotpParams,
+    code: &str,
+    now: u64,
+    span: u64,
+) -> Result<Option<i64>, TotpParamError> {
+    let totp = build(secret, params)?;
+    let here = i64::try_from(now / params.period).unwrap_or(i64::MAX);
+    let window = i64::try_from(params.window).unwrap_or(0);
+    let span = i64::try_from(span).unwrap_or(0);
+    let mut found: Option<i64> = None;
+    for k in -span..=span {
+        let Some(step) = here.checked_add(k).and_then(|s| u64::try_from(s).ok()) else {
+            continue;
+        };
+        let time = step.saturating_mul(params.period);
+        let same = constant_time_eq(totp.generate(time).to_string().as_bytes(), code.as_bytes());
+        if same && k.abs() > window && found.is_none_or(|f| k.abs() < f.abs()) {
+            found = Some(k);
+        }
+    }
+    Ok(found)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The Key URI apps import: `otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=...`.
+/// Algorithm, digits and period are written only where they differ from the
+/// Key URI format's defaults (SHA1, 6, 30), so the usual URI is short enough
+/// for a QR code that fits an 80x24 terminal.
 pub fn key_uri(
     secret: &[u8],
     params: TotpParams,
@@ -83,17 +119,30 @@ pub fn key_uri(
         .with_account_name(account)
         .build()
         .map_err(|e| TotpParamError(e.to_string()))?;
-    let mut uri = totp.to_url().map_err(|e| TotpParamError(e.to_string()))?;
-    for (key, value) in [
-        ("algorithm", "SHA1".to_string()),
-        ("digits", params.digits.to_string()),
-        ("period", params.period.to_string()),
-    ] {
-        if !uri.contains(&format!("&{key}=")) {
-            uri.push_str(&format!("&{key}={value}"));
+    let full = totp.to_url().map_err(|e| TotpParamError(e.to_string()))?;
+    // totp-rs writes some of them (which, depends on its version): keep
+    // only those that differ from the defaults, then add any missing.
+    let (base, query) = full.split_once('?').unwrap_or((full.as_str(), ""));
+    let wanted = [
+        ("algorithm", "SHA1".to_string(), "SHA1"),
+        ("digits", params.digits.to_string(), "6"),
+        ("period", params.period.to_string(), "30"),
+    ];
+    let mut parts: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter(|kv| {
+            let key = kv.split_once('=').map_or(*kv, |(k, _)| k);
+            !wanted.iter().any(|(k, _, _)| *k == key)
+        })
+        .map(String::from)
+        .collect();
+    for (key, value, default) in wanted {
+        if value != default {
+            parts.push(format!("{key}={value}"));
         }
     }
-    Ok(uri)
+    Ok(format!("{base}?{}", parts.join("&")))
 }
 
 #[cfg(test)]
@@ -185,6 +234,29 @@ mod tests {
     }
 
     #[test]
+    fn a_code_off_by_minutes_is_found_but_never_within_the_window() {
+        let now = 1_700_000_015;
+        for k in [-20i64, -6, -2, 2, 6, 20] {
+            let t = (now as i64 + k * 30) as u64;
+            let code = code_at(RFC_SECRET, SIX, t).unwrap();
+            assert_eq!(
+                check(RFC_SECRET, SIX, &code, now, None).unwrap(),
+                TotpCheck::Wrong
+            );
+            assert_eq!(
+                diagnose(RFC_SECRET, SIX, &code, now, 20).unwrap(),
+                Some(k),
+                "{k}"
+            );
+        }
+        // Inside the window is not a diagnosis (it is accepted); beyond the span nothing.
+        let near = code_at(RFC_SECRET, SIX, now + 30).unwrap();
+        assert_eq!(diagnose(RFC_SECRET, SIX, &near, now, 20).unwrap(), None);
+        let far = code_at(RFC_SECRET, SIX, now + 21 * 30).unwrap();
+        assert_eq!(diagnose(RFC_SECRET, SIX, &far, now, 20).unwrap(), None);
+    }
+
+    #[test]
     fn a_step_is_accepted_once() {
         let now = 1_700_000_015;
         let code = code_at(RFC_SECRET, SIX, now).unwrap();
@@ -212,7 +284,24 @@ mod tests {
         let uri = key_uri(RFC_SECRET, SIX, "twofold", "alice@host1").unwrap();
         assert_eq!(
             uri,
-            "otpauth://totp/twofold:alice%40host1?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=twofold&algorithm=SHA1&digits=6&period=30"
+            "otpauth://totp/twofold:alice%40host1?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=twofold"
         );
+        // Other than the defaults, they are written.
+        let eight = key_uri(
+            RFC_SECRET,
+            TotpParams {
+                digits: 8,
+                period: 60,
+                window: 1,
+            },
+            "twofold",
+            "a@h",
+        )
+        .unwrap();
+        assert!(
+            eight.ends_with("&issuer=twofold&digits=8&period=60"),
+            "{eight}"
+        );
+        assert!(!eight.contains("algorithm"), "{eight}");
     }
 }

@@ -43,6 +43,9 @@ enum Call {
     ConfirmEmailEnrollment(String),
     EmailEnrollAtLogin(String, String, String, String),
     ConfirmEmailAtLogin(String, String),
+    BeginAuthenticator(String),
+    RemoveAuthenticator(String, String),
+    AdminRemoveAuthenticator(String, String),
 }
 
 /// E-mail codes are on, and every message is dropped (no network here).
@@ -150,6 +153,11 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             }
             Call::ConfirmEmailAtLogin(u, c) => {
                 calls::confirm_email_at_login(e, caller, &u, &c).map(drop)
+            }
+            Call::BeginAuthenticator(n) => calls::begin_authenticator(e, caller, &n).map(drop),
+            Call::RemoveAuthenticator(n, c) => calls::remove_authenticator(e, caller, &n, &c),
+            Call::AdminRemoveAuthenticator(u, n) => {
+                calls::admin_remove_authenticator(e, caller, &u, &n)
             }
         };
     }

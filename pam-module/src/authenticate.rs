@@ -193,7 +193,13 @@ async fn ask_code<H: Host, D: Daemon>(
         &format!("daemon answered {:?}", reply.outcome),
     );
     match reply.outcome {
-        VerifyOutcome::Accepted => PamResultCode::PAM_SUCCESS,
+        VerifyOutcome::Accepted => {
+            // A notice such as few backup codes left (usually none).
+            if !reply.message.is_empty() {
+                host.show(Shown::Info, &reply.message);
+            }
+            PamResultCode::PAM_SUCCESS
+        }
         VerifyOutcome::AcceptedBackupCode => {
             host.show(Shown::Info, &reply.message);
             PamResultCode::PAM_SUCCESS

@@ -749,7 +749,8 @@ Scan this QR code with your authenticator app, then type the code it shows.\n\
 \n\
 Key URI: otpauth://totp/twofold:carol?secret=JBSWY3DPEHPK3PXP&issuer=twofold\n\
 Or enter this key by hand: JBSW Y3DP EHPK 3PXP\n\
-QR code garbled? Type A at the prompt for a plain-text one.";
+QR code garbled? Type A at the prompt for a plain-text one. \
+Light background? Type I for one drawn dark on light.";
 const NO_MATCH: &str =
     "That code does not match. Check the time on your phone and type the current code.";
 
@@ -923,6 +924,24 @@ fn enrollment_at_login_returns_a_conversation_failure() {
     assert_eq!(confirmed_codes(&daemon), ["111111"]);
 }
 
+/// The error zbus gives for a method the daemon does not serve (with these
+/// arguments): an older or newer twofoldd.
+fn unknown_method() -> zbus::Error {
+    zbus::Error::FDO(Box::new(zbus::fdo::Error::UnknownMethod(
+        "Unknown method 'EnrollAtLogin'".into(),
+    )))
+}
+
+#[test]
+fn a_daemon_of_another_version_is_named_as_such() {
+    use crate::steps::version_mismatch;
+    assert!(version_mismatch(&unknown_method()));
+    assert!(version_mismatch(&zbus::Error::FDO(Box::new(
+        zbus::fdo::Error::InvalidArgs("signature".into())
+    ))));
+    assert!(!version_mismatch(&timed_out()));
+}
+
 #[test]
 fn enrollment_at_login_refuses_on_daemon_errors_whatever_the_failmode() {
     for options in [Options::default(), SAFE] {
@@ -943,6 +962,17 @@ fn enrollment_at_login_refuses_on_daemon_errors_whatever_the_failmode() {
         let daemon = FakeDaemon {
             plan: enroll_plan(),
             offer: Some(Err(|| TwofoldError::ZBus(timed_out()))),
+            ..Default::default()
+        };
+        let (code, _) = run_fake(&mut host, &options, &login("carol"), daemon);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{options:?}");
+
+        // A daemon of another version (still running after an upgrade) does
+        // not know the call: the message says so and what to do.
+        let mut host = Scripted::new(vec![Step::Show(Shown::Error, "systemctl restart twofoldd")]);
+        let daemon = FakeDaemon {
+            plan: enroll_plan(),
+            offer: Some(Err(|| TwofoldError::ZBus(unknown_method()))),
             ..Default::default()
         };
         let (code, _) = run_fake(&mut host, &options, &login("carol"), daemon);

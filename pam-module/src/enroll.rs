@@ -36,7 +36,10 @@ const NO_MESSAGES: &str = "Two-factor authentication must be set up before you c
 but this program asked for no messages, so the key cannot be shown. \
 Log in another way (for example over SSH) to set it up.";
 /// Shown under the Unicode QR code: the answer that redraws it in ASCII.
-const ASCII_HINT: &str = "QR code garbled? Type A at the prompt for a plain-text one.";
+/// The other answer draws it dark on light, for a light background (escape
+/// colours cannot be used: SSH clients show them as text).
+const ASCII_HINT: &str = "QR code garbled? Type A at the prompt for a plain-text one. \
+Light background? Type I for one drawn dark on light.";
 const SET_UP: &str = "Two-factor authentication is now set up.";
 const BACKUP_CODES_INTRO: &str = "Your backup codes, for when you do not have your phone:";
 const KEEP_BACKUP_CODES: &str =
@@ -123,6 +126,7 @@ pub async fn enroll<H: Host, D: Daemon>(
     host.show(Shown::Info, &offer_text(explanation, &offer, ascii));
     // Kept (with the key in it) only while a redraw in ASCII may be asked for.
     let mut redraw = (!ascii).then_some(offer);
+    let mut inverted_shown = false;
     let mut attempt = 0;
     while attempt < MAX_TRIES {
         let answer = match host.prompt_hidden(PROMPT) {
@@ -137,6 +141,15 @@ pub async fn enroll<H: Host, D: Daemon>(
             && let Some(offer) = redraw.take()
         {
             host.show(Shown::Info, &offer_text("", &offer, true));
+            continue;
+        }
+        // A light background shows the Unicode drawing inverted. Once.
+        if answer.trim_ascii().eq_ignore_ascii_case(b"i")
+            && !inverted_shown
+            && let Some(offer) = redraw.as_ref()
+        {
+            inverted_shown = true;
+            host.show(Shown::Info, &inverted_text(offer));
             continue;
         }
         attempt += 1;
@@ -293,6 +306,17 @@ fn offer_text(explanation: &str, offer: &EnrollmentOffer, ascii: bool) -> Zeroiz
     concat(&pieces)
 }
 
+/// The Unicode QR code drawn dark on light, and the key by hand.
+fn inverted_text(offer: &EnrollmentOffer) -> Zeroizing<String> {
+    let key = twofold_protocol::text::group_key(offer.secret_base32.expose());
+    let drawing = Zeroizing::new(twofold_protocol::text::qr_inverted(offer.qr_code.expose()));
+    concat(&[
+        drawing.trim_end_matches('\n'),
+        "\n\nOr enter this key by hand: ",
+        &key,
+    ])
+}
+
 /// The confirmation, then the backup codes numbered from 1, as `xxxxx-xxxxx`.
 fn backup_codes_text(codes: &[SecretString]) -> Zeroizing<String> {
     let width = codes.len().to_string().len();
@@ -343,7 +367,14 @@ mod tests {
             "Set it up now.\n\n█▀▀█\n█▄▄█\n\n\
              Key URI: otpauth://totp/twofold:alice?secret=JBSWY3DPEHPK3PXP\n\
              Or enter this key by hand: JBSW Y3DP EHPK 3PXP\n\
-             QR code garbled? Type A at the prompt for a plain-text one."
+             QR code garbled? Type A at the prompt for a plain-text one. \
+             Light background? Type I for one drawn dark on light."
+        );
+        // Drawn the other way round, for a light background.
+        assert_eq!(
+            inverted_text(&offer()).as_str(),
+            "\u{20}\u{2584}\u{2584}\u{20}\n\u{20}\u{2580}\u{2580}\u{20}\n\n\
+             Or enter this key by hand: JBSW Y3DP EHPK 3PXP"
         );
         // No explanation: no leading blank lines.
         assert!(offer_text("", &offer(), false).starts_with("█▀▀█\n"));

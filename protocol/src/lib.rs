@@ -58,6 +58,9 @@ pub mod method {
     pub const ADMIN_RELOAD: &str = "AdminReload";
     pub const BEGIN_EMAIL_ENROLLMENT: &str = "BeginEmailEnrollment";
     pub const CONFIRM_EMAIL_ENROLLMENT: &str = "ConfirmEmailEnrollment";
+    pub const BEGIN_AUTHENTICATOR: &str = "BeginAuthenticator";
+    pub const REMOVE_AUTHENTICATOR: &str = "RemoveAuthenticator";
+    pub const ADMIN_REMOVE_AUTHENTICATOR: &str = "AdminRemoveAuthenticator";
     /// The methods of a login, which the module calls (the test that
     /// twofoldd serves them all reads this).
     pub const LOGIN: &[&str] = &[
@@ -96,6 +99,9 @@ pub mod method {
         CONFIRM_EMAIL_ENROLLMENT,
         EMAIL_ENROLL_AT_LOGIN,
         CONFIRM_EMAIL_AT_LOGIN,
+        BEGIN_AUTHENTICATOR,
+        REMOVE_AUTHENTICATOR,
+        ADMIN_REMOVE_AUTHENTICATOR,
     ];
 }
 
@@ -235,6 +241,9 @@ pub struct UserStatus {
     pub throttled_for_secs: u64,
     /// Consecutive failed codes since the last success.
     pub consecutive_failures: u32,
+    /// Few backup codes are left (at most the configured
+    /// `enrollment.low_backup_codes`): time for a new set.
+    pub low_backup_codes: bool,
     /// Seconds until the account-wide ceiling (wrong codes from several
     /// places) checks app and e-mail codes from a new address again; until
     /// then only backup codes are checked there. 0: not reached.
@@ -247,6 +256,30 @@ pub struct UserStatus {
     pub enforcement_date: String,
     /// Days until then (0 when empty or past).
     pub days_left: u32,
+    /// What `twofold setup` offers this user now: the methods the rule
+    /// accepts that this host provides (no `email` while e-mail is off).
+    pub setup_methods: Methods,
+    /// What this host provides at all (`totp`, and `email` unless e-mail is off).
+    pub host_methods: Methods,
+    /// The user's authenticator apps, the first one first.
+    pub authenticators: Vec<Authenticator>,
+}
+
+/// One authenticator app of a user (each has its own key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Authenticator {
+    /// `app` for the first one unless it was named.
+    pub name: String,
+    /// `totp`.
+    pub method: String,
+    /// Unix time it was added.
+    pub added: u64,
+    /// Unix time of its last accepted code (0: never).
+    pub last_used: u64,
+    /// Its clock's offset from the host's at its last accepted code, in
+    /// seconds (positive: ahead); meaningful only with `drift_known`.
+    pub drift_secs: i64,
+    pub drift_known: bool,
 }
 
 /// One line of `twofold admin report`.
@@ -258,6 +291,8 @@ pub struct ReportRow {
     /// `totp`, `email` or `totp,email`; empty when not enrolled.
     pub method: String,
     pub backup_codes_left: u32,
+    /// As `UserStatus::low_backup_codes`.
+    pub low_backup_codes: bool,
     /// Unix time of the last login with a code (0: never).
     pub last_login: u64,
     pub rule: String,
@@ -442,4 +477,16 @@ pub trait Twofold {
         user: &str,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError>;
+
+    /// Offer the caller a key for another authenticator app called `name`
+    /// (after a current code proved them, as for a second method);
+    /// `ConfirmEnrollment` stores it. At most 5 apps a user.
+    fn begin_authenticator(&self, name: &str) -> Result<EnrollmentOffer, TwofoldError>;
+
+    /// Remove the caller's app `name` after a current code; never their last
+    /// method while their rule is `require`.
+    fn remove_authenticator(&self, name: &str, code: &str) -> Result<(), TwofoldError>;
+
+    /// Remove `user`'s app `name` (root or the admin group; not their last method).
+    fn admin_remove_authenticator(&self, user: &str, name: &str) -> Result<(), TwofoldError>;
 }

@@ -10,6 +10,53 @@ pub fn human_duration(secs: u64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// A device clock's offset in words: "on time", "about 30 seconds ahead",
+/// "about 1 minute behind"; `None`: not known yet.
+pub fn clock_words(drift_secs: Option<i64>) -> String {
+    match drift_secs {
+        None => "clock not checked yet (no code accepted since it was recorded)".into(),
+        Some(0) => "clock on time".into(),
+        Some(s) => format!(
+            "clock about {} {} (at its last code)",
+            human_duration(s.unsigned_abs()),
+            if s > 0 { "ahead" } else { "behind" }
+        ),
+    }
+}
+
+/// The daemon's QR drawing (light modules drawn, dark ones left blank) in
+/// explicit colours, for a terminal that shows them (`twofold setup`): white
+/// drawn on black, line by line, so it scans the same on light and dark
+/// backgrounds (the quiet zone is light, like the modules it surrounds).
+/// Not for the login conversation: SSH clients show escapes as text there.
+pub fn qr_in_colour(drawing: &str) -> String {
+    const WHITE_ON_BLACK: &str = "\x1b[97;40m";
+    const RESET: &str = "\x1b[0m";
+    let mut out = String::with_capacity(drawing.len() + drawing.lines().count() * 12);
+    for line in drawing.lines() {
+        out.push_str(WHITE_ON_BLACK);
+        out.push_str(line);
+        out.push_str(RESET);
+        out.push('\n');
+    }
+    out
+}
+
+/// The daemon's Unicode QR drawing the other way round (dark modules drawn,
+/// light ones blank), for a light background where colours cannot be used.
+pub fn qr_inverted(drawing: &str) -> String {
+    drawing
+        .chars()
+        .map(|c| match c {
+            ' ' => '\u{2588}',
+            '\u{2588}' => ' ',
+            '\u{2580}' => '\u{2584}',
+            '\u{2584}' => '\u{2580}',
+            other => other,
+        })
+        .collect()
+}
+
 /// A base32 key in blocks of four, easier to copy by hand.
 pub fn group_key(key: &str) -> zeroize::Zeroizing<String> {
     let mut grouped = zeroize::Zeroizing::new(String::with_capacity(key.len() + key.len() / 4));

@@ -376,6 +376,9 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     policy_dir: Option<tempfile::TempDir>,
     pub config_path: PathBuf,
+    /// Run in a mount namespace where `/dev/log` leads nowhere (a host
+    /// without a syslog daemon).
+    without_syslog: bool,
 }
 
 impl Daemon {
@@ -438,12 +441,16 @@ impl Daemon {
             .tempdir()?;
         let config_path = dir.path().join("twofold.toml");
         let state = dir.path().join("state");
+        // The lines syslog does not take go beside the test's state, never
+        // to the host's /var/log.
+        let fallback = dir.path().join("fallback.log");
         std::fs::write(
             &config_path,
             format!(
-                "state_dir = \"{}\"\nlogin_socket = \"{}\"\n{extra_config}",
+                "state_dir = \"{}\"\nlogin_socket = \"{}\"\nlog_file = \"{}\"\n{extra_config}",
                 state.display(),
-                bus.login_socket().display()
+                bus.login_socket().display(),
+                fallback.display()
             ),
         )?;
         let env = env
@@ -458,6 +465,7 @@ impl Daemon {
             env,
             policy_dir: None,
             config_path,
+            without_syslog: false,
         };
         let init = Command::new(artifacts().twofoldd())
             .arg("--config")
@@ -499,7 +507,24 @@ impl Daemon {
             .append(true)
             .open(self.log_path())?;
         let starts_before = self.log().matches("started, serving").count();
-        let child = Command::new(artifacts().twofoldd())
+        let mut command = if self.without_syslog {
+            // unshare execs sh, which execs twofoldd: one process, our child.
+            let mut c = Command::new("unshare");
+            c.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                "if [ -e /dev/log ]; then mount --bind /dev/null /dev/log || exit 99; fi; exec \"$0\" \"$@\"",
+            ])
+            .arg(artifacts().twofoldd());
+            c
+        } else {
+            Command::new(artifacts().twofoldd())
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config_path)
             .arg("--log-stderr")
@@ -524,6 +549,18 @@ impl Daemon {
             },
         )
         .with_context(|| format!("twofoldd log:\n{}", self.log()))
+    }
+
+    /// Restart the daemon where no syslog daemon listens on `/dev/log`.
+    pub fn restart_without_syslog(&mut self) -> Result<()> {
+        self.kill();
+        self.without_syslog = true;
+        self.spawn()
+    }
+
+    /// The lines written to the configured `log_file` (while syslog was down).
+    pub fn fallback_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fallback.log")).unwrap_or_default()
     }
 
     /// Kill the daemon (SIGKILL: nothing is flushed on the way out).
@@ -784,7 +821,7 @@ pub fn enroll(bus: &Bus, user: &str) -> Result<Enrolled> {
 pub fn enroll_confirming(bus: &Bus, user: &str, steps: i64) -> Result<Enrolled> {
     let mut child = bus
         .command_as(user, artifacts().twofold())
-        .arg("setup")
+        .args(["setup", "--method", "totp"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -793,7 +830,11 @@ pub fn enroll_confirming(bus: &Bus, user: &str, steps: i64) -> Result<Enrolled> 
     let mut uri = String::new();
     stdout.read_line(&mut uri)?;
     let uri = uri.trim().to_string();
-    let secret = uri_secret(&uri).with_context(|| format!("no secret in setup output {uri:?}"))?;
+    let Some(secret) = uri_secret(&uri) else {
+        // Say why: what setup wrote on stderr before it gave up.
+        let (_, err, status) = answer_and_finish(child, stdout, b"")?;
+        bail!("no secret in setup output {uri:?} ({status}): {err}");
+    };
     let code = oathtool(&secret, steps)?;
     let (rest, err, status) = answer_and_finish(child, stdout, format!("{code}\n").as_bytes())?;
     if !status.success() {

@@ -202,3 +202,34 @@ fn the_running_daemon_holds_no_capability_and_cannot_regain_one() {
         .unwrap();
     assert_eq!(login.code, pam::SUCCESS, "{login:?}\n{}", daemon.log());
 }
+
+/// A host without a syslog daemon: the lines are appended to `log_file`
+/// (root's, 0600) with the time, besides stderr.
+#[test]
+fn without_syslog_the_lines_go_to_the_log_file() {
+    const USER: &str = "tf-nolog";
+    test_user(USER).unwrap();
+    let bus = Bus::start().unwrap();
+    let mut daemon = Daemon::start(&bus, "").unwrap();
+    daemon.restart_without_syslog().unwrap();
+    let pam = PamService::new("").unwrap();
+    // Not enrolled: the login's plan is logged either way.
+    pam.login(&bus, USER, b"123456\n").unwrap();
+    let fallback = daemon.fallback_log();
+    let line = fallback
+        .lines()
+        .find(|l| l.contains(&format!("login user={USER}")))
+        .unwrap_or_else(|| panic!("no login line in the log file:\n{fallback}"));
+    // 2026-12-04T16:40:00Z twofoldd[PID]: info: login user=...
+    assert!(
+        line.len() > 21 && line.as_bytes()[10] == b'T' && line.contains(" twofoldd["),
+        "{line}"
+    );
+    assert!(fallback.contains("started, serving"), "{fallback}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(daemon.state_dir().with_file_name("fallback.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -40,6 +40,7 @@ fn enrollment(key: u8) -> Enrollment {
         last_failure: 0,
         ceiling_tat: 0,
         last_login: None,
+        apps: Default::default(),
     }
 }
 
@@ -78,17 +79,36 @@ fn every_write_is_conditional_so_a_race_between_hosts_has_one_winner() {
         b.load("alice").unwrap().unwrap(),
     );
     assert_eq!(la.enrollment, first);
-    a.append("alice", &mut la, Event::TotpAccepted { step: 100, at: 5 })
-        .unwrap();
+    a.append(
+        "alice",
+        &mut la,
+        Event::TotpAccepted {
+            step: 100,
+            at: 5,
+            app: 0,
+            drift: None,
+        },
+    )
+    .unwrap();
     assert!(conflict(b.append(
         "alice",
         &mut lb,
-        Event::TotpAccepted { step: 100, at: 5 }
+        Event::TotpAccepted {
+            step: 100,
+            at: 5,
+            app: 0,
+            drift: None
+        }
     )));
     assert!(conflict(b.append(
         "alice",
         &mut lb,
-        Event::TotpAccepted { step: 99, at: 5 }
+        Event::TotpAccepted {
+            step: 99,
+            at: 5,
+            app: 0,
+            drift: None
+        }
     )));
     assert_eq!(
         b.load("alice").unwrap().unwrap().enrollment.last_step,
@@ -146,7 +166,12 @@ fn every_write_is_conditional_so_a_race_between_hosts_has_one_winner() {
     assert!(conflict(b.append(
         "alice",
         &mut old,
-        Event::TotpAccepted { step: 500, at: 9 }
+        Event::TotpAccepted {
+            step: 500,
+            at: 9,
+            app: 0,
+            drift: None
+        }
     )));
 
     // Sixteen logins at once, eight through each host, with the same step:
@@ -157,7 +182,16 @@ fn every_write_is_conditional_so_a_race_between_hosts_has_one_winner() {
             let (store, wins) = (if i % 2 == 0 { &a } else { &b }, &wins);
             s.spawn(move || {
                 let mut l = store.load("alice").unwrap().unwrap();
-                match store.append("alice", &mut l, Event::TotpAccepted { step: 200, at: 10 }) {
+                match store.append(
+                    "alice",
+                    &mut l,
+                    Event::TotpAccepted {
+                        step: 200,
+                        at: 10,
+                        app: 0,
+                        drift: None,
+                    },
+                ) {
                     Ok(()) => {
                         wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
@@ -310,7 +344,16 @@ fn copying_a_host_into_the_database_and_back_keeps_every_use() {
         .unwrap();
     let mut l = files.load("alice").unwrap().unwrap();
     files
-        .append("alice", &mut l, Event::TotpAccepted { step: 77, at: 3 })
+        .append(
+            "alice",
+            &mut l,
+            Event::TotpAccepted {
+                step: 77,
+                at: 3,
+                app: 0,
+                drift: None,
+            },
+        )
         .unwrap();
     files
         .append("alice", &mut l, Event::BackupUsed { index: 4, at: 3 })
@@ -328,12 +371,17 @@ fn copying_a_host_into_the_database_and_back_keeps_every_use() {
     let back = FileStore::init(&dir.path().join("b")).unwrap();
     let r = twofoldd::store::copy::copy(&db, &back).unwrap();
     assert_eq!((r.copied, r.meta_copied), (1, 1), "{r}");
-    let (was, now) = (
+    let (mut was, now) = (
         files.load("alice").unwrap().unwrap().enrollment,
         back.load("alice").unwrap().unwrap().enrollment,
     );
     assert_eq!(now.last_step, Some(77));
     assert!(now.backup.hashes[4].is_none());
+    // The database keeps no app's last use or clock offset yet (docs/fleet.md,
+    // "What is not there yet"): that alone does not come back.
+    assert_eq!(was.apps.first.last_used, Some(3));
+    assert!(now.apps.is_empty());
+    was.apps.first = Default::default();
     assert_eq!(now, was);
     assert_eq!(back.load_meta("bob").unwrap(), meta);
 }
@@ -739,4 +787,180 @@ fn a_host_moves_into_the_fleet_and_out_with_its_users() {
     let r = pam.login(&alone.bus, ALICE, &line(&next)).unwrap();
     assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
     assert!(r.stderr.contains("already used"), "{r:?}");
+}
+
+/// What the database does not keep yet (several or named authenticators,
+/// burned steps) is refused, never written in part or dropped; a backup
+/// code used on one host reads as used (not wrong) on another's load.
+#[test]
+fn the_database_refuses_what_it_cannot_keep_of_several_authenticators() {
+    let fleet = Fleet::new().unwrap();
+    let (a, b) = two_stores(&fleet);
+    a.write_enrollment("alice", None, &enrollment(1)).unwrap();
+
+    let mut l = a.load("alice").unwrap().unwrap();
+    let before = l.revision;
+    let refused = |r: Result<(), StoreError>| match r {
+        Err(e @ StoreError::Conflict { .. }) => panic!("a refusal, not a race: {e}"),
+        Err(e) => e.to_string(),
+        Ok(()) => panic!("accepted"),
+    };
+    let text = refused(a.append(
+        "alice",
+        &mut l,
+        Event::TotpAccepted {
+            step: 200,
+            at: 5,
+            app: 1,
+            drift: Some(0),
+        },
+    ));
+    assert!(
+        text.contains("not supported with the postgresql store"),
+        "{text}"
+    );
+    let text = refused(a.append(
+        "alice",
+        &mut l,
+        Event::StepBurned {
+            app: 0,
+            step: 300,
+            at: 5,
+        },
+    ));
+    assert!(
+        text.contains("not supported with the postgresql store"),
+        "{text}"
+    );
+
+    let mut two = l.enrollment.clone();
+    two.generation += 1;
+    two.apps.more.push(twofoldd::store::App {
+        name: "laptop".into(),
+        secret: SecretBytes(vec![9; 20]),
+        digits: 6,
+        period: 30,
+        added: 1000,
+        last_step: None,
+        used: Default::default(),
+    });
+    let text = refused(a.write_enrollment("alice", Some(&l), &two));
+    assert!(
+        text.contains("not supported with the postgresql store"),
+        "{text}"
+    );
+    let mut named = l.enrollment.clone();
+    named.apps.first.name = Some("phone".into());
+    assert!(a.write_enrollment("alice", Some(&l), &named).is_err());
+    // Nothing of it was written.
+    let now = b.load("alice").unwrap().unwrap();
+    assert_eq!(now.revision, before);
+    assert_eq!(now.enrollment.last_step, Some(10));
+    assert!(now.enrollment.apps.is_empty());
+
+    // The first app's codes still record, conditional on its last step.
+    let ok = Event::TotpAccepted {
+        step: 200,
+        at: 5,
+        app: 0,
+        drift: Some(1),
+    };
+    a.append("alice", &mut l, ok).unwrap();
+    let mut lb = b.load("alice").unwrap().unwrap();
+    assert_eq!(lb.enrollment.last_step, Some(200));
+    assert!(conflict(b.append("alice", &mut lb, ok)));
+
+    // A backup code used on host A is spent, not unknown, for host B.
+    let (codes, backup) = backup::generate(5, FAST).unwrap();
+    let mut fresh = lb.enrollment.clone();
+    fresh.generation += 1;
+    fresh.backup = backup;
+    b.write_enrollment("alice", Some(&lb), &fresh).unwrap();
+    let mut la = a.load("alice").unwrap().unwrap();
+    let twofoldd::backup::Found::Unused(index) = la
+        .enrollment
+        .backup
+        .find_or_spent(codes[2].expose())
+        .unwrap()
+    else {
+        panic!("a new code reads as unused")
+    };
+    a.append(
+        "alice",
+        &mut la,
+        Event::BackupUsed {
+            index: index as u64,
+            at: 6,
+        },
+    )
+    .unwrap();
+    let lb = b.load("alice").unwrap().unwrap();
+    assert_eq!(
+        lb.enrollment
+            .backup
+            .find_or_spent(codes[2].expose())
+            .unwrap(),
+        twofoldd::backup::Found::Spent
+    );
+    let (never, _) = backup::generate(1, FAST).unwrap();
+    assert_eq!(
+        lb.enrollment
+            .backup
+            .find_or_spent(never[0].expose())
+            .unwrap(),
+        twofoldd::backup::Found::Wrong
+    );
+}
+
+/// On a fleet host, `twofold setup --name` says plainly that a second (or
+/// named) authenticator is not supported with the database yet, and a code
+/// that only a drift diagnosis would recognise is refused as plainly wrong:
+/// no step is disclosed, so none needs burning.
+#[test]
+fn a_fleet_host_refuses_a_second_app_and_offers_no_drift_diagnosis() {
+    test_user(ALICE).unwrap();
+    let fleet = Fleet::new().unwrap();
+    let h = host(&fleet.config());
+    let pam = PamService::new("").unwrap();
+    let e = enroll(&h.bus, ALICE).unwrap();
+    wait_for_step_margin(20);
+
+    let out = {
+        use std::io::Write;
+        let mut child = h
+            .bus
+            .command_as(ALICE, artifacts().twofold())
+            .args(["setup", "--name", "laptop"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = writeln!(stdin, "{}", oathtool(&e.secret, 0).unwrap());
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("not supported with the postgresql store"),
+        "{err}"
+    );
+
+    // 5 minutes ahead: the file store would name the clock and burn the
+    // step; here it is a wrong code like any other.
+    let ahead = oathtool(&e.secret, 10).unwrap();
+    let r = pam.login(&h.bus, ALICE, &line(&ahead)).unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    assert!(r.stderr.contains("Wrong code"), "{r:?}");
+    assert!(!r.stderr.contains("clock"), "{r:?}");
+
+    // The app's code still logs in once (the next step's: setup may have
+    // spent this one proving the user).
+    let now = oathtool(&e.secret, 1).unwrap();
+    let ok = pam.login(&h.bus, ALICE, &line(&now)).unwrap();
+    assert_eq!(ok.code, pam::SUCCESS, "{ok:?}\n{}", h.daemon.log());
+    let again = pam.login(&h.bus, ALICE, &line(&now)).unwrap();
+    assert!(again.stderr.contains("already used"), "{again:?}");
 }

@@ -54,8 +54,10 @@ fn enroll_then_log_in_with_a_code_from_oathtool() {
         "{}",
         e.uri
     );
-    for part in ["issuer=twofold", "algorithm=SHA1", "digits=6", "period=30"] {
-        assert!(e.uri.contains(part), "{} lacks {part}", e.uri);
+    assert!(e.uri.contains("&issuer=twofold"), "{}", e.uri);
+    // The Key URI format's defaults are left out (a smaller QR code).
+    for part in ["algorithm=", "digits=", "period="] {
+        assert!(!e.uri.contains(part), "{} has {part}", e.uri);
     }
     assert_eq!(e.secret.len(), 32, "160-bit secret in base32");
     assert_eq!(e.backup_codes.len(), 10);
@@ -175,6 +177,271 @@ fn backup_code_works_once() {
         pam::SUCCESS
     );
     assert!(status_json(&w, ALICE).contains("\"backup_codes_left\":8"));
+}
+
+#[test]
+fn a_used_backup_code_says_so_also_after_a_restart() {
+    let mut w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let code = &e.backup_codes[0];
+    assert_eq!(
+        w.pam.login(&w.bus, ALICE, &line(code)).unwrap().code,
+        pam::SUCCESS
+    );
+    let again = w.pam.login(&w.bus, ALICE, &line(code)).unwrap();
+    assert_eq!(again.code, pam::AUTH_ERR);
+    assert!(
+        again.stderr.contains("That backup code was already used"),
+        "{again:?}"
+    );
+    w.daemon.restart().unwrap();
+    let after = w.pam.login(&w.bus, ALICE, &line(code)).unwrap();
+    assert_eq!(after.code, pam::AUTH_ERR);
+    assert!(
+        after.stderr.contains("That backup code was already used"),
+        "{after:?}"
+    );
+    // A code that never existed gets the usual text, and counts as a guess.
+    let never = w.pam.login(&w.bus, ALICE, &line("00000-00000")).unwrap();
+    assert_eq!(never.code, pam::AUTH_ERR);
+    assert!(!never.stderr.contains("already used"), "{never:?}");
+    assert!(never.stderr.contains("Wrong code"), "{never:?}");
+    assert!(status_json(&w, ALICE).contains("\"consecutive_failures\":1"));
+}
+
+#[test]
+fn setup_offers_no_email_where_email_is_off() {
+    let w = world("", "");
+    let status = status_json(&w, ALICE);
+    assert!(status.contains("\"setup_methods\":\"totp\""), "{status}");
+    let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+    c.args(["setup", "--method", "email"]);
+    let r = run_with_input(c, b"alice@example.com\n").unwrap();
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("not available"), "{r:?}");
+    assert!(r.stderr.contains("--method totp"), "{r:?}");
+    // Refused before the address was asked for.
+    assert!(!r.stderr.contains("E-mail address"), "{r:?}");
+    assert!(status_json(&w, ALICE).contains("\"enrolled\":false"));
+}
+
+#[test]
+fn few_backup_codes_left_are_announced_at_every_login() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    // 10 codes; at 4 left nothing is said yet, at 3 (the default
+    // enrollment.low_backup_codes) every login says it.
+    for (i, code) in e.backup_codes[..6].iter().enumerate() {
+        let r = w.pam.login(&w.bus, ALICE, &line(code)).unwrap();
+        assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+        assert!(
+            r.stdout.contains(&format!("{} backup codes left.", 9 - i)),
+            "{r:?}"
+        );
+        assert!(!r.stdout.contains("twofold backup-codes"), "{r:?}");
+    }
+    let r = w
+        .pam
+        .login(&w.bus, ALICE, &line(&e.backup_codes[6]))
+        .unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("3 backup codes left. Run `twofold backup-codes` to get new ones."),
+        "{r:?}"
+    );
+    // A login with the app says it too.
+    let code = oathtool(&e.secret, 0).unwrap();
+    let r = w.pam.login(&w.bus, ALICE, &line(&code)).unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("You have 3 backup codes left. Run `twofold backup-codes`"),
+        "{r:?}"
+    );
+    let status = output({
+        let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+        c.arg("status");
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("Only 3 backup codes left: run `twofold backup-codes`"),
+        "{text}"
+    );
+    assert!(status_json(&w, ALICE).contains("\"low_backup_codes\":true"));
+    let report = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "report"]);
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(ALICE))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(" 3 low "), "{text}");
+    assert!(text.contains("low: few backup codes left"), "{text}");
+}
+
+#[test]
+fn clock_drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    wait_for_step_margin(8);
+    // The device's clock one step (30 s) ahead: accepted, and recorded.
+    let ahead = oathtool(&e.secret, 1).unwrap();
+    let r = w.pam.login(&w.bus, ALICE, &line(&ahead)).unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    let status = output({
+        let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+        c.arg("status");
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("app (totp, added "), "{text}");
+    assert!(text.contains("clock about 30 seconds ahead"), "{text}");
+    let explain = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "explain", ALICE]);
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        text.contains("authenticator app: clock about 30 seconds ahead"),
+        "{text}"
+    );
+    // Three minutes behind: refused with the diagnosis, counted, and the
+    // same code is never accepted.
+    let behind = oathtool(&e.secret, -6).unwrap();
+    for _ in 0..2 {
+        let r = w.pam.login(&w.bus, ALICE, &line(&behind)).unwrap();
+        assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+        assert!(
+            r.stderr.contains("3 minutes ago") && r.stderr.contains("about 3 minutes behind"),
+            "{r:?}"
+        );
+    }
+    assert!(status_json(&w, ALICE).contains("\"consecutive_failures\":2"));
+    assert!(w.daemon.log().contains("outcome=refused-wrong-code"));
+}
+
+/// `twofold setup --name NAME` through a pipe: the proof (a current code of
+/// an app the user has) first, then the new key's URI, then its code.
+fn add_app(w: &World, user: &str, name: &str, proof: &str, steps: i64) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = w
+        .bus
+        .command_as(user, artifacts().twofold())
+        .args(["setup", "--name", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{proof}").unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut uri = String::new();
+    stdout.read_line(&mut uri).unwrap();
+    let secret = uri_secret(uri.trim()).unwrap_or_else(|| {
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        panic!("no URI: {uri:?} {err}")
+    });
+    writeln!(stdin, "{}", oathtool(&secret, steps).unwrap()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    secret
+}
+
+#[test]
+fn several_authenticators_each_log_in_and_one_can_be_removed() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    wait_for_step_margin(20);
+    // The first app confirmed step -1; its step 0 proves ALICE for the new one.
+    let phone = add_app(&w, ALICE, "phone", &oathtool(&e.secret, 0).unwrap(), -1);
+    assert!(
+        w.daemon
+            .log()
+            .contains("authenticator-added user=tf-alice app=phone")
+    );
+    // Each app logs in with its own code; one never blocks the other.
+    for (secret, app, steps) in [(&phone, "phone", 0), (&e.secret, "app", 1)] {
+        let r = w
+            .pam
+            .login(&w.bus, ALICE, &line(&oathtool(secret, steps).unwrap()))
+            .unwrap();
+        assert_eq!(r.code, pam::SUCCESS, "{app}: {r:?}");
+        let log = w.daemon.log();
+        let accepted = log
+            .lines()
+            .rfind(|l| l.contains("outcome=accepted-totp"))
+            .unwrap();
+        assert!(accepted.contains(&format!("app={app}")), "{accepted}");
+    }
+    let list = output({
+        let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+        c.arg("authenticators");
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("app (totp, added") && text.contains("phone (totp, added"),
+        "{text}"
+    );
+    assert!(text.contains("clock about 30 seconds ahead"), "{text}");
+    // Under `require`: one of two may go (with a current code), the last may not.
+    let require = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "require", ALICE]);
+        c
+    })
+    .unwrap();
+    assert!(require.status.success());
+    let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+    c.args(["authenticators", "remove", "app"]);
+    let r = run_with_input(c, &line(&oathtool(&phone, 1).unwrap())).unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut c = w.bus.command_as(ALICE, artifacts().twofold());
+    c.args(["authenticators", "remove", "phone"]);
+    let r = run_with_input(c, b"123456\n").unwrap();
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("requires two-factor"), "{r:?}");
+    let status = output({
+        let mut c = w.bus.command(artifacts().twofold());
+        c.args(["admin", "status", ALICE]);
+        c
+    })
+    .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("phone (totp") && !text.contains("  app (totp"),
+        "{text}"
+    );
+    // The removed app's codes no longer log in.
+    let r = w
+        .pam
+        .login(&w.bus, ALICE, &line(&oathtool(&e.secret, 0).unwrap()))
+        .unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
 }
 
 #[test]
@@ -1000,6 +1267,50 @@ fn twofoldd_serves_every_method_the_module_calls() {
     let ours = xml.split(&interface).nth(1).unwrap_or_default();
     let ours = ours.split("</interface>").next().unwrap_or_default();
     assert_eq!(ours.matches("<method name=").count(), ALL.len(), "{xml}");
+}
+
+/// What a module meets when the running twofoldd is of another version: a
+/// method it does not serve, or one it serves with other arguments, come
+/// back as UnknownMethod and InvalidArgs, which the module names as a
+/// version mismatch (`pam-module/src/steps.rs` `version_mismatch`, and the
+/// message it shows, in the module's unit tests).
+#[test]
+fn another_versions_calls_come_back_as_unknown_method_or_invalid_args() {
+    let w = world("", "");
+    let names = zbus::block_on(async {
+        let conn = w.bus.connect().await?;
+        let mut names = Vec::new();
+        for (method, body) in [
+            ("EnrollAtLoginV0", ("a", "b")),
+            (twofold_protocol::method::ENROLL_AT_LOGIN, ("a", "b")),
+        ] {
+            let reply = conn
+                .call_method(
+                    Some(twofold_protocol::BUS_NAME),
+                    twofold_protocol::OBJECT_PATH,
+                    Some(twofold_protocol::INTERFACE),
+                    method,
+                    &body,
+                )
+                .await;
+            match reply {
+                Err(zbus::Error::MethodError(name, _, _)) => names.push(name.to_string()),
+                Err(zbus::Error::FDO(e)) => {
+                    names.push(zbus::DBusError::name(&*e).to_string());
+                }
+                other => anyhow::bail!("{method}: {other:?}"),
+            }
+        }
+        anyhow::Ok(names)
+    })
+    .unwrap();
+    assert_eq!(
+        names,
+        [
+            "org.freedesktop.DBus.Error.UnknownMethod",
+            "org.freedesktop.DBus.Error.InvalidArgs"
+        ]
+    );
 }
 
 /// twofoldd reuses the account a connection's `BeginLogin` resolved for that

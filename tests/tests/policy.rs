@@ -204,7 +204,17 @@ fn require_enrolls_inside_the_login_and_the_next_login_asks_for_a_code() {
         (pam::SUCCESS, true),
         "{next:?}"
     );
-    assert!(w.daemon.log().contains("outcome=enrolled-at-login"));
+    // The line that ends the enrollment names the login's service and remote
+    // host, as the lines before it do.
+    let log = w.daemon.log();
+    let done = log
+        .lines()
+        .find(|l| l.contains("outcome=enrolled-at-login"))
+        .expect("an enrolled-at-login line");
+    assert!(
+        done.contains("service=sshd") && done.contains(&format!("rhost={DEFAULT_RHOST}")),
+        "{done}"
+    );
     // The key and the backup codes went to the user only, never to the log.
     let log = w.daemon.log();
     assert!(!log.contains(&secret), "the key is in the log");

@@ -88,6 +88,17 @@ const METHODS: &[(&str, &[&str], Expect)] = &[
     ("AdminForgetDevices", &["string:tf-alice"], Expect::Refused),
     ("AdminCheckPolicy", &["string:"], Expect::Refused),
     ("AdminReload", &[], Expect::Refused),
+    (
+        "AdminRemoveAuthenticator",
+        &["string:tf-alice", "string:app"],
+        Expect::Refused,
+    ),
+    ("BeginAuthenticator", &["string:phone"], Expect::OwnAccount),
+    (
+        "RemoveAuthenticator",
+        &["string:app", "string:123456"],
+        Expect::OwnAccount,
+    ),
     ("BeginEnrollment", &[], Expect::OwnAccount),
     ("ConfirmEnrollment", &["string:123456"], Expect::OwnAccount),
     ("Status", &[], Expect::OwnAccount),

@@ -79,6 +79,59 @@ fn explain(h: &Host, login: &SshLogin) -> String {
     )
 }
 
+/// The messages issue 22 added reach the SSH client as written: the backup
+/// codes left (and, at 3, the command for new ones), a used backup code says
+/// so (not "wrong code"), and an app code for three minutes ago says the
+/// device's clock looks behind.
+#[test]
+fn backup_codes_left_a_used_one_and_a_clock_off_are_named_over_ssh() {
+    let h = host(REQUIRE);
+    let ann = enroll(&h.bus, ANN).unwrap();
+    let backup = ann.backup_codes[0].clone();
+    let first = SshClient::new(ANN)
+        .login(&h.sshd, person(PASSWORD, &[&backup]))
+        .unwrap();
+    assert!(first.logged_in(), "{}", explain(&h, &first));
+    // The notice of an accepted backup code reaches the user too.
+    let shown = format!("{}{}", first.stdout, first.stderr);
+    assert!(
+        shown.contains("9 backup codes left"),
+        "{}",
+        explain(&h, &first)
+    );
+    // And, with 3 left, how to get new ones.
+    let mut last = None;
+    for code in &ann.backup_codes[1..7] {
+        let ok = SshClient::new(ANN)
+            .login(&h.sshd, person(PASSWORD, &[code]))
+            .unwrap();
+        assert!(ok.logged_in(), "{}", explain(&h, &ok));
+        last = Some(ok);
+    }
+    let last = last.unwrap();
+    let shown = format!("{}{}", last.stdout, last.stderr);
+    assert!(
+        shown.contains("3 backup codes left. Run `twofold backup-codes` to get new ones."),
+        "{}",
+        explain(&h, &last)
+    );
+    let behind = oathtool(&ann.secret, -6).unwrap();
+    for (input, why) in [
+        (backup.as_str(), "that backup code was already used"),
+        (behind.as_str(), "its clock looks about 3 minutes behind"),
+    ] {
+        let bad = SshClient::new(ANN)
+            .login(&h.sshd, person(PASSWORD, &[input]))
+            .unwrap();
+        assert!(!bad.logged_in(), "{input:?}: {}", explain(&h, &bad));
+        assert!(
+            bad.stderr.to_lowercase().contains(why),
+            "{input:?} should say {why:?}: {}",
+            explain(&h, &bad)
+        );
+    }
+}
+
 #[test]
 fn password_then_code() {
     let h = host(REQUIRE);

@@ -37,7 +37,6 @@ impl Engine {
         let mut meta = self.store.load_meta(user)?;
         self.store.remove_enrollment(user)?;
         self.source_table().forget_user(user);
-        self.forget_spent_backup(user);
         meta.first_prompt = None;
         meta.remembered.clear();
         self.store.write_meta(user, &meta)?;

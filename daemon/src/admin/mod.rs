@@ -13,15 +13,34 @@ use crate::users::{self, Account};
 use std::collections::{HashMap, HashSet};
 use twofold_protocol::{LoginAction, ReportRow, TwofoldError, UserStatus};
 
+/// What a status shows beyond its report line.
+struct Extra {
+    /// Seconds the user is throttled for, and their failures in a row.
+    throttle: (u64, u32),
+    /// The methods the user's rule accepts today.
+    methods: Methods,
+}
+
 impl Engine {
     /// The status of one account, with its effective rule (for logins in general).
     pub fn status(&self, account: &Account, now: u64) -> Result<UserStatus, TwofoldError> {
-        let (row, throttle) = self.report_row(account, &self.policy(), None, now)?;
-        let (throttled_for_secs, consecutive_failures) = throttle;
-        let email = self
-            .store
-            .load(&account.name)?
+        let (row, extra) = self.report_row(account, &self.policy(), None, now)?;
+        let Extra {
+            throttle: (throttled_for_secs, consecutive_failures),
+            methods,
+        } = extra;
+        let host = Methods {
+            totp: true,
+            email: self.email_enabled(),
+        };
+        let loaded = self.store.load(&account.name)?;
+        let email = loaded
+            .as_ref()
             .and_then(|l| l.enrollment.email.as_deref().map(crate::mail::mask))
+            .unwrap_or_default();
+        let authenticators = loaded
+            .as_ref()
+            .map(|l| authenticators(&l.enrollment))
             .unwrap_or_default();
         Ok(UserStatus {
             user: row.user,
@@ -31,16 +50,19 @@ impl Engine {
             backup_codes_left: row.backup_codes_left,
             throttled_for_secs,
             consecutive_failures,
+            low_backup_codes: row.low_backup_codes,
             ceiling_reached_for_secs: row.ceiling_reached_for_secs,
             rule: row.rule,
             mode: row.mode,
             enforcement_date: row.enforcement_date,
             days_left: row.days_left,
+            setup_methods: methods.both(host),
+            host_methods: host,
+            authenticators,
         })
     }
 
-    /// One report line, with the seconds the user is throttled for and their
-    /// failures in a row. `groups`: memberships already resolved (the report
+    /// One report line, with what a status adds. `groups`: memberships already resolved (the report
     /// resolves all users at once), or `None` to ask NSS.
     fn report_row(
         &self,
@@ -48,7 +70,7 @@ impl Engine {
         policy: &Policy,
         groups: Option<HashSet<String>>,
         now: u64,
-    ) -> Result<(ReportRow, (u64, u32)), TwofoldError> {
+    ) -> Result<(ReportRow, Extra), TwofoldError> {
         let user = account.name.as_str();
         let (meta, loaded) = {
             let _guard = self.lock(user);
@@ -76,6 +98,7 @@ impl Engine {
                 .names()
             }),
             backup_codes_left: e.map_or(0, |e| e.backup.remaining()),
+            low_backup_codes: e.is_some_and(|e| self.low_backup_codes(e)),
             last_login: e.and_then(|e| e.last_login).unwrap_or(0),
             rule: decision.rule.clone(),
             mode: decision.mode.as_str().into(),
@@ -91,7 +114,13 @@ impl Engine {
             ceiling_reached_for_secs: e.map_or(0, |e| self.ceiling_reached_for(e, now)),
             alias_of: String::new(),
         };
-        Ok((row, throttle))
+        Ok((
+            row,
+            Extra {
+                throttle,
+                methods: decision.methods,
+            },
+        ))
     }
 
     /// Every local account (uid 1000 to 59999) and every user twofold knows.
@@ -173,6 +202,15 @@ impl Engine {
         )];
         let planned = self.plan(account, ctx, now, false)?;
         lines.extend(planned.reasons);
+        if let Some(loaded) = self.store.load(&account.name)? {
+            for a in authenticators(&loaded.enrollment) {
+                lines.push(format!(
+                    "authenticator {}: {}",
+                    a.name,
+                    twofold_protocol::text::clock_words(a.drift_known.then_some(a.drift_secs))
+                ));
+            }
+        }
         lines.push(format!(
             "outcome: {}",
             match planned.plan.action {
@@ -185,6 +223,23 @@ impl Engine {
         ));
         Ok(lines)
     }
+}
+
+/// `e`'s authenticator apps as status shows them.
+pub(crate) fn authenticators(e: &crate::store::Enrollment) -> Vec<twofold_protocol::Authenticator> {
+    e.app_list()
+        .iter()
+        .map(|a| twofold_protocol::Authenticator {
+            name: a.name.to_string(),
+            method: twofold_protocol::Method::Totp.as_str().into(),
+            added: a.added,
+            last_used: a.used.last_used.unwrap_or(0),
+            drift_secs: a.used.drift.map_or(0, |d| {
+                d.saturating_mul(i64::try_from(a.period).unwrap_or(30))
+            }),
+            drift_known: a.used.drift.is_some(),
+        })
+        .collect()
 }
 
 /// The canonical name (the one NSS gives for the uid, as `authz` resolves

@@ -245,6 +245,42 @@ impl Service {
         .await
     }
 
+    async fn begin_authenticator(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
+        self.run(&header, move |e, caller| {
+            calls::begin_authenticator(e, caller, &name)
+        })
+        .await
+    }
+
+    async fn remove_authenticator(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+        code: String,
+    ) -> Result<(), TwofoldError> {
+        let code = Zeroizing::new(code);
+        self.run(&header, move |e, caller| {
+            calls::remove_authenticator(e, caller, &name, &code)
+        })
+        .await
+    }
+
+    async fn admin_remove_authenticator(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        user: String,
+        name: String,
+    ) -> Result<(), TwofoldError> {
+        self.run(&header, move |e, caller| {
+            calls::admin_remove_authenticator(e, caller, &user, &name)
+        })
+        .await
+    }
+
     async fn status(&self, #[zbus(header)] header: Header<'_>) -> Result<UserStatus, TwofoldError> {
         self.run(&header, calls::status).await
     }

@@ -18,26 +18,21 @@ impl Engine {
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let user = account.name.as_str();
         let _guard = self.lock_checks(user)?;
-        let (loaded, step) = self.prove_with_code(account, input, now, "backup-codes")?;
+        let (loaded, spent) = self.prove_with_code(account, input, now, "backup-codes")?;
         let (codes, backup) =
             backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
                 .map_err(internal)?;
         let mut next = loaded.enrollment.clone();
         next.generation = new_generation(next.generation);
-        next.last_step = Some(step);
+        // The proving code is spent in the state written below.
+        if let Some(event) = spent {
+            next.apply(event).map_err(internal)?;
+        }
         next.failures = 0;
         next.backup = backup;
-        match self.store.write_enrollment(user, Some(&loaded), &next) {
-            Ok(()) => {}
-            // Another host accepted this step (or changed the state) first.
-            Err(crate::store::StoreError::Conflict { .. }) => {
-                return Err(TwofoldError::InvalidInput(
-                    "That code was already used. Wait for the next code from your app.".into(),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.forget_spent_backup(user);
+        // Another host accepted this step (or changed the state) first:
+        // "already used".
+        self.write_proved(user, &loaded, &next)?;
         audit::log(
             Level::Info,
             &format!("backup-codes-replaced {}", field("user", user)),
@@ -65,7 +60,6 @@ Ask your administrator if you lost your phone."
         self.prove_with_code(account, input, now, "disable")?;
         self.store.remove_enrollment(user)?;
         self.source_table().forget_user(user);
-        self.forget_spent_backup(user);
         // Hosts remembered for the old key must not skip the next one.
         if !meta.remembered.is_empty() {
             meta.remembered.clear();

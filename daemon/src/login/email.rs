@@ -248,6 +248,13 @@ impl Engine {
             ));
         }
         let masked = self.begin_email_enrollment(account, address, now)?;
+        self.keep_login_origin(
+            &account.name,
+            &ctx.service,
+            &ctx.rhost,
+            now.saturating_add(self.cfg.email.code_valid_secs),
+            now,
+        );
         self.log_login(
             &account.name,
             ctx,
@@ -264,7 +271,11 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let codes = self.confirm_email_enrollment(account, code, now)?;
-        self.log_login(&account.name, ctx, LoginOutcome::EnrolledAtLogin);
+        self.log_login(
+            &account.name,
+            &self.with_login_origin(&account.name, ctx, now),
+            LoginOutcome::EnrolledAtLogin,
+        );
         Ok(codes)
     }
 }

@@ -7,7 +7,7 @@ use crate::backup::{self};
 use crate::engine::{Engine, Pending, internal, new_generation};
 use crate::login::LoginContext;
 use crate::login::LoginOutcome;
-use crate::store::{ENROLLMENT_VERSION, Enrollment, SecretBytes, StoreError};
+use crate::store::{App, AppUse, ENROLLMENT_VERSION, Enrollment, SecretBytes, StoreError};
 use crate::totp::{self, TotpCheck, TotpParams};
 use crate::users::Account;
 use rand::Rng;
@@ -31,7 +31,9 @@ impl Engine {
         let adds = match self.store.load(user)? {
             Some(l) if l.enrollment.secret.is_some() => {
                 return Err(TwofoldError::AlreadyEnrolled(
-                    "You are already enrolled. Ask an administrator to reset your enrollment to start over.".into(),
+                    "You are already enrolled with an authenticator app. To add another one, give \
+it a name: `twofold setup --name NAME`."
+                        .into(),
                 ));
             }
             Some(_) => {
@@ -40,6 +42,19 @@ impl Engine {
             }
             None => false,
         };
+        self.offer(uid, user, None, adds, now)
+    }
+
+    /// A fresh key offered to `uid` (named `name` when it is another app),
+    /// held until confirmed or expired.
+    pub(crate) fn offer(
+        &self,
+        uid: u32,
+        user: &str,
+        name: Option<String>,
+        adds: bool,
+        now: u64,
+    ) -> Result<EnrollmentOffer, TwofoldError> {
         let mut secret = Zeroizing::new(vec![0u8; 20]); // 160 bits, as RFC 4226 recommends
         rand::rng().fill(&mut secret[..]);
         let params = TotpParams {
@@ -71,6 +86,7 @@ impl Engine {
                 expires_at: now.saturating_add(timeout),
                 attempts: 0,
                 adds,
+                name,
             },
         );
         drop(pending);
@@ -100,7 +116,7 @@ impl Engine {
                 "Type the 6-digit code your app shows for this account.".into(),
             ));
         };
-        let (secret, step, params, adds) = {
+        let (secret, step, params, adds, name) = {
             let mut pending = self.pending_map();
             let no_offer = || {
                 TwofoldError::NoPendingEnrollment(
@@ -116,7 +132,13 @@ impl Engine {
             match totp::check(&offer.secret, offer.params, &code, now, None).map_err(internal)? {
                 TotpCheck::Valid(step) => {
                     let offer = pending.remove(&uid).ok_or_else(no_offer)?;
-                    (offer.secret.clone(), step, offer.params, offer.adds)
+                    (
+                        offer.secret.clone(),
+                        step,
+                        offer.params,
+                        offer.adds,
+                        offer.name,
+                    )
                 }
                 _ => {
                     offer.attempts += 1;
@@ -134,9 +156,34 @@ impl Engine {
             }
         };
         let secret = SecretBytes(secret.to_vec());
-        self.store_method(user, adds, twofold_protocol::Method::Totp, now, |e| {
-            if e.secret.is_some() {
-                return false;
+        let added = name.clone();
+        let codes = self.store_method(user, adds, twofold_protocol::Method::Totp, now, |e| {
+            match name {
+                // Another app: its own key and replay state.
+                Some(name) if e.secret.is_some() => {
+                    if super::apps::room_for(e, &name).is_err() {
+                        return false;
+                    }
+                    e.apps.more.push(App {
+                        name,
+                        secret,
+                        digits: params.digits,
+                        period: params.period,
+                        added: now,
+                        last_step: Some(step),
+                        used: AppUse::default(),
+                    });
+                    return true;
+                }
+                _ if e.secret.is_some() => return false,
+                Some(name) => {
+                    e.apps.first = AppUse {
+                        name: Some(name),
+                        added: Some(now),
+                        ..AppUse::default()
+                    };
+                }
+                None => {}
             }
             e.secret = Some(secret);
             e.digits = params.digits;
@@ -144,7 +191,18 @@ impl Engine {
             // The confirming code cannot log anyone in.
             e.last_step = Some(step);
             true
-        })
+        })?;
+        if let Some(name) = added {
+            audit::log(
+                Level::Info,
+                &format!(
+                    "authenticator-added {} {}",
+                    field("user", user),
+                    field("app", &name)
+                ),
+            );
+        }
+        Ok(codes)
     }
 
     /// Store a method just confirmed for `user`: as their first, with new
@@ -169,6 +227,11 @@ impl Engine {
                 let mut next = loaded.enrollment.clone();
                 if !set(&mut next) {
                     return Err(already());
+                }
+                if !self.store.keeps_apps() && !next.apps.more.is_empty() {
+                    return Err(TwofoldError::InvalidInput(
+                        crate::login::apps::ONE_APP_ONLY.into(),
+                    ));
                 }
                 next.generation = new_generation(next.generation);
                 match self.store.write_enrollment(user, Some(&loaded), &next) {
@@ -200,6 +263,7 @@ impl Engine {
                     last_failure: 0,
                     ceiling_tat: 0,
                     last_login: None,
+                    apps: Default::default(),
                 };
                 set(&mut enrollment);
                 match self.store.write_enrollment(user, None, &enrollment) {
@@ -209,7 +273,6 @@ impl Engine {
                     Err(e) => return Err(e.into()),
                 }
                 self.source_table().forget_user(user);
-                self.forget_spent_backup(user);
                 codes
             }
         };
@@ -253,7 +316,15 @@ impl Engine {
             ));
         }
         self.log_login(&account.name, ctx, LoginOutcome::EnrollmentOfferedAtLogin);
-        self.begin_enrollment(account.uid, &account.name, now)
+        let offer = self.begin_enrollment(account.uid, &account.name, now)?;
+        self.keep_login_origin(
+            &account.name,
+            &ctx.service,
+            &ctx.rhost,
+            now.saturating_add(offer.expires_in_secs),
+            now,
+        );
+        Ok(offer)
     }
 
     /// Confirm an enrollment started at login.
@@ -265,7 +336,30 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let codes = self.confirm_enrollment(account.uid, &account.name, code, now)?;
-        self.log_login(&account.name, ctx, LoginOutcome::EnrolledAtLogin);
+        self.log_login(
+            &account.name,
+            &self.with_login_origin(&account.name, ctx, now),
+            LoginOutcome::EnrolledAtLogin,
+        );
         Ok(codes)
+    }
+
+    /// `ctx`, with the service and remote host of the login that began
+    /// `user`'s enrollment when the call itself names none.
+    pub(crate) fn with_login_origin(
+        &self,
+        user: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> LoginContext {
+        let origin = self.take_login_origin(user, now);
+        match origin {
+            Some(o) if ctx.service.is_empty() && ctx.rhost.is_empty() => LoginContext {
+                service: o.service,
+                rhost: o.rhost,
+                ..ctx.clone()
+            },
+            _ => ctx.clone(),
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! codes (`email.rs`) and the user's own account (`account.rs`).
 
 mod account;
+pub mod apps;
 mod email;
 mod enroll;
 mod outcome;
@@ -291,11 +292,25 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
     }
 
     pub(crate) fn log_login(&self, user: &str, ctx: &LoginContext, outcome: LoginOutcome) {
+        self.log_login_app(user, ctx, outcome, None);
+    }
+
+    /// As `log_login`, naming the authenticator app whose code was accepted.
+    pub(crate) fn log_login_app(
+        &self,
+        user: &str,
+        ctx: &LoginContext,
+        outcome: LoginOutcome,
+        app: Option<&str>,
+    ) {
         // A caller other than root names its own service and host: say who it was.
-        let caller = match ctx.caller_uid {
+        let mut caller = match ctx.caller_uid {
             0 => String::new(),
             uid => format!(" caller_uid={uid}"),
         };
+        if let Some(app) = app {
+            caller = format!(" {}{caller}", field("app", app));
+        }
         audit::log(
             outcome.level(),
             &format!(

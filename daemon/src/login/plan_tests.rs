@@ -59,11 +59,13 @@ fn enrollment(kind: Enrolled) -> Option<Enrollment> {
                 p_cost: 1,
             },
             hashes: Vec::new(),
+            spent: Vec::new(),
         },
         failures: 0,
         last_failure: 0,
         ceiling_tat: 0,
         last_login: None,
+        apps: Default::default(),
     })
 }
 

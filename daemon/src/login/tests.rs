@@ -396,12 +396,19 @@ fn state_survives_a_new_engine() {
         e.verify("alice", &code, &ctx(), T0 + 31).unwrap().outcome,
         VerifyOutcome::Replayed
     );
-    assert_eq!(
-        e.verify("alice", codes[0].expose(), &ctx(), T0 + 31)
-            .unwrap()
-            .outcome,
-        VerifyOutcome::Wrong
+    // The used backup code still reads as used (kept in the state, not in
+    // memory), and is not counted as a guess; one that never existed is wrong.
+    let again = e
+        .verify("alice", codes[0].expose(), &ctx(), T0 + 31)
+        .unwrap();
+    assert_eq!(again.outcome, VerifyOutcome::Replayed);
+    assert!(
+        again.message.contains("That backup code was already used"),
+        "{again:?}"
     );
+    let never = e.verify("alice", "0000000000", &ctx(), T0 + 31).unwrap();
+    assert_eq!(never.outcome, VerifyOutcome::Wrong);
+    assert!(!never.message.contains("already used"), "{never:?}");
 }
 
 #[test]
@@ -981,4 +988,150 @@ fn used_codes_and_lost_races_are_not_counted_as_guesses() {
             .consecutive_failures,
         1
     );
+}
+
+/// Each accepted app code records its offset from this host's clock; a code
+/// for minutes away is refused with the diagnosis, counted as a failure, and
+/// never accepted, not even when its time comes.
+#[test]
+fn drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
+    let (_d, e) = engine();
+    let (secret, _) = enroll(&e);
+    let now = T0 + 60;
+    // A device one step ahead: accepted, drift +1 step.
+    let ahead = totp::code_at(&secret, SIX, now + 30).unwrap();
+    assert_eq!(
+        e.verify("alice", &ahead, &ctx(), now).unwrap().outcome,
+        VerifyOutcome::Accepted
+    );
+    let loaded = e.store.load("alice").unwrap().unwrap();
+    assert_eq!(loaded.enrollment.apps.first.drift, Some(1));
+    // Three minutes behind: refused, with the diagnosis, and counted.
+    let later = now + 300;
+    let behind = totp::code_at(&secret, SIX, later - 180).unwrap();
+    let r = e.verify("alice", &behind, &ctx(), later).unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::Wrong);
+    assert!(
+        r.message.contains("3 minutes ago") && r.message.contains("about 3 minutes behind"),
+        "{r:?}"
+    );
+    let loaded = e.store.load("alice").unwrap().unwrap();
+    assert_eq!(loaded.enrollment.failures, 1);
+    // Three minutes ahead: refused and diagnosed; when its time comes the
+    // same code is refused as used, although it is right then.
+    let future = totp::code_at(&secret, SIX, later + 180).unwrap();
+    let r = e.verify("alice", &future, &ctx(), later).unwrap();
+    assert_eq!(r.outcome, VerifyOutcome::Wrong);
+    assert!(r.message.contains("about 3 minutes ahead of"), "{r:?}");
+    let then = e.verify("alice", &future, &ctx(), later + 180).unwrap();
+    assert_eq!(then.outcome, VerifyOutcome::Replayed, "{then:?}");
+    // A code of no nearby time is the plain refusal.
+    let far = totp::code_at(&secret, SIX, later + 3600).unwrap();
+    let r = e.verify("alice", &far, &ctx(), later + 200).unwrap();
+    assert!(!r.message.contains("clock"), "{r:?}");
+}
+
+/// Add the app `name` to "alice" at `now` (after a proof); returns its key.
+fn add_app(e: &Engine, name: &str, now: u64) -> Vec<u8> {
+    e.record_proof("alice", now);
+    let offer = e.begin_app(&account("alice"), name, now).unwrap();
+    let secret = secret_of(&offer);
+    let code = totp::code_at(&secret, SIX, now).unwrap();
+    let codes = e.confirm_enrollment(UID, "alice", &code, now).unwrap();
+    assert!(codes.is_empty(), "the backup codes stay");
+    secret
+}
+
+/// Two apps, each with its own key and replay state: both log in, and a
+/// code of one never blocks the other's code for the same step.
+#[test]
+fn several_apps_each_log_in_and_none_blocks_another() {
+    let (_d, e) = engine();
+    let (first, _) = enroll(&e);
+    let phone = add_app(&e, "phone", T0);
+    let now = T0 + 30;
+    for secret in [&first, &phone] {
+        let code = totp::code_at(secret, SIX, now).unwrap();
+        assert_eq!(
+            e.verify("alice", &code, &ctx(), now).unwrap().outcome,
+            VerifyOutcome::Accepted
+        );
+        assert_eq!(
+            e.verify("alice", &code, &ctx(), now).unwrap().outcome,
+            VerifyOutcome::Replayed
+        );
+    }
+    let status = e.status(&account("alice"), now).unwrap();
+    let names: Vec<&str> = status
+        .authenticators
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(names, ["app", "phone"]);
+    assert!(status.authenticators.iter().all(|a| a.last_used == now));
+    // A name twice, a bad name, and more than the limit are refused.
+    e.record_proof("alice", now);
+    assert!(matches!(
+        e.begin_app(&account("alice"), "phone", now),
+        Err(TwofoldError::AlreadyEnrolled(_))
+    ));
+    assert!(e.begin_app(&account("alice"), "my phone", now).is_err());
+    for n in 0..3 {
+        add_app(&e, &format!("extra{n}"), now);
+    }
+    e.record_proof("alice", now);
+    let full = e.begin_app(&account("alice"), "sixth", now).unwrap_err();
+    assert!(format!("{full:?}").contains("the most allowed"), "{full:?}");
+    // State written with several apps loads again (a new engine).
+    let loaded = e.store.load("alice").unwrap().unwrap();
+    assert_eq!(loaded.enrollment.app_list().len(), crate::store::MAX_APPS);
+}
+
+/// Removing needs a current code; the last method cannot be removed under
+/// `require`; the remaining app keeps working, the removed one does not.
+#[test]
+fn removing_an_app_keeps_the_others_and_never_the_last_under_require() {
+    let (_d, e) = engine_with_policy("[default]\nmode = \"require\"\n");
+    let (first, _) = enroll(&e);
+    let phone = add_app(&e, "phone", T0);
+    let now = T0 + 60;
+    let code = |s: &[u8], t: u64| totp::code_at(s, SIX, t).unwrap();
+    assert!(
+        e.remove_app_of_own(&account("alice"), "phone", "000000", now)
+            .is_err(),
+        "a wrong code removes nothing"
+    );
+    e.remove_app_of_own(&account("alice"), "app", &code(&phone, now), now)
+        .unwrap();
+    let left = e.status(&account("alice"), now).unwrap().authenticators;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, "phone");
+    // The removed app's codes no longer log in; the other's still do.
+    let later = now + 30;
+    assert_eq!(
+        e.verify("alice", &code(&first, later), &ctx(), later)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::Wrong
+    );
+    assert_eq!(
+        e.verify("alice", &code(&phone, later), &ctx(), later)
+            .unwrap()
+            .outcome,
+        VerifyOutcome::Accepted
+    );
+    let last = e
+        .remove_app_of_own(
+            &account("alice"),
+            "phone",
+            &code(&phone, later + 30),
+            later + 30,
+        )
+        .unwrap_err();
+    assert!(
+        format!("{last:?}").contains("requires two-factor"),
+        "{last:?}"
+    );
+    // Nor can an administrator remove the last method (reset is for that).
+    assert!(e.admin_remove_app("alice", "phone", 0).is_err());
 }

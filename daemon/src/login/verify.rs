@@ -12,7 +12,7 @@ use crate::login::{LoginContext, NOT_ENROLLED_NOTICE};
 use crate::policy::{Methods, Mode};
 use crate::store::{Event, Loaded};
 use crate::throttle::{self, Hold, Source};
-use crate::totp::{self, TotpCheck};
+use crate::totp::{self, TotpCheck, TotpParams};
 use crate::users::Account;
 use twofold_protocol::code::{self, Code};
 use twofold_protocol::text::human_duration;
@@ -20,11 +20,131 @@ use twofold_protocol::{SELF_SERVICE, TwofoldError, VerifyOutcome, VerifyReply};
 
 /// A wrong code, with what to do about it.
 const WRONG_CODE: &str = "Wrong code. Try again with the code your app shows now.";
+/// Said while few backup codes are left (`enrollment.low_backup_codes`).
+const NEW_BACKUP_CODES: &str = " Run `twofold backup-codes` to get new ones.";
 const WRONG_EMAIL_CODE: &str = "Wrong code. Try again with the code from the latest e-mail.";
-/// Used backup codes remembered per user (the most a user can hold at once).
-const MAX_SPENT_PER_USER: usize = 20;
+
+/// How far either way a wrong app code is looked for, to tell a user that
+/// their device's clock looks wrong (never to accept it).
+const DIAGNOSIS_SECS: u64 = 600;
+
+/// A TOTP code checked against every authenticator of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AppCheck {
+    Valid {
+        app: u8,
+        step: u64,
+        drift: i8,
+    },
+    Replayed,
+    /// Wrong for every app; `Some` when it is one app's code for a time
+    /// `offset` steps away (`period` s each) beyond the window.
+    Wrong(Option<Diagnosis>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Diagnosis {
+    pub app: u8,
+    pub name: String,
+    pub offset: i64,
+    pub period: u64,
+    /// The step whose code it is.
+    pub step: u64,
+}
+
+impl Diagnosis {
+    /// What the refusal adds: which device, how far off, what to do.
+    pub fn text(&self) -> String {
+        let secs = self.offset.unsigned_abs().saturating_mul(self.period);
+        format!(
+            "That code is the one your authenticator \"{}\" shows for {} {}: its clock looks \
+about {} {} this host's. Set the device to automatic (network) time, then type the code it shows \
+then.",
+            twofold_protocol::user::loggable(self.name.as_bytes()),
+            human_duration(secs),
+            if self.offset > 0 { "from now" } else { "ago" },
+            human_duration(secs),
+            if self.offset > 0 {
+                "ahead of"
+            } else {
+                "behind"
+            }
+        )
+    }
+}
 
 impl Engine {
+    /// Check `code` against each of `e`'s authenticators (all of them, each
+    /// with its own replay state; a code already accepted, or one a
+    /// diagnosis disclosed, is `Replayed`), and diagnose a wrong one.
+    pub(crate) fn check_apps(
+        &self,
+        e: &crate::store::Enrollment,
+        code: &str,
+        now: u64,
+        diagnose: bool,
+    ) -> Result<AppCheck, TwofoldError> {
+        let apps = e.app_list();
+        let mut result = AppCheck::Wrong(None);
+        for app in &apps {
+            let params = TotpParams {
+                digits: app.digits,
+                period: app.period,
+                window: self.cfg.totp.window,
+            };
+            let check =
+                totp::check(&app.secret.0, params, code, now, app.last_step).map_err(internal)?;
+            match check {
+                TotpCheck::Valid(step) if e.is_burned(app.index, step) => {
+                    if matches!(result, AppCheck::Wrong(_)) {
+                        result = AppCheck::Replayed;
+                    }
+                }
+                TotpCheck::Valid(step) if !matches!(result, AppCheck::Valid { .. }) => {
+                    let here = now / app.period;
+                    let drift = i8::try_from(i128::from(step) - i128::from(here)).unwrap_or(0);
+                    result = AppCheck::Valid {
+                        app: app.index,
+                        step,
+                        drift,
+                    };
+                }
+                TotpCheck::Replayed if matches!(result, AppCheck::Wrong(_)) => {
+                    result = AppCheck::Replayed;
+                }
+                _ => {}
+            }
+        }
+        if result != AppCheck::Wrong(None) || !diagnose {
+            return Ok(result);
+        }
+        let mut nearest: Option<Diagnosis> = None;
+        for app in &apps {
+            let params = TotpParams {
+                digits: app.digits,
+                period: app.period,
+                window: self.cfg.totp.window,
+            };
+            let span = (DIAGNOSIS_SECS / app.period).max(1);
+            if let Some(offset) =
+                totp::diagnose(&app.secret.0, params, code, now, span).map_err(internal)?
+                && nearest
+                    .as_ref()
+                    .is_none_or(|n| offset.abs() < n.offset.abs())
+            {
+                let here = now / app.period;
+                nearest = Some(Diagnosis {
+                    app: app.index,
+                    name: app.name.to_string(),
+                    offset,
+                    period: app.period,
+                    step: here.saturating_add_signed(offset),
+                });
+            }
+        }
+        Ok(AppCheck::Wrong(nearest))
+    }
+
     /// The methods `user`'s rule accepts now, and its mode. Only asked of
     /// NSS when some rule restricts the methods (so the usual login pays
     /// nothing for it; the mode only matters then). An account NSS cannot
@@ -151,6 +271,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         );
         let methods = factors.check;
         let email_ok = methods.email;
+        let mut diagnosis: Option<Diagnosis> = None;
         let (mut outcome, mut accepted) = match &code {
             Code::Totp(c)
                 if email_ok && self.check_login_email_code(user, c, now) == EmailCheck::Match =>
@@ -160,26 +281,31 @@ backup codes still are (`twofold admin unlock` clears it)",
                     Some(Event::EmailAccepted { at: now }),
                 )
             }
-            Code::Totp(c) => match e.secret.as_ref().filter(|_| methods.totp) {
-                Some(secret) => {
-                    match totp::check(&secret.0, self.params_of(e), c, now, e.last_step)
-                        .map_err(internal)?
-                    {
-                        TotpCheck::Valid(step) => (
-                            VerifyOutcome::Accepted,
-                            Some(Event::TotpAccepted { step, at: now }),
-                        ),
-                        TotpCheck::Replayed => (VerifyOutcome::Replayed, None),
-                        TotpCheck::Wrong => (VerifyOutcome::Wrong, None),
-                    }
+            Code::Totp(_) if !methods.totp => (VerifyOutcome::Wrong, None),
+            // The wider span's refusal burns the step it discloses, which
+            // only a store that keeps burned steps can record.
+            Code::Totp(c) => match self.check_apps(e, c, now, self.store.keeps_apps())? {
+                AppCheck::Valid { app, step, drift } => (
+                    VerifyOutcome::Accepted,
+                    Some(Event::TotpAccepted {
+                        step,
+                        at: now,
+                        app,
+                        drift: Some(drift),
+                    }),
+                ),
+                AppCheck::Replayed => (VerifyOutcome::Replayed, None),
+                AppCheck::Wrong(found) => {
+                    diagnosis = found;
+                    (VerifyOutcome::Wrong, None)
                 }
-                None => (VerifyOutcome::Wrong, None),
             },
             Code::Backup(c) => {
-                // Used here since start, or (a shared store) anywhere in the fleet.
-                let mut spent = self.spent_backup().get(user).cloned().unwrap_or_default();
-                spent.extend(loaded.used_backup.iter().cloned());
-                match e.backup.find_or_spent(c, &spent).map_err(internal)? {
+                // A used code (a race's loser, a code typed twice, also after
+                // a restart, or with a shared store on another host) is told
+                // apart from a wrong guess: the set keeps the hashes of its
+                // used codes.
+                match e.backup.find_or_spent(c).map_err(internal)? {
                     Found::Unused(index) => (
                         VerifyOutcome::AcceptedBackupCode,
                         Some(Event::BackupUsed {
@@ -194,18 +320,6 @@ backup codes still are (`twofold admin unlock` clears it)",
         };
         match accepted {
             Some(event) => {
-                if let Event::BackupUsed { index, .. } = event
-                    && let Some(Some(hash)) = usize::try_from(index)
-                        .ok()
-                        .and_then(|i| loaded.enrollment.backup.hashes.get(i))
-                {
-                    let mut spent = self.spent_backup();
-                    let list = spent.entry(user.to_string()).or_default();
-                    if list.len() >= MAX_SPENT_PER_USER {
-                        list.remove(0);
-                    }
-                    list.push(hash.clone());
-                }
                 if self.record(user, &mut loaded, event)? {
                     self.source_table()
                         .succeeded(&self.cfg.throttle, user, &source, now);
@@ -224,6 +338,15 @@ backup codes still are (`twofold admin unlock` clears it)",
             }
             None => self.record_failure(user, &source, &mut loaded, now, true)?,
         }
+        if let Some(d) = diagnosis.as_ref().filter(|d| d.offset > 0) {
+            // The typist now knows a future code: it must not work then
+            // (a lost race is tried again on the state as it now is).
+            self.record_latest(user, &mut loaded, |_| Event::StepBurned {
+                app: d.app,
+                step: d.step,
+                at: now,
+            })?;
+        }
         let e = &loaded.enrollment;
         let message = match outcome {
             VerifyOutcome::AcceptedBackupCode => {
@@ -232,10 +355,23 @@ backup codes still are (`twofold admin unlock` clears it)",
                     "Backup code accepted. {left} backup code{} left.",
                     if left == 1 { "" } else { "s" }
                 );
-                if left <= 3 {
-                    m.push_str(" Run `twofold backup-codes` to get new ones.");
+                if self.low_backup_codes(e) {
+                    m.push_str(NEW_BACKUP_CODES);
                 }
                 m
+            }
+            // Any other login while few are left says so too.
+            VerifyOutcome::Accepted if self.low_backup_codes(e) => {
+                let left = e.backup.remaining();
+                format!(
+                    "You have {} backup code{} left.{NEW_BACKUP_CODES}",
+                    if left == 0 {
+                        "no".to_string()
+                    } else {
+                        left.to_string()
+                    },
+                    if left == 1 { "" } else { "s" }
+                )
             }
             VerifyOutcome::Replayed if matches!(code, Code::Backup(_)) => {
                 self.refusal("That backup code was already used. Type another one.")
@@ -245,7 +381,10 @@ backup codes still are (`twofold admin unlock` clears it)",
             }
             VerifyOutcome::Wrong => match self.hold(user, &source, e, now) {
                 None if e.secret.is_none() => self.refusal(WRONG_EMAIL_CODE),
-                None => self.refusal(WRONG_CODE),
+                None => match &diagnosis {
+                    Some(d) => self.refusal(&format!("Wrong code. {}", d.text())),
+                    None => self.refusal(WRONG_CODE),
+                },
                 Some(hold) if hold.backup_only() => self.refusal(&format!(
                     "Wrong {}. Only a backup code is accepted here for the next {}: type one, \
 or ask your administrator to unlock the account.",
@@ -285,7 +424,16 @@ or ask your administrator to unlock the account.",
                 message: String::new(),
             });
         }
-        self.log_login(user, ctx, logged);
+        let app = match accepted {
+            Some(Event::TotpAccepted { app, .. }) => loaded
+                .enrollment
+                .app_list()
+                .iter()
+                .find(|a| a.index == app)
+                .map(|a| a.name.to_string()),
+            _ => None,
+        };
+        self.log_login_app(user, ctx, logged, app.as_deref());
         if outcome.is_accepted() {
             // `twofold setup` run by the user, proving themselves to add a
             // method (a PAM stack run as the user, such as a screen locker,
@@ -301,14 +449,15 @@ or ask your administrator to unlock the account.",
     /// For what a user confirms with a current TOTP code (new backup codes,
     /// turning two-factor off): parse, throttle, verify, and count a wrong or
     /// replayed code as a failure. The caller holds the user's lock. Returns
-    /// the state and the step the code was for.
+    /// the state and, for an app's code, the record that spends it (the
+    /// caller records it, or folds it into the state it writes).
     pub(crate) fn prove_with_code(
         &self,
         account: &Account,
         input: &str,
         now: u64,
         action: &str,
-    ) -> Result<(Loaded, u64), TwofoldError> {
+    ) -> Result<(Loaded, Option<Event>), TwofoldError> {
         let user = account.name.as_str();
         // The user's own program: counted as that uid, like a screen locker.
         let source = Source::Caller(account.uid);
@@ -341,36 +490,44 @@ or ask your administrator to unlock the account.",
             && self.has_login_email_code(user, now)
             && self.check_login_email_code(user, &code, now) == EmailCheck::Match
         {
-            TotpCheck::Valid(e.last_step.unwrap_or(0))
+            None
         } else {
-            match &e.secret {
-                Some(secret) => totp::check(&secret.0, self.params_of(e), &code, now, e.last_step)
-                    .map_err(internal)?,
-                None => TotpCheck::Wrong,
-            }
+            Some(self.check_apps(e, &code, now, false)?)
         };
         match check {
-            TotpCheck::Valid(step) => {
+            None => {
                 self.source_table()
                     .succeeded(&self.cfg.throttle, user, &source, now);
-                Ok((loaded, step))
+                Ok((loaded, None))
             }
-            other => {
+            Some(AppCheck::Valid { app, step, drift }) => {
+                self.source_table()
+                    .succeeded(&self.cfg.throttle, user, &source, now);
+                Ok((
+                    loaded,
+                    Some(Event::TotpAccepted {
+                        step,
+                        at: now,
+                        app,
+                        drift: Some(drift),
+                    }),
+                ))
+            }
+            Some(other) => {
+                let replayed = other == AppCheck::Replayed;
                 // A used code is no guess (as at login).
-                if other != TotpCheck::Replayed {
+                if !replayed {
                     self.record_failure(user, &source, &mut loaded, now, true)?;
                 }
                 audit::log(
                     Level::Warning,
                     &format!("{action}-refused {}", field("user", user)),
                 );
-                Err(TwofoldError::InvalidInput(
-                    if other == TotpCheck::Replayed {
-                        "That code was already used. Wait for the next code from your app.".into()
-                    } else {
-                        WRONG_CODE.into()
-                    },
-                ))
+                Err(TwofoldError::InvalidInput(if replayed {
+                    "That code was already used. Wait for the next code from your app.".into()
+                } else {
+                    WRONG_CODE.into()
+                }))
             }
         }
     }

@@ -138,6 +138,7 @@ mod tests {
             last_failure: 0,
             ceiling_tat: 0,
             last_login: None,
+            apps: Default::default(),
         }
     }
 
@@ -188,8 +189,17 @@ mod tests {
 
         // Used at the source since: a later step, a backup code.
         let mut l = a.load("alice").unwrap().unwrap();
-        a.append("alice", &mut l, Event::TotpAccepted { step: 50, at: 1 })
-            .unwrap();
+        a.append(
+            "alice",
+            &mut l,
+            Event::TotpAccepted {
+                step: 50,
+                at: 1,
+                app: 0,
+                drift: None,
+            },
+        )
+        .unwrap();
         a.append("alice", &mut l, Event::BackupUsed { index: 2, at: 2 })
             .unwrap();
         // And at the destination: another backup code.

@@ -32,21 +32,40 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl Event {
-    fn kind_value_at(self) -> (u8, u64, u64) {
+    /// The record's kind, value and time, and its three spare bytes (9 to
+    /// 11, zero in records written before they were used): for an accepted
+    /// code the app, the drift, and 1 when the drift is recorded.
+    fn kind_value_at(self) -> (u8, u64, u64, [u8; 3]) {
         match self {
-            Self::TotpAccepted { step, at } => (1, step, at),
-            Self::BackupUsed { index, at } => (2, index, at),
-            Self::Failure { at, ceiling } => (3, ceiling, at),
-            Self::Unlock { at } => (4, 0, at),
-            Self::EmailAccepted { at } => (5, 0, at),
+            Self::TotpAccepted {
+                step,
+                at,
+                app,
+                drift,
+            } => (
+                1,
+                step,
+                at,
+                [
+                    app,
+                    drift.unwrap_or(0).to_le_bytes()[0],
+                    u8::from(drift.is_some()),
+                ],
+            ),
+            Self::StepBurned { app, step, at } => (6, step, at, [app, 0, 0]),
+            Self::BackupUsed { index, at } => (2, index, at, [0; 3]),
+            Self::Failure { at, ceiling } => (3, ceiling, at, [0; 3]),
+            Self::Unlock { at } => (4, 0, at, [0; 3]),
+            Self::EmailAccepted { at } => (5, 0, at, [0; 3]),
         }
     }
 
     pub fn encode(self, generation: u64) -> [u8; RECORD_LEN] {
-        let (kind, value, at) = self.kind_value_at();
+        let (kind, value, at, spare) = self.kind_value_at();
         let mut r = [0u8; RECORD_LEN];
         r[0..8].copy_from_slice(&generation.to_le_bytes());
         r[8] = kind;
+        r[9..12].copy_from_slice(&spare);
         r[12..20].copy_from_slice(&value.to_le_bytes());
         r[20..28].copy_from_slice(&at.to_le_bytes());
         let crc = crc32fast::hash(&r[..28]);
@@ -67,11 +86,21 @@ impl Event {
         };
         let (generation, value, at) = (word(0), word(12), word(20));
         let event = match r[8] {
-            1 => Event::TotpAccepted { step: value, at },
+            1 => Event::TotpAccepted {
+                step: value,
+                at,
+                app: r[9],
+                drift: (r[11] == 1).then(|| i8::from_le_bytes([r[10]])),
+            },
             2 => Event::BackupUsed { index: value, at },
             3 => Event::Failure { at, ceiling: value },
             4 => Event::Unlock { at },
             5 => Event::EmailAccepted { at },
+            6 => Event::StepBurned {
+                app: r[9],
+                step: value,
+                at,
+            },
             k => return Err(JournalError::UnknownKind(k)),
         };
         Ok(Some((generation, event)))
@@ -229,7 +258,6 @@ pub fn decode_state(enrollment_json: &str, journal: &[u8]) -> Result<Loaded, Dec
         enrollment,
         journal_len,
         revision: 0,
-        used_backup: Vec::new(),
     })
 }
 
@@ -434,6 +462,7 @@ mod tests {
             last_failure: 0,
             ceiling_tat: 0,
             last_login: None,
+            apps: Default::default(),
         }
     }
 
@@ -452,7 +481,17 @@ mod tests {
         for e in [
             Event::Failure { at: 10, ceiling: 0 },
             Event::Failure { at: 11, ceiling: 0 },
-            Event::TotpAccepted { step: 9, at: 12 },
+            Event::TotpAccepted {
+                step: 9,
+                at: 12,
+                app: 0,
+                drift: Some(-1),
+            },
+            Event::StepBurned {
+                app: 2,
+                step: 99,
+                at: 13,
+            },
             Event::BackupUsed { index: 1, at: 13 },
             Event::Failure { at: 14, ceiling: 0 },
         ] {
@@ -462,7 +501,10 @@ mod tests {
         assert_eq!(l.enrollment.last_step, Some(9));
         assert_eq!(l.enrollment.backup.remaining(), 2);
         assert_eq!((l.enrollment.failures, l.enrollment.last_failure), (1, 14));
-        assert_eq!(l.journal_records(), 5);
+        assert_eq!(l.enrollment.apps.first.drift, Some(-1));
+        assert_eq!(l.enrollment.apps.first.last_used, Some(12));
+        assert!(l.enrollment.is_burned(2, 99) && !l.enrollment.is_burned(0, 99));
+        assert_eq!(l.journal_records(), 6);
     }
 
     #[test]
@@ -481,7 +523,12 @@ mod tests {
         let (_d, s) = store();
         s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
-        let event = Event::TotpAccepted { step: 50, at: 1 };
+        let event = Event::TotpAccepted {
+            step: 50,
+            at: 1,
+            app: 0,
+            drift: None,
+        };
         s.append("alice", &mut l, event).unwrap();
         let mut folded = l.enrollment.clone();
         folded.apply(event).unwrap();
@@ -499,8 +546,17 @@ mod tests {
         let (d, s) = store();
         s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
-        s.append("alice", &mut l, Event::TotpAccepted { step: 6, at: 1 })
-            .unwrap();
+        s.append(
+            "alice",
+            &mut l,
+            Event::TotpAccepted {
+                step: 6,
+                at: 1,
+                app: 0,
+                drift: None,
+            },
+        )
+        .unwrap();
         let jpath = d.path().join("state/users/alice.journal");
         // A half-written record, then a full-length one with a bad checksum.
         for tail in [vec![0xAB; 13], vec![0u8; RECORD_LEN]] {
@@ -519,8 +575,17 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&jpath).unwrap();
         f.write_all(&[1u8; 7]).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
-        s.append("alice", &mut l, Event::TotpAccepted { step: 8, at: 2 })
-            .unwrap();
+        s.append(
+            "alice",
+            &mut l,
+            Event::TotpAccepted {
+                step: 8,
+                at: 2,
+                app: 0,
+                drift: None,
+            },
+        )
+        .unwrap();
         let len = l.journal_len;
         assert_eq!(len, 2 * RECORD_LEN as u64);
         assert_eq!(std::fs::metadata(&jpath).unwrap().len(), len);
@@ -536,8 +601,17 @@ mod tests {
         s.write_enrollment("alice", None, &enrollment(1)).unwrap();
         let mut l = s.load("alice").unwrap().unwrap();
         for step in 6..9 {
-            s.append("alice", &mut l, Event::TotpAccepted { step, at: 1 })
-                .unwrap();
+            s.append(
+                "alice",
+                &mut l,
+                Event::TotpAccepted {
+                    step,
+                    at: 1,
+                    app: 0,
+                    drift: None,
+                },
+            )
+            .unwrap();
         }
         let jpath = d.path().join("state/users/alice.journal");
         let mut bytes = std::fs::read(&jpath).unwrap();
@@ -647,6 +721,19 @@ mod tests {
             Event::TotpAccepted {
                 step: u64::MAX,
                 at: 1,
+                app: 4,
+                drift: Some(-2),
+            },
+            Event::TotpAccepted {
+                step: 7,
+                at: 1,
+                app: 0,
+                drift: None,
+            },
+            Event::StepBurned {
+                app: 1,
+                step: 9,
+                at: 1,
             },
             Event::BackupUsed { index: 3, at: 2 },
             Event::Failure { at: 3, ceiling: 0 },
@@ -677,5 +764,29 @@ mod tests {
         assert_eq!(loaded.journal_len, 5 * RECORD_LEN as u64);
         assert_eq!(loaded.enrollment.last_step, Some(59_833_333));
         assert_eq!(loaded.enrollment.backup.remaining(), 1);
+    }
+
+    /// An enrollment file and journal exactly as twofoldd wrote them before
+    /// used backup codes were kept (and before several authenticators):
+    /// they load, and the used code reads as used.
+    pub(crate) const OLD_ENROLLMENT: &str = r#"{"version":1,"generation":77,"secret":"0707070707070707070707070707070707070707","digits":6,"period":30,"enrolled_at":1700000000,"email":null,"last_step":56666666,"backup":{"salt":"6b9a335da73d59635b198868a9e7f359","params":{"m_cost_kib":64,"t_cost":1,"p_cost":1},"hashes":["cd64cf5889d646966e892f75e6402abb8a215f231a5784e164dd912fdcab1c14","9cf3cc6318ec31a2716116371a62a305bd929e83ca5fb5ba52131a25b5c27272","59222605d8362060ce094f017e34952e0b905a3b9ba7bc3d89de5c62cff0f92b"]},"failures":0,"last_failure":0,"ceiling_tat":0,"last_login":1700000100}"#;
+    /// One record of that generation: backup code 1 used at 1_700_000_200.
+    pub(crate) const OLD_JOURNAL: &str =
+        "4d00000000000000020000000100000000000000c8f1536500000000bed9e633";
+
+    #[test]
+    fn state_written_before_this_version_loads() {
+        let journal = hex::decode(OLD_JOURNAL).unwrap();
+        let loaded = decode_state(OLD_ENROLLMENT, &journal).unwrap();
+        let e = &loaded.enrollment;
+        assert_eq!(loaded.journal_len, RECORD_LEN as u64);
+        assert_eq!(e.last_step, Some(56_666_666));
+        assert_eq!(e.backup.remaining(), 2);
+        assert_eq!(e.backup.spent.len(), 1, "the used code is kept aside");
+        assert_eq!(e.last_login, Some(1_700_000_200));
+        // Written again without change, it reads the same.
+        let again = serde_json::to_string(e).unwrap();
+        let reread = decode_state(&again, &[]).unwrap();
+        assert_eq!(&reread.enrollment, e);
     }
 }

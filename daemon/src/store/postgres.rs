@@ -498,10 +498,11 @@ impl PgStore {
         if backup.hashes.len() < 64 && used >> backup.hashes.len() != 0 {
             return Err(corrupt("a used backup code out of range".into()));
         }
-        let mut used_backup = Vec::new();
+        // A code used on any host reads as used, not wrong (as `spent` in
+        // the file store; a rewrite keeps them in the set's JSON).
         for (i, slot) in backup.hashes.iter_mut().enumerate() {
             if i < 64 && used & (1 << i) != 0 {
-                used_backup.extend(slot.take());
+                backup.spent.extend(slot.take());
             }
         }
         let digits = u8::try_from(r.get::<_, i16>(5)).map_err(|e| corrupt(e.to_string()))?;
@@ -521,10 +522,11 @@ impl PgStore {
                 last_failure: r.get::<_, i64>(12) as u64,
                 ceiling_tat: r.get::<_, i64>(13) as u64,
                 last_login: r.get::<_, Option<i64>>(14).map(|s| s as u64),
+                // One unnamed app per user (`keeps_apps`).
+                apps: Default::default(),
             },
             journal_len: 0,
             revision: r.get::<_, i64>(0) as u64,
-            used_backup,
         })
     }
 
@@ -538,6 +540,11 @@ impl PgStore {
             .email
             .as_ref()
             .map(|m| self.key.seal(user, "email", m.as_bytes()));
+        if !e.apps.more.is_empty() || !e.apps.burned.is_empty() || e.apps.first.name.is_some() {
+            return Err(db(
+                "several or named authenticators, or burned steps, are not supported with the postgresql store yet",
+            ));
+        }
         if e.backup.hashes.len() > 64 {
             return Err(db("more than 64 backup codes"));
         }
@@ -719,7 +726,21 @@ impl Store for PgStore {
         let name = user.to_string();
         let host = self.host.clone();
         let (sql, params): (&'static str, Params) = match event {
-            Event::TotpAccepted { step, at } => (
+            // Only the first app is stored here, and no burned step: the
+            // engine adds no other app and makes no `StepBurned` with this
+            // store (`keeps_apps`); one reaching here is refused, not lost.
+            Event::TotpAccepted { app, .. } if app != 0 => {
+                return Err(db(format!(
+                    "authenticator {app}: several authenticators are not supported with the postgresql store yet"
+                )));
+            }
+            Event::StepBurned { .. } => {
+                return Err(db(
+                    "a burned step: drift diagnosis is not supported with the postgresql store yet",
+                ));
+            }
+            // The app's clock offset (`drift`) is not kept in this schema.
+            Event::TotpAccepted { step, at, .. } => (
                 "UPDATE twofold_enrollment SET last_step = $3, \
                  last_login = GREATEST(COALESCE(last_login, $4), $4), failures = 0, \
                  last_host = $5, revision = revision + 1 \
@@ -853,6 +874,10 @@ impl Store for PgStore {
             (c, r)
         })
         .map(|_| ())
+    }
+
+    fn keeps_apps(&self) -> bool {
+        false
     }
 
     fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError> {

@@ -220,6 +220,7 @@ fn seed_with_backup(
         last_failure: 0,
         ceiling_tat: 0,
         last_login: None,
+        apps: Default::default(),
     };
     store.write_enrollment(user, None, &enrollment)?;
     Ok((
