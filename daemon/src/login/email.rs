@@ -235,18 +235,13 @@ impl Engine {
         ctx: &LoginContext,
         now: u64,
     ) -> Result<String, TwofoldError> {
-        let planned = self.plan(account, ctx, now, false)?;
-        // `methods` is set only where the login must set a method up: a
-        // user not enrolled, or (after a proof) one whose rule wants another.
-        if !planned
-            .plan
-            .methods
-            .contains(&twofold_protocol::Method::Email)
-        {
-            return Err(TwofoldError::InvalidInput(
-                "Enrollment by e-mail is not offered for this account now.".into(),
-            ));
-        }
+        self.ensure_offered_at_login(
+            account,
+            ctx,
+            now,
+            twofold_protocol::Method::Email,
+            "Enrollment by e-mail is not offered for this account now.",
+        )?;
         let masked = self.begin_email_enrollment(account, address, now)?;
         self.keep_login_origin(
             &account.name,

@@ -303,18 +303,14 @@ it a name: `twofold setup --name NAME`."
         ctx: &LoginContext,
         now: u64,
     ) -> Result<EnrollmentOffer, TwofoldError> {
-        let planned = self.plan(account, ctx, now, false)?;
-        // As for e-mail: a login that must set a method up (an enrolled
-        // user also needs a proof, which `begin_enrollment` spends).
-        if !planned
-            .plan
-            .methods
-            .contains(&twofold_protocol::Method::Totp)
-        {
-            return Err(TwofoldError::InvalidInput(
-                "Enrollment at login is not offered for this account now.".into(),
-            ));
-        }
+        // An enrolled user also needs a proof, which `begin_enrollment` spends.
+        self.ensure_offered_at_login(
+            account,
+            ctx,
+            now,
+            twofold_protocol::Method::Totp,
+            "Enrollment at login is not offered for this account now.",
+        )?;
         self.log_login(&account.name, ctx, LoginOutcome::EnrollmentOfferedAtLogin);
         let offer = self.begin_enrollment(account.uid, &account.name, now)?;
         self.keep_login_origin(

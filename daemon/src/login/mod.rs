@@ -111,6 +111,25 @@ impl LoginContext {
 }
 
 impl Engine {
+    /// Refuse with `refusal` unless this login must set `method` up now:
+    /// the plan names methods only where a login must (a user not enrolled,
+    /// or, after a proof, one whose rule wants another).
+    pub(crate) fn ensure_offered_at_login(
+        &self,
+        account: &Account,
+        ctx: &LoginContext,
+        now: u64,
+        method: twofold_protocol::Method,
+        refusal: &str,
+    ) -> Result<(), TwofoldError> {
+        let planned = self.plan(account, ctx, now, false)?;
+        if planned.plan.methods.contains(&method) {
+            Ok(())
+        } else {
+            Err(TwofoldError::InvalidInput(refusal.into()))
+        }
+    }
+
     /// What the module should do for this login.
     pub fn begin_login(
         &self,
