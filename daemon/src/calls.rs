@@ -6,6 +6,7 @@
 
 use crate::authz;
 use crate::engine::Engine;
+use crate::error::Error;
 use crate::limits::small;
 use crate::login::LoginContext;
 use crate::users::Account;
@@ -54,11 +55,13 @@ pub fn begin_login(
 ) -> Result<(LoginPlan, Account)> {
     small_login(login)?;
     let account = authz::login_target(caller, &login.user, method::BEGIN_LOGIN)?;
-    let plan = e.begin_login(
-        &account,
-        &login_context(login, caller, invoker),
-        crate::now(),
-    )?;
+    let plan = e
+        .begin_login(
+            &account,
+            &login_context(login, caller, invoker),
+            crate::now(),
+        )
+        .map_err(Error::into_reply)?;
     Ok((plan, account))
 }
 
@@ -90,29 +93,34 @@ pub fn verify(
         &login_context(login, caller, invoker),
         crate::now(),
     )
+    .map_err(Error::into_reply)
 }
 
 pub fn begin_enrollment(e: &Engine, caller: u32) -> Result<EnrollmentOffer> {
     let account = authz::own_account(caller)?;
     e.begin_enrollment(account.uid, &account.name, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn confirm_enrollment(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
     small(&[("code", code)])?;
     let account = authz::own_account(caller)?;
     e.confirm_enrollment(account.uid, &account.name, code, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn begin_authenticator(e: &Engine, caller: u32, name: &str) -> Result<EnrollmentOffer> {
     small(&[("name", name)])?;
     let account = authz::own_account(caller)?;
     e.begin_app(&account, name, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn remove_authenticator(e: &Engine, caller: u32, name: &str, code: &str) -> Result<()> {
     small(&[("name", name), ("code", code)])?;
     let account = authz::own_account(caller)?;
     e.remove_app_of_own(&account, name, code, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn admin_remove_authenticator(e: &Engine, caller: u32, user: &str, name: &str) -> Result<()> {
@@ -122,16 +130,19 @@ pub fn admin_remove_authenticator(e: &Engine, caller: u32, user: &str, name: &st
     let account = authz::named_account(user)?;
     authz::may_unlock(caller, &account, group, method::ADMIN_REMOVE_AUTHENTICATOR)?;
     e.admin_remove_app(&account.name, name, caller)
+        .map_err(Error::into_reply)
 }
 
 pub fn status(e: &Engine, caller: u32) -> Result<UserStatus> {
     e.status(&authz::own_account(caller)?, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn regenerate_backup_codes(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
     small(&[("code", code)])?;
     let account = authz::own_account(caller)?;
     e.regenerate_backup_codes(&account, code, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn enroll_at_login(e: &Engine, caller: u32, login: &Login) -> Result<EnrollmentOffer> {
@@ -139,6 +150,7 @@ pub fn enroll_at_login(e: &Engine, caller: u32, login: &Login) -> Result<Enrollm
     let account = authz::login_target(caller, &login.user, method::ENROLL_AT_LOGIN)?;
     let ctx = context(&login.service, &login.rhost, caller);
     e.enroll_at_login(&account, &ctx, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn confirm_at_login(
@@ -150,25 +162,30 @@ pub fn confirm_at_login(
     small(&[("user name", user), ("code", code)])?;
     let account = authz::login_target(caller, user, method::CONFIRM_AT_LOGIN)?;
     e.confirm_at_login(&account, code, &context("", "", caller), crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn disable(e: &Engine, caller: u32, code: &str) -> Result<()> {
     small(&[("code", code)])?;
     e.disable(&authz::own_account(caller)?, code, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn devices(e: &Engine, caller: u32) -> Result<Vec<RememberedDevice>> {
     e.devices(&authz::own_account(caller)?.name, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn forget_devices(e: &Engine, caller: u32) -> Result<u32> {
     e.forget_devices(&authz::own_account(caller)?.name, caller)
+        .map_err(Error::into_reply)
 }
 
 pub fn admin_status(e: &Engine, caller: u32, user: &str) -> Result<UserStatus> {
     small(&[("user name", user)])?;
     authz::admin(caller, &e.config().admin_group, method::ADMIN_STATUS)?;
     e.status(&authz::named_account(user)?, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn admin_unlock(e: &Engine, caller: u32, user: &str) -> Result<()> {
@@ -178,11 +195,12 @@ pub fn admin_unlock(e: &Engine, caller: u32, user: &str) -> Result<()> {
     let account = authz::named_account(user)?;
     authz::may_unlock(caller, &account, group, method::ADMIN_UNLOCK)?;
     e.unlock(&account.name, caller, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn admin_report(e: &Engine, caller: u32) -> Result<Vec<ReportRow>> {
     authz::admin(caller, &e.config().admin_group, method::ADMIN_REPORT)?;
-    e.report(crate::now())
+    e.report(crate::now()).map_err(Error::into_reply)
 }
 
 /// Which rule applies to this (imagined) login, and why.
@@ -192,6 +210,7 @@ pub fn admin_explain(e: &Engine, caller: u32, login: &Login) -> Result<Vec<Strin
     let account = authz::named_account(&login.user)?;
     let ctx = context(&login.service, &login.rhost, 0);
     e.explain(&account, &ctx, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn admin_reset(e: &Engine, caller: u32, user: &str) -> Result<()> {
@@ -200,7 +219,7 @@ pub fn admin_reset(e: &Engine, caller: u32, user: &str) -> Result<()> {
     authz::admin(caller, group, method::ADMIN_RESET)?;
     let account = authz::named_account(user)?;
     authz::may_unlock(caller, &account, group, method::ADMIN_RESET)?;
-    e.reset(&account.name, caller)
+    e.reset(&account.name, caller).map_err(Error::into_reply)
 }
 
 pub fn admin_set_override(e: &Engine, caller: u32, user: &str, mode: &str) -> Result<()> {
@@ -210,6 +229,7 @@ pub fn admin_set_override(e: &Engine, caller: u32, user: &str, mode: &str) -> Re
     let account = authz::named_account(user)?;
     authz::may_unlock(caller, &account, group, method::ADMIN_SET_OVERRIDE)?;
     e.set_override(&account.name, override_mode(mode)?, caller)
+        .map_err(Error::into_reply)
 }
 
 /// An override as `AdminSetOverride` takes it: `require`, `exempt`, or
@@ -231,6 +251,7 @@ pub fn admin_forget_devices(e: &Engine, caller: u32, user: &str) -> Result<u32> 
         method::ADMIN_FORGET_DEVICES,
     )?;
     e.forget_devices(&authz::named_account(user)?.name, caller)
+        .map_err(Error::into_reply)
 }
 
 pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String> {
@@ -257,7 +278,7 @@ pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String>
 
 pub fn admin_reload(e: &Engine, caller: u32) -> Result<String> {
     authz::admin(caller, &e.config().admin_group, method::ADMIN_RELOAD)?;
-    e.reload_policy(Some(caller))
+    e.reload_policy(Some(caller)).map_err(Error::into_reply)
 }
 
 pub fn send_login_code(
@@ -273,18 +294,21 @@ pub fn send_login_code(
         &login_context(login, caller, invoker),
         crate::now(),
     )
+    .map_err(Error::into_reply)
 }
 
 pub fn begin_email_enrollment(e: &Engine, caller: u32, address: &str) -> Result<String> {
     small(&[("address", address)])?;
     let account = authz::own_account(caller)?;
     e.begin_email_enrollment(&account, address, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn confirm_email_enrollment(e: &Engine, caller: u32, code: &str) -> Result<Vec<SecretString>> {
     small(&[("code", code)])?;
     let account = authz::own_account(caller)?;
     e.confirm_email_enrollment(&account, code, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn email_enroll_at_login(
@@ -306,6 +330,7 @@ pub fn email_enroll_at_login(
         &context(&login.service, &login.rhost, caller),
         crate::now(),
     )
+    .map_err(Error::into_reply)
 }
 
 pub fn confirm_email_at_login(
@@ -317,4 +342,5 @@ pub fn confirm_email_at_login(
     small(&[("user name", user), ("code", code)])?;
     let account = authz::login_target(caller, user, method::CONFIRM_EMAIL_AT_LOGIN)?;
     e.confirm_email_at_login(&account, code, &context("", "", caller), crate::now())
+        .map_err(Error::into_reply)
 }

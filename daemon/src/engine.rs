@@ -5,6 +5,7 @@ use crate::audit::{self, Level, field};
 use crate::backup::HashParams;
 use crate::config::Config;
 use crate::email_codes::EmailCodes;
+use crate::error::Error;
 use crate::mail::{Mailer, Outbox};
 use crate::policy::Policy;
 use crate::store::{Enrollment, Event, Loaded, Store, StoreError, UserLock};
@@ -69,19 +70,6 @@ pub struct Engine {
     sources: Mutex<SourceTable>,
     /// Replaced whole on reload; a login uses the policy it started with.
     pub(crate) policy: RwLock<Arc<Policy>>,
-}
-
-pub(crate) fn internal(e: impl std::fmt::Display) -> TwofoldError {
-    audit::log(Level::Error, &format!("state error: {e}"));
-    TwofoldError::Internal(
-        "twofold cannot read or write its state, so the code cannot be checked. Ask your administrator.".into(),
-    )
-}
-
-impl From<StoreError> for TwofoldError {
-    fn from(e: StoreError) -> Self {
-        internal(e)
-    }
 }
 
 impl Engine {
@@ -157,7 +145,7 @@ impl Engine {
     pub(crate) fn lock_checks(
         &self,
         user: &str,
-    ) -> Result<(MutexGuard<'_, ()>, Box<dyn UserLock + '_>), TwofoldError> {
+    ) -> Result<(MutexGuard<'_, ()>, Box<dyn UserLock + '_>), Error> {
         let local = self.lock(user);
         let fleet = self.store.lock_user(user)?;
         Ok((local, fleet))
@@ -215,13 +203,13 @@ impl Engine {
         user: &str,
         loaded: &mut Loaded,
         event: Event,
-    ) -> Result<bool, TwofoldError> {
+    ) -> Result<bool, Error> {
         match self.store.append(user, loaded, event) {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        loaded.enrollment.apply(event).map_err(internal)?;
+        loaded.enrollment.apply(event).map_err(Error::fault)?;
         if loaded.journal_records() >= COMPACT_AFTER_RECORDS {
             let mut folded = loaded.enrollment.clone();
             folded.generation = new_generation(folded.generation);
@@ -246,12 +234,13 @@ impl Engine {
         user: &str,
         loaded: &Loaded,
         next: &Enrollment,
-    ) -> Result<(), TwofoldError> {
+    ) -> Result<(), Error> {
         match self.store.write_enrollment(user, Some(loaded), next) {
             Ok(()) => Ok(()),
             Err(StoreError::Conflict { .. }) => Err(TwofoldError::InvalidInput(
                 "That code was already used. Wait for the next code from your app.".into(),
-            )),
+            )
+            .into()),
             Err(e) => Err(e.into()),
         }
     }
@@ -265,7 +254,7 @@ impl Engine {
         user: &str,
         loaded: &mut Loaded,
         mut event: impl FnMut(&Enrollment) -> Event,
-    ) -> Result<bool, TwofoldError> {
+    ) -> Result<bool, Error> {
         for _ in 0..RECORD_ATTEMPTS {
             if self.record(user, loaded, event(&loaded.enrollment))? {
                 return Ok(true);
@@ -275,7 +264,7 @@ impl Engine {
                 None => return Ok(false),
             }
         }
-        Err(internal(format!(
+        Err(Error::fault(format!(
             "the state of {user} kept changing under {RECORD_ATTEMPTS} attempts to record an event"
         )))
     }

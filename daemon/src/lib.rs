@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod email_codes;
 pub mod engine;
+pub mod error;
 pub mod limits;
 pub mod login;
 pub mod mail;

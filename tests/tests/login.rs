@@ -1352,3 +1352,26 @@ fn one_connection_verifies_only_the_user_each_call_names() {
         ]
     );
 }
+
+/// A state the daemon cannot read refuses the login (never lets it in,
+/// never reads as "not enrolled"), and the daemon logs the fault once, with
+/// its detail for the administrator and without the code typed.
+#[test]
+fn a_damaged_state_refuses_the_login_and_is_logged_once() {
+    let w = world("", "");
+    let e = enroll(&w.bus, ALICE).unwrap();
+    let file = w
+        .daemon
+        .state_dir()
+        .join(format!("users/{ALICE}.enrollment"));
+    std::fs::write(&file, b"not an enrollment").unwrap();
+    let code = oathtool(&e.secret, 0).unwrap();
+    let r = w.pam.login(&w.bus, ALICE, &line(&code)).unwrap();
+    assert_ne!(r.code, pam::SUCCESS, "{r:?}");
+    assert!(r.stderr.contains("Ask your administrator"), "{r:?}");
+    let log = w.daemon.log();
+    let faults: Vec<&str> = log.lines().filter(|l| l.contains("state error")).collect();
+    assert_eq!(faults.len(), 1, "{log}");
+    assert!(faults[0].contains(ALICE), "{log}");
+    assert!(!log.contains(&code), "{log}");
+}

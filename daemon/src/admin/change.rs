@@ -3,23 +3,20 @@
 
 use crate::audit::{self, Level, field};
 use crate::engine::Engine;
+use crate::error::Error;
 use crate::policy::{self, Mode};
 use crate::store::Event;
 use twofold_protocol::TwofoldError;
 
 impl Engine {
     /// Clear `user`'s throttle (an administrator's action, by `admin_uid`).
-    pub fn unlock(&self, user: &str, admin_uid: u32, now: u64) -> Result<(), TwofoldError> {
+    pub fn unlock(&self, user: &str, admin_uid: u32, now: u64) -> Result<(), Error> {
         let _guard = self.lock(user);
         let Some(mut loaded) = self.store.load(user)? else {
-            return Err(TwofoldError::NotEnrolled(format!(
-                "{user} is not enrolled."
-            )));
+            return Err(TwofoldError::NotEnrolled(format!("{user} is not enrolled.")).into());
         };
         if !self.record_latest(user, &mut loaded, |_| Event::Unlock { at: now })? {
-            return Err(TwofoldError::NotEnrolled(format!(
-                "{user} is not enrolled."
-            )));
+            return Err(TwofoldError::NotEnrolled(format!("{user} is not enrolled.")).into());
         }
         self.source_table().forget_streaks(user);
         audit::log(
@@ -30,7 +27,7 @@ impl Engine {
     }
 
     /// Remove a user's enrollment (they enroll again), their grace start and devices.
-    pub fn reset(&self, user: &str, admin_uid: u32) -> Result<(), TwofoldError> {
+    pub fn reset(&self, user: &str, admin_uid: u32) -> Result<(), Error> {
         let _guard = self.lock(user);
         // Read everything before changing anything: an unreadable file must
         // not leave a half-done reset behind.
@@ -53,7 +50,7 @@ impl Engine {
         user: &str,
         mode: Option<Mode>,
         admin_uid: u32,
-    ) -> Result<(), TwofoldError> {
+    ) -> Result<(), Error> {
         let _guard = self.lock(user);
         let mut meta = self.store.load_meta(user)?;
         meta.override_mode = mode;
@@ -70,7 +67,7 @@ impl Engine {
     }
 
     /// Read the policy file again; an invalid one is refused and the old one stays.
-    pub fn reload_policy(&self, by_uid: Option<u32>) -> Result<String, TwofoldError> {
+    pub fn reload_policy(&self, by_uid: Option<u32>) -> Result<String, Error> {
         let path = &self.cfg.policy_file;
         let who = by_uid.map_or_else(
             || "signal=SIGHUP".to_string(),
@@ -92,7 +89,8 @@ impl Engine {
                 );
                 Err(TwofoldError::InvalidInput(format!(
                     "{e}\nThe policy in force was not changed."
-                )))
+                ))
+                .into())
             }
         }
     }

@@ -6,12 +6,13 @@ mod change;
 
 pub use change::check_policy;
 
-use crate::engine::{Engine, internal};
+use crate::engine::Engine;
+use crate::error::Error;
 use crate::login::LoginContext;
 use crate::policy::{self, Methods, Policy, Subject};
 use crate::users::{self, Account};
 use std::collections::{HashMap, HashSet};
-use twofold_protocol::{LoginAction, ReportRow, TwofoldError, UserStatus};
+use twofold_protocol::{LoginAction, ReportRow, UserStatus};
 
 /// What a status shows beyond its report line.
 struct Extra {
@@ -23,7 +24,7 @@ struct Extra {
 
 impl Engine {
     /// The status of one account, with its effective rule (for logins in general).
-    pub fn status(&self, account: &Account, now: u64) -> Result<UserStatus, TwofoldError> {
+    pub fn status(&self, account: &Account, now: u64) -> Result<UserStatus, Error> {
         let (row, extra) = self.report_row(account, &self.policy(), None, now)?;
         let Extra {
             throttle: (throttled_for_secs, consecutive_failures),
@@ -70,7 +71,7 @@ impl Engine {
         policy: &Policy,
         groups: Option<HashSet<String>>,
         now: u64,
-    ) -> Result<(ReportRow, Extra), TwofoldError> {
+    ) -> Result<(ReportRow, Extra), Error> {
         let user = account.name.as_str();
         let (meta, loaded) = {
             let _guard = self.lock(user);
@@ -124,9 +125,9 @@ impl Engine {
     }
 
     /// Every local account (uid 1000 to 59999) and every user twofold knows.
-    pub fn report(&self, now: u64) -> Result<Vec<ReportRow>, TwofoldError> {
+    pub fn report(&self, now: u64) -> Result<Vec<ReportRow>, Error> {
         let policy = self.policy();
-        let mut accounts = users::local_accounts().map_err(internal)?;
+        let mut accounts = users::local_accounts().map_err(Error::fault)?;
         // Only names that resolve to an account are kept, so memory follows
         // the accounts listed, not the names in the store.
         let mut known: HashSet<String> = accounts.iter().map(|a| a.name.clone()).collect();
@@ -183,7 +184,7 @@ impl Engine {
         account: &Account,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<Vec<String>, TwofoldError> {
+    ) -> Result<Vec<String>, Error> {
         let mut lines = vec![format!(
             "user {} (uid {}), service {}, remote host {}, date {} (UTC)",
             account.name,

@@ -3,7 +3,8 @@
 
 use crate::audit::{self, Level, field};
 use crate::backup::{self};
-use crate::engine::{Engine, internal, new_generation};
+use crate::engine::{Engine, new_generation};
+use crate::error::Error;
 use crate::policy::{self, Mode};
 use crate::users::Account;
 use twofold_protocol::{RememberedDevice, SecretString, TwofoldError};
@@ -15,18 +16,18 @@ impl Engine {
         account: &Account,
         input: &str,
         now: u64,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
+    ) -> Result<Vec<SecretString>, Error> {
         let user = account.name.as_str();
         let _guard = self.lock_checks(user)?;
         let (loaded, spent) = self.prove_with_code(account, input, now, "backup-codes")?;
         let (codes, backup) =
             backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
-                .map_err(internal)?;
+                .map_err(Error::fault)?;
         let mut next = loaded.enrollment.clone();
         next.generation = new_generation(next.generation);
         // The proving code is spent in the state written below.
         if let Some(event) = spent {
-            next.apply(event).map_err(internal)?;
+            next.apply(event).map_err(Error::fault)?;
         }
         next.failures = 0;
         next.backup = backup;
@@ -42,7 +43,7 @@ impl Engine {
 
     /// Remove the caller's own enrollment after a current code, unless any of
     /// their rules requires a second factor.
-    pub fn disable(&self, account: &Account, input: &str, now: u64) -> Result<(), TwofoldError> {
+    pub fn disable(&self, account: &Account, input: &str, now: u64) -> Result<(), Error> {
         let user = account.name.as_str();
         let meta = self.store.load_meta(user)?;
         let policy = self.policy();
@@ -53,7 +54,7 @@ impl Engine {
                 "Your account's rule requires two-factor authentication, so you cannot turn it off. \
 Ask your administrator if you lost your phone."
                     .into(),
-            ));
+            ).into());
         }
         let _guard = self.lock_checks(user)?;
         let mut meta = self.store.load_meta(user)?;
@@ -69,7 +70,7 @@ Ask your administrator if you lost your phone."
         Ok(())
     }
 
-    pub fn devices(&self, user: &str, now: u64) -> Result<Vec<RememberedDevice>, TwofoldError> {
+    pub fn devices(&self, user: &str, now: u64) -> Result<Vec<RememberedDevice>, Error> {
         Ok(self
             .store
             .load_meta(user)?
@@ -84,7 +85,7 @@ Ask your administrator if you lost your phone."
     }
 
     /// Forget remembered devices; `by_uid` is logged.
-    pub fn forget_devices(&self, user: &str, by_uid: u32) -> Result<u32, TwofoldError> {
+    pub fn forget_devices(&self, user: &str, by_uid: u32) -> Result<u32, Error> {
         let _guard = self.lock(user);
         let mut meta = self.store.load_meta(user)?;
         let count = u32::try_from(meta.remembered.len()).unwrap_or(u32::MAX);

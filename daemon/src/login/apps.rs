@@ -4,7 +4,8 @@
 //! administrator removes one.
 
 use crate::audit::{self, Level, field};
-use crate::engine::{Engine, internal, new_generation};
+use crate::engine::{Engine, new_generation};
+use crate::error::Error;
 use crate::policy::{self, Mode};
 use crate::store::{Enrollment, MAX_APPS, StoreError};
 use crate::users::Account;
@@ -14,7 +15,7 @@ use twofold_protocol::{EnrollmentOffer, TwofoldError};
 pub const MAX_NAME_LEN: usize = 32;
 
 /// A name is 1 to 32 letters, digits, `.`, `_` or `-` (it shows in logs and tables).
-pub fn check_name(name: &str) -> Result<(), TwofoldError> {
+pub fn check_name(name: &str) -> Result<(), Error> {
     if name.is_empty()
         || name.len() > MAX_NAME_LEN
         || !name
@@ -24,24 +25,27 @@ pub fn check_name(name: &str) -> Result<(), TwofoldError> {
         return Err(TwofoldError::InvalidInput(format!(
             "An authenticator's name is 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-' \
 (for example phone or keepassxc)."
-        )));
+        ))
+        .into());
     }
     Ok(())
 }
 
 /// Whether `e` may take one more app called `name`; the reason if not.
-pub(crate) fn room_for(e: &Enrollment, name: &str) -> Result<(), TwofoldError> {
+pub(crate) fn room_for(e: &Enrollment, name: &str) -> Result<(), Error> {
     let apps = e.app_list();
     if apps.iter().any(|a| a.name == name) {
         return Err(TwofoldError::AlreadyEnrolled(format!(
             "You already have an authenticator called {name}. Choose another name."
-        )));
+        ))
+        .into());
     }
     if apps.len() >= MAX_APPS {
         return Err(TwofoldError::InvalidInput(format!(
             "You have {MAX_APPS} authenticators, the most allowed. Remove one first \
 (`twofold authenticators remove NAME`)."
-        )));
+        ))
+        .into());
     }
     Ok(())
 }
@@ -78,10 +82,10 @@ impl Engine {
         account: &Account,
         name: &str,
         now: u64,
-    ) -> Result<EnrollmentOffer, TwofoldError> {
+    ) -> Result<EnrollmentOffer, Error> {
         check_name(name)?;
         if !self.store.keeps_apps() {
-            return Err(TwofoldError::InvalidInput(ONE_APP_ONLY.into()));
+            return Err(TwofoldError::InvalidInput(ONE_APP_ONLY.into()).into());
         }
         let user = account.name.as_str();
         // Not enrolled yet: this is the first app, under that name.
@@ -102,7 +106,7 @@ impl Engine {
         name: &str,
         input: &str,
         now: u64,
-    ) -> Result<(), TwofoldError> {
+    ) -> Result<(), Error> {
         check_name(name)?;
         let user = account.name.as_str();
         let meta = self.store.load_meta(user)?;
@@ -123,16 +127,17 @@ authentication, so it cannot be removed. Add another first (`twofold setup --nam
                     "That is your only method: `twofold disable` turns two-factor \
 authentication off."
                         .into()
-                }));
+                })
+                .into());
             }
         }
         let (loaded, spent) = self.prove_with_code(account, input, now, "remove-authenticator")?;
         let mut next = loaded.enrollment.clone();
         if let Some(event) = spent {
-            next.apply(event).map_err(internal)?;
+            next.apply(event).map_err(Error::fault)?;
         }
         let index = index_of(&next, name)?;
-        next.remove_app(index).map_err(internal)?;
+        next.remove_app(index).map_err(Error::fault)?;
         next.generation = new_generation(next.generation);
         self.write_proved(user, &loaded, &next)?;
         audit::log(
@@ -148,18 +153,11 @@ authentication off."
 
     /// An administrator removes `user`'s app `name` (not their last method:
     /// `twofold admin reset` is for that).
-    pub fn admin_remove_app(
-        &self,
-        user: &str,
-        name: &str,
-        admin_uid: u32,
-    ) -> Result<(), TwofoldError> {
+    pub fn admin_remove_app(&self, user: &str, name: &str, admin_uid: u32) -> Result<(), Error> {
         check_name(name)?;
         let _guard = self.lock_checks(user)?;
         let Some(loaded) = self.store.load(user)? else {
-            return Err(TwofoldError::NotEnrolled(format!(
-                "{user} is not enrolled."
-            )));
+            return Err(TwofoldError::NotEnrolled(format!("{user} is not enrolled.")).into());
         };
         let mut next = loaded.enrollment.clone();
         let index = index_of(&next, name)?;
@@ -167,16 +165,17 @@ authentication off."
             return Err(TwofoldError::AccessDenied(format!(
                 "{name} is {user}'s only method; `twofold admin reset {user}` removes the \
 enrollment instead."
-            )));
+            ))
+            .into());
         }
-        next.remove_app(index).map_err(internal)?;
+        next.remove_app(index).map_err(Error::fault)?;
         next.generation = new_generation(next.generation);
         match self.store.write_enrollment(user, Some(&loaded), &next) {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => {
                 return Err(TwofoldError::InvalidInput(format!(
                     "{user}'s state changed meanwhile (a login on another host?): run the command again."
-                )));
+                )).into());
             }
             Err(e) => return Err(e.into()),
         }

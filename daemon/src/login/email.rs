@@ -9,6 +9,7 @@ use crate::audit::{self, Level, field};
 use crate::config::Transport;
 use crate::email_codes::{EmailCheck, EmailCodes, Purpose, SentCode, same};
 use crate::engine::Engine;
+use crate::error::Error;
 use crate::login::LoginContext;
 use crate::login::LoginOutcome;
 use crate::mail::{self, MailError};
@@ -51,7 +52,7 @@ impl Engine {
         address: &str,
         purpose: Purpose,
         now: u64,
-    ) -> Result<(), TwofoldError> {
+    ) -> Result<(), Error> {
         let cfg = &self.cfg.email;
         let code = Zeroizing::new(format!("{:06}", rand::rng().random_range(0..1_000_000u32)));
         {
@@ -65,7 +66,7 @@ impl Engine {
                 return Err(TwofoldError::Throttled(format!(
                     "A code was sent by e-mail a moment ago. Use that one, or ask for a new one in {}.",
                     human_duration(wait)
-                )));
+                )).into());
             }
             codes.record_send(user, now);
             codes.codes.insert(
@@ -92,7 +93,7 @@ impl Engine {
             {
                 codes.codes.remove(user);
             }
-            return Err(delivery_failed(user, &e));
+            return Err(delivery_failed(user, &e).into());
         }
         audit::log(
             Level::Info,
@@ -126,13 +127,14 @@ impl Engine {
         account: &Account,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<String, TwofoldError> {
+    ) -> Result<String, Error> {
         let planned = self.plan(account, ctx, now, false)?;
         let Some(address) = planned.email_to else {
             self.log_login(&account.name, ctx, LoginOutcome::RefusedEmailNotOffered);
             return Err(TwofoldError::InvalidInput(
                 "A code by e-mail is not offered for this login.".into(),
-            ));
+            )
+            .into());
         };
         self.send_code(&account.name, &address, Purpose::Login, now)?;
         self.log_login(&account.name, ctx, LoginOutcome::EmailCodeSent);
@@ -148,9 +150,9 @@ impl Engine {
         account: &Account,
         address: &str,
         now: u64,
-    ) -> Result<String, TwofoldError> {
+    ) -> Result<String, Error> {
         if !self.email_enabled() {
-            return Err(TwofoldError::InvalidInput(EMAIL_OFF.into()));
+            return Err(TwofoldError::InvalidInput(EMAIL_OFF.into()).into());
         }
         let address = mail::parse_address(address)
             .map_err(|_| {
@@ -163,7 +165,7 @@ impl Engine {
             Some(loaded) if loaded.enrollment.email.is_some() => {
                 return Err(TwofoldError::AlreadyEnrolled(
                     "You already receive codes by e-mail. Ask an administrator to reset your enrollment to change the address.".into(),
-                ));
+                ).into());
             }
             Some(_) => {
                 self.require_proof(&account.name, now)?;
@@ -187,7 +189,7 @@ impl Engine {
         account: &Account,
         input: &str,
         now: u64,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
+    ) -> Result<Vec<SecretString>, Error> {
         let user = account.name.as_str();
         let typed = input.trim();
         let probe = Purpose::Enroll {
@@ -209,13 +211,14 @@ impl Engine {
                 );
                 return Err(TwofoldError::InvalidInput(
                     "That is not the code in the e-mail. Check the latest message and type its 6 digits.".into(),
-                ));
+                ).into());
             }
             _ => {
                 return Err(TwofoldError::NoPendingEnrollment(
                     "No e-mail code is waiting to be confirmed (or it expired). Start again."
                         .into(),
-                ));
+                )
+                .into());
             }
         };
         self.store_method(user, adds, twofold_protocol::Method::Email, now, |e| {
@@ -234,7 +237,7 @@ impl Engine {
         address: &str,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<String, TwofoldError> {
+    ) -> Result<String, Error> {
         self.ensure_offered_at_login(
             account,
             ctx,
@@ -264,7 +267,7 @@ impl Engine {
         code: &str,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
+    ) -> Result<Vec<SecretString>, Error> {
         let codes = self.confirm_email_enrollment(account, code, now)?;
         self.log_login(
             &account.name,

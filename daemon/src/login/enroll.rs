@@ -4,7 +4,8 @@
 
 use crate::audit::{self, Level, field};
 use crate::backup::{self};
-use crate::engine::{Engine, Pending, internal, new_generation};
+use crate::engine::{Engine, Pending, new_generation};
+use crate::error::Error;
 use crate::login::LoginContext;
 use crate::login::LoginOutcome;
 use crate::store::{App, AppUse, ENROLLMENT_VERSION, Enrollment, SecretBytes, StoreError};
@@ -27,14 +28,15 @@ impl Engine {
         uid: u32,
         user: &str,
         now: u64,
-    ) -> Result<EnrollmentOffer, TwofoldError> {
+    ) -> Result<EnrollmentOffer, Error> {
         let adds = match self.store.load(user)? {
             Some(l) if l.enrollment.secret.is_some() => {
                 return Err(TwofoldError::AlreadyEnrolled(
                     "You are already enrolled with an authenticator app. To add another one, give \
 it a name: `twofold setup --name NAME`."
                         .into(),
-                ));
+                )
+                .into());
             }
             Some(_) => {
                 self.require_proof(user, now)?;
@@ -54,7 +56,7 @@ it a name: `twofold setup --name NAME`."
         name: Option<String>,
         adds: bool,
         now: u64,
-    ) -> Result<EnrollmentOffer, TwofoldError> {
+    ) -> Result<EnrollmentOffer, Error> {
         let mut secret = Zeroizing::new(vec![0u8; 20]); // 160 bits, as RFC 4226 recommends
         rand::rng().fill(&mut secret[..]);
         let params = TotpParams {
@@ -63,9 +65,9 @@ it a name: `twofold setup --name NAME`."
             window: self.cfg.totp.window,
         };
         let account = format!("{user}@{}", self.hostname);
-        let uri =
-            totp::key_uri(&secret, params, &self.cfg.totp.issuer, &account).map_err(internal)?;
-        let qr = crate::qr::render(&uri).map_err(internal)?;
+        let uri = totp::key_uri(&secret, params, &self.cfg.totp.issuer, &account)
+            .map_err(Error::fault)?;
+        let qr = crate::qr::render(&uri).map_err(Error::fault)?;
         let secret_base32 = totp_rs::Secret::from(&secret[..]).to_base32();
         let timeout = self.cfg.enrollment.offer_timeout_secs;
         let mut pending = self.pending_map();
@@ -75,7 +77,7 @@ it a name: `twofold setup --name NAME`."
                 return Err(TwofoldError::Busy(
                     "Too many enrollments are in progress on this host. Try again in a few minutes."
                         .into(),
-                ));
+                ).into());
             }
         }
         pending.insert(
@@ -110,11 +112,12 @@ it a name: `twofold setup --name NAME`."
         user: &str,
         input: &str,
         now: u64,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
+    ) -> Result<Vec<SecretString>, Error> {
         let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
             return Err(TwofoldError::InvalidInput(
                 "Type the 6-digit code your app shows for this account.".into(),
-            ));
+            )
+            .into());
         };
         let (secret, step, params, adds, name) = {
             let mut pending = self.pending_map();
@@ -127,9 +130,11 @@ it a name: `twofold setup --name NAME`."
             let offer = pending.get_mut(&uid).ok_or_else(no_offer)?;
             if offer.expires_at <= now {
                 pending.remove(&uid);
-                return Err(no_offer());
+                return Err(no_offer().into());
             }
-            match totp::check(&offer.secret, offer.params, &code, now, None).map_err(internal)? {
+            match totp::check(&offer.secret, offer.params, &code, now, None)
+                .map_err(Error::fault)?
+            {
                 TotpCheck::Valid(step) => {
                     let offer = pending.remove(&uid).ok_or_else(no_offer)?;
                     (
@@ -151,7 +156,7 @@ it a name: `twofold setup --name NAME`."
                     );
                     return Err(TwofoldError::InvalidInput(
                         "That code does not match. Check that the phone's clock is right and type the current code.".into(),
-                    ));
+                    ).into());
                 }
             }
         };
@@ -216,22 +221,23 @@ it a name: `twofold setup --name NAME`."
         method: twofold_protocol::Method,
         now: u64,
         set: impl FnOnce(&mut Enrollment) -> bool,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
+    ) -> Result<Vec<SecretString>, Error> {
         let already =
             || TwofoldError::AlreadyEnrolled(format!("You already have {method} set up."));
         let _guard = self.lock(user);
         let codes = match self.store.load(user)? {
             // Only an offer begun after a proof joins an enrollment.
-            Some(_) if !adds => return Err(already()),
+            Some(_) if !adds => return Err(already().into()),
             Some(loaded) => {
                 let mut next = loaded.enrollment.clone();
                 if !set(&mut next) {
-                    return Err(already());
+                    return Err(already().into());
                 }
                 if !self.store.keeps_apps() && !next.apps.more.is_empty() {
                     return Err(TwofoldError::InvalidInput(
                         crate::login::apps::ONE_APP_ONLY.into(),
-                    ));
+                    )
+                    .into());
                 }
                 next.generation = new_generation(next.generation);
                 match self.store.write_enrollment(user, Some(&loaded), &next) {
@@ -239,7 +245,7 @@ it a name: `twofold setup --name NAME`."
                     Err(StoreError::Conflict { .. }) => {
                         return Err(TwofoldError::Internal(
                             "Your account changed on another host while this was being set up. Start again.".into(),
-                        ));
+                        ).into());
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -248,7 +254,7 @@ it a name: `twofold setup --name NAME`."
             None => {
                 let (codes, backup) =
                     backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
-                        .map_err(internal)?;
+                        .map_err(Error::fault)?;
                 let mut enrollment = Enrollment {
                     version: ENROLLMENT_VERSION,
                     generation: new_generation(0),
@@ -269,7 +275,7 @@ it a name: `twofold setup --name NAME`."
                 match self.store.write_enrollment(user, None, &enrollment) {
                     Ok(()) => {}
                     // Enrolled on another host meanwhile.
-                    Err(StoreError::Conflict { .. }) => return Err(already()),
+                    Err(StoreError::Conflict { .. }) => return Err(already().into()),
                     Err(e) => return Err(e.into()),
                 }
                 self.source_table().forget_user(user);
@@ -284,7 +290,7 @@ it a name: `twofold setup --name NAME`."
     }
 
     /// Adding a method to an enrollment needs a proof with the existing one.
-    pub(crate) fn require_proof(&self, user: &str, now: u64) -> Result<(), TwofoldError> {
+    pub(crate) fn require_proof(&self, user: &str, now: u64) -> Result<(), Error> {
         if self.take_proof(user, now) {
             Ok(())
         } else {
@@ -292,7 +298,8 @@ it a name: `twofold setup --name NAME`."
                 "Adding a second method needs a current code from the one you have first \
 (`twofold setup` asks for it)."
                     .into(),
-            ))
+            )
+            .into())
         }
     }
 
@@ -302,7 +309,7 @@ it a name: `twofold setup --name NAME`."
         account: &Account,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<EnrollmentOffer, TwofoldError> {
+    ) -> Result<EnrollmentOffer, Error> {
         // An enrolled user also needs a proof, which `begin_enrollment` spends.
         self.ensure_offered_at_login(
             account,
@@ -330,7 +337,7 @@ it a name: `twofold setup --name NAME`."
         code: &str,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
+    ) -> Result<Vec<SecretString>, Error> {
         let codes = self.confirm_enrollment(account.uid, &account.name, code, now)?;
         self.log_login(
             &account.name,

@@ -10,6 +10,7 @@ mod outcome;
 pub mod plan;
 mod verify;
 
+use crate::error::Error;
 pub use outcome::LoginOutcome;
 use plan::Action;
 
@@ -121,12 +122,12 @@ impl Engine {
         now: u64,
         method: twofold_protocol::Method,
         refusal: &str,
-    ) -> Result<(), TwofoldError> {
+    ) -> Result<(), Error> {
         let planned = self.plan(account, ctx, now, false)?;
         if planned.plan.methods.contains(&method) {
             Ok(())
         } else {
-            Err(TwofoldError::InvalidInput(refusal.into()))
+            Err(TwofoldError::InvalidInput(refusal.into()).into())
         }
     }
 
@@ -136,7 +137,7 @@ impl Engine {
         account: &Account,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<LoginPlan, TwofoldError> {
+    ) -> Result<LoginPlan, Error> {
         let planned = self.plan(account, ctx, now, true)?;
         self.log_login(&account.name, ctx, planned.outcome);
         Ok(planned.plan)
@@ -149,7 +150,7 @@ impl Engine {
         ctx: &LoginContext,
         now: u64,
         record: bool,
-    ) -> Result<Planned, TwofoldError> {
+    ) -> Result<Planned, Error> {
         let user = account.name.as_str();
         let policy = self.policy();
         // NSS first, outside the user's lock: a slow directory must not hold

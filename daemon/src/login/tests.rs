@@ -4,6 +4,7 @@ use super::*;
 use crate::backup::HashParams;
 use crate::config::{Config, ThrottleConfig, TotpConfig};
 use crate::engine::{COMPACT_AFTER_RECORDS, Engine};
+use crate::error::Error;
 use crate::policy::Policy;
 use crate::store::FileStore;
 use crate::throttle::{self, Source};
@@ -87,13 +88,16 @@ fn nothing_is_stored_until_a_code_confirms() {
     let err = e
         .confirm_enrollment(UID, "alice", "000000", T0)
         .unwrap_err();
-    assert!(matches!(err, TwofoldError::InvalidInput(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Refused(TwofoldError::InvalidInput(_))),
+        "{err:?}"
+    );
     assert!(!e.status(&account("alice"), T0).unwrap().enrolled);
     // Another uid cannot confirm alice's offer.
     let code = totp::code_at(&secret_of(&offer), SIX, T0).unwrap();
     assert!(matches!(
         e.confirm_enrollment(UID + 1, "alice", &code, T0),
-        Err(TwofoldError::NoPendingEnrollment(_))
+        Err(Error::Refused(TwofoldError::NoPendingEnrollment(_)))
     ));
     assert_eq!(
         e.confirm_enrollment(UID, "alice", &code, T0).unwrap().len(),
@@ -104,7 +108,7 @@ fn nothing_is_stored_until_a_code_confirms() {
     assert_eq!(status.backup_codes_left, 10);
     assert!(matches!(
         e.begin_enrollment(UID, "alice", T0),
-        Err(TwofoldError::AlreadyEnrolled(_))
+        Err(Error::Refused(TwofoldError::AlreadyEnrolled(_)))
     ));
 }
 
@@ -116,7 +120,7 @@ fn offers_expire() {
     let code = totp::code_at(&secret_of(&offer), SIX, later).unwrap();
     assert!(matches!(
         e.confirm_enrollment(UID, "alice", &code, later),
-        Err(TwofoldError::NoPendingEnrollment(_))
+        Err(Error::Refused(TwofoldError::NoPendingEnrollment(_)))
     ));
 }
 
@@ -450,11 +454,11 @@ fn regenerating_backup_codes_needs_a_fresh_code_and_retires_the_old_ones() {
     let (secret, old) = enroll(&e);
     assert!(matches!(
         e.regenerate_backup_codes(&account("alice"), "000000", T0 + 30),
-        Err(TwofoldError::InvalidInput(_))
+        Err(Error::Refused(TwofoldError::InvalidInput(_)))
     ));
     assert!(matches!(
         e.regenerate_backup_codes(&account("alice"), old[0].expose(), T0 + 30),
-        Err(TwofoldError::InvalidInput(_))
+        Err(Error::Refused(TwofoldError::InvalidInput(_)))
     ));
     let code = totp::code_at(&secret, SIX, T0 + 30).unwrap();
     let new = e
@@ -494,7 +498,7 @@ fn malformed_input_is_refused_unverified() {
         assert!(
             matches!(
                 e.verify("alice", bad, &ctx(), T0),
-                Err(TwofoldError::InvalidInput(_))
+                Err(Error::Refused(TwofoldError::InvalidInput(_)))
             ),
             "{bad:?}"
         );
@@ -522,11 +526,11 @@ fn not_enrolled_is_told_and_unreadable_state_is_an_error() {
     std::fs::write(d.path().join("state/users/alice.enrollment"), b"garbage").unwrap();
     assert!(matches!(
         e.begin_login(&account("alice"), &ctx(), T0),
-        Err(TwofoldError::Internal(_))
+        Err(Error::State(_) | Error::Fault(_))
     ));
     assert!(matches!(
         e.verify("alice", "123456", &ctx(), T0),
-        Err(TwofoldError::Internal(_))
+        Err(Error::State(_) | Error::Fault(_))
     ));
 }
 
@@ -585,7 +589,7 @@ fn enrollment_at_login_is_offered_only_when_the_plan_says_so() {
     let (_d, e) = engine_with_policy("[default]\nmode = \"recommend\"\n");
     assert!(matches!(
         e.enroll_at_login(&account("alice"), &ctx(), T0),
-        Err(TwofoldError::InvalidInput(_))
+        Err(Error::Refused(TwofoldError::InvalidInput(_)))
     ));
     let (_d, e) = engine_with_policy("[default]\nmode = \"require\"\n");
     let offer = e.enroll_at_login(&account("alice"), &ctx(), T0).unwrap();
@@ -651,7 +655,10 @@ fn email_codes_are_off_without_a_transport() {
     let err = e
         .begin_email_enrollment(&account("alice"), "alice@example.com", T0)
         .unwrap_err();
-    assert!(matches!(err, TwofoldError::InvalidInput(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Refused(TwofoldError::InvalidInput(_))),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -670,7 +677,7 @@ fn an_address_is_stored_only_once_its_code_comes_back() {
     let wrong = if code == "000000" { "111111" } else { "000000" };
     assert!(matches!(
         e.confirm_email_enrollment(&alice, wrong, T0),
-        Err(TwofoldError::InvalidInput(_))
+        Err(Error::Refused(TwofoldError::InvalidInput(_)))
     ));
     let backup = e.confirm_email_enrollment(&alice, &code, T0).unwrap();
     assert_eq!(backup.len(), 10);
@@ -700,7 +707,7 @@ fn an_address_is_stored_only_once_its_code_comes_back() {
     // user's own `twofold setup`); the backup codes stay.
     assert!(matches!(
         e.begin_enrollment(UID, "alice", T0),
-        Err(TwofoldError::AccessDenied(_))
+        Err(Error::Refused(TwofoldError::AccessDenied(_)))
     ));
     let own = LoginContext {
         service: SELF_SERVICE.into(),
@@ -746,7 +753,10 @@ fn a_failed_send_is_a_clear_refusal_and_leaves_no_code() {
     };
     let e = e.with_outbox(down);
     let err = e.send_login_code(&alice, &ctx(), T0).unwrap_err();
-    assert!(matches!(err, TwofoldError::DeliveryFailed(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Refused(TwofoldError::DeliveryFailed(_))),
+        "{err:?}"
+    );
     assert!(!e.has_login_email_code("alice", T0));
 }
 
@@ -764,7 +774,7 @@ fn unproven_addresses_and_bad_ones_get_nothing() {
         assert!(
             matches!(
                 e.begin_email_enrollment(&alice, bad, T0),
-                Err(TwofoldError::InvalidInput(_))
+                Err(Error::Refused(TwofoldError::InvalidInput(_)))
             ),
             "{bad:?}"
         );
@@ -775,7 +785,7 @@ fn unproven_addresses_and_bad_ones_get_nothing() {
         .unwrap();
     assert!(matches!(
         e.send_login_code(&alice, &ctx(), T0),
-        Err(TwofoldError::InvalidInput(_))
+        Err(Error::Refused(TwofoldError::InvalidInput(_)))
     ));
     assert_eq!(r.sent.lock().unwrap().len(), 1);
 }
@@ -803,7 +813,7 @@ fn a_method_the_rule_no_longer_accepts_still_proves_the_user_first() {
     // Without a proof, no address is taken (not even at login, by root).
     assert!(matches!(
         e.email_enroll_at_login(&alice, "eve@example.com", &ctx(), T0 + 60),
-        Err(TwofoldError::AccessDenied(_))
+        Err(Error::Refused(TwofoldError::AccessDenied(_)))
     ));
     assert!(r.sent.lock().unwrap().is_empty());
     // A wrong code proves nothing.
@@ -1073,7 +1083,7 @@ fn several_apps_each_log_in_and_none_blocks_another() {
     e.record_proof("alice", now);
     assert!(matches!(
         e.begin_app(&account("alice"), "phone", now),
-        Err(TwofoldError::AlreadyEnrolled(_))
+        Err(Error::Refused(TwofoldError::AlreadyEnrolled(_)))
     ));
     assert!(e.begin_app(&account("alice"), "my phone", now).is_err());
     for n in 0..3 {

@@ -5,7 +5,8 @@
 use crate::audit::{self, Level, field};
 use crate::backup::Found;
 use crate::email_codes::EmailCheck;
-use crate::engine::{Engine, internal};
+use crate::engine::Engine;
+use crate::error::Error;
 use crate::login::LoginOutcome;
 use crate::login::hold_text;
 use crate::login::{LoginContext, NOT_ENROLLED_NOTICE};
@@ -83,7 +84,7 @@ impl Engine {
         code: &str,
         now: u64,
         diagnose: bool,
-    ) -> Result<AppCheck, TwofoldError> {
+    ) -> Result<AppCheck, Error> {
         let apps = e.app_list();
         let mut result = AppCheck::Wrong(None);
         for app in &apps {
@@ -92,8 +93,8 @@ impl Engine {
                 period: app.period,
                 window: self.cfg.totp.window,
             };
-            let check =
-                totp::check(&app.secret.0, params, code, now, app.last_step).map_err(internal)?;
+            let check = totp::check(&app.secret.0, params, code, now, app.last_step)
+                .map_err(Error::fault)?;
             match check {
                 TotpCheck::Valid(step) if e.is_burned(app.index, step) => {
                     if matches!(result, AppCheck::Wrong(_)) {
@@ -127,7 +128,7 @@ impl Engine {
             };
             let span = (DIAGNOSIS_SECS / app.period).max(1);
             if let Some(offset) =
-                totp::diagnose(&app.secret.0, params, code, now, span).map_err(internal)?
+                totp::diagnose(&app.secret.0, params, code, now, span).map_err(Error::fault)?
                 && nearest
                     .as_ref()
                     .is_none_or(|n| offset.abs() < n.offset.abs())
@@ -154,7 +155,7 @@ impl Engine {
         user: &str,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<(Methods, Mode), TwofoldError> {
+    ) -> Result<(Methods, Mode), Error> {
         let policy = self.policy();
         if !policy.restricts_methods() {
             return Ok((Methods::ANY, Mode::Optional));
@@ -185,7 +186,7 @@ impl Engine {
         loaded: &mut Loaded,
         now: u64,
         spends_token: bool,
-    ) -> Result<(), TwofoldError> {
+    ) -> Result<(), Error> {
         let cfg = &self.cfg.throttle;
         let (mut before, mut ceiling) = (0, 0);
         // Another host may move the bucket between our load and our write:
@@ -226,7 +227,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         input: &str,
         ctx: &LoginContext,
         now: u64,
-    ) -> Result<VerifyReply, TwofoldError> {
+    ) -> Result<VerifyReply, Error> {
         let code = code::parse(input.as_bytes()).map_err(|e| {
             self.log_login(user, ctx, LoginOutcome::RefusedMalformedInput);
             TwofoldError::InvalidInput(e.user_message().into())
@@ -305,7 +306,7 @@ backup codes still are (`twofold admin unlock` clears it)",
                 // a restart, or with a shared store on another host) is told
                 // apart from a wrong guess: the set keeps the hashes of its
                 // used codes.
-                match e.backup.find_or_spent(c).map_err(internal)? {
+                match e.backup.find_or_spent(c).map_err(Error::fault)? {
                     Found::Unused(index) => (
                         VerifyOutcome::AcceptedBackupCode,
                         Some(Event::BackupUsed {
@@ -457,20 +458,22 @@ or ask your administrator to unlock the account.",
         input: &str,
         now: u64,
         action: &str,
-    ) -> Result<(Loaded, Option<Event>), TwofoldError> {
+    ) -> Result<(Loaded, Option<Event>), Error> {
         let user = account.name.as_str();
         // The user's own program: counted as that uid, like a screen locker.
         let source = Source::Caller(account.uid);
         let Ok(Code::Totp(code)) = code::parse(input.as_bytes()) else {
             return Err(TwofoldError::InvalidInput(
                 "Type the current code from your authenticator app.".into(),
-            ));
+            )
+            .into());
         };
         let Some(mut loaded) = self.store.load(user)? else {
             return Err(TwofoldError::NotEnrolled(
                 "Two-factor authentication is not set up for you. Run `twofold setup` first."
                     .into(),
-            ));
+            )
+            .into());
         };
         if let Some(hold) = self.hold(user, &source, &loaded.enrollment, now) {
             // Backup codes do not prove a user here: only the wait helps.
@@ -482,7 +485,8 @@ or ask your administrator to unlock the account.",
                 )
             } else {
                 hold_text(hold)
-            }));
+            })
+            .into());
         }
         let e = &loaded.enrollment;
         // A user with e-mail codes may prove themselves with a live one.
@@ -527,7 +531,8 @@ or ask your administrator to unlock the account.",
                     "That code was already used. Wait for the next code from your app.".into()
                 } else {
                     WRONG_CODE.into()
-                }))
+                })
+                .into())
             }
         }
     }
