@@ -7,15 +7,14 @@ use crate::config::Config;
 use crate::email_codes::EmailCodes;
 use crate::error::Error;
 use crate::mail::{Mailer, Outbox};
+use crate::offers::Offers;
 use crate::policy::Policy;
-use crate::store::{Enrollment, Event, Loaded, Store, StoreError, UserLock};
+use crate::store::{Enrollment, Event, Loaded, Store, StoreError, UserLock, new_generation};
 use crate::throttle::{self, Hold, Source, SourceTable};
-use crate::totp::TotpParams;
 use crate::users::{self, Account};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use twofold_protocol::TwofoldError;
-use zeroize::Zeroizing;
 
 /// Lock stripes: logins of one user are serialized (a backup code or a step
 /// is spent once), logins of different users mostly are not.
@@ -25,51 +24,21 @@ pub(crate) const COMPACT_AFTER_RECORDS: u64 = 512;
 /// Lost races in a row before a write gives up (each one means another host
 /// wrote this user's state between our load and our write).
 const RECORD_ATTEMPTS: usize = 16;
-/// How long a code from an existing method allows adding another method.
-const PROOF_SECS: u64 = 120;
-
-pub(crate) struct Pending {
-    pub secret: Zeroizing<Vec<u8>>,
-    pub params: TotpParams,
-    pub expires_at: u64,
-    pub attempts: u32,
-    /// Begun (after a proof) as a second method of an existing enrollment.
-    pub adds: bool,
-    /// Begun as another authenticator app with this name (`None`: the first).
-    pub name: Option<String>,
-}
-
-pub(crate) struct LoginOrigin {
-    pub service: String,
-    pub rhost: String,
-    pub until: u64,
-}
-
-/// Enrollments begun at login whose origin is kept at once (one per user).
-const MAX_LOGIN_ORIGINS: usize = 10_000;
-
 pub struct Engine {
-    pub(crate) cfg: Config,
-    pub(crate) store: Box<dyn Store>,
-    pub(crate) backup_params: HashParams,
-    pub(crate) hostname: String,
-    pub(crate) outbox: Box<dyn Outbox>,
-    pub(crate) email_codes: Mutex<EmailCodes>,
-    /// Users who proved themselves with their existing method moments ago,
-    /// until when: adding a method to an enrollment needs one.
-    proofs: Mutex<HashMap<String, u64>>,
+    cfg: Config,
+    store: Box<dyn Store>,
+    backup_params: HashParams,
+    hostname: String,
+    outbox: Box<dyn Outbox>,
+    email_codes: Mutex<EmailCodes>,
     stripes: Vec<Mutex<()>>,
-    pending: Mutex<HashMap<u32, Pending>>,
-    /// The service and remote host of an enrollment begun inside a login,
-    /// per user, until the offer expires: the confirming call carries only
-    /// the user and the code (its wire form is fixed), and its log line
-    /// names the login it ends.
-    login_origins: Mutex<HashMap<String, LoginOrigin>>,
+    /// Enrollments in progress: the keys offered, proofs, origins.
+    offers: Offers,
     /// Wrong codes in a row per account and source (the account-wide
     /// ceiling is in each enrollment, on disk).
     sources: Mutex<SourceTable>,
     /// Replaced whole on reload; a login uses the policy it started with.
-    pub(crate) policy: RwLock<Arc<Policy>>,
+    policy: RwLock<Arc<Policy>>,
 }
 
 impl Engine {
@@ -94,14 +63,12 @@ impl Engine {
             policy: RwLock::new(Arc::new(policy)),
             outbox: Box::new(Mailer::new(&cfg.email, &hostname)),
             email_codes: Mutex::default(),
-            proofs: Mutex::default(),
             cfg,
             store,
             backup_params,
             hostname,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            pending: Mutex::new(HashMap::new()),
-            login_origins: Mutex::default(),
+            offers: Offers::default(),
             sources: Mutex::new(SourceTable::default()),
         }
     }
@@ -115,20 +82,6 @@ impl Engine {
     pub fn with_outbox(mut self, outbox: impl Outbox + 'static) -> Self {
         self.outbox = Box::new(outbox);
         self
-    }
-
-    /// Remember that `user` just proved themselves with their existing
-    /// method, so that a second method may be added (for `PROOF_SECS`).
-    pub(crate) fn record_proof(&self, user: &str, now: u64) {
-        let mut proofs = self.proofs.lock().unwrap_or_else(|p| p.into_inner());
-        proofs.retain(|_, until| *until > now);
-        proofs.insert(user.to_string(), now.saturating_add(PROOF_SECS));
-    }
-
-    /// Spend `user`'s proof, if a live one is there.
-    pub(crate) fn take_proof(&self, user: &str, now: u64) -> bool {
-        let mut proofs = self.proofs.lock().unwrap_or_else(|p| p.into_inner());
-        proofs.remove(user).is_some_and(|until| until > now)
     }
 
     pub(crate) fn lock(&self, user: &str) -> MutexGuard<'_, ()> {
@@ -269,45 +222,36 @@ impl Engine {
         )))
     }
 
-    /// Keep where `user`'s enrollment at login comes from, until `until`.
-    pub(crate) fn keep_login_origin(
-        &self,
-        user: &str,
-        service: &str,
-        rhost: &str,
-        until: u64,
-        now: u64,
-    ) {
-        let mut origins = self.login_origins.lock().unwrap_or_else(|p| p.into_inner());
-        if origins.len() >= MAX_LOGIN_ORIGINS {
-            origins.retain(|_, o| o.until > now);
-            if origins.len() >= MAX_LOGIN_ORIGINS {
-                // Only the log line's service and host would be lost.
-                return;
-            }
-        }
-        origins.insert(
-            user.to_string(),
-            LoginOrigin {
-                service: service.to_string(),
-                rhost: rhost.to_string(),
-                until,
-            },
-        );
+    /// Enrollments in progress.
+    pub(crate) fn offers(&self) -> &Offers {
+        &self.offers
     }
 
-    /// Where `user`'s enrollment at login came from, if it is still live.
-    pub(crate) fn take_login_origin(&self, user: &str, now: u64) -> Option<LoginOrigin> {
-        let mut origins = self.login_origins.lock().unwrap_or_else(|p| p.into_inner());
-        origins.remove(user).filter(|o| o.until > now)
+    /// Where every user's state is kept.
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
-    pub(crate) fn pending_map(&self) -> MutexGuard<'_, HashMap<u32, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    /// How backup codes are hashed.
+    pub(crate) fn backup_params(&self) -> HashParams {
+        self.backup_params
+    }
+
+    /// This host's name, as it appears in key URIs and e-mail.
+    pub(crate) fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// Where e-mail codes go.
+    pub(crate) fn outbox(&self) -> &dyn Outbox {
+        self.outbox.as_ref()
+    }
+
+    /// E-mail codes in flight.
+    pub(crate) fn email_codes(&self) -> MutexGuard<'_, EmailCodes> {
+        self.email_codes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-impl Engine {}
 
 impl Engine {
     /// The policy in force (a reload replaces it for the logins that follow).
@@ -351,14 +295,5 @@ impl Engine {
             );
             e.to_string()
         })
-    }
-}
-
-pub fn new_generation(old: u64) -> u64 {
-    loop {
-        let g: u64 = rand::random();
-        if g != old && g != 0 {
-            return g;
-        }
     }
 }

@@ -26,6 +26,7 @@ pub mod error;
 pub mod limits;
 pub mod login;
 pub mod mail;
+pub mod offers;
 pub mod policy;
 pub mod privilege;
 pub mod qr;

@@ -12,7 +12,7 @@ impl Engine {
     /// Clear `user`'s throttle (an administrator's action, by `admin_uid`).
     pub fn unlock(&self, user: &str, admin_uid: u32, now: u64) -> Result<(), Error> {
         let _guard = self.lock(user);
-        let Some(mut loaded) = self.store.load(user)? else {
+        let Some(mut loaded) = self.store().load(user)? else {
             return Err(TwofoldError::NotEnrolled(format!("{user} is not enrolled.")).into());
         };
         if !self.record_latest(user, &mut loaded, |_| Event::Unlock { at: now })? {
@@ -31,12 +31,12 @@ impl Engine {
         let _guard = self.lock(user);
         // Read everything before changing anything: an unreadable file must
         // not leave a half-done reset behind.
-        let mut meta = self.store.load_meta(user)?;
-        self.store.remove_enrollment(user)?;
+        let mut meta = self.store().load_meta(user)?;
+        self.store().remove_enrollment(user)?;
         self.source_table().forget_user(user);
         meta.first_prompt = None;
         meta.remembered.clear();
-        self.store.write_meta(user, &meta)?;
+        self.store().write_meta(user, &meta)?;
         audit::log(
             Level::Info,
             &format!("admin-reset {} admin_uid={admin_uid}", field("user", user)),
@@ -52,9 +52,9 @@ impl Engine {
         admin_uid: u32,
     ) -> Result<(), Error> {
         let _guard = self.lock(user);
-        let mut meta = self.store.load_meta(user)?;
+        let mut meta = self.store().load_meta(user)?;
         meta.override_mode = mode;
-        self.store.write_meta(user, &meta)?;
+        self.store().write_meta(user, &meta)?;
         audit::log(
             Level::Info,
             &format!(
@@ -68,7 +68,7 @@ impl Engine {
 
     /// Read the policy file again; an invalid one is refused and the old one stays.
     pub fn reload_policy(&self, by_uid: Option<u32>) -> Result<String, Error> {
-        let path = &self.cfg.policy_file;
+        let path = &self.config().policy_file;
         let who = by_uid.map_or_else(
             || "signal=SIGHUP".to_string(),
             |uid| format!("admin_uid={uid}"),

@@ -34,7 +34,7 @@ impl Engine {
             totp: true,
             email: self.email_enabled(),
         };
-        let loaded = self.store.load(&account.name)?;
+        let loaded = self.store().load(&account.name)?;
         let email = loaded
             .as_ref()
             .and_then(|l| l.enrollment.email.as_deref().map(crate::mail::mask))
@@ -75,7 +75,7 @@ impl Engine {
         let user = account.name.as_str();
         let (meta, loaded) = {
             let _guard = self.lock(user);
-            (self.store.load_meta(user)?, self.store.load(user)?)
+            (self.store().load_meta(user)?, self.store().load(user)?)
         };
         let groups = groups.map_or_else(|| self.groups(account, policy), Ok);
         let subject = Subject {
@@ -131,7 +131,7 @@ impl Engine {
         // Only names that resolve to an account are kept, so memory follows
         // the accounts listed, not the names in the store.
         let mut known: HashSet<String> = accounts.iter().map(|a| a.name.clone()).collect();
-        self.store.for_each_user(&mut |name| {
+        self.store().for_each_user(&mut |name| {
             if !known.contains(name)
                 && let Ok(Some(account)) = users::by_name(name)
             {
@@ -203,7 +203,7 @@ impl Engine {
         )];
         let planned = self.plan(account, ctx, now, false)?;
         lines.extend(planned.reasons);
-        if let Some(loaded) = self.store.load(&account.name)? {
+        if let Some(loaded) = self.store().load(&account.name)? {
             for a in authenticators(&loaded.enrollment) {
                 lines.push(format!(
                     "authenticator {}: {}",

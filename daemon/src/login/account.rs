@@ -3,9 +3,10 @@
 
 use crate::audit::{self, Level, field};
 use crate::backup::{self};
-use crate::engine::{Engine, new_generation};
+use crate::engine::Engine;
 use crate::error::Error;
 use crate::policy::{self, Mode};
+use crate::store::new_generation;
 use crate::users::Account;
 use twofold_protocol::{RememberedDevice, SecretString, TwofoldError};
 
@@ -21,7 +22,7 @@ impl Engine {
         let _guard = self.lock_checks(user)?;
         let (loaded, spent) = self.prove_with_code(account, input, now, "backup-codes")?;
         let (codes, backup) =
-            backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
+            backup::generate(self.config().enrollment.backup_codes, self.backup_params())
                 .map_err(Error::fault)?;
         let mut next = loaded.enrollment.clone();
         next.generation = new_generation(next.generation);
@@ -45,7 +46,7 @@ impl Engine {
     /// their rules requires a second factor.
     pub fn disable(&self, account: &Account, input: &str, now: u64) -> Result<(), Error> {
         let user = account.name.as_str();
-        let meta = self.store.load_meta(user)?;
+        let meta = self.store().load_meta(user)?;
         let policy = self.policy();
         let groups = self.groups(account, &policy);
         if policy.strictest_for(&groups, meta.override_mode, policy::date_of(now)) == Mode::Require
@@ -57,14 +58,14 @@ Ask your administrator if you lost your phone."
             ).into());
         }
         let _guard = self.lock_checks(user)?;
-        let mut meta = self.store.load_meta(user)?;
+        let mut meta = self.store().load_meta(user)?;
         self.prove_with_code(account, input, now, "disable")?;
-        self.store.remove_enrollment(user)?;
+        self.store().remove_enrollment(user)?;
         self.source_table().forget_user(user);
         // Hosts remembered for the old key must not skip the next one.
         if !meta.remembered.is_empty() {
             meta.remembered.clear();
-            self.store.write_meta(user, &meta)?;
+            self.store().write_meta(user, &meta)?;
         }
         audit::log(Level::Info, &format!("disabled {}", field("user", user)));
         Ok(())
@@ -72,7 +73,7 @@ Ask your administrator if you lost your phone."
 
     pub fn devices(&self, user: &str, now: u64) -> Result<Vec<RememberedDevice>, Error> {
         Ok(self
-            .store
+            .store()
             .load_meta(user)?
             .remembered
             .into_iter()
@@ -87,10 +88,10 @@ Ask your administrator if you lost your phone."
     /// Forget remembered devices; `by_uid` is logged.
     pub fn forget_devices(&self, user: &str, by_uid: u32) -> Result<u32, Error> {
         let _guard = self.lock(user);
-        let mut meta = self.store.load_meta(user)?;
+        let mut meta = self.store().load_meta(user)?;
         let count = u32::try_from(meta.remembered.len()).unwrap_or(u32::MAX);
         meta.remembered.clear();
-        self.store.write_meta(user, &meta)?;
+        self.store().write_meta(user, &meta)?;
         audit::log(
             Level::Info,
             &format!(

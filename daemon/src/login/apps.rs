@@ -4,10 +4,10 @@
 //! administrator removes one.
 
 use crate::audit::{self, Level, field};
-use crate::engine::{Engine, new_generation};
+use crate::engine::Engine;
 use crate::error::Error;
 use crate::policy::{self, Mode};
-use crate::store::{Enrollment, MAX_APPS, StoreError};
+use crate::store::{Enrollment, MAX_APPS, StoreError, new_generation};
 use crate::users::Account;
 use twofold_protocol::{EnrollmentOffer, TwofoldError};
 
@@ -84,12 +84,12 @@ impl Engine {
         now: u64,
     ) -> Result<EnrollmentOffer, Error> {
         check_name(name)?;
-        if !self.store.keeps_apps() {
+        if !self.store().keeps_apps() {
             return Err(TwofoldError::InvalidInput(ONE_APP_ONLY.into()).into());
         }
         let user = account.name.as_str();
         // Not enrolled yet: this is the first app, under that name.
-        let Some(loaded) = self.store.load(user)? else {
+        let Some(loaded) = self.store().load(user)? else {
             return self.offer(account.uid, user, Some(name.to_string()), false, now);
         };
         room_for(&loaded.enrollment, name)?;
@@ -109,13 +109,13 @@ impl Engine {
     ) -> Result<(), Error> {
         check_name(name)?;
         let user = account.name.as_str();
-        let meta = self.store.load_meta(user)?;
+        let meta = self.store().load_meta(user)?;
         let policy = self.policy();
         let groups = self.groups(account, &policy);
         let required = policy.strictest_for(&groups, meta.override_mode, policy::date_of(now))
             == Mode::Require;
         let _guard = self.lock_checks(user)?;
-        if let Some(loaded) = self.store.load(user)? {
+        if let Some(loaded) = self.store().load(user)? {
             let e = &loaded.enrollment;
             index_of(e, name)?;
             if is_last_method(e) {
@@ -156,7 +156,7 @@ authentication off."
     pub fn admin_remove_app(&self, user: &str, name: &str, admin_uid: u32) -> Result<(), Error> {
         check_name(name)?;
         let _guard = self.lock_checks(user)?;
-        let Some(loaded) = self.store.load(user)? else {
+        let Some(loaded) = self.store().load(user)? else {
             return Err(TwofoldError::NotEnrolled(format!("{user} is not enrolled.")).into());
         };
         let mut next = loaded.enrollment.clone();
@@ -170,7 +170,7 @@ enrollment instead."
         }
         next.remove_app(index).map_err(Error::fault)?;
         next.generation = new_generation(next.generation);
-        match self.store.write_enrollment(user, Some(&loaded), &next) {
+        match self.store().write_enrollment(user, Some(&loaded), &next) {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => {
                 return Err(TwofoldError::InvalidInput(format!(

@@ -7,7 +7,7 @@
 
 use crate::audit::{self, Level, field};
 use crate::config::Transport;
-use crate::email_codes::{EmailCheck, EmailCodes, Purpose, SentCode, same};
+use crate::email_codes::{EmailCheck, Purpose, SentCode, same};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::login::LoginContext;
@@ -34,13 +34,9 @@ or contact your administrator."
 }
 
 impl Engine {
-    fn email_codes(&self) -> std::sync::MutexGuard<'_, EmailCodes> {
-        self.email_codes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Whether e-mail codes can be sent at all on this host.
     pub fn email_enabled(&self) -> bool {
-        self.cfg.email.transport != Transport::None
+        self.config().email.transport != Transport::None
     }
 
     /// Send a fresh code to `address` for `user`, voiding any older one.
@@ -53,7 +49,7 @@ impl Engine {
         purpose: Purpose,
         now: u64,
     ) -> Result<(), Error> {
-        let cfg = &self.cfg.email;
+        let cfg = &self.config().email;
         let code = Zeroizing::new(format!("{:06}", rand::rng().random_range(0..1_000_000u32)));
         {
             let mut codes = self.email_codes();
@@ -79,11 +75,11 @@ impl Engine {
                 },
             );
         }
-        let host = self.hostname.as_str();
+        let host = self.hostname();
         let minutes = cfg.code_valid_secs.div_ceil(60);
         let subject = mail::fill(&cfg.subject, host, user, &code, minutes);
         let body = mail::fill(&cfg.body, host, user, &code, minutes);
-        if let Err(e) = self.outbox.send(address, &subject, &body) {
+        if let Err(e) = self.outbox().send(address, &subject, &body) {
             // The code never reached anyone: void it, unless a newer one replaced it.
             let mut codes = self.email_codes();
             if codes
@@ -161,7 +157,7 @@ impl Engine {
                 )
             })?
             .to_string();
-        let adds = match self.store.load(&account.name)? {
+        let adds = match self.store().load(&account.name)? {
             Some(loaded) if loaded.enrollment.email.is_some() => {
                 return Err(TwofoldError::AlreadyEnrolled(
                     "You already receive codes by e-mail. Ask an administrator to reset your enrollment to change the address.".into(),
@@ -246,11 +242,11 @@ impl Engine {
             "Enrollment by e-mail is not offered for this account now.",
         )?;
         let masked = self.begin_email_enrollment(account, address, now)?;
-        self.keep_login_origin(
+        self.offers().keep_origin(
             &account.name,
             &ctx.service,
             &ctx.rhost,
-            now.saturating_add(self.cfg.email.code_valid_secs),
+            now.saturating_add(self.config().email.code_valid_secs),
             now,
         );
         self.log_login(

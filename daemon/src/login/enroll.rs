@@ -4,22 +4,20 @@
 
 use crate::audit::{self, Level, field};
 use crate::backup::{self};
-use crate::engine::{Engine, Pending, new_generation};
+use crate::engine::Engine;
 use crate::error::Error;
 use crate::login::LoginContext;
 use crate::login::LoginOutcome;
-use crate::store::{App, AppUse, ENROLLMENT_VERSION, Enrollment, SecretBytes, StoreError};
+use crate::offers::{Confirmed, Pending};
+use crate::store::{
+    App, AppUse, ENROLLMENT_VERSION, Enrollment, SecretBytes, StoreError, new_generation,
+};
 use crate::totp::{self, TotpCheck, TotpParams};
 use crate::users::Account;
 use rand::Rng;
 use twofold_protocol::code::{self, Code};
 use twofold_protocol::{EnrollmentOffer, SecretString, TwofoldError};
 use zeroize::Zeroizing;
-
-/// Wrong codes allowed while confirming one enrollment offer.
-const MAX_CONFIRM_ATTEMPTS: u32 = 10;
-/// Enrollment offers held at once (one per uid at most); each holds a secret.
-const MAX_PENDING_OFFERS: usize = 10_000;
 
 impl Engine {
     /// Offer `user` (whose uid is `uid`) a fresh secret; nothing is stored yet.
@@ -29,7 +27,7 @@ impl Engine {
         user: &str,
         now: u64,
     ) -> Result<EnrollmentOffer, Error> {
-        let adds = match self.store.load(user)? {
+        let adds = match self.store().load(user)? {
             Some(l) if l.enrollment.secret.is_some() => {
                 return Err(TwofoldError::AlreadyEnrolled(
                     "You are already enrolled with an authenticator app. To add another one, give \
@@ -60,38 +58,30 @@ it a name: `twofold setup --name NAME`."
         let mut secret = Zeroizing::new(vec![0u8; 20]); // 160 bits, as RFC 4226 recommends
         rand::rng().fill(&mut secret[..]);
         let params = TotpParams {
-            digits: self.cfg.totp.digits,
-            period: self.cfg.totp.period,
-            window: self.cfg.totp.window,
+            digits: self.config().totp.digits,
+            period: self.config().totp.period,
+            window: self.config().totp.window,
         };
-        let account = format!("{user}@{}", self.hostname);
-        let uri = totp::key_uri(&secret, params, &self.cfg.totp.issuer, &account)
+        let account = format!("{user}@{}", self.hostname());
+        let uri = totp::key_uri(&secret, params, &self.config().totp.issuer, &account)
             .map_err(Error::fault)?;
         let qr = crate::qr::render(&uri).map_err(Error::fault)?;
         let secret_base32 = totp_rs::Secret::from(&secret[..]).to_base32();
-        let timeout = self.cfg.enrollment.offer_timeout_secs;
-        let mut pending = self.pending_map();
-        if pending.len() >= MAX_PENDING_OFFERS && !pending.contains_key(&uid) {
-            pending.retain(|_, p| p.expires_at > now);
-            if pending.len() >= MAX_PENDING_OFFERS {
-                return Err(TwofoldError::Busy(
-                    "Too many enrollments are in progress on this host. Try again in a few minutes."
-                        .into(),
-                ).into());
-            }
+        let timeout = self.config().enrollment.offer_timeout_secs;
+        let offer = Pending {
+            secret,
+            params,
+            expires_at: now.saturating_add(timeout),
+            adds,
+            name,
+        };
+        if !self.offers().offer(uid, offer, now) {
+            return Err(TwofoldError::Busy(
+                "Too many enrollments are in progress on this host. Try again in a few minutes."
+                    .into(),
+            )
+            .into());
         }
-        pending.insert(
-            uid,
-            Pending {
-                secret,
-                params,
-                expires_at: now.saturating_add(timeout),
-                attempts: 0,
-                adds,
-                name,
-            },
-        );
-        drop(pending);
         audit::log(
             Level::Info,
             &format!("enrollment-offered {}", field("user", user)),
@@ -119,47 +109,40 @@ it a name: `twofold setup --name NAME`."
             )
             .into());
         };
-        let (secret, step, params, adds, name) = {
-            let mut pending = self.pending_map();
-            let no_offer = || {
-                TwofoldError::NoPendingEnrollment(
-                    "No enrollment is in progress (or it expired). Run `twofold setup` again."
-                        .into(),
-                )
-            };
-            let offer = pending.get_mut(&uid).ok_or_else(no_offer)?;
-            if offer.expires_at <= now {
-                pending.remove(&uid);
-                return Err(no_offer().into());
-            }
+        let confirmed = self.offers().confirm(uid, now, |offer| {
             match totp::check(&offer.secret, offer.params, &code, now, None)
                 .map_err(Error::fault)?
             {
-                TotpCheck::Valid(step) => {
-                    let offer = pending.remove(&uid).ok_or_else(no_offer)?;
-                    (
-                        offer.secret.clone(),
-                        step,
-                        offer.params,
-                        offer.adds,
-                        offer.name,
-                    )
-                }
-                _ => {
-                    offer.attempts += 1;
-                    if offer.attempts >= MAX_CONFIRM_ATTEMPTS {
-                        pending.remove(&uid);
-                    }
-                    audit::log(
-                        Level::Warning,
-                        &format!("enrollment-code-wrong {}", field("user", user)),
-                    );
-                    return Err(TwofoldError::InvalidInput(
-                        "That code does not match. Check that the phone's clock is right and type the current code.".into(),
-                    ).into());
-                }
+                TotpCheck::Valid(step) => Ok(Some(step)),
+                _ => Ok(None),
+            }
+        })?;
+        let (offer, step) = match confirmed {
+            Confirmed::Taken { offer, step } => (offer, step),
+            Confirmed::NoOffer => {
+                return Err(TwofoldError::NoPendingEnrollment(
+                    "No enrollment is in progress (or it expired). Run `twofold setup` again."
+                        .into(),
+                )
+                .into());
+            }
+            Confirmed::Wrong => {
+                audit::log(
+                    Level::Warning,
+                    &format!("enrollment-code-wrong {}", field("user", user)),
+                );
+                return Err(TwofoldError::InvalidInput(
+                    "That code does not match. Check that the phone's clock is right and type the current code.".into(),
+                ).into());
             }
         };
+        let Pending {
+            secret,
+            params,
+            adds,
+            name,
+            ..
+        } = offer;
         let secret = SecretBytes(secret.to_vec());
         let added = name.clone();
         let codes = self.store_method(user, adds, twofold_protocol::Method::Totp, now, |e| {
@@ -225,7 +208,7 @@ it a name: `twofold setup --name NAME`."
         let already =
             || TwofoldError::AlreadyEnrolled(format!("You already have {method} set up."));
         let _guard = self.lock(user);
-        let codes = match self.store.load(user)? {
+        let codes = match self.store().load(user)? {
             // Only an offer begun after a proof joins an enrollment.
             Some(_) if !adds => return Err(already().into()),
             Some(loaded) => {
@@ -233,14 +216,14 @@ it a name: `twofold setup --name NAME`."
                 if !set(&mut next) {
                     return Err(already().into());
                 }
-                if !self.store.keeps_apps() && !next.apps.more.is_empty() {
+                if !self.store().keeps_apps() && !next.apps.more.is_empty() {
                     return Err(TwofoldError::InvalidInput(
                         crate::login::apps::ONE_APP_ONLY.into(),
                     )
                     .into());
                 }
                 next.generation = new_generation(next.generation);
-                match self.store.write_enrollment(user, Some(&loaded), &next) {
+                match self.store().write_enrollment(user, Some(&loaded), &next) {
                     Ok(()) => {}
                     Err(StoreError::Conflict { .. }) => {
                         return Err(TwofoldError::Internal(
@@ -253,14 +236,14 @@ it a name: `twofold setup --name NAME`."
             }
             None => {
                 let (codes, backup) =
-                    backup::generate(self.cfg.enrollment.backup_codes, self.backup_params)
+                    backup::generate(self.config().enrollment.backup_codes, self.backup_params())
                         .map_err(Error::fault)?;
                 let mut enrollment = Enrollment {
                     version: ENROLLMENT_VERSION,
                     generation: new_generation(0),
                     secret: None,
-                    digits: self.cfg.totp.digits,
-                    period: self.cfg.totp.period,
+                    digits: self.config().totp.digits,
+                    period: self.config().totp.period,
                     enrolled_at: now,
                     email: None,
                     last_step: None,
@@ -272,7 +255,7 @@ it a name: `twofold setup --name NAME`."
                     apps: Default::default(),
                 };
                 set(&mut enrollment);
-                match self.store.write_enrollment(user, None, &enrollment) {
+                match self.store().write_enrollment(user, None, &enrollment) {
                     Ok(()) => {}
                     // Enrolled on another host meanwhile.
                     Err(StoreError::Conflict { .. }) => return Err(already().into()),
@@ -291,7 +274,7 @@ it a name: `twofold setup --name NAME`."
 
     /// Adding a method to an enrollment needs a proof with the existing one.
     pub(crate) fn require_proof(&self, user: &str, now: u64) -> Result<(), Error> {
-        if self.take_proof(user, now) {
+        if self.offers().take_proof(user, now) {
             Ok(())
         } else {
             Err(TwofoldError::AccessDenied(
@@ -320,7 +303,7 @@ it a name: `twofold setup --name NAME`."
         )?;
         self.log_login(&account.name, ctx, LoginOutcome::EnrollmentOfferedAtLogin);
         let offer = self.begin_enrollment(account.uid, &account.name, now)?;
-        self.keep_login_origin(
+        self.offers().keep_origin(
             &account.name,
             &ctx.service,
             &ctx.rhost,
@@ -355,7 +338,7 @@ it a name: `twofold setup --name NAME`."
         ctx: &LoginContext,
         now: u64,
     ) -> LoginContext {
-        let origin = self.take_login_origin(user, now);
+        let origin = self.offers().take_origin(user, now);
         match origin {
             Some(o) if ctx.service.is_empty() && ctx.rhost.is_empty() => LoginContext {
                 service: o.service,

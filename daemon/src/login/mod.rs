@@ -157,8 +157,8 @@ impl Engine {
         // up other logins that share the lock stripe.
         let groups = self.groups(account, &policy);
         let _guard = self.lock(user);
-        let mut meta = self.store.load_meta(user)?;
-        let loaded = self.store.load(user)?;
+        let mut meta = self.store().load_meta(user)?;
+        let loaded = self.store().load(user)?;
         let subject = Subject {
             user,
             groups,
@@ -178,7 +178,7 @@ impl Engine {
         });
         if record && planned.starts_grace {
             meta.first_prompt = Some(now);
-            self.store.write_meta(user, &meta)?;
+            self.store().write_meta(user, &meta)?;
         }
         Ok(self.render(planned))
     }
@@ -293,14 +293,14 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
         let Some(rhost) = ctx.trusted_rhost().filter(|_| secs > 0) else {
             return;
         };
-        let result = self.store.load_meta(user).and_then(|mut meta| {
+        let result = self.store().load_meta(user).and_then(|mut meta| {
             meta.remembered
                 .retain(|r| r.until > now && r.rhost != rhost);
             meta.remembered.push(Remembered {
                 rhost: rhost.to_string(),
                 until: now.saturating_add(secs),
             });
-            self.store.write_meta(user, &meta)
+            self.store().write_meta(user, &meta)
         });
         if let Err(e) = result {
             // The login itself is recorded; only the convenience is lost.

@@ -828,7 +828,7 @@ fn a_method_the_rule_no_longer_accepts_still_proves_the_user_first() {
         .unwrap();
     assert_eq!(r.sent.lock().unwrap().len(), 1);
     // The proof was spent.
-    assert!(!e.take_proof("alice", T0 + 60));
+    assert!(!e.offers().take_proof("alice", T0 + 60));
 }
 
 /// Spend the account-wide ceiling from `burst` new addresses at `t`.
@@ -842,7 +842,7 @@ fn reach_the_ceiling(e: &Engine, t: u64) {
 }
 
 fn tat(e: &Engine) -> u64 {
-    e.store
+    e.store()
         .load("alice")
         .unwrap()
         .unwrap()
@@ -1014,7 +1014,7 @@ fn drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
         e.verify("alice", &ahead, &ctx(), now).unwrap().outcome,
         VerifyOutcome::Accepted
     );
-    let loaded = e.store.load("alice").unwrap().unwrap();
+    let loaded = e.store().load("alice").unwrap().unwrap();
     assert_eq!(loaded.enrollment.apps.first.drift, Some(1));
     // Three minutes behind: refused, with the diagnosis, and counted.
     let later = now + 300;
@@ -1025,7 +1025,7 @@ fn drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
         r.message.contains("3 minutes ago") && r.message.contains("about 3 minutes behind"),
         "{r:?}"
     );
-    let loaded = e.store.load("alice").unwrap().unwrap();
+    let loaded = e.store().load("alice").unwrap().unwrap();
     assert_eq!(loaded.enrollment.failures, 1);
     // Three minutes ahead: refused and diagnosed; when its time comes the
     // same code is refused as used, although it is right then.
@@ -1043,7 +1043,7 @@ fn drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
 
 /// Add the app `name` to "alice" at `now` (after a proof); returns its key.
 fn add_app(e: &Engine, name: &str, now: u64) -> Vec<u8> {
-    e.record_proof("alice", now);
+    e.offers().record_proof("alice", now);
     let offer = e.begin_app(&account("alice"), name, now).unwrap();
     let secret = secret_of(&offer);
     let code = totp::code_at(&secret, SIX, now).unwrap();
@@ -1080,7 +1080,7 @@ fn several_apps_each_log_in_and_none_blocks_another() {
     assert_eq!(names, ["app", "phone"]);
     assert!(status.authenticators.iter().all(|a| a.last_used == now));
     // A name twice, a bad name, and more than the limit are refused.
-    e.record_proof("alice", now);
+    e.offers().record_proof("alice", now);
     assert!(matches!(
         e.begin_app(&account("alice"), "phone", now),
         Err(Error::Refused(TwofoldError::AlreadyEnrolled(_)))
@@ -1089,11 +1089,11 @@ fn several_apps_each_log_in_and_none_blocks_another() {
     for n in 0..3 {
         add_app(&e, &format!("extra{n}"), now);
     }
-    e.record_proof("alice", now);
+    e.offers().record_proof("alice", now);
     let full = e.begin_app(&account("alice"), "sixth", now).unwrap_err();
     assert!(format!("{full:?}").contains("the most allowed"), "{full:?}");
     // State written with several apps loads again (a new engine).
-    let loaded = e.store.load("alice").unwrap().unwrap();
+    let loaded = e.store().load("alice").unwrap().unwrap();
     assert_eq!(loaded.enrollment.app_list().len(), crate::store::MAX_APPS);
 }
 

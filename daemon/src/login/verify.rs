@@ -91,7 +91,7 @@ impl Engine {
             let params = TotpParams {
                 digits: app.digits,
                 period: app.period,
-                window: self.cfg.totp.window,
+                window: self.config().totp.window,
             };
             let check = totp::check(&app.secret.0, params, code, now, app.last_step)
                 .map_err(Error::fault)?;
@@ -124,7 +124,7 @@ impl Engine {
             let params = TotpParams {
                 digits: app.digits,
                 period: app.period,
-                window: self.cfg.totp.window,
+                window: self.config().totp.window,
             };
             let span = (DIAGNOSIS_SECS / app.period).max(1);
             if let Some(offset) =
@@ -165,7 +165,7 @@ impl Engine {
             Ok(None) => Err("no such account".to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let meta = self.store.load_meta(user)?;
+        let meta = self.store().load_meta(user)?;
         let subject = crate::policy::Subject {
             user,
             groups,
@@ -187,7 +187,7 @@ impl Engine {
         now: u64,
         spends_token: bool,
     ) -> Result<(), Error> {
-        let cfg = &self.cfg.throttle;
+        let cfg = &self.config().throttle;
         let (mut before, mut ceiling) = (0, 0);
         // Another host may move the bucket between our load and our write:
         // the token is then taken from the bucket as it is.
@@ -236,7 +236,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         // NSS (when needed) before the user's lock, as in `plan`.
         let (accepted, mode) = self.rule_today(user, ctx, now)?;
         let _guard = self.lock_checks(user)?;
-        let Some(mut loaded) = self.store.load(user)? else {
+        let Some(mut loaded) = self.store().load(user)? else {
             self.log_login(user, ctx, LoginOutcome::NotEnrolled);
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::NotEnrolled,
@@ -285,7 +285,7 @@ backup codes still are (`twofold admin unlock` clears it)",
             Code::Totp(_) if !methods.totp => (VerifyOutcome::Wrong, None),
             // The wider span's refusal burns the step it discloses, which
             // only a store that keeps burned steps can record.
-            Code::Totp(c) => match self.check_apps(e, c, now, self.store.keeps_apps())? {
+            Code::Totp(c) => match self.check_apps(e, c, now, self.store().keeps_apps())? {
                 AppCheck::Valid { app, step, drift } => (
                     VerifyOutcome::Accepted,
                     Some(Event::TotpAccepted {
@@ -323,7 +323,7 @@ backup codes still are (`twofold admin unlock` clears it)",
             Some(event) => {
                 if self.record(user, &mut loaded, event)? {
                     self.source_table()
-                        .succeeded(&self.cfg.throttle, user, &source, now);
+                        .succeeded(&self.config().throttle, user, &source, now);
                 } else {
                     // Another host recorded this step or this backup code
                     // (or replaced the enrollment) first: the code was used.
@@ -419,7 +419,7 @@ or ask your administrator to unlock the account.",
             // Proved with a method the rule no longer accepts: the login
             // goes on to add one, and grants nothing by itself.
             self.log_login(user, ctx, LoginOutcome::ProvedMustEnroll);
-            self.record_proof(user, now);
+            self.offers().record_proof(user, now);
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::MustEnroll,
                 message: String::new(),
@@ -440,7 +440,7 @@ or ask your administrator to unlock the account.",
             // method (a PAM stack run as the user, such as a screen locker,
             // names its own service).
             if ctx.caller_uid != 0 && ctx.service == SELF_SERVICE {
-                self.record_proof(user, now);
+                self.offers().record_proof(user, now);
             }
             self.remember_device(user, ctx, now);
         }
@@ -468,7 +468,7 @@ or ask your administrator to unlock the account.",
             )
             .into());
         };
-        let Some(mut loaded) = self.store.load(user)? else {
+        let Some(mut loaded) = self.store().load(user)? else {
             return Err(TwofoldError::NotEnrolled(
                 "Two-factor authentication is not set up for you. Run `twofold setup` first."
                     .into(),
@@ -501,12 +501,12 @@ or ask your administrator to unlock the account.",
         match check {
             None => {
                 self.source_table()
-                    .succeeded(&self.cfg.throttle, user, &source, now);
+                    .succeeded(&self.config().throttle, user, &source, now);
                 Ok((loaded, None))
             }
             Some(AppCheck::Valid { app, step, drift }) => {
                 self.source_table()
-                    .succeeded(&self.cfg.throttle, user, &source, now);
+                    .succeeded(&self.config().throttle, user, &source, now);
                 Ok((
                     loaded,
                     Some(Event::TotpAccepted {

@@ -87,14 +87,14 @@ pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport, StoreError> 
                     if next == there.enrollment {
                         report.unchanged += 1;
                     } else {
-                        next.generation = crate::engine::new_generation(next.generation);
+                        next.generation = super::new_generation(next.generation);
                         to.write_enrollment(&user, Some(&there), &next)?;
                         report.merged += 1;
                     }
                 }
                 Some(there) if there.enrollment.enrolled_at < source.enrolled_at => {
                     let mut next = source.clone();
-                    next.generation = crate::engine::new_generation(there.enrollment.generation);
+                    next.generation = super::new_generation(there.enrollment.generation);
                     to.write_enrollment(&user, Some(&there), &next)?;
                     report.copied += 1;
                 }

@@ -507,3 +507,14 @@ pub trait Store: Send + Sync {
         Ok(names)
     }
 }
+
+/// A fresh generation for a rewritten enrollment: never 0 (no enrollment)
+/// and never the one it replaces, so a conditional write sees the change.
+pub fn new_generation(old: u64) -> u64 {
+    loop {
+        let g: u64 = rand::random();
+        if g != old && g != 0 {
+            return g;
+        }
+    }
+}
