@@ -143,16 +143,20 @@ pub fn may_unlock(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use twofold_protocol::method;
 
     #[test]
     fn root_asks_for_anyone_by_canonical_name() {
-        assert_eq!(login_target(0, "root", "Verify").unwrap().name, "root");
+        assert_eq!(
+            login_target(0, "root", method::VERIFY).unwrap().name,
+            "root"
+        );
         assert!(matches!(
-            login_target(0, "no-such-user-twofold", "Verify"),
+            login_target(0, "no-such-user-twofold", method::VERIFY),
             Err(TwofoldError::UnknownUser(_))
         ));
         assert!(matches!(
-            login_target(0, "../etc", "Verify"),
+            login_target(0, "../etc", method::VERIFY),
             Err(TwofoldError::UnknownUser(_))
         ));
     }
@@ -162,11 +166,13 @@ mod tests {
         // uid 65534 is "nobody" on Debian.
         let nobody = own_account(65534).unwrap();
         assert_eq!(
-            login_target(65534, &nobody.name, "Verify").unwrap().uid,
+            login_target(65534, &nobody.name, method::VERIFY)
+                .unwrap()
+                .uid,
             65534
         );
         assert!(matches!(
-            login_target(65534, "root", "Verify"),
+            login_target(65534, "root", method::VERIFY),
             Err(TwofoldError::AccessDenied(_))
         ));
         assert!(matches!(
