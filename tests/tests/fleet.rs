@@ -12,8 +12,7 @@ use twofold_e2e::postgres::{Cluster, Fleet};
 use twofold_e2e::*;
 use twofoldd::backup::{self, HashParams};
 use twofoldd::store::{
-    ENROLLMENT_VERSION, Enrollment, Event, FileStore, PgStore, SecretBytes, Store, StoreError,
-    UserMeta,
+    Enrollment, Event, FileStore, PgStore, SecretBytes, Store, StoreError, UserMeta,
 };
 
 const ALICE: &str = "tf-alice";
@@ -27,20 +26,9 @@ const FAST: HashParams = HashParams {
 fn enrollment(key: u8) -> Enrollment {
     let (_, backup) = backup::generate(5, FAST).unwrap();
     Enrollment {
-        version: ENROLLMENT_VERSION,
-        generation: 11,
-        secret: Some(SecretBytes(vec![key; 20])),
-        digits: 6,
-        period: 30,
-        enrolled_at: 1000,
         email: Some("alice@example.org".into()),
         last_step: Some(10),
-        backup,
-        failures: 0,
-        last_failure: 0,
-        ceiling_tat: 0,
-        last_login: None,
-        apps: Default::default(),
+        ..Enrollment::new(11, Some(SecretBytes(vec![key; 20])), (6, 30), backup, 1000)
     }
 }
 

@@ -9,9 +9,7 @@ use crate::error::Error;
 use crate::login::LoginContext;
 use crate::login::LoginOutcome;
 use crate::offers::{Confirmed, Pending};
-use crate::store::{
-    App, AppUse, ENROLLMENT_VERSION, Enrollment, SecretBytes, StoreError, new_generation,
-};
+use crate::store::{App, AppUse, Enrollment, SecretBytes, StoreError, new_generation};
 use crate::totp::{self, TotpCheck, TotpParams};
 use crate::users::Account;
 use rand::Rng;
@@ -238,22 +236,13 @@ it a name: `twofold setup --name NAME`."
                 let (codes, backup) =
                     backup::generate(self.config().enrollment.backup_codes, self.backup_params())
                         .map_err(Error::fault)?;
-                let mut enrollment = Enrollment {
-                    version: ENROLLMENT_VERSION,
-                    generation: new_generation(0),
-                    secret: None,
-                    digits: self.config().totp.digits,
-                    period: self.config().totp.period,
-                    enrolled_at: now,
-                    email: None,
-                    last_step: None,
+                let mut enrollment = Enrollment::new(
+                    new_generation(0),
+                    None,
+                    (self.config().totp.digits, self.config().totp.period),
                     backup,
-                    failures: 0,
-                    last_failure: 0,
-                    ceiling_tat: 0,
-                    last_login: None,
-                    apps: Default::default(),
-                };
+                    now,
+                );
                 set(&mut enrollment);
                 match self.store().write_enrollment(user, None, &enrollment) {
                     Ok(()) => {}

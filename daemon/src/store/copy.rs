@@ -114,7 +114,7 @@ pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport, StoreError> 
 mod tests {
     use super::*;
     use crate::backup::{self, HashParams};
-    use crate::store::{ENROLLMENT_VERSION, Event, FileStore, SecretBytes};
+    use crate::store::{Event, FileStore, SecretBytes};
 
     const FAST: HashParams = HashParams {
         m_cost_kib: 64,
@@ -125,20 +125,8 @@ mod tests {
     fn enrollment(at: u64, key: u8) -> Enrollment {
         let (_, backup) = backup::generate(5, FAST).unwrap();
         Enrollment {
-            version: ENROLLMENT_VERSION,
-            generation: 7,
-            secret: Some(SecretBytes(vec![key; 20])),
-            digits: 6,
-            period: 30,
-            enrolled_at: at,
-            email: None,
             last_step: Some(10),
-            backup,
-            failures: 0,
-            last_failure: 0,
-            ceiling_tat: 0,
-            last_login: None,
-            apps: Default::default(),
+            ..Enrollment::new(7, Some(SecretBytes(vec![key; 20])), (6, 30), backup, at)
         }
     }
 

@@ -449,20 +449,14 @@ mod tests {
     fn enrollment(generation: u64) -> Enrollment {
         let (_, backup) = backup::generate(3, FAST).unwrap();
         Enrollment {
-            version: ENROLLMENT_VERSION,
-            generation,
-            secret: Some(SecretBytes(vec![7; 20])),
-            digits: 6,
-            period: 30,
-            enrolled_at: 100,
-            email: None,
             last_step: Some(5),
-            backup,
-            failures: 0,
-            last_failure: 0,
-            ceiling_tat: 0,
-            last_login: None,
-            apps: Default::default(),
+            ..Enrollment::new(
+                generation,
+                Some(SecretBytes(vec![7; 20])),
+                (6, 30),
+                backup,
+                100,
+            )
         }
     }
 

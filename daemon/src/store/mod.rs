@@ -121,6 +121,35 @@ pub struct Enrollment {
     pub apps: Apps,
 }
 
+impl Enrollment {
+    /// A new enrollment with a key of `digits` and `period` (or none yet:
+    /// e-mail only) and its backup codes: no step used, no failure, no login.
+    pub fn new(
+        generation: u64,
+        secret: Option<SecretBytes>,
+        (digits, period): (u8, u64),
+        backup: BackupSet,
+        enrolled_at: u64,
+    ) -> Self {
+        Self {
+            version: ENROLLMENT_VERSION,
+            generation,
+            secret,
+            digits,
+            period,
+            enrolled_at,
+            email: None,
+            last_step: None,
+            backup,
+            failures: 0,
+            last_failure: 0,
+            ceiling_tat: 0,
+            last_login: None,
+            apps: Apps::default(),
+        }
+    }
+}
+
 /// The most authenticators (apps with a key of their own) a user may have.
 pub const MAX_APPS: usize = 5;
 /// Steps disclosed by clock diagnoses that are kept (the oldest go first;

@@ -61,22 +61,13 @@ pub(crate) fn seed_with_backup(
         p_cost: 1,
     };
     let (plain, backup) = backup::generate(backup_codes, cheap)?;
-    let enrollment = Enrollment {
-        version: ENROLLMENT_VERSION,
+    let enrollment = Enrollment::new(
         generation,
-        secret: Some(SecretBytes(secret.clone())),
-        email: None,
-        digits: 6,
-        period: 30,
-        enrolled_at: unix_now(),
-        last_step: None,
+        Some(SecretBytes(secret.clone())),
+        (6, 30),
         backup,
-        failures: 0,
-        last_failure: 0,
-        ceiling_tat: 0,
-        last_login: None,
-        apps: Default::default(),
-    };
+        unix_now(),
+    );
     store.write_enrollment(user, None, &enrollment)?;
     Ok((
         secret,

@@ -17,7 +17,7 @@ use twofold_e2e::{
     Bus, DEFAULT_RHOST, Daemon, PamService, artifacts, pam, unix_now, wait_for_step_margin,
 };
 use twofoldd::backup::{self, HashParams};
-use twofoldd::store::{ENROLLMENT_VERSION, Enrollment, FileStore, PgStore, SecretBytes, Store};
+use twofoldd::store::{Enrollment, FileStore, PgStore, SecretBytes, Store};
 use twofoldd::totp::{self, TotpParams};
 
 mod accounts;
