@@ -13,7 +13,7 @@ pub mod user;
 use serde::{Deserialize, Serialize};
 use zbus::{DBusError, zvariant::Type};
 
-pub use mode::{Method, Methods, Mode, OptionalMode};
+pub use mode::{Method, Methods, MethodsError, Mode, OptionalMode};
 pub use request::{ConfirmArgs, EmailEnrollArgs, Login, VerifyArgs};
 pub use secret::SecretString;
 

@@ -179,20 +179,16 @@ impl Methods {
     }
 
     /// A policy file's `methods = [...]`: at least one, each a method's word.
-    pub fn from_names(names: &[String]) -> Result<Self, String> {
+    pub fn from_names(names: &[String]) -> Result<Self, MethodsError> {
         let mut methods = Self::NONE;
         for name in names {
             match Method::parse(name) {
                 Some(method) => methods = methods.with(method),
-                None => {
-                    return Err(format!(
-                        "methods: {name:?} is not a method (use \"totp\" and/or \"email\")"
-                    ));
-                }
+                None => return Err(MethodsError::NotAMethod(name.clone())),
             }
         }
         if methods.is_empty() {
-            return Err("methods must name at least one method (\"totp\", \"email\")".into());
+            return Err(MethodsError::Empty);
         }
         Ok(methods)
     }
@@ -226,6 +222,31 @@ impl<'de> Deserialize<'de> for Methods {
         })
     }
 }
+
+/// Why a list of method words is not a set of methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodsError {
+    /// A word that names no method.
+    NotAMethod(String),
+    /// No method at all.
+    Empty,
+}
+
+impl fmt::Display for MethodsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAMethod(name) => write!(
+                f,
+                "methods: {name:?} is not a method (use \"totp\" and/or \"email\")"
+            ),
+            Self::Empty => {
+                f.write_str("methods must name at least one method (\"totp\", \"email\")")
+            }
+        }
+    }
+}
+
+impl std::error::Error for MethodsError {}
 
 #[cfg(test)]
 mod tests {
@@ -273,7 +294,11 @@ mod tests {
             Ok(email),
             "a policy's list"
         );
-        assert!(Methods::from_names(&[]).is_err());
+        assert_eq!(Methods::from_names(&[]), Err(MethodsError::Empty));
+        assert_eq!(
+            Methods::from_names(&["sms".into()]),
+            Err(MethodsError::NotAMethod("sms".into()))
+        );
     }
 
     #[test]

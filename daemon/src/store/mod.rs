@@ -121,6 +121,11 @@ pub struct Enrollment {
     pub apps: Apps,
 }
 
+/// An authenticator index the enrollment does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("authenticator {0} does not exist")]
+pub struct NoSuchApp(pub u8);
+
 impl Enrollment {
     /// A new enrollment with a key of `digits` and `period` (or none yet:
     /// e-mail only) and its backup codes: no step used, no failure, no login.
@@ -341,7 +346,7 @@ impl Enrollment {
     /// Remove authenticator `index`: the next one (if any) moves up into
     /// the first's place, and burned steps follow their apps. The caller
     /// writes the result under a new generation (journal indices retire).
-    pub fn remove_app(&mut self, index: u8) -> Result<(), String> {
+    pub fn remove_app(&mut self, index: u8) -> Result<(), NoSuchApp> {
         let more = self.apps.more.len();
         match usize::from(index) {
             0 if more > 0 => {
@@ -364,7 +369,7 @@ impl Enrollment {
             i if i >= 1 && i <= more => {
                 self.apps.more.remove(i - 1);
             }
-            _ => return Err(format!("authenticator {index} does not exist")),
+            _ => return Err(NoSuchApp(index)),
         }
         self.apps.burned.retain(|b| b.app != index);
         for b in &mut self.apps.burned {
