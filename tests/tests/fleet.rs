@@ -952,3 +952,43 @@ fn a_fleet_host_refuses_a_second_app_and_offers_no_drift_diagnosis() {
     let again = pam.login(&h.bus, ALICE, &line(&now)).unwrap();
     assert!(again.stderr.contains("already used"), "{again:?}");
 }
+
+/// `rule/mode` from `twofold admin status --json` on `bus`.
+fn mode_on(bus: &Bus, user: &str) -> String {
+    let out = bus.twofold(&["admin", "status", user, "--json"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = |key: &str| {
+        let from = text
+            .find(&format!("\"{key}\":\""))
+            .unwrap_or_else(|| panic!("{key}: {text}"));
+        let rest = &text[from + key.len() + 4..];
+        rest[..rest.find('"').unwrap()].to_string()
+    };
+    format!("{}/{}", value("rule"), value("mode"))
+}
+
+/// A per-user override set on one host is the fleet's: the other host's
+/// status and logins follow it at once, and clearing it on the other host
+/// clears it for the first.
+#[test]
+fn require_and_exempt_on_one_host_hold_on_every_host() {
+    test_user(ALICE).unwrap();
+    let fleet = Fleet::new().unwrap();
+    let (a, b) = (host(&fleet.config()), host(&fleet.config()));
+    let pam = PamService::new("").unwrap();
+    let before = mode_on(&b.bus, ALICE);
+    assert!(!before.starts_with("override/"), "{before}");
+
+    let out = a.bus.twofold(&["admin", "require", ALICE]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode_on(&b.bus, ALICE), "override/require");
+    // Required and not enrolled: host B lets no one in without a code.
+    let refused = pam.login(&b.bus, ALICE, b"").unwrap();
+    assert_ne!(refused.code, pam::SUCCESS, "{refused:?}");
+
+    let out = b.bus.twofold(&["admin", "exempt", ALICE]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode_on(&a.bus, ALICE), "override/exempt");
+    let exempt = pam.login(&a.bus, ALICE, b"").unwrap();
+    assert_eq!(exempt.code, pam::SUCCESS, "{exempt:?}");
+}
