@@ -444,7 +444,7 @@ impl UserLock for () {}
 
 /// What the login rules need from storage. Every call is for one user, made
 /// under that user's lock on this host; `append` must be durable before it
-/// returns. A store shared by several hosts (`postgres.rs`) sees calls from
+/// returns. A store shared by several hosts (`postgres/`) sees calls from
 /// other daemons between a load and a write, so its writes are conditional
 /// and a lost race is `StoreError::Conflict`; the file store (`file.rs`) has
 /// one daemon, whose lock already orders the calls, and never conflicts.

@@ -1,0 +1,445 @@
+//! The store shared by a fleet of hosts: one PostgreSQL database that every
+//! host's twofoldd uses (`[store] backend = "postgresql"`).
+//!
+//! One row per enrolled user in `twofold_enrollment`, one per user with
+//! metadata in `twofold_meta`. Every change is one statement, conditional on
+//! what the caller loaded, so single use holds across hosts without a lock
+//! between them: an accepted step is written only if it is newer than the
+//! stored one, a backup code only if its bit is still clear, a failure only
+//! if the account-wide bucket is still where it was read. The losing host
+//! gets `StoreError::Conflict` and the engine answers "already used".
+//! Each statement commits before the call returns (autocommit), so nothing
+//! reported accepted is lost if the database restarts.
+//!
+//! TOTP keys and e-mail addresses are sealed with the fleet key (`seal.rs`).
+//!
+//! The engine is synchronous, on the bus's blocking threads; tokio-postgres
+//! is async, so the store owns a small tokio runtime and each call blocks on
+//! it under one deadline (pool wait, connection, statement): a database that
+//! is down or stuck costs a login a bounded time, never a hang.
+
+mod connect;
+mod lock;
+mod schema;
+
+use super::seal::FleetKey;
+use super::{
+    ENROLLMENT_VERSION, Enrollment, Event, Loaded, SecretBytes, Store, StoreError, UserMeta,
+};
+use crate::backup::BackupSet;
+use connect::{db, pg};
+use deadpool_postgres::Pool;
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+
+pub use schema::SCHEMA_VERSION;
+
+/// Names listed per query when walking every user.
+const PAGE: i64 = 1000;
+
+const COLUMNS: &str = "revision, generation, version, secret, email, digits, period, enrolled_at, \
+last_step, backup, backup_used, failures, last_failure, ceiling_tat, last_login";
+
+pub struct PgStore {
+    rt: tokio::runtime::Runtime,
+    pool: Pool,
+    /// Connections that hold a user's advisory lock (`lock_user`), apart
+    /// from `pool`: a lock holder's reads and writes never wait for a
+    /// connection another lock holder keeps.
+    lock_pool: Pool,
+    key: FleetKey,
+    /// The longest a call may take, all included.
+    deadline: Duration,
+    /// This host's name, recorded with each login (the report shows it).
+    host: String,
+}
+
+impl PgStore {
+    pub fn key_id(&self) -> String {
+        self.key.id()
+    }
+    /// One statement that changes at most one row; `Conflict` if none.
+    fn update_one(&self, user: &str, sql: &'static str, params: Params) -> Result<i64, StoreError> {
+        let row = self.run(|c| async move {
+            let r = async {
+                let stmt = c.prepare_cached(sql).await.map_err(|e| pg(&e))?;
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                c.query_opt(&stmt, &refs).await.map_err(|e| pg(&e))
+            }
+            .await;
+            (c, r)
+        })?;
+        match row {
+            Some(r) => Ok(r.get(0)),
+            None => Err(StoreError::Conflict {
+                user: user.to_string(),
+            }),
+        }
+    }
+
+    fn decode(&self, user: &str, r: &tokio_postgres::Row) -> Result<Loaded, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: format!("twofold_enrollment/{user}").into(),
+            reason,
+        };
+        let unseal = |field: &'static str, value: Option<Vec<u8>>| {
+            value
+                .map(|v| {
+                    self.key
+                        .open(user, field, &v)
+                        .map_err(|e| StoreError::Sealed {
+                            user: user.to_string(),
+                            field,
+                            reason: e.to_string(),
+                        })
+                })
+                .transpose()
+        };
+        let version: i32 = r.get(2);
+        if u32::try_from(version).ok() != Some(ENROLLMENT_VERSION) {
+            return Err(corrupt(format!("unsupported version {version}")));
+        }
+        let secret = unseal("secret", r.get(3))?.map(|s| SecretBytes(s.to_vec()));
+        let email = match unseal("email", r.get(4))? {
+            Some(bytes) => Some(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| corrupt("e-mail address is not UTF-8".into()))?,
+            ),
+            None => None,
+        };
+        let mut backup: BackupSet = serde_json::from_str(&r.get::<_, String>(9))
+            .map_err(|e| corrupt(format!("backup codes: {e}")))?;
+        let used = r.get::<_, i64>(10) as u64;
+        if backup.hashes.len() < 64 && used >> backup.hashes.len() != 0 {
+            return Err(corrupt("a used backup code out of range".into()));
+        }
+        // A code used on any host reads as used, not wrong (as `spent` in
+        // the file store; a rewrite keeps them in the set's JSON).
+        for (i, slot) in backup.hashes.iter_mut().enumerate() {
+            if i < 64 && used & (1 << i) != 0 {
+                backup.spent.extend(slot.take());
+            }
+        }
+        let digits = u8::try_from(r.get::<_, i16>(5)).map_err(|e| corrupt(e.to_string()))?;
+        let failures = u32::try_from(r.get::<_, i64>(11)).unwrap_or(u32::MAX);
+        Ok(Loaded {
+            enrollment: Enrollment {
+                version: ENROLLMENT_VERSION,
+                generation: r.get::<_, i64>(1) as u64,
+                secret,
+                digits,
+                period: r.get::<_, i64>(6) as u64,
+                enrolled_at: r.get::<_, i64>(7) as u64,
+                email,
+                last_step: r.get::<_, Option<i64>>(8).map(|s| s as u64),
+                backup,
+                failures,
+                last_failure: r.get::<_, i64>(12) as u64,
+                ceiling_tat: r.get::<_, i64>(13) as u64,
+                last_login: r.get::<_, Option<i64>>(14).map(|s| s as u64),
+                // One unnamed app per user (`keeps_apps`).
+                apps: Default::default(),
+            },
+            journal_len: 0,
+            revision: r.get::<_, i64>(0) as u64,
+        })
+    }
+
+    /// The sealed and encoded columns of an enrollment.
+    fn encode(&self, user: &str, e: &Enrollment) -> Result<Encoded, StoreError> {
+        let secret = e
+            .secret
+            .as_ref()
+            .map(|s| self.key.seal(user, "secret", &s.0));
+        let email = e
+            .email
+            .as_ref()
+            .map(|m| self.key.seal(user, "email", m.as_bytes()));
+        if !e.apps.more.is_empty() || !e.apps.burned.is_empty() || e.apps.first.name.is_some() {
+            return Err(db(
+                "several or named authenticators, or burned steps, are not supported with the postgresql store yet",
+            ));
+        }
+        if e.backup.hashes.len() > 64 {
+            return Err(db("more than 64 backup codes"));
+        }
+        let backup = serde_json::to_string(&e.backup).map_err(db)?;
+        Ok((secret, email, backup))
+    }
+
+    /// Walk the names in `table` in pages, each page one bounded query.
+    fn walk(&self, table: &'static str, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
+        let sql: &'static str = match table {
+            "twofold_meta" => {
+                "SELECT user_name FROM twofold_meta WHERE user_name > $1 ORDER BY user_name LIMIT $2"
+            }
+            _ => {
+                "SELECT user_name FROM twofold_enrollment WHERE user_name > $1 ORDER BY user_name LIMIT $2"
+            }
+        };
+        let mut after = String::new();
+        loop {
+            let from = after.clone();
+            let names: Vec<String> = self.run(|c| async move {
+                let r = async {
+                    let stmt = c.prepare_cached(sql).await.map_err(|e| pg(&e))?;
+                    let rows = c.query(&stmt, &[&from, &PAGE]).await.map_err(|e| pg(&e))?;
+                    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                }
+                .await;
+                (c, r)
+            })?;
+            for name in &names {
+                if twofold_protocol::user::validate(name).is_ok() {
+                    visit(name);
+                }
+            }
+            match names.last() {
+                Some(last) if names.len() as i64 == PAGE => after.clone_from(last),
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+/// The sealed key, the sealed address, the backup set's JSON.
+type Encoded = (Option<Vec<u8>>, Option<Vec<u8>>, String);
+
+impl Store for PgStore {
+    /// A session advisory lock per user. Waiting for it is bounded like any
+    /// call (the server's `lock_timeout`, and the deadline); a daemon that
+    /// dies holding it loses its session, and the lock with it.
+    fn lock_user(&self, user: &str) -> Result<Box<dyn super::UserLock + '_>, StoreError> {
+        self.lock(user)
+    }
+
+    fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError> {
+        twofold_protocol::user::validate(user)?;
+        let name = user.to_string();
+        let row = self.run(|c| async move {
+            let r = async {
+                let stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM twofold_enrollment WHERE user_name = $1"
+                    ))
+                    .await
+                    .map_err(|e| pg(&e))?;
+                c.query_opt(&stmt, &[&name]).await.map_err(|e| pg(&e))
+            }
+            .await;
+            (c, r)
+        })?;
+        row.map(|r| self.decode(user, &r)).transpose()
+    }
+
+    fn append(&self, user: &str, loaded: &mut Loaded, event: Event) -> Result<(), StoreError> {
+        twofold_protocol::user::validate(user)?;
+        let generation = loaded.enrollment.generation as i64;
+        let name = user.to_string();
+        let host = self.host.clone();
+        let (sql, params): (&'static str, Params) = match event {
+            // Only the first app is stored here, and no burned step: the
+            // engine adds no other app and makes no `StepBurned` with this
+            // store (`keeps_apps`); one reaching here is refused, not lost.
+            Event::TotpAccepted { app, .. } if app != 0 => {
+                return Err(db(format!(
+                    "authenticator {app}: several authenticators are not supported with the postgresql store yet"
+                )));
+            }
+            Event::StepBurned { .. } => {
+                return Err(db(
+                    "a burned step: drift diagnosis is not supported with the postgresql store yet",
+                ));
+            }
+            // The app's clock offset (`drift`) is not kept in this schema.
+            Event::TotpAccepted { step, at, .. } => (
+                "UPDATE twofold_enrollment SET last_step = $3, \
+                 last_login = GREATEST(COALESCE(last_login, $4), $4), failures = 0, \
+                 last_host = $5, revision = revision + 1 \
+                 WHERE user_name = $1 AND generation = $2 AND (last_step IS NULL OR last_step < $3) \
+                 RETURNING revision",
+                vec![
+                    Box::new(name),
+                    Box::new(generation),
+                    Box::new(step as i64),
+                    Box::new(at as i64),
+                    Box::new(host),
+                ],
+            ),
+            Event::BackupUsed { index, at } => {
+                if index >= 64 {
+                    return Err(db(format!("backup code index {index} out of range")));
+                }
+                (
+                    "UPDATE twofold_enrollment SET backup_used = backup_used | $3, \
+                     last_login = GREATEST(COALESCE(last_login, $4), $4), failures = 0, \
+                     last_host = $5, revision = revision + 1 \
+                     WHERE user_name = $1 AND generation = $2 AND backup_used & $3 = 0 \
+                     RETURNING revision",
+                    vec![
+                        Box::new(name),
+                        Box::new(generation),
+                        Box::new((1u64 << index) as i64),
+                        Box::new(at as i64),
+                        Box::new(host),
+                    ],
+                )
+            }
+            Event::Failure { at, ceiling } => (
+                "UPDATE twofold_enrollment SET failures = failures + 1, \
+                 last_failure = GREATEST(last_failure, $3), ceiling_tat = $4, revision = revision + 1 \
+                 WHERE user_name = $1 AND generation = $2 AND ceiling_tat = $5 \
+                 RETURNING revision",
+                vec![
+                    Box::new(name),
+                    Box::new(generation),
+                    Box::new(at as i64),
+                    Box::new(ceiling as i64),
+                    Box::new(loaded.enrollment.ceiling_tat as i64),
+                ],
+            ),
+            Event::Unlock { .. } => (
+                "UPDATE twofold_enrollment SET failures = 0, ceiling_tat = 0, revision = revision + 1 \
+                 WHERE user_name = $1 AND generation = $2 RETURNING revision",
+                vec![Box::new(name), Box::new(generation)],
+            ),
+            Event::EmailAccepted { at } => (
+                "UPDATE twofold_enrollment SET last_login = GREATEST(COALESCE(last_login, $3), $3), \
+                 failures = 0, last_host = $4, revision = revision + 1 \
+                 WHERE user_name = $1 AND generation = $2 RETURNING revision",
+                vec![
+                    Box::new(name),
+                    Box::new(generation),
+                    Box::new(at as i64),
+                    Box::new(host),
+                ],
+            ),
+        };
+        let revision = self.update_one(user, sql, params)? as u64;
+        // Another host's change in between leaves our copy stale: a write
+        // that replaces the enrollment must then load it again (0 matches
+        // no row: revisions start at 1).
+        loaded.revision = if revision == loaded.revision + 1 {
+            revision
+        } else {
+            0
+        };
+        Ok(())
+    }
+
+    fn write_enrollment(
+        &self,
+        user: &str,
+        replaces: Option<&Loaded>,
+        e: &Enrollment,
+    ) -> Result<(), StoreError> {
+        twofold_protocol::user::validate(user)?;
+        let (secret, email, backup) = self.encode(user, e)?;
+        let mut params: Params = vec![
+            Box::new(user.to_string()),
+            Box::new(e.generation as i64),
+            Box::new(e.version as i32),
+            Box::new(secret),
+            Box::new(email),
+            Box::new(i16::from(e.digits)),
+            Box::new(e.period as i64),
+            Box::new(e.enrolled_at as i64),
+            Box::new(e.last_step.map(|s| s as i64)),
+            Box::new(backup),
+            Box::new(i64::from(e.failures)),
+            Box::new(e.last_failure as i64),
+            Box::new(e.ceiling_tat as i64),
+            Box::new(e.last_login.map(|s| s as i64)),
+        ];
+        let sql = match replaces {
+            None => {
+                "INSERT INTO twofold_enrollment (user_name, generation, version, secret, email, digits, \
+                 period, enrolled_at, last_step, backup, failures, last_failure, ceiling_tat, last_login, \
+                 revision, backup_used) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, 0) \
+                 ON CONFLICT (user_name) DO NOTHING RETURNING revision"
+            }
+            Some(old) => {
+                params.push(Box::new(old.revision as i64));
+                params.push(Box::new(old.enrollment.generation as i64));
+                "UPDATE twofold_enrollment SET generation = $2, version = $3, secret = $4, email = $5, \
+                 digits = $6, period = $7, enrolled_at = $8, last_step = $9, backup = $10, \
+                 failures = $11, last_failure = $12, ceiling_tat = $13, last_login = $14, \
+                 backup_used = 0, revision = revision + 1 \
+                 WHERE user_name = $1 AND revision = $15 AND generation = $16 RETURNING revision"
+            }
+        };
+        self.update_one(user, sql, params).map(|_| ())
+    }
+
+    fn remove_enrollment(&self, user: &str) -> Result<(), StoreError> {
+        twofold_protocol::user::validate(user)?;
+        let name = user.to_string();
+        self.run(|c| async move {
+            let r = c
+                .execute(
+                    "DELETE FROM twofold_enrollment WHERE user_name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| pg(&e));
+            (c, r)
+        })
+        .map(|_| ())
+    }
+
+    fn keeps_apps(&self) -> bool {
+        false
+    }
+
+    fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError> {
+        twofold_protocol::user::validate(user)?;
+        let name = user.to_string();
+        let text: Option<String> = self.run(|c| async move {
+            let r = async {
+                let stmt = c
+                    .prepare_cached("SELECT meta FROM twofold_meta WHERE user_name = $1")
+                    .await
+                    .map_err(|e| pg(&e))?;
+                let row = c.query_opt(&stmt, &[&name]).await.map_err(|e| pg(&e))?;
+                Ok(row.map(|r| r.get(0)))
+            }
+            .await;
+            (c, r)
+        })?;
+        match text {
+            None => Ok(UserMeta::default()),
+            Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                path: format!("twofold_meta/{user}").into(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError> {
+        twofold_protocol::user::validate(user)?;
+        let name = user.to_string();
+        let text = serde_json::to_string(meta).map_err(db)?;
+        self.run(|c| async move {
+            let r = c
+                .execute(
+                    "INSERT INTO twofold_meta (user_name, meta) VALUES ($1, $2) \
+                     ON CONFLICT (user_name) DO UPDATE SET meta = EXCLUDED.meta",
+                    &[&name, &text],
+                )
+                .await
+                .map_err(|e| pg(&e));
+            (c, r)
+        })
+        .map(|_| ())
+    }
+
+    fn for_each_user(&self, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
+        self.walk("twofold_enrollment", visit)?;
+        self.walk("twofold_meta", visit)
+    }
+}
