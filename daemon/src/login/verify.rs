@@ -282,9 +282,8 @@ backup codes still are (`twofold admin unlock` clears it)",
                 )
             }
             Code::Totp(_) if !methods.totp => (VerifyOutcome::Wrong, None),
-            // The wider span's refusal burns the step it discloses, which
-            // only a store that keeps burned steps can record.
-            Code::Totp(c) => match self.check_apps(e, c, now, self.store.keeps_apps())? {
+            // The wider span's refusal burns the step it discloses.
+            Code::Totp(c) => match self.check_apps(e, c, now, true)? {
                 AppCheck::Valid { app, step, drift } => (
                     VerifyOutcome::Accepted,
                     Some(Event::TotpAccepted {

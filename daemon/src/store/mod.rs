@@ -490,14 +490,6 @@ pub trait Store: Send + Sync {
         Ok(Box::new(()))
     }
 
-    /// Whether the store keeps several authenticators per user and the
-    /// steps a drift diagnosis burned (`Enrollment.apps`). A store that does
-    /// not (postgres.rs, for now) refuses a second app and a `StepBurned`
-    /// record; the engine then neither adds one nor diagnoses.
-    fn keeps_apps(&self) -> bool {
-        true
-    }
-
     /// Every user with an enrollment or metadata, sorted, each once.
     fn users(&self) -> Result<Vec<String>, StoreError> {
         let mut names = Vec::new();

@@ -20,25 +20,21 @@
 
 mod connect;
 mod lock;
+mod row;
 mod schema;
 
 use super::seal::FleetKey;
-use super::{
-    ENROLLMENT_VERSION, Enrollment, Event, Loaded, SecretBytes, Store, StoreError, UserMeta,
-};
-use crate::backup::BackupSet;
+use super::{Enrollment, Event, Loaded, MAX_BURNED, Store, StoreError, UserMeta};
 use connect::{db, pg};
 use deadpool_postgres::Pool;
+use row::COLUMNS;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 
-pub use schema::SCHEMA_VERSION;
+pub use schema::{KEY_CHECK, SCHEMA_V1, SCHEMA_VERSION};
 
 /// Names listed per query when walking every user.
 const PAGE: i64 = 1000;
-
-const COLUMNS: &str = "revision, generation, version, secret, email, digits, period, enrolled_at, \
-last_step, backup, backup_used, failures, last_failure, ceiling_tat, last_login";
 
 pub struct PgStore {
     rt: tokio::runtime::Runtime,
@@ -80,96 +76,6 @@ impl PgStore {
         }
     }
 
-    fn decode(&self, user: &str, r: &tokio_postgres::Row) -> Result<Loaded, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: format!("twofold_enrollment/{user}").into(),
-            reason,
-        };
-        let unseal = |field: &'static str, value: Option<Vec<u8>>| {
-            value
-                .map(|v| {
-                    self.key
-                        .open(user, field, &v)
-                        .map_err(|e| StoreError::Sealed {
-                            user: user.to_string(),
-                            field,
-                            reason: e.to_string(),
-                        })
-                })
-                .transpose()
-        };
-        let version: i32 = r.get(2);
-        if u32::try_from(version).ok() != Some(ENROLLMENT_VERSION) {
-            return Err(corrupt(format!("unsupported version {version}")));
-        }
-        let secret = unseal("secret", r.get(3))?.map(|s| SecretBytes(s.to_vec()));
-        let email = match unseal("email", r.get(4))? {
-            Some(bytes) => Some(
-                String::from_utf8(bytes.to_vec())
-                    .map_err(|_| corrupt("e-mail address is not UTF-8".into()))?,
-            ),
-            None => None,
-        };
-        let mut backup: BackupSet = serde_json::from_str(&r.get::<_, String>(9))
-            .map_err(|e| corrupt(format!("backup codes: {e}")))?;
-        let used = r.get::<_, i64>(10) as u64;
-        if backup.hashes.len() < 64 && used >> backup.hashes.len() != 0 {
-            return Err(corrupt("a used backup code out of range".into()));
-        }
-        // A code used on any host reads as used, not wrong (as `spent` in
-        // the file store; a rewrite keeps them in the set's JSON).
-        for (i, slot) in backup.hashes.iter_mut().enumerate() {
-            if i < 64 && used & (1 << i) != 0 {
-                backup.spent.extend(slot.take());
-            }
-        }
-        let digits = u8::try_from(r.get::<_, i16>(5)).map_err(|e| corrupt(e.to_string()))?;
-        let failures = u32::try_from(r.get::<_, i64>(11)).unwrap_or(u32::MAX);
-        Ok(Loaded {
-            enrollment: Enrollment {
-                version: ENROLLMENT_VERSION,
-                generation: r.get::<_, i64>(1) as u64,
-                secret,
-                digits,
-                period: r.get::<_, i64>(6) as u64,
-                enrolled_at: r.get::<_, i64>(7) as u64,
-                email,
-                last_step: r.get::<_, Option<i64>>(8).map(|s| s as u64),
-                backup,
-                failures,
-                last_failure: r.get::<_, i64>(12) as u64,
-                ceiling_tat: r.get::<_, i64>(13) as u64,
-                last_login: r.get::<_, Option<i64>>(14).map(|s| s as u64),
-                // One unnamed app per user (`keeps_apps`).
-                apps: Default::default(),
-            },
-            journal_len: 0,
-            revision: r.get::<_, i64>(0) as u64,
-        })
-    }
-
-    /// The sealed and encoded columns of an enrollment.
-    fn encode(&self, user: &str, e: &Enrollment) -> Result<Encoded, StoreError> {
-        let secret = e
-            .secret
-            .as_ref()
-            .map(|s| self.key.seal(user, "secret", &s.0));
-        let email = e
-            .email
-            .as_ref()
-            .map(|m| self.key.seal(user, "email", m.as_bytes()));
-        if !e.apps.more.is_empty() || !e.apps.burned.is_empty() || e.apps.first.name.is_some() {
-            return Err(db(
-                "several or named authenticators, or burned steps, are not supported with the postgresql store yet",
-            ));
-        }
-        if e.backup.hashes.len() > 64 {
-            return Err(db("more than 64 backup codes"));
-        }
-        let backup = serde_json::to_string(&e.backup).map_err(db)?;
-        Ok((secret, email, backup))
-    }
-
     /// Walk the names in `table` in pages, each page one bounded query.
     fn walk(&self, table: &'static str, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError> {
         let sql: &'static str = match table {
@@ -206,8 +112,6 @@ impl PgStore {
 }
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
-/// The sealed key, the sealed address, the backup set's JSON.
-type Encoded = (Option<Vec<u8>>, Option<Vec<u8>>, String);
 
 impl Store for PgStore {
     /// A session advisory lock per user. Waiting for it is bounded like any
@@ -242,34 +146,57 @@ impl Store for PgStore {
         let name = user.to_string();
         let host = self.host.clone();
         let (sql, params): (&'static str, Params) = match event {
-            // Only the first app is stored here, and no burned step: the
-            // engine adds no other app and makes no `StepBurned` with this
-            // store (`keeps_apps`); one reaching here is refused, not lost.
-            Event::TotpAccepted { app, .. } if app != 0 => {
-                return Err(db(format!(
-                    "authenticator {app}: several authenticators are not supported with the postgresql store yet"
-                )));
+            // The app's own last step (index app + 1) must be older: one
+            // winner per step and app across hosts.
+            Event::TotpAccepted {
+                step,
+                at,
+                app,
+                drift,
+            } => {
+                if usize::from(app) > loaded.enrollment.apps.more.len() {
+                    return Err(db(format!("authenticator {app} does not exist")));
+                }
+                (
+                    "UPDATE twofold_enrollment SET app_last_step[$3] = $4, \
+                     app_last_used[$3] = GREATEST(COALESCE(app_last_used[$3], $5), $5), \
+                     app_drift[$3] = COALESCE($6, app_drift[$3]), \
+                     last_login = GREATEST(COALESCE(last_login, $5), $5), failures = 0, \
+                     last_host = $7, revision = revision + 1 \
+                     WHERE user_name = $1 AND generation = $2 AND $3 <= cardinality(app_last_step) \
+                     AND (app_last_step[$3] IS NULL OR app_last_step[$3] < $4) \
+                     RETURNING revision",
+                    vec![
+                        Box::new(name),
+                        Box::new(generation),
+                        Box::new(i32::from(app) + 1),
+                        Box::new(step as i64),
+                        Box::new(at as i64),
+                        Box::new(drift.map(i64::from)),
+                        Box::new(host),
+                    ],
+                )
             }
-            Event::StepBurned { .. } => {
-                return Err(db(
-                    "a burned step: drift diagnosis is not supported with the postgresql store yet",
-                ));
+            // Added once, the oldest dropped past `MAX_BURNED` (as
+            // `Enrollment::apply`), in the statement: two hosts burning at
+            // once both keep theirs.
+            Event::StepBurned { app, step, .. } => {
+                if usize::from(app) > loaded.enrollment.apps.more.len() {
+                    return Err(db(format!("authenticator {app} does not exist")));
+                }
+                (
+                    "UPDATE twofold_enrollment SET burned = CASE WHEN $3 = ANY(burned) THEN burned \
+                     ELSE (burned || $3::bigint)[GREATEST(1, cardinality(burned) + 2 - $4):] END, \
+                     revision = revision + 1 \
+                     WHERE user_name = $1 AND generation = $2 RETURNING revision",
+                    vec![
+                        Box::new(name),
+                        Box::new(generation),
+                        Box::new(row::burned_value(app, step)?),
+                        Box::new(MAX_BURNED as i32),
+                    ],
+                )
             }
-            // The app's clock offset (`drift`) is not kept in this schema.
-            Event::TotpAccepted { step, at, .. } => (
-                "UPDATE twofold_enrollment SET last_step = $3, \
-                 last_login = GREATEST(COALESCE(last_login, $4), $4), failures = 0, \
-                 last_host = $5, revision = revision + 1 \
-                 WHERE user_name = $1 AND generation = $2 AND (last_step IS NULL OR last_step < $3) \
-                 RETURNING revision",
-                vec![
-                    Box::new(name),
-                    Box::new(generation),
-                    Box::new(step as i64),
-                    Box::new(at as i64),
-                    Box::new(host),
-                ],
-            ),
             Event::BackupUsed { index, at } => {
                 if index >= 64 {
                     return Err(db(format!("backup code index {index} out of range")));
@@ -338,39 +265,47 @@ impl Store for PgStore {
         e: &Enrollment,
     ) -> Result<(), StoreError> {
         twofold_protocol::user::validate(user)?;
-        let (secret, email, backup) = self.encode(user, e)?;
+        let c = self.encode(user, e)?;
         let mut params: Params = vec![
             Box::new(user.to_string()),
             Box::new(e.generation as i64),
             Box::new(e.version as i32),
-            Box::new(secret),
-            Box::new(email),
+            Box::new(c.secret),
+            Box::new(c.email),
             Box::new(i16::from(e.digits)),
             Box::new(e.period as i64),
             Box::new(e.enrolled_at as i64),
-            Box::new(e.last_step.map(|s| s as i64)),
-            Box::new(backup),
+            Box::new(c.backup),
             Box::new(i64::from(e.failures)),
             Box::new(e.last_failure as i64),
             Box::new(e.ceiling_tat as i64),
             Box::new(e.last_login.map(|s| s as i64)),
+            Box::new(c.apps),
+            Box::new(c.app_secrets),
+            Box::new(c.last_step),
+            Box::new(c.last_used),
+            Box::new(c.drift),
+            Box::new(c.burned),
         ];
         let sql = match replaces {
             None => {
                 "INSERT INTO twofold_enrollment (user_name, generation, version, secret, email, digits, \
-                 period, enrolled_at, last_step, backup, failures, last_failure, ceiling_tat, last_login, \
+                 period, enrolled_at, backup, failures, last_failure, ceiling_tat, last_login, \
+                 apps, app_secrets, app_last_step, app_last_used, app_drift, burned, \
                  revision, backup_used) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, 0) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                 $18, $19, 1, 0) \
                  ON CONFLICT (user_name) DO NOTHING RETURNING revision"
             }
             Some(old) => {
                 params.push(Box::new(old.revision as i64));
                 params.push(Box::new(old.enrollment.generation as i64));
                 "UPDATE twofold_enrollment SET generation = $2, version = $3, secret = $4, email = $5, \
-                 digits = $6, period = $7, enrolled_at = $8, last_step = $9, backup = $10, \
-                 failures = $11, last_failure = $12, ceiling_tat = $13, last_login = $14, \
-                 backup_used = 0, revision = revision + 1 \
-                 WHERE user_name = $1 AND revision = $15 AND generation = $16 RETURNING revision"
+                 digits = $6, period = $7, enrolled_at = $8, backup = $9, \
+                 failures = $10, last_failure = $11, ceiling_tat = $12, last_login = $13, \
+                 apps = $14, app_secrets = $15, app_last_step = $16, app_last_used = $17, \
+                 app_drift = $18, burned = $19, backup_used = 0, revision = revision + 1 \
+                 WHERE user_name = $1 AND revision = $20 AND generation = $21 RETURNING revision"
             }
         };
         self.update_one(user, sql, params).map(|_| ())
@@ -390,10 +325,6 @@ impl Store for PgStore {
             (c, r)
         })
         .map(|_| ())
-    }
-
-    fn keeps_apps(&self) -> bool {
-        false
     }
 
     fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError> {

@@ -8,11 +8,15 @@ use super::connect::pg;
 
 /// The schema this daemon reads and writes. `--init` creates it or migrates
 /// an older one; a newer one (a newer twofoldd elsewhere) is refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 /// What the key check row seals, to tell a wrong fleet key at start.
-const KEY_CHECK: &[u8] = b"twofold fleet key check";
+pub const KEY_CHECK: &[u8] = b"twofold fleet key check";
 
-const SCHEMA_V1: &str = "
+/// Version 1, as twofold first created it: a new database is made as
+/// version 1 and then migrated, so every database went through the same
+/// steps. Public for the migration's test, which builds a version 1
+/// database with real data.
+pub const SCHEMA_V1: &str = "
 CREATE TABLE twofold_schema (
     id integer PRIMARY KEY CHECK (id = 1),
     version integer NOT NULL,
@@ -42,6 +46,27 @@ CREATE TABLE twofold_meta (
     meta text NOT NULL
 );
 ";
+
+/// The steps from each version to the next (`MIGRATIONS[v - 1]` takes v to
+/// v + 1), each run by `--init` inside the one transaction.
+///
+/// 2: several authenticators per user, their clock offsets and last use,
+/// and the steps a clock diagnosis burned. Per-app state changed at each
+/// login is in arrays indexed by app + 1 (PostgreSQL arrays start at 1),
+/// always as long as the user has apps, so one login changes one element
+/// under a condition; the first app's `last_step` moves into them.
+const MIGRATIONS: [&str; 1] = ["
+ALTER TABLE twofold_enrollment
+    ADD COLUMN apps text NOT NULL DEFAULT '{}',
+    ADD COLUMN app_secrets bytea[] NOT NULL DEFAULT '{}',
+    ADD COLUMN app_last_step bigint[] NOT NULL DEFAULT '{}',
+    ADD COLUMN app_last_used bigint[] NOT NULL DEFAULT '{}',
+    ADD COLUMN app_drift bigint[] NOT NULL DEFAULT '{}',
+    ADD COLUMN burned bigint[] NOT NULL DEFAULT '{}';
+UPDATE twofold_enrollment SET app_last_step = ARRAY[last_step],
+    app_last_used = ARRAY[NULL::bigint], app_drift = ARRAY[NULL::bigint];
+ALTER TABLE twofold_enrollment DROP COLUMN last_step;
+"];
 
 impl PgStore {
     /// Check the schema version and that this host's key is the fleet's.
@@ -82,16 +107,30 @@ impl PgStore {
         version: i32,
         check: &[u8],
     ) -> Result<(), StoreError> {
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Schema(format!(
-                "the database's schema is version {version}, newer than this twofoldd knows ({SCHEMA_VERSION}): upgrade twofold on this host"
-            )));
-        }
+        self.check_newer(version)?;
         if version < SCHEMA_VERSION {
             return Err(StoreError::Schema(format!(
                 "the database's schema is version {version}: run `twofoldd --init` to bring it to {SCHEMA_VERSION}"
             )));
         }
+        self.check_key(check)
+    }
+
+    fn check_newer(&self, version: i32) -> Result<(), StoreError> {
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Schema(format!(
+                "the database's schema is version {version}, newer than this twofoldd knows ({SCHEMA_VERSION}): upgrade twofold on this host"
+            )));
+        }
+        if version < 1 {
+            return Err(StoreError::Schema(format!(
+                "the database's schema version {version} is not one of twofold's"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_key(&self, check: &[u8]) -> Result<(), StoreError> {
         match self.key.open("", "key-check", check) {
             Ok(plain) if plain.as_slice() == KEY_CHECK => Ok(()),
             Ok(_) => Err(StoreError::Schema(
@@ -106,7 +145,8 @@ impl PgStore {
     /// a transaction-scoped advisory lock orders them.
     pub fn init(&self) -> Result<Option<i32>, StoreError> {
         let sealed_check = self.key.seal("", "key-check", KEY_CHECK);
-        let found = self.run(|mut c| async move {
+        let this = self;
+        self.run(|mut c| async move {
             let r = async {
                 let tx = c.transaction().await.map_err(|e| pg(&e))?;
                 tx.execute("SELECT pg_advisory_xact_lock(2062817)", &[])
@@ -125,31 +165,38 @@ impl PgStore {
                         )
                         .await
                         .map_err(|e| pg(&e))?;
-                    Some((r.get::<_, i32>(0), r.get::<_, Vec<u8>>(1)))
+                    let version: i32 = r.get(0);
+                    // Nothing changes unless this host may read the result.
+                    this.check_newer(version)?;
+                    this.check_key(&r.get::<_, Vec<u8>>(1))?;
+                    Some(version)
                 } else {
                     tx.batch_execute(SCHEMA_V1).await.map_err(|e| pg(&e))?;
                     tx.execute(
-                        "INSERT INTO twofold_schema (id, version, key_check) VALUES (1, $1, $2)",
-                        &[&SCHEMA_VERSION, &sealed_check],
+                        "INSERT INTO twofold_schema (id, version, key_check) VALUES (1, 1, $1)",
+                        &[&sealed_check],
                     )
                     .await
                     .map_err(|e| pg(&e))?;
                     None
                 };
+                let from = found.unwrap_or(1);
+                for (i, step) in MIGRATIONS.iter().enumerate().skip(from as usize - 1) {
+                    tx.batch_execute(step).await.map_err(|e| pg(&e))?;
+                    tx.execute(
+                        "UPDATE twofold_schema SET version = $1 WHERE id = 1",
+                        &[&(i as i32 + 2)],
+                    )
+                    .await
+                    .map_err(|e| pg(&e))?;
+                }
+                // Dropped without a commit on any error: all or nothing.
                 tx.commit().await.map_err(|e| pg(&e))?;
                 Ok(found)
             }
             .await;
             (c, r)
-        })?;
-        match found {
-            None => Ok(None),
-            Some((version, check)) => {
-                // Version 1 is the first: no migration exists yet.
-                self.check_version_and_key(version, &check)?;
-                Ok(Some(version))
-            }
-        }
+        })
     }
 
     /// The second step of a key rotation: every sealed value not sealed
@@ -169,7 +216,8 @@ impl PgStore {
                     let tx = c.transaction().await.map_err(|e| pg(&e))?;
                     let Some(row) = tx
                         .query_opt(
-                            "SELECT secret, email FROM twofold_enrollment WHERE user_name = $1 FOR UPDATE",
+                            "SELECT secret, email, app_secrets FROM twofold_enrollment \
+                             WHERE user_name = $1 FOR UPDATE",
                             &[&name],
                         )
                         .await
@@ -177,29 +225,38 @@ impl PgStore {
                     else {
                         return Ok(false);
                     };
-                    let mut fields: Vec<Option<Vec<u8>>> = Vec::new();
                     let mut changed = false;
-                    for (i, field) in ["secret", "email"].into_iter().enumerate() {
-                        let value: Option<Vec<u8>> = row.get(i);
-                        fields.push(match value {
-                            Some(v) if !key.is_current(&v) => {
-                                changed = true;
-                                let plain = key.open(&name, field, &v).map_err(|e| {
-                                    StoreError::Sealed {
-                                        user: name.clone(),
-                                        field,
-                                        reason: e.to_string(),
-                                    }
-                                })?;
-                                Some(key.seal(&name, field, &plain))
-                            }
-                            other => other,
-                        });
-                    }
+                    let mut again = |field: &str, label: &'static str, v: Vec<u8>| {
+                        if key.is_current(&v) {
+                            return Ok(v);
+                        }
+                        changed = true;
+                        let plain = key.open(&name, field, &v).map_err(|e| StoreError::Sealed {
+                            user: name.clone(),
+                            field: label,
+                            reason: e.to_string(),
+                        })?;
+                        Ok::<_, StoreError>(key.seal(&name, field, &plain))
+                    };
+                    let secret = row
+                        .get::<_, Option<Vec<u8>>>(0)
+                        .map(|v| again("secret", "secret", v))
+                        .transpose()?;
+                    let email = row
+                        .get::<_, Option<Vec<u8>>>(1)
+                        .map(|v| again("email", "email", v))
+                        .transpose()?;
+                    let apps = row
+                        .get::<_, Vec<Vec<u8>>>(2)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| again(&super::row::secret_field(i + 1), "secret", v))
+                        .collect::<Result<Vec<_>, _>>()?;
                     if changed {
                         tx.execute(
-                            "UPDATE twofold_enrollment SET secret = $2, email = $3 WHERE user_name = $1",
-                            &[&name, &fields[0], &fields[1]],
+                            "UPDATE twofold_enrollment SET secret = $2, email = $3, app_secrets = $4 \
+                             WHERE user_name = $1",
+                            &[&name, &secret, &email, &apps],
                         )
                         .await
                         .map_err(|e| pg(&e))?;
