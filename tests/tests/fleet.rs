@@ -1262,3 +1262,230 @@ fn init_migrates_a_version_1_database_with_its_users_and_refuses_a_newer_one() {
     );
     assert_eq!(version().trim(), "3");
 }
+
+/// E-mailed codes in flight are the fleet's (`CodeStore` for `PgStore`): a
+/// code put by one host is checked by another, the sends are rationed for
+/// the fleet, 16 checks at once over two hosts match once, misses and
+/// expiry as in memory, an enrollment's address comes back, and the table
+/// holds neither the code nor the address in clear.
+#[test]
+fn e_mailed_codes_in_flight_are_the_fleets_kept_hashed_and_used_once() {
+    use twofoldd::email_codes::{CodeStore, EmailCheck, Purpose, SendLimits};
+    let fleet = Fleet::new().unwrap();
+    let (a, b) = two_stores(&fleet);
+    let (a, b): (&dyn CodeStore, &dyn CodeStore) = (&a, &b);
+    let limits = SendLimits {
+        interval: 60,
+        per_hour: 3,
+    };
+    let login = Purpose::Login;
+    assert_eq!(
+        a.put("alice", "123456", &login, 1300, 1000, limits)
+            .unwrap(),
+        Ok(())
+    );
+    // Another host may not send again within the interval.
+    assert_eq!(
+        b.put("alice", "654321", &login, 1310, 1010, limits)
+            .unwrap(),
+        Err(50)
+    );
+    assert!(b.has_login_code("alice", 1020).unwrap());
+    assert!(!b.has_login_code("bob", 1020).unwrap());
+    assert!(!b.has_login_code("alice", 1300).unwrap(), "expired");
+    let held = fleet
+        .psql("SELECT count(*) FROM twofold_email_code WHERE position('\\x313233343536'::bytea in code) > 0 OR length(code) <> 40")
+        .unwrap();
+    assert_eq!(
+        held.trim(),
+        "0",
+        "the code is kept as a 40-byte keyed hash only"
+    );
+
+    assert_eq!(
+        b.check("alice", &login, "000000", 1020).unwrap().0,
+        EmailCheck::NoMatch
+    );
+    let checks: Vec<EmailCheck> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let store = if i % 2 == 0 { a } else { b };
+                s.spawn(move || {
+                    store
+                        .check("alice", &Purpose::Login, "123456", 1030)
+                        .unwrap()
+                        .0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let matches = checks.iter().filter(|c| **c == EmailCheck::Match).count();
+    assert_eq!(matches, 1, "{checks:?}");
+    assert!(
+        checks
+            .iter()
+            .all(|c| matches!(c, EmailCheck::Match | EmailCheck::None))
+    );
+
+    // Five misses on any hosts void the code.
+    assert_eq!(
+        a.put("alice", "222222", &login, 1400, 1100, limits)
+            .unwrap(),
+        Ok(())
+    );
+    for i in 0..5 {
+        let store = if i % 2 == 0 { a } else { b };
+        assert_eq!(
+            store.check("alice", &login, "000000", 1101).unwrap().0,
+            EmailCheck::NoMatch
+        );
+    }
+    assert_eq!(
+        b.check("alice", &login, "222222", 1102).unwrap().0,
+        EmailCheck::None
+    );
+    // The hour's ration (3) is the fleet's.
+    assert_eq!(
+        b.put("alice", "333333", &login, 1500, 1200, limits)
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        a.put("alice", "444444", &login, 1600, 1300, limits)
+            .unwrap(),
+        Err(3600 - 300)
+    );
+    // Expired: gone, even with the right code.
+    assert_eq!(
+        a.check("alice", &login, "333333", 1500).unwrap().0,
+        EmailCheck::None
+    );
+
+    // An enrollment's code: its purpose (the address) comes back on the
+    // other host, sealed meanwhile; a login code does not confirm it.
+    let enroll = Purpose::Enroll {
+        uid: 4242,
+        address: "carol@example.org".into(),
+        adds: true,
+    };
+    assert_eq!(
+        a.put("carol", "555555", &enroll, 2000, 1000, limits)
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        b.check("carol", &login, "555555", 1001).unwrap().0,
+        EmailCheck::None
+    );
+    assert!(!b.has_login_code("carol", 1001).unwrap());
+    let dump = fleet.dump().unwrap();
+    assert!(dump.contains("twofold_email_code"), "{dump}");
+    assert!(!dump.contains("carol@example.org"), "{dump}");
+    let probe = Purpose::Enroll {
+        uid: 0,
+        address: String::new(),
+        adds: false,
+    };
+    assert_eq!(
+        b.check("carol", &probe, "555555", 1002).unwrap(),
+        (EmailCheck::Match, Some(enroll))
+    );
+
+    // A failed send voids its own code only.
+    assert_eq!(
+        a.put("dave", "666666", &login, 2000, 1000, limits).unwrap(),
+        Ok(())
+    );
+    b.void("dave", "777777").unwrap();
+    assert!(a.has_login_code("dave", 1001).unwrap());
+    b.void("dave", "666666").unwrap();
+    assert!(!a.has_login_code("dave", 1001).unwrap());
+}
+
+/// Through real libpam, real SMTP: a login on host A e-mails a code (and is
+/// answered wrongly); host B, within its resend interval, sends none (the
+/// fleet's sends are counted together) and takes A's code, once; the code
+/// is then refused on either host.
+#[test]
+fn a_code_e_mailed_by_one_host_logs_in_once_on_another() {
+    use std::io::Write;
+    use twofold_e2e::smtp::SmtpSink;
+    const USER: &str = "tf-fleet-mail";
+    const RHOST: &str = "192.0.2.7";
+    test_user(USER).unwrap();
+    let fleet = Fleet::new().unwrap();
+    let sink = SmtpSink::start().unwrap();
+    let lenient = "[throttle]\nfree_failures = 50\nlockout_after = 100\n";
+    let config = |interval: u32| {
+        format!(
+            "{}resend_interval_secs = {interval}\nmax_sends_per_hour = 20\n{lenient}{}",
+            sink.config(),
+            fleet.config()
+        )
+    };
+    let bus_a = Bus::start().unwrap();
+    let _a =
+        Daemon::start_with_policy(&bus_a, &config(0), "[default]\nmode = \"require\"\n").unwrap();
+    let bus_b = Bus::start().unwrap();
+    let _b =
+        Daemon::start_with_policy(&bus_b, &config(300), "[default]\nmode = \"require\"\n").unwrap();
+    let pam = PamService::service("sshd").unwrap();
+
+    // E-mail codes set up on A.
+    let seen = sink.messages().len();
+    let mut child = bus_a
+        .command_as(USER, artifacts().twofold())
+        .args([
+            "setup",
+            "--method",
+            "email",
+            "--address",
+            "tf-fleet-mail@test.example",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mail = sink.wait_for(seen).unwrap();
+    writeln!(stdin, "{}", mail.code().unwrap()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // A login on A: a code is mailed; a wrong answer.
+    let seen = sink.messages().len();
+    let mut mailed = None;
+    let r = pam
+        .login_answering(&bus_a, USER, RHOST, b"", || {
+            mailed = sink.wait_for(seen).ok();
+            b"000000\n".to_vec()
+        })
+        .unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    let code = mailed.expect("A mailed a code").code().unwrap();
+    used_secret(&code);
+    let sent = sink.messages().len();
+
+    // On B: no new mail (A sent one a moment ago), and A's code logs in.
+    let r = pam
+        .login_from(&bus_b, USER, RHOST, format!("{code}\n").as_bytes())
+        .unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    assert!(r.stderr.contains("Code from an earlier e-mail"), "{r:?}");
+    // Once: refused on B again, and on A (which mails a new one first).
+    let r = pam
+        .login_from(&bus_b, USER, RHOST, format!("{code}\n").as_bytes())
+        .unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.messages().len(), sent, "B mailed nothing");
+    let r = pam
+        .login_answering(&bus_a, USER, RHOST, b"", || {
+            format!("{code}\n").into_bytes()
+        })
+        .unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+}

@@ -274,7 +274,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         let mut diagnosis: Option<Diagnosis> = None;
         let (mut outcome, mut accepted) = match &code {
             Code::Totp(c)
-                if email_ok && self.check_login_email_code(user, c, now) == EmailCheck::Match =>
+                if email_ok && self.check_login_email_code(user, c, now)? == EmailCheck::Match =>
             {
                 (
                     VerifyOutcome::Accepted,
@@ -486,8 +486,8 @@ or ask your administrator to unlock the account.",
         let e = &loaded.enrollment;
         // A user with e-mail codes may prove themselves with a live one.
         let check = if e.email.is_some()
-            && self.has_login_email_code(user, now)
-            && self.check_login_email_code(user, &code, now) == EmailCheck::Match
+            && self.has_login_email_code(user, now)?
+            && self.check_login_email_code(user, &code, now)? == EmailCheck::Match
         {
             None
         } else {

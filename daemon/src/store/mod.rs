@@ -490,6 +490,13 @@ pub trait Store: Send + Sync {
         Ok(Box::new(()))
     }
 
+    /// Where e-mailed codes in flight live when the store shares them with
+    /// other hosts (a code sent by one works once on any); `None`: this
+    /// daemon keeps them in memory (`email_codes.rs`).
+    fn shared_email_codes(&self) -> Option<&dyn crate::email_codes::CodeStore> {
+        None
+    }
+
     /// Every user with an enrollment or metadata, sorted, each once.
     fn users(&self) -> Result<Vec<String>, StoreError> {
         let mut names = Vec::new();

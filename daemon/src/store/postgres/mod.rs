@@ -19,6 +19,7 @@
 //! is down or stuck costs a login a bounded time, never a hang.
 
 mod connect;
+mod email;
 mod lock;
 mod row;
 mod schema;
@@ -367,6 +368,10 @@ impl Store for PgStore {
             (c, r)
         })
         .map(|_| ())
+    }
+
+    fn shared_email_codes(&self) -> Option<&dyn crate::email_codes::CodeStore> {
+        Some(self)
     }
 
     fn for_each_user(&self, visit: &mut dyn FnMut(&str)) -> Result<(), StoreError> {

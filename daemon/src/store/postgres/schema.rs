@@ -51,7 +51,8 @@ CREATE TABLE twofold_meta (
 /// v + 1), each run by `--init` inside the one transaction.
 ///
 /// 2: several authenticators per user, their clock offsets and last use,
-/// and the steps a clock diagnosis burned. Per-app state changed at each
+/// the steps a clock diagnosis burned, and e-mailed codes in flight
+/// (`email.rs`: the code as a keyed hash, the purpose sealed). Per-app state changed at each
 /// login is in arrays indexed by app + 1 (PostgreSQL arrays start at 1),
 /// always as long as the user has apps, so one login changes one element
 /// under a condition; the first app's `last_step` moves into them.
@@ -66,6 +67,15 @@ ALTER TABLE twofold_enrollment
 UPDATE twofold_enrollment SET app_last_step = ARRAY[last_step],
     app_last_used = ARRAY[NULL::bigint], app_drift = ARRAY[NULL::bigint];
 ALTER TABLE twofold_enrollment DROP COLUMN last_step;
+CREATE TABLE twofold_email_code (
+    user_name text PRIMARY KEY,
+    code bytea,
+    kind smallint NOT NULL DEFAULT 0,
+    purpose bytea,
+    expires_at bigint NOT NULL DEFAULT 0,
+    attempts integer NOT NULL DEFAULT 0,
+    sends bigint[] NOT NULL DEFAULT '{}'
+);
 "];
 
 impl PgStore {
