@@ -1489,3 +1489,89 @@ fn a_code_e_mailed_by_one_host_logs_in_once_on_another() {
         .unwrap();
     assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
 }
+
+/// `twofold admin report` on any host of the fleet says on which host each
+/// user last logged in; on one host's own files, that host. `AdminReport`,
+/// which older `twofold` commands call, still answers in its old shape.
+#[test]
+fn the_report_names_the_host_of_each_users_last_login() {
+    test_user(ALICE).unwrap();
+    let fleet = Fleet::new().unwrap();
+    let hosts: Vec<Host> = ["fleet-a", "fleet-b"]
+        .into_iter()
+        .map(|name| {
+            let bus = Bus::start().unwrap();
+            let daemon = Daemon::start_as_host(&bus, &fleet.config(), name).unwrap();
+            Host { bus, daemon }
+        })
+        .collect();
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let pam = PamService::new("").unwrap();
+    let report = |h: &Host, json: bool| {
+        let args: &[&str] = if json {
+            &["admin", "report", "--json"]
+        } else {
+            &["admin", "report"]
+        };
+        let out = h.bus.twofold(args).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.contains(ALICE))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    let e = enroll(&a.bus, ALICE).unwrap();
+    let row = report(b, true);
+    assert!(row.contains("\"last_host\":\"\""), "never logged in: {row}");
+
+    let code = oathtool(&e.secret, 0).unwrap();
+    assert_eq!(
+        pam.login(&b.bus, ALICE, &line(&code)).unwrap().code,
+        pam::SUCCESS
+    );
+    for h in [a, b] {
+        let row = report(h, true);
+        assert!(row.contains("\"last_host\":\"fleet-b\""), "{row}");
+        let row = report(h, false);
+        assert!(row.contains("  fleet-b  "), "{row}");
+    }
+    let backup = &e.backup_codes[0];
+    assert_eq!(
+        pam.login(&a.bus, ALICE, &line(backup)).unwrap().code,
+        pam::SUCCESS
+    );
+    assert!(report(b, true).contains("\"last_host\":\"fleet-a\""));
+
+    // The old call: the same rows, in the old shape (no host in it).
+    let out = a
+        .bus
+        .command("dbus-send")
+        .args([
+            "--system",
+            "--print-reply",
+            "--dest=org.twofold.Twofold1",
+            "/org/twofold/Twofold1",
+            "org.twofold.Twofold1.AdminReport",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains(ALICE) && !text.contains("fleet-a"), "{text}");
+
+    // One host on its own files: its own name.
+    let alone = host("");
+    let e = enroll(&alone.bus, ALICE).unwrap();
+    let code = oathtool(&e.secret, 0).unwrap();
+    assert_eq!(
+        pam.login(&alone.bus, ALICE, &line(&code)).unwrap().code,
+        pam::SUCCESS
+    );
+    let name = String::from_utf8(std::fs::read("/proc/sys/kernel/hostname").unwrap()).unwrap();
+    let row = report(&alone, true);
+    assert!(
+        row.contains(&format!("\"last_host\":\"{}\"", name.trim())),
+        "{row}"
+    );
+}

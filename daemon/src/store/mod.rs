@@ -429,6 +429,9 @@ pub struct Loaded {
     /// Database: the row's revision when loaded, which a replacing write is
     /// conditional on (0 in the file store).
     pub revision: u64,
+    /// Database: the host of the last login with a code, as recorded by
+    /// whichever host it was (`None` in the file store: this host).
+    pub last_host: Option<String>,
 }
 
 impl Loaded {

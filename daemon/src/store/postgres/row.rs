@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// The columns `decode` reads, in its order.
 pub(super) const COLUMNS: &str = "revision, generation, version, secret, email, digits, period, \
 enrolled_at, backup, backup_used, failures, last_failure, ceiling_tat, last_login, apps, \
-app_secrets, app_last_step, app_last_used, app_drift, burned";
+app_secrets, app_last_step, app_last_used, app_drift, burned, last_host";
 
 /// A burned step in one `bigint`: the app in the top byte, the step below.
 const STEP_BITS: u32 = 56;
@@ -212,6 +212,7 @@ impl PgStore {
             },
             journal_len: 0,
             revision: r.get::<_, i64>(0) as u64,
+            last_host: r.get(20),
         })
     }
 
