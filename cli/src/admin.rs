@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use twofold_protocol::{Mode, OptionalMode, user};
+use twofold_protocol::{Mode, OptionalMode, ReportRow, TwofoldError, user};
 
 use crate::status::{self, print};
 use crate::{UsageError, account, bus, prompt};
@@ -24,8 +24,19 @@ pub fn status(name: &str, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn report(json: bool) -> anyhow::Result<()> {
-    let rows =
-        bus::with_daemon(async |proxy| proxy.admin_report().await.map_err(bus::daemon_error))?;
+    let rows = bus::with_daemon(async |proxy| {
+        match proxy.admin_report_hosts().await {
+            // A daemon older than the last host: its report, without it.
+            Err(TwofoldError::ZBus(e)) if bus::unknown_method(&e) => Ok(proxy
+                .admin_report()
+                .await
+                .map_err(bus::daemon_error)?
+                .into_iter()
+                .map(ReportRow::from)
+                .collect()),
+            rows => rows.map_err(bus::daemon_error),
+        }
+    })?;
     print(&if json {
         crate::report::json(&rows)
     } else {

@@ -50,6 +50,18 @@ pub fn daemon_error(e: TwofoldError) -> anyhow::Error {
     }
 }
 
+/// Whether the daemon does not know the method called: an older twofoldd,
+/// whose older call the command then makes instead.
+pub fn unknown_method(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod"
+        }
+        zbus::Error::FDO(f) => matches!(**f, zbus::fdo::Error::UnknownMethod(_)),
+        _ => false,
+    }
+}
+
 /// A failure of the bus itself, or a D-Bus error that is not the daemon's.
 pub fn bus_error(e: zbus::Error) -> anyhow::Error {
     let what = match classify(&e) {
@@ -106,6 +118,17 @@ fn classify_fdo(e: &fdo::Error) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An older daemon's answer to a method it lacks, and only that, makes
+    /// the command fall back to the older call.
+    #[test]
+    fn an_unknown_method_is_told_apart() {
+        let unknown = zbus::fdo::Error::UnknownMethod("AdminReportHosts".into());
+        assert!(unknown_method(&zbus::Error::FDO(Box::new(unknown))));
+        let denied = zbus::fdo::Error::AccessDenied("no".into());
+        assert!(!unknown_method(&zbus::Error::FDO(Box::new(denied))));
+        assert!(!unknown_method(&zbus::Error::InvalidReply));
+    }
 
     #[test]
     fn daemon_messages_pass_through() {

@@ -8,12 +8,13 @@ use twofold_protocol::{Mode, ReportRow};
 use crate::show;
 use crate::status::json_string;
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
     "USER",
     "ENROLLED",
     "METHOD",
     "BACKUP",
     "LAST LOGIN",
+    "LAST HOST",
     "RULE",
     "MODE",
     "ENFORCED",
@@ -34,10 +35,10 @@ const CEILING_NOTE: &str = "! too many wrong codes from several places (the acco
 
 /// The table, a note on `*` when an override shows, and a summary line.
 pub fn table(rows: &[ReportRow]) -> String {
-    let mut lines: Vec<[String; 8]> = Vec::with_capacity(rows.len() + 1);
+    let mut lines: Vec<[String; 9]> = Vec::with_capacity(rows.len() + 1);
     lines.push(HEADERS.map(String::from));
     lines.extend(rows.iter().map(cells));
-    let mut widths = [0; 8];
+    let mut widths = [0; 9];
     for line in &lines {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
@@ -75,7 +76,7 @@ pub fn table(rows: &[ReportRow]) -> String {
     text
 }
 
-fn cells(r: &ReportRow) -> [String; 8] {
+fn cells(r: &ReportRow) -> [String; 9] {
     let mut mode = or_dash(&r.mode);
     if !r.override_mode.is_empty() {
         mode.push('*');
@@ -105,6 +106,8 @@ fn cells(r: &ReportRow) -> [String; 8] {
             0 => "never".into(),
             t => show::utc_date(t),
         },
+        // Empty: never, or a daemon that does not say.
+        or_dash(&r.last_host),
         or_dash(&r.rule),
         mode,
         match (r.enforcement_date.as_str(), r.days_left) {
@@ -170,7 +173,7 @@ fn row_json(r: &ReportRow) -> String {
     format!(
         "{{\"user\":{},\"uid\":{},\"enrolled\":{},\"method\":{},\"backup_codes_left\":{},\
          \"low_backup_codes\":{},\"last_login\":{},\"rule\":{},\"mode\":{},\"enforcement_date\":{},\"days_left\":{},\
-         \"override_mode\":{},\"ceiling_reached_for_secs\":{},\"alias_of\":{}}}",
+         \"override_mode\":{},\"ceiling_reached_for_secs\":{},\"alias_of\":{},\"last_host\":{}}}",
         json_string(&r.user),
         r.uid,
         r.enrolled,
@@ -184,7 +187,8 @@ fn row_json(r: &ReportRow) -> String {
         r.days_left,
         json_string(&r.override_mode),
         r.ceiling_reached_for_secs,
-        json_string(&r.alias_of)
+        json_string(&r.alias_of),
+        json_string(&r.last_host)
     )
 }
 
@@ -212,6 +216,7 @@ mod tests {
             override_mode: String::new(),
             ceiling_reached_for_secs: 0,
             alias_of: String::new(),
+            last_host: String::new(),
         }
     }
 
@@ -219,6 +224,7 @@ mod tests {
         vec![
             ReportRow {
                 last_login: 1_785_484_740,
+                last_host: "web-03".into(),
                 ..row("alice", true, "require")
             },
             ReportRow {
@@ -247,11 +253,11 @@ mod tests {
         assert_eq!(
             table(&rows()),
             "\
-USER             ENROLLED  METHOD  BACKUP  LAST LOGIN  RULE     MODE       ENFORCED
-alice            yes       totp    8       2026-07-31  default  require    -
-bob              no        -       -       never       staff    recommend  2026-09-01 (32 days)
-carol.long-name  no        -       -       never       default  exempt*    -
-dave             no        -       -       never       staff    require    2026-07-01
+USER             ENROLLED  METHOD  BACKUP  LAST LOGIN  LAST HOST  RULE     MODE       ENFORCED
+alice            yes       totp    8       2026-07-31  web-03     default  require    -
+bob              no        -       -       never       -          staff    recommend  2026-09-01 (32 days)
+carol.long-name  no        -       -       never       -          default  exempt*    -
+dave             no        -       -       never       -          staff    require    2026-07-01
 
 * set for this user by an administrator (`twofold admin clear USER` returns them to the policy)
 4 users, 1 enrolled, 3 not enrolled (1 of them under require)"
@@ -268,9 +274,9 @@ dave             no        -       -       never       staff    require    2026-
                 .filter(|&i| chars[i] != ' ' && chars[i - 1] == ' ' && chars[i - 2] == ' ')
                 .collect()
         };
-        // The header's columns (LAST LOGIN has one space inside).
+        // The header's columns (LAST LOGIN and LAST HOST have one space inside).
         let header = starts(lines[0]);
-        assert_eq!(header.len(), 7, "{header:?}");
+        assert_eq!(header.len(), 8, "{header:?}");
         for line in &lines[1..] {
             for start in starts(line) {
                 assert!(header.contains(&start), "{line:?} at {start}");
@@ -285,7 +291,7 @@ dave             no        -       -       never       staff    require    2026-
         assert!(text.ends_with("\n1 user, 1 enrolled, 0 not enrolled (0 of them under require)"));
         assert_eq!(
             table(&[]),
-            "USER  ENROLLED  METHOD  BACKUP  LAST LOGIN  RULE  MODE  ENFORCED\n\
+            "USER  ENROLLED  METHOD  BACKUP  LAST LOGIN  LAST HOST  RULE  MODE  ENFORCED\n\
              0 users, 0 enrolled, 0 not enrolled (0 of them under require)"
         );
     }
@@ -339,11 +345,11 @@ dave             no        -       -       never       staff    require    2026-
              {\"user\":\"alice\",\"uid\":1000,\"enrolled\":true,\"method\":\"totp\",\
              \"backup_codes_left\":8,\"low_backup_codes\":false,\"last_login\":1785484740,\"rule\":\"default\",\
              \"mode\":\"require\",\"enforcement_date\":\"\",\"days_left\":0,\"override_mode\":\"\",\
-             \"ceiling_reached_for_secs\":0,\"alias_of\":\"\"},\n\
+             \"ceiling_reached_for_secs\":0,\"alias_of\":\"\",\"last_host\":\"web-03\"},\n\
              {\"user\":\"we\\\"ird\\\\name\",\"uid\":1000,\"enrolled\":false,\"method\":\"\",\
              \"backup_codes_left\":0,\"low_backup_codes\":false,\"last_login\":0,\"rule\":\"line\\nbreak\",\
              \"mode\":\"require\",\"enforcement_date\":\"\",\"days_left\":0,\"override_mode\":\"require\",\
-             \"ceiling_reached_for_secs\":0,\"alias_of\":\"\"}\n\
+             \"ceiling_reached_for_secs\":0,\"alias_of\":\"\",\"last_host\":\"\"}\n\
              ]"
         );
         assert_eq!(json(&[]), "[]");

@@ -12,7 +12,7 @@ use crate::login::LoginContext;
 use crate::users::Account;
 use twofold_protocol::{
     EnrollmentOffer, Login, LoginPlan, Mode, OptionalMode, RememberedDevice, ReportRow,
-    SecretString, TwofoldError, UserStatus, VerifyReply, method,
+    ReportRowV1, SecretString, TwofoldError, UserStatus, VerifyReply, method,
 };
 
 type Result<T> = std::result::Result<T, TwofoldError>;
@@ -198,8 +198,18 @@ pub fn admin_unlock(e: &Engine, caller: u32, user: &str) -> Result<()> {
         .map_err(Error::into_reply)
 }
 
-pub fn admin_report(e: &Engine, caller: u32) -> Result<Vec<ReportRow>> {
+/// The report as `AdminReport` sends it (for commands older than the last host).
+pub fn admin_report(e: &Engine, caller: u32) -> Result<Vec<ReportRowV1>> {
     authz::admin(caller, &e.config().admin_group, method::ADMIN_REPORT)?;
+    Ok(e.report(crate::now())
+        .map_err(Error::into_reply)?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+pub fn admin_report_hosts(e: &Engine, caller: u32) -> Result<Vec<ReportRow>> {
+    authz::admin(caller, &e.config().admin_group, method::ADMIN_REPORT_HOSTS)?;
     e.report(crate::now()).map_err(Error::into_reply)
 }
 

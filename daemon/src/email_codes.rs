@@ -1,16 +1,23 @@
-//! E-mailed codes in memory: one live code per user, single use, voided
-//! after too many misses; sends rationed per user. The flows that send and
-//! check them are in `login/email.rs`.
+//! E-mailed codes in flight: one live code per user, single use, voided
+//! after too many misses; sends rationed per user. `CodeStore` is what the
+//! flows in `login/email.rs` need; one host keeps them in memory
+//! (`Mutex<EmailCodes>`), a fleet in its database (`store/postgres/email.rs`,
+//! `Store::shared_email_codes`), so a code sent by one host works once on
+//! any host.
 
+use crate::store::StoreError;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use zeroize::Zeroizing;
 
 /// Wrong tries on one e-mailed code before it is void (the throttle counts them too).
-const MAX_CODE_ATTEMPTS: u32 = 5;
+pub const MAX_CODE_ATTEMPTS: u32 = 5;
 /// Users whose send history is kept before old entries are pruned.
 const MAX_TRACKED_USERS: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Purpose {
     Login,
     /// Proving this address, for the enrollment of the uid; `adds`: begun
@@ -46,6 +53,130 @@ pub enum EmailCheck {
     None,
 }
 
+/// Where codes in flight live: every call for one user, each atomic (two
+/// hosts checking one code at once: one match).
+pub trait CodeStore: Send + Sync {
+    /// Unless `user` must wait before another send (`Ok(Err(seconds))`),
+    /// count a send at `now` and make `code` the user's live one for
+    /// `purpose` until `expires_at`, voiding any older.
+    fn put(
+        &self,
+        user: &str,
+        code: &str,
+        purpose: &Purpose,
+        expires_at: u64,
+        now: u64,
+        limits: SendLimits,
+    ) -> Result<Result<(), u64>, StoreError>;
+    /// Void `user`'s live code if it is still `code` (its e-mail failed).
+    fn void(&self, user: &str, code: &str) -> Result<(), StoreError>;
+    /// Compare `typed` with the live code of `user` sent for `purpose`; a
+    /// match spends it, and too many misses void it.
+    fn check(
+        &self,
+        user: &str,
+        purpose: &Purpose,
+        typed: &str,
+        now: u64,
+    ) -> Result<(EmailCheck, Option<Purpose>), StoreError>;
+    /// Whether `user` has a live login code.
+    fn has_login_code(&self, user: &str, now: u64) -> Result<bool, StoreError>;
+}
+
+/// How often codes may be sent to one user.
+#[derive(Debug, Clone, Copy)]
+pub struct SendLimits {
+    pub interval: u64,
+    pub per_hour: u32,
+}
+
+/// Seconds until another send (0: now), from the sends of the last hour
+/// (oldest first; older ones are dropped).
+pub fn wait_after(times: &mut VecDeque<u64>, limits: SendLimits, now: u64) -> u64 {
+    while times
+        .front()
+        .is_some_and(|&t| t.saturating_add(3600) <= now)
+    {
+        times.pop_front();
+    }
+    let after_last = times.back().map_or(0, |&t| {
+        t.saturating_add(limits.interval).saturating_sub(now)
+    });
+    let after_hour = if times.len() >= limits.per_hour as usize {
+        times
+            .front()
+            .map_or(0, |&t| t.saturating_add(3600).saturating_sub(now))
+    } else {
+        0
+    };
+    after_last.max(after_hour)
+}
+
+/// Whether a live code sent for `sent` answers a check for `asked`.
+pub fn same_kind(sent: &Purpose, asked: &Purpose) -> bool {
+    matches!(
+        (sent, asked),
+        (Purpose::Login, Purpose::Login) | (Purpose::Enroll { .. }, Purpose::Enroll { .. })
+    )
+}
+
+impl CodeStore for Mutex<EmailCodes> {
+    fn put(
+        &self,
+        user: &str,
+        code: &str,
+        purpose: &Purpose,
+        expires_at: u64,
+        now: u64,
+        limits: SendLimits,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let mut codes = self.lock().unwrap_or_else(|p| p.into_inner());
+        let wait = codes.wait(user, limits.interval, limits.per_hour, now);
+        if wait > 0 {
+            return Ok(Err(wait));
+        }
+        codes.record_send(user, now);
+        codes.codes.insert(
+            user.to_string(),
+            SentCode {
+                code: Zeroizing::new(code.to_string()),
+                purpose: purpose.clone(),
+                expires_at,
+                attempts: 0,
+            },
+        );
+        Ok(Ok(()))
+    }
+
+    fn void(&self, user: &str, code: &str) -> Result<(), StoreError> {
+        let mut codes = self.lock().unwrap_or_else(|p| p.into_inner());
+        if codes
+            .codes
+            .get(user)
+            .is_some_and(|c| same(c.code.as_bytes(), code.as_bytes()))
+        {
+            codes.codes.remove(user);
+        }
+        Ok(())
+    }
+
+    fn check(
+        &self,
+        user: &str,
+        purpose: &Purpose,
+        typed: &str,
+        now: u64,
+    ) -> Result<(EmailCheck, Option<Purpose>), StoreError> {
+        let mut codes = self.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(codes.check(user, purpose, typed, now))
+    }
+
+    fn has_login_code(&self, user: &str, now: u64) -> Result<bool, StoreError> {
+        let codes = self.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(codes.has_login_code(user, now))
+    }
+}
+
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -56,23 +187,7 @@ impl EmailCodes {
         let Some(times) = self.sends.get_mut(user) else {
             return 0;
         };
-        while times
-            .front()
-            .is_some_and(|&t| t.saturating_add(3600) <= now)
-        {
-            times.pop_front();
-        }
-        let after_last = times
-            .back()
-            .map_or(0, |&t| t.saturating_add(interval).saturating_sub(now));
-        let after_hour = if times.len() >= per_hour as usize {
-            times
-                .front()
-                .map_or(0, |&t| t.saturating_add(3600).saturating_sub(now))
-        } else {
-            0
-        };
-        after_last.max(after_hour)
+        wait_after(times, SendLimits { interval, per_hour }, now)
     }
 
     pub fn record_send(&mut self, user: &str, now: u64) {
@@ -101,11 +216,7 @@ impl EmailCodes {
         let Some(sent) = self.codes.get_mut(user) else {
             return (EmailCheck::None, None);
         };
-        let same_kind = matches!(
-            (&sent.purpose, purpose),
-            (Purpose::Login, Purpose::Login) | (Purpose::Enroll { .. }, Purpose::Enroll { .. })
-        );
-        if !same_kind {
+        if !same_kind(&sent.purpose, purpose) {
             return (EmailCheck::None, None);
         }
         if sent.expires_at <= now {

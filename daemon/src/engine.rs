@@ -4,7 +4,7 @@
 use crate::audit::{self, Level, field};
 use crate::backup::HashParams;
 use crate::config::Config;
-use crate::email_codes::EmailCodes;
+use crate::email_codes::{CodeStore, EmailCodes};
 use crate::error::Error;
 use crate::mail::{Mailer, Outbox};
 use crate::offers::Offers;
@@ -247,9 +247,10 @@ impl Engine {
         self.outbox.as_ref()
     }
 
-    /// E-mail codes in flight.
-    pub(crate) fn email_codes(&self) -> MutexGuard<'_, EmailCodes> {
-        self.email_codes.lock().unwrap_or_else(|p| p.into_inner())
+    /// E-mail codes in flight: the fleet's if the store shares them, else
+    /// this host's.
+    pub(crate) fn email_codes(&self) -> &dyn CodeStore {
+        self.store.shared_email_codes().unwrap_or(&self.email_codes)
     }
 }
 

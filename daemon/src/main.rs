@@ -87,6 +87,11 @@ fn init(cfg: &config::Config) -> ExitCode {
                             store::postgres::SCHEMA_VERSION,
                             s.key_id()
                         ),
+                        Some(v) if v < store::postgres::SCHEMA_VERSION => println!(
+                            "twofoldd: database schema version {v} migrated to {}; fleet key {} matches",
+                            store::postgres::SCHEMA_VERSION,
+                            s.key_id()
+                        ),
                         Some(v) => println!(
                             "twofoldd: database schema version {v} is ready; fleet key {} matches",
                             s.key_id()

@@ -32,6 +32,7 @@ enum Call {
     AdminStatus(String),
     AdminUnlock(String),
     AdminReport,
+    AdminReportHosts,
     AdminExplain(String, String, String),
     AdminReset(String),
     AdminSetOverride(String, String),
@@ -124,6 +125,7 @@ fuzz_target!(|input: (u8, Vec<Call>)| {
             Call::AdminStatus(u) => calls::admin_status(e, caller, &u).map(drop),
             Call::AdminUnlock(u) => calls::admin_unlock(e, caller, &u),
             Call::AdminReport => calls::admin_report(e, caller).map(drop),
+            Call::AdminReportHosts => calls::admin_report_hosts(e, caller).map(drop),
             Call::AdminExplain(u, s, r) => {
                 calls::admin_explain(e, caller, &Login::new(u, s, r)).map(drop)
             }

@@ -50,6 +50,7 @@ pub mod method {
     pub const ADMIN_STATUS: &str = "AdminStatus";
     pub const ADMIN_UNLOCK: &str = "AdminUnlock";
     pub const ADMIN_REPORT: &str = "AdminReport";
+    pub const ADMIN_REPORT_HOSTS: &str = "AdminReportHosts";
     pub const ADMIN_EXPLAIN: &str = "AdminExplain";
     pub const ADMIN_RESET: &str = "AdminReset";
     pub const ADMIN_SET_OVERRIDE: &str = "AdminSetOverride";
@@ -88,6 +89,7 @@ pub mod method {
         ADMIN_STATUS,
         ADMIN_UNLOCK,
         ADMIN_REPORT,
+        ADMIN_REPORT_HOSTS,
         ADMIN_EXPLAIN,
         ADMIN_RESET,
         ADMIN_SET_OVERRIDE,
@@ -308,6 +310,85 @@ pub struct ReportRow {
     /// login under the alias is asked for that account's code). Empty
     /// for the account itself.
     pub alias_of: String,
+    /// The host of the user's last login with a code: a fleet's database
+    /// records it; one host's own files mean this host. Empty: never, or
+    /// not recorded (an older daemon, or a login before it was recorded).
+    pub last_host: String,
+}
+
+/// A `ReportRow` as `AdminReport` sends it, without `last_host`: the
+/// wire's shape for `twofold` commands older than the last host, kept so
+/// they still read a newer daemon's report (`AdminReportHosts` sends
+/// `ReportRow`; a newer command asks it first, and this of an older daemon).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ReportRowV1 {
+    pub user: String,
+    pub uid: u32,
+    pub enrolled: bool,
+    /// `totp`, `email` or `totp,email`; empty when not enrolled.
+    pub method: String,
+    pub backup_codes_left: u32,
+    /// As `UserStatus::low_backup_codes`.
+    pub low_backup_codes: bool,
+    /// Unix time of the last login with a code (0: never).
+    pub last_login: u64,
+    pub rule: String,
+    pub mode: String,
+    pub enforcement_date: String,
+    pub days_left: u32,
+    /// `require` or `exempt` when an administrator set one, else empty.
+    pub override_mode: String,
+    /// As `UserStatus::ceiling_reached_for_secs`.
+    pub ceiling_reached_for_secs: u64,
+    /// For a second name of an account's uid (like `toor` for root): the
+    /// account's own name, whose enrollment and rule this row shows (a
+    /// login under the alias is asked for that account's code). Empty
+    /// for the account itself.
+    pub alias_of: String,
+}
+
+impl From<ReportRow> for ReportRowV1 {
+    fn from(r: ReportRow) -> Self {
+        Self {
+            user: r.user,
+            uid: r.uid,
+            enrolled: r.enrolled,
+            method: r.method,
+            backup_codes_left: r.backup_codes_left,
+            low_backup_codes: r.low_backup_codes,
+            last_login: r.last_login,
+            rule: r.rule,
+            mode: r.mode,
+            enforcement_date: r.enforcement_date,
+            days_left: r.days_left,
+            override_mode: r.override_mode,
+            ceiling_reached_for_secs: r.ceiling_reached_for_secs,
+            alias_of: r.alias_of,
+        }
+    }
+}
+
+impl From<ReportRowV1> for ReportRow {
+    /// An older daemon's row: no host recorded.
+    fn from(r: ReportRowV1) -> Self {
+        Self {
+            user: r.user,
+            uid: r.uid,
+            enrolled: r.enrolled,
+            method: r.method,
+            backup_codes_left: r.backup_codes_left,
+            low_backup_codes: r.low_backup_codes,
+            last_login: r.last_login,
+            rule: r.rule,
+            mode: r.mode,
+            enforcement_date: r.enforcement_date,
+            days_left: r.days_left,
+            override_mode: r.override_mode,
+            ceiling_reached_for_secs: r.ceiling_reached_for_secs,
+            alias_of: r.alias_of,
+            last_host: String::new(),
+        }
+    }
 }
 
 /// A remote host a user logged in from with a code, not asked again until `until`.
@@ -415,7 +496,10 @@ pub trait Twofold {
     fn admin_unlock(&self, user: &str) -> Result<(), TwofoldError>;
 
     /// Every local account (uid >= 1000) and every enrolled user (root or the admin group).
-    fn admin_report(&self) -> Result<Vec<ReportRow>, TwofoldError>;
+    fn admin_report(&self) -> Result<Vec<ReportRowV1>, TwofoldError>;
+
+    /// `AdminReport` with the host of each user's last login.
+    fn admin_report_hosts(&self) -> Result<Vec<ReportRow>, TwofoldError>;
 
     /// Which rule applies to `user` for `service` from `rhost`, and why, step by step.
     fn admin_explain(
@@ -489,4 +573,51 @@ pub trait Twofold {
 
     /// Remove `user`'s app `name` (root or the admin group; not their last method).
     fn admin_remove_authenticator(&self, user: &str, name: &str) -> Result<(), TwofoldError>;
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+    use zbus::zvariant::Type;
+
+    /// `AdminReport` answers in the shape twofold commands before the last
+    /// host read (pinned here, not derived): changing it would make them
+    /// fail with a signature mismatch. New fields go in `ReportRow`, which
+    /// only `AdminReportHosts` sends.
+    #[test]
+    fn the_old_report_keeps_its_wire_shape() {
+        assert_eq!(
+            <Vec<ReportRowV1> as Type>::SIGNATURE.to_string(),
+            "a(subsubtsssusts)"
+        );
+        assert_eq!(
+            <Vec<ReportRow> as Type>::SIGNATURE.to_string(),
+            "a(subsubtsssustss)"
+        );
+        let row = ReportRow {
+            user: "alice".into(),
+            uid: 1000,
+            enrolled: true,
+            method: "totp".into(),
+            backup_codes_left: 9,
+            low_backup_codes: false,
+            last_login: 5,
+            rule: "r".into(),
+            mode: "require".into(),
+            enforcement_date: String::new(),
+            days_left: 0,
+            override_mode: String::new(),
+            ceiling_reached_for_secs: 0,
+            alias_of: String::new(),
+            last_host: "web-1".into(),
+        };
+        let old = ReportRowV1::from(row.clone());
+        assert_eq!(
+            ReportRow::from(old),
+            ReportRow {
+                last_host: String::new(),
+                ..row
+            }
+        );
+    }
 }

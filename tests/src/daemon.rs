@@ -19,6 +19,9 @@ pub struct Daemon {
     /// Run in a mount namespace where `/dev/log` leads nowhere (a host
     /// without a syslog daemon).
     without_syslog: bool,
+    /// Run in a UTS namespace with this host name (hosts of a fleet that
+    /// must tell each other apart on one machine).
+    hostname: Option<String>,
 }
 
 impl Daemon {
@@ -106,6 +109,7 @@ impl Daemon {
             policy_dir: None,
             config_path,
             without_syslog: false,
+            hostname: None,
         };
         let init = Command::new(artifacts().twofoldd())
             .arg("--config")
@@ -120,6 +124,15 @@ impl Daemon {
             );
         }
         d.spawn()?;
+        Ok(d)
+    }
+
+    /// Start with `extra_config`, the daemon seeing `hostname` as this
+    /// host's name (its own UTS namespace; root).
+    pub fn start_as_host(bus: &Bus, extra_config: &str, hostname: &str) -> Result<Daemon> {
+        let mut d = Self::start(bus, extra_config)?;
+        d.hostname = Some(hostname.to_string());
+        d.restart()?;
         Ok(d)
     }
 
@@ -147,7 +160,20 @@ impl Daemon {
             .append(true)
             .open(self.log_path())?;
         let starts_before = self.log().matches("started, serving").count();
-        let mut command = if self.without_syslog {
+        let mut command = if let Some(name) = &self.hostname {
+            // unshare execs sh, which names the host and execs twofoldd.
+            let mut c = Command::new("unshare");
+            c.args([
+                "--uts",
+                "--",
+                "sh",
+                "-c",
+                "hostname \"$0\" || exit 98; exec \"$@\"",
+                name,
+            ])
+            .arg(artifacts().twofoldd());
+            c
+        } else if self.without_syslog {
             // unshare execs sh, which execs twofoldd: one process, our child.
             let mut c = Command::new("unshare");
             c.args([

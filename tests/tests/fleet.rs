@@ -46,7 +46,11 @@ fn two_stores(fleet: &Fleet) -> (PgStore, PgStore) {
     let a = PgStore::new(&cfg).unwrap();
     assert_eq!(a.init().unwrap(), None, "created");
     let b = PgStore::new(&cfg).unwrap();
-    assert_eq!(b.init().unwrap(), Some(1), "already there: checked");
+    assert_eq!(
+        b.init().unwrap(),
+        Some(twofoldd::store::postgres::SCHEMA_VERSION),
+        "already there: checked"
+    );
     b.check().unwrap();
     (a, b)
 }
@@ -228,20 +232,36 @@ fn every_write_is_conditional_so_a_race_between_hosts_has_one_winner() {
 fn secrets_are_sealed_at_rest_and_another_key_is_refused_never_not_enrolled() {
     let fleet = Fleet::new().unwrap();
     let (a, _) = two_stores(&fleet);
-    a.write_enrollment("alice", None, &enrollment(0x5a))
-        .unwrap();
-    a.write_enrollment("bob", None, &enrollment(0x6b)).unwrap();
+    a.write_enrollment("alice", None, &with_apps(0x5a)).unwrap();
+    a.write_enrollment("bob", None, &with_apps(0x6b)).unwrap();
 
-    // A dump of the database: no key, no address in clear.
+    // A dump of the database: no key (of any app), no address in clear.
     let dump = fleet.dump().unwrap();
     assert!(dump.contains("twofold_enrollment"), "{dump}");
-    for needle in [
-        hex::encode([0x5a; 20]),
-        hex::encode([0x6b; 20]),
-        "alice@example.org".into(),
-    ] {
+    assert!(dump.contains("laptop"), "the dump holds the apps: {dump}");
+    let mut needles = vec!["alice@example.org".to_string()];
+    for user in ["alice", "bob"] {
+        let e = a.load(user).unwrap().unwrap().enrollment;
+        assert_eq!(e.app_list().len(), 3);
+        for app in e.app_list() {
+            needles.push(hex::encode(&app.secret.0));
+            needles.push(totp_rs::Secret::from(&app.secret.0[..]).to_base32());
+        }
+    }
+    for needle in needles {
         assert!(!dump.contains(&needle), "{needle} in the dump");
     }
+
+    // A second app's sealed key moved to the other app's place does not open.
+    fleet
+        .psql(
+            "UPDATE twofold_enrollment SET app_secrets[2] = app_secrets[1] WHERE user_name = 'bob'",
+        )
+        .unwrap();
+    let e = a.load("bob").unwrap_err();
+    assert!(matches!(e, StoreError::Sealed { .. }), "{e}");
+    a.remove_enrollment("bob").unwrap();
+    a.write_enrollment("bob", None, &with_apps(0x6b)).unwrap();
 
     // A sealed key moved to another user's row does not open there.
     fleet
@@ -276,7 +296,8 @@ fn secrets_are_sealed_at_rest_and_another_key_is_refused_never_not_enrolled() {
 fn the_fleet_key_rotates_by_command_and_every_row_follows() {
     let fleet = Fleet::new().unwrap();
     let (old, _) = two_stores(&fleet);
-    old.write_enrollment("alice", None, &enrollment(1)).unwrap();
+    let alice = with_apps(1);
+    old.write_enrollment("alice", None, &alice).unwrap();
     let old_id = old.key_id();
 
     // Step 1: a new key in front; hosts with the file seal with it and still open the old.
@@ -313,6 +334,8 @@ fn the_fleet_key_rotates_by_command_and_every_row_follows() {
         assert_eq!(e.secret, Some(SecretBytes(vec![key; 20])));
         assert_eq!(e.email.as_deref(), Some("alice@example.org"));
     }
+    // Every app's key too: alice's opens with the new key alone.
+    assert_eq!(new.load("alice").unwrap().unwrap().enrollment, alice);
     assert!(matches!(old.check(), Err(StoreError::WrongKey(_))));
     assert!(old.load("alice").is_err());
     // Again: nothing to do.
@@ -351,25 +374,74 @@ fn copying_a_host_into_the_database_and_back_keeps_every_use() {
         ..UserMeta::default()
     };
     files.write_meta("bob", &meta).unwrap();
+    // Carol: three apps, offsets, burned steps, a used backup code.
+    files
+        .write_enrollment("carol", None, &with_apps(3))
+        .unwrap();
+    let mut l = files.load("carol").unwrap().unwrap();
+    for event in [
+        Event::TotpAccepted {
+            step: 88,
+            at: 4,
+            app: 2,
+            drift: Some(-2),
+        },
+        Event::StepBurned {
+            app: 0,
+            step: 99,
+            at: 4,
+        },
+        Event::BackupUsed { index: 1, at: 4 },
+    ] {
+        files.append("carol", &mut l, event).unwrap();
+    }
 
     let r = twofoldd::store::copy::copy(&files, &db).unwrap();
-    assert_eq!((r.copied, r.meta_copied), (1, 1), "{r}");
+    assert_eq!((r.copied, r.meta_copied), (2, 1), "{r}");
+    assert_eq!(
+        db.load("carol").unwrap().unwrap().enrollment,
+        files.load("carol").unwrap().unwrap().enrollment
+    );
+    // Use made in the fleet meanwhile: an app's step, a burned step, a
+    // backup code; copied out, it all comes back.
+    let mut l = db.load("carol").unwrap().unwrap();
+    for event in [
+        Event::TotpAccepted {
+            step: 95,
+            at: 2000,
+            app: 1,
+            drift: Some(1),
+        },
+        Event::StepBurned {
+            app: 2,
+            step: 120,
+            at: 2000,
+        },
+        Event::BackupUsed { index: 3, at: 2000 },
+    ] {
+        db.append("carol", &mut l, event).unwrap();
+    }
+    let in_fleet = db.load("carol").unwrap().unwrap().enrollment;
     let r = twofoldd::store::copy::copy(&files, &db).unwrap();
-    assert_eq!((r.copied, r.unchanged, r.meta_copied), (0, 1, 0), "{r}");
+    assert_eq!((r.copied, r.unchanged, r.meta_copied), (0, 2, 0), "{r}");
     let back = FileStore::init(&dir.path().join("b")).unwrap();
     let r = twofoldd::store::copy::copy(&db, &back).unwrap();
-    assert_eq!((r.copied, r.meta_copied), (1, 1), "{r}");
+    assert_eq!((r.copied, r.meta_copied), (2, 1), "{r}");
+    assert_eq!(back.load("carol").unwrap().unwrap().enrollment, in_fleet);
+    // Into the host it came from: merged, the fleet's use included.
+    let r = twofoldd::store::copy::copy(&db, &files).unwrap();
+    assert_eq!((r.merged, r.unchanged), (1, 1), "{r}");
+    let mut merged = files.load("carol").unwrap().unwrap().enrollment;
+    merged.generation = in_fleet.generation;
+    assert_eq!(merged, in_fleet);
     let (mut was, now) = (
         files.load("alice").unwrap().unwrap().enrollment,
         back.load("alice").unwrap().unwrap().enrollment,
     );
     assert_eq!(now.last_step, Some(77));
     assert!(now.backup.hashes[4].is_none());
-    // The database keeps no app's last use or clock offset yet (docs/fleet.md,
-    // "What is not there yet"): that alone does not come back.
     assert_eq!(was.apps.first.last_used, Some(3));
-    assert!(now.apps.is_empty());
-    was.apps.first = Default::default();
+    was.generation = now.generation;
     assert_eq!(now, was);
     assert_eq!(back.load_meta("bob").unwrap(), meta);
 }
@@ -777,93 +849,145 @@ fn a_host_moves_into_the_fleet_and_out_with_its_users() {
     assert!(r.stderr.contains("already used"), "{r:?}");
 }
 
-/// What the database does not keep yet (several or named authenticators,
-/// burned steps) is refused, never written in part or dropped; a backup
-/// code used on one host reads as used (not wrong) on another's load.
+/// An enrollment with a named first app, two more apps (each its own key
+/// and last step), clock offsets and a burned step.
+fn with_apps(key: u8) -> Enrollment {
+    let mut e = enrollment(key);
+    e.apps.first = twofoldd::store::AppUse {
+        name: Some("phone".into()),
+        added: Some(1000),
+        last_used: Some(1500),
+        drift: Some(-1),
+    };
+    for (i, name) in ["laptop", "tablet"].into_iter().enumerate() {
+        e.apps.more.push(twofoldd::store::App {
+            name: name.into(),
+            secret: SecretBytes(vec![key ^ (0x10 << i); 20]),
+            digits: 6,
+            period: 30,
+            added: 1100 + i as u64,
+            last_step: Some(20 + i as u64),
+            used: twofoldd::store::AppUse {
+                last_used: Some(1600),
+                drift: Some(i as i64),
+                ..Default::default()
+            },
+        });
+    }
+    e.apps
+        .burned
+        .push(twofoldd::store::Burned { app: 1, step: 90 });
+    e
+}
+
+/// Everything `Enrollment` holds comes back from the database as it was
+/// written, and each app's use is its own conditional write: a step
+/// accepted on one host is refused on another for that app only, a burned
+/// step on one host is burned for every host, and two hosts burning at once
+/// both keep theirs.
 #[test]
-fn the_database_refuses_what_it_cannot_keep_of_several_authenticators() {
+fn the_database_keeps_several_authenticators_their_drift_and_burned_steps() {
     let fleet = Fleet::new().unwrap();
     let (a, b) = two_stores(&fleet);
-    a.write_enrollment("alice", None, &enrollment(1)).unwrap();
+    let e = with_apps(1);
+    a.write_enrollment("alice", None, &e).unwrap();
+    let mut lb = b.load("alice").unwrap().unwrap();
+    assert_eq!(lb.enrollment, e);
 
-    let mut l = a.load("alice").unwrap().unwrap();
-    let before = l.revision;
-    let refused = |r: Result<(), StoreError>| match r {
-        Err(e @ StoreError::Conflict { .. }) => panic!("a refusal, not a race: {e}"),
-        Err(e) => e.to_string(),
-        Ok(()) => panic!("accepted"),
-    };
-    let text = refused(a.append(
-        "alice",
-        &mut l,
-        Event::TotpAccepted {
-            step: 200,
-            at: 5,
-            app: 1,
-            drift: Some(0),
-        },
-    ));
-    assert!(
-        text.contains("not supported with the postgresql store"),
-        "{text}"
-    );
-    let text = refused(a.append(
-        "alice",
-        &mut l,
-        Event::StepBurned {
-            app: 0,
-            step: 300,
-            at: 5,
-        },
-    ));
-    assert!(
-        text.contains("not supported with the postgresql store"),
-        "{text}"
-    );
-
-    let mut two = l.enrollment.clone();
-    two.generation += 1;
-    two.apps.more.push(twofoldd::store::App {
-        name: "laptop".into(),
-        secret: SecretBytes(vec![9; 20]),
-        digits: 6,
-        period: 30,
-        added: 1000,
-        last_step: None,
-        used: Default::default(),
-    });
-    let text = refused(a.write_enrollment("alice", Some(&l), &two));
-    assert!(
-        text.contains("not supported with the postgresql store"),
-        "{text}"
-    );
-    let mut named = l.enrollment.clone();
-    named.apps.first.name = Some("phone".into());
-    assert!(a.write_enrollment("alice", Some(&l), &named).is_err());
-    // Nothing of it was written.
-    let now = b.load("alice").unwrap().unwrap();
-    assert_eq!(now.revision, before);
-    assert_eq!(now.enrollment.last_step, Some(10));
-    assert!(now.enrollment.apps.is_empty());
-
-    // The first app's codes still record, conditional on its last step.
-    let ok = Event::TotpAccepted {
+    // App 2 (tablet) at step 200, one step ahead, on host A.
+    let mut la = a.load("alice").unwrap().unwrap();
+    let tablet = Event::TotpAccepted {
         step: 200,
-        at: 5,
-        app: 0,
+        at: 7000,
+        app: 2,
         drift: Some(1),
     };
-    a.append("alice", &mut l, ok).unwrap();
+    a.append("alice", &mut la, tablet).unwrap();
+    let mut want = e.clone();
+    want.apply(tablet).unwrap();
+    let now = b.load("alice").unwrap().unwrap().enrollment;
+    assert_eq!(now, want);
+    assert_eq!(now.apps.more[1].used.drift, Some(1));
+    // The same step of the same app on host B: lost, whatever B loaded.
+    assert!(conflict(b.append("alice", &mut lb, tablet)));
+    // The same step of app 1 is that app's own: accepted.
+    let laptop = Event::TotpAccepted {
+        step: 200,
+        at: 7000,
+        app: 1,
+        drift: Some(1),
+    };
+    b.append("alice", &mut lb, laptop).unwrap();
+    want.apply(laptop).unwrap();
+    // A first app's step, with no offset given: the stored one stays.
+    let first = Event::TotpAccepted {
+        step: 201,
+        at: 7001,
+        app: 0,
+        drift: None,
+    };
+    a.append("alice", &mut la, first).unwrap();
+    want.apply(first).unwrap();
+    assert_eq!(b.load("alice").unwrap().unwrap().enrollment, want);
+    assert_eq!(want.apps.first.drift, Some(-1));
+    // An app that does not exist is an error, not a lost race.
+    let none = Event::TotpAccepted {
+        step: 500,
+        at: 7000,
+        app: 3,
+        drift: None,
+    };
+    let err = a.append("alice", &mut la, none).unwrap_err();
+    assert!(!conflict::<()>(Err(err)));
+
+    // Burned on A, seen burned on B; two hosts burning at once keep both;
+    // past 16 the oldest go, as in the file store.
+    let mut la = a.load("alice").unwrap().unwrap();
     let mut lb = b.load("alice").unwrap().unwrap();
-    assert_eq!(lb.enrollment.last_step, Some(200));
-    assert!(conflict(b.append("alice", &mut lb, ok)));
+    let burn = |app, step| Event::StepBurned {
+        app,
+        step,
+        at: 7002,
+    };
+    a.append("alice", &mut la, burn(0, 300)).unwrap();
+    b.append("alice", &mut lb, burn(2, 301)).unwrap();
+    want.apply(burn(0, 300)).unwrap();
+    want.apply(burn(2, 301)).unwrap();
+    let now = b.load("alice").unwrap().unwrap().enrollment;
+    assert!(now.is_burned(0, 300) && now.is_burned(2, 301) && now.is_burned(1, 90));
+    assert!(!now.is_burned(1, 300));
+    assert_eq!(now, want);
+    a.append("alice", &mut la, burn(0, 300)).unwrap();
+    for step in 400..420 {
+        a.append("alice", &mut la, burn(1, step)).unwrap();
+        want.apply(burn(1, step)).unwrap();
+    }
+    let now = b.load("alice").unwrap().unwrap();
+    assert_eq!(
+        now.enrollment.apps.burned.len(),
+        twofoldd::store::MAX_BURNED
+    );
+    assert_eq!(now.enrollment, want);
+
+    // Removing an app rewrites the row under a new generation: the other
+    // apps keep their keys and use, and its burned steps go with it.
+    let mut next = now.enrollment.clone();
+    next.remove_app(1).unwrap();
+    next.generation += 1;
+    b.write_enrollment("alice", Some(&now), &next).unwrap();
+    let after = a.load("alice").unwrap().unwrap();
+    assert_eq!(after.enrollment, next);
+    assert_eq!(after.enrollment.apps.more.len(), 1);
+    assert_eq!(after.enrollment.apps.more[0].name, "tablet");
+    // A write still conditional on the older generation loses.
+    assert!(conflict(a.append("alice", &mut la, first)));
 
     // A backup code used on host A is spent, not unknown, for host B.
     let (codes, backup) = backup::generate(5, FAST).unwrap();
-    let mut fresh = lb.enrollment.clone();
+    let mut fresh = after.enrollment.clone();
     fresh.generation += 1;
     fresh.backup = backup;
-    b.write_enrollment("alice", Some(&lb), &fresh).unwrap();
+    b.write_enrollment("alice", Some(&after), &fresh).unwrap();
     let mut la = a.load("alice").unwrap().unwrap();
     let twofoldd::backup::Found::Unused(index) = la
         .enrollment
@@ -898,59 +1022,546 @@ fn the_database_refuses_what_it_cannot_keep_of_several_authenticators() {
             .unwrap(),
         twofoldd::backup::Found::Wrong
     );
+    // And after a rewrite (which clears the used bits), still spent.
+    let mut again = lb.enrollment.clone();
+    again.generation += 1;
+    b.write_enrollment("alice", Some(&lb), &again).unwrap();
+    let la = a.load("alice").unwrap().unwrap();
+    assert_eq!(
+        la.enrollment
+            .backup
+            .find_or_spent(codes[2].expose())
+            .unwrap(),
+        twofoldd::backup::Found::Spent
+    );
 }
 
-/// On a fleet host, `twofold setup --name` says plainly that a second (or
-/// named) authenticator is not supported with the database yet, and a code
-/// that only a drift diagnosis would recognise is refused as plainly wrong:
-/// no step is disclosed, so none needs burning.
+/// `twofold setup --name` through a pipe on `bus`: the proof, then the new
+/// key's code for the step `steps` away. Returns the new key (base32).
+fn add_app(bus: &Bus, user: &str, name: &str, proof: &str, steps: i64) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = bus
+        .command_as(user, artifacts().twofold())
+        .args(["setup", "--name", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{proof}").unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut uri = String::new();
+    stdout.read_line(&mut uri).unwrap();
+    let secret = uri_secret(uri.trim()).unwrap_or_else(|| {
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("no URI: {uri:?} {err}")
+    });
+    writeln!(stdin, "{}", oathtool(&secret, steps).unwrap()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    secret
+}
+
+/// Through real libpam on two hosts: a second app added on host B logs in
+/// on host A (once in the fleet), a clock offset seen on B shows on A, and
+/// a step burned by a clock diagnosis on A is refused on B, whose wider
+/// window would otherwise accept it (the policy is each host's own).
 #[test]
-fn a_fleet_host_refuses_a_second_app_and_offers_no_drift_diagnosis() {
+fn a_second_app_a_clock_offset_and_a_burned_step_are_the_fleets() {
     test_user(ALICE).unwrap();
     let fleet = Fleet::new().unwrap();
+    let a = host(&format!("{}[totp]\nwindow = 0\n", fleet.config()));
+    let b = host(&format!("{}[totp]\nwindow = 2\n", fleet.config()));
+    let pam = PamService::new("").unwrap();
+    wait_for_step_margin(20);
+    let e = enroll_confirming(&b.bus, ALICE, -1).unwrap();
+    // The first app confirmed step -1; its step 0 proves alice for the new one.
+    let laptop = add_app(
+        &b.bus,
+        ALICE,
+        "laptop",
+        &oathtool(&e.secret, 0).unwrap(),
+        -1,
+    );
+
+    let code = oathtool(&laptop, 0).unwrap();
+    let r = pam.login(&a.bus, ALICE, &line(&code)).unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}\n{}", a.daemon.log());
+    let accepted = a.daemon.log();
+    let accepted = accepted
+        .lines()
+        .rfind(|l| l.contains("outcome=accepted-totp"))
+        .unwrap();
+    assert!(accepted.contains("app=laptop"), "{accepted}");
+    let r = pam.login(&b.bus, ALICE, &line(&code)).unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    assert!(r.stderr.contains("already used"), "{r:?}");
+
+    // The first app's clock a step ahead, accepted on B; A's status shows it.
+    let ahead = oathtool(&e.secret, 1).unwrap();
+    let r = pam.login(&b.bus, ALICE, &line(&ahead)).unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    let status = a
+        .bus
+        .command_as(ALICE, artifacts().twofold())
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("laptop (totp, added "), "{text}");
+    assert!(text.contains("clock about 30 seconds ahead"), "{text}");
+
+    // Two steps ahead: outside A's window, so A names the clock and burns
+    // the step; B's window holds it, but B refuses it as used.
+    wait_for_step_margin(15);
+    let burned = oathtool(&e.secret, 2).unwrap();
+    let r = pam.login(&a.bus, ALICE, &line(&burned)).unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    assert!(r.stderr.contains("ahead"), "{r:?}");
+    let r = pam.login(&b.bus, ALICE, &line(&burned)).unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}\n{}", b.daemon.log());
+    assert!(r.stderr.contains("already used"), "{r:?}");
+    // What B's window does with a step two ahead that was not burned.
+    let r = pam
+        .login(&b.bus, ALICE, &line(&oathtool(&laptop, 2).unwrap()))
+        .unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+}
+
+/// A database made by the first twofold (schema version 1: one app per
+/// user) holding a user who logged in: `twofoldd --init` brings it to
+/// version 2 in one transaction, nothing is lost (the used step and the
+/// used backup code stay used) and a login works right after; a migration
+/// that fails changes nothing; a version 3 is refused and left alone.
+#[test]
+fn init_migrates_a_version_1_database_with_its_users_and_refuses_a_newer_one() {
+    use twofoldd::store::postgres::{KEY_CHECK, SCHEMA_V1};
+    test_user(ALICE).unwrap();
+    let fleet = Fleet::new().unwrap();
+    let key = twofoldd::store::seal::FleetKey::load(&fleet.key_file()).unwrap();
+    let sealed = |user: &str, field: &str, plain: &[u8]| {
+        format!("'\\x{}'", hex::encode(key.seal(user, field, plain)))
+    };
+    let secret = [0x42u8; 20];
+    let base32 = totp_rs::Secret::from(&secret[..]).to_base32();
+    let (codes, backup) = backup::generate(5, FAST).unwrap();
+    wait_for_step_margin(15);
+    let used_step = unix_now() / 30 - 1;
+    let v1 = format!(
+        "{SCHEMA_V1}
+        INSERT INTO twofold_schema VALUES (1, 1, {});
+        INSERT INTO twofold_enrollment (user_name, revision, generation, version, secret, email,
+            digits, period, enrolled_at, last_step, backup, backup_used, failures, last_failure,
+            ceiling_tat, last_login, last_host)
+        VALUES ('{ALICE}', 4, 11, 1, {}, {}, 6, 30, 1000, {used_step}, '{}', 1, 2, 900, 0, 950,
+            'old-host');
+        INSERT INTO twofold_meta VALUES ('{ALICE}', '{{\"override_mode\":\"require\"}}');",
+        sealed("", "key-check", KEY_CHECK),
+        sealed(ALICE, "secret", &secret),
+        sealed(ALICE, "email", b"alice@example.org"),
+        serde_json::to_string(&backup).unwrap(),
+    );
+    fleet.psql(&v1).unwrap();
+    let version = || fleet.psql("SELECT version FROM twofold_schema").unwrap();
+
+    // Not migrated yet: a host refuses, and says what to run.
+    let store = PgStore::new(&fleet.store_config()).unwrap();
+    let e = store.check().unwrap_err();
+    assert!(e.to_string().contains("run `twofoldd --init`"), "{e}");
+
+    // A migration that fails half-way (a column in its way) changes nothing.
+    fleet
+        .psql("ALTER TABLE twofold_enrollment ADD COLUMN burned integer")
+        .unwrap();
+    let out = fleet.twofoldd(&["--init"]).unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(version().trim(), "1");
+    assert!(
+        fleet
+            .psql("SELECT last_step FROM twofold_enrollment")
+            .is_ok()
+    );
+    assert!(fleet.psql("SELECT apps FROM twofold_enrollment").is_err());
+    fleet
+        .psql("ALTER TABLE twofold_enrollment DROP COLUMN burned")
+        .unwrap();
+
+    let out = fleet.twofoldd(&["--init"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("schema version 1 migrated to 2"), "{text}");
+    assert_eq!(version().trim(), "2");
+    store.check().unwrap();
+    let e = store.load(ALICE).unwrap().unwrap().enrollment;
+    assert_eq!(e.last_step, Some(used_step));
+    assert_eq!(e.secret, Some(SecretBytes(secret.to_vec())));
+    assert_eq!(e.email.as_deref(), Some("alice@example.org"));
+    assert_eq!(
+        (e.failures, e.last_failure, e.last_login),
+        (2, 900, Some(950))
+    );
+    assert_eq!(e.app_list().len(), 1);
+    assert_eq!(
+        store.load_meta(ALICE).unwrap().override_mode,
+        Some(twofoldd::policy::Mode::Require)
+    );
+    // Again: nothing to do.
+    let out = fleet.twofoldd(&["--init"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("version 2 is ready"),
+        "{out:?}"
+    );
+
+    // A host of the fleet: the used step and backup code stay used, the
+    // next ones log in.
     let h = host(&fleet.config());
     let pam = PamService::new("").unwrap();
-    let e = enroll(&h.bus, ALICE).unwrap();
-    wait_for_step_margin(20);
+    for (code, ok) in [
+        (oathtool(&base32, -1).unwrap(), false),
+        (codes[0].expose().to_string(), false),
+        (oathtool(&base32, 0).unwrap(), true),
+        (codes[1].expose().to_string(), true),
+    ] {
+        let r = pam.login(&h.bus, ALICE, &line(&code)).unwrap();
+        if ok {
+            assert_eq!(r.code, pam::SUCCESS, "{r:?}\n{}", h.daemon.log());
+        } else {
+            assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+            assert!(r.stderr.contains("already used"), "{r:?}");
+        }
+    }
 
-    let out = {
-        use std::io::Write;
-        let mut child = h
-            .bus
-            .command_as(ALICE, artifacts().twofold())
-            .args(["setup", "--name", "laptop"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let _ = writeln!(stdin, "{}", oathtool(&e.secret, 0).unwrap());
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    };
+    // A schema from a newer twofold: refused by --init, and left as it is.
+    fleet.psql("UPDATE twofold_schema SET version = 3").unwrap();
+    let out = fleet.twofoldd(&["--init"]).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
     assert!(
-        err.contains("not supported with the postgresql store"),
+        err.contains("version 3, newer than this twofoldd knows (2): upgrade twofold"),
         "{err}"
     );
+    assert_eq!(version().trim(), "3");
+}
 
-    // 5 minutes ahead: the file store would name the clock and burn the
-    // step; here it is a wrong code like any other.
-    let ahead = oathtool(&e.secret, 10).unwrap();
-    let r = pam.login(&h.bus, ALICE, &line(&ahead)).unwrap();
+/// E-mailed codes in flight are the fleet's (`CodeStore` for `PgStore`): a
+/// code put by one host is checked by another, the sends are rationed for
+/// the fleet, 16 checks at once over two hosts match once, misses and
+/// expiry as in memory, an enrollment's address comes back, and the table
+/// holds neither the code nor the address in clear.
+#[test]
+fn e_mailed_codes_in_flight_are_the_fleets_kept_hashed_and_used_once() {
+    use twofoldd::email_codes::{CodeStore, EmailCheck, Purpose, SendLimits};
+    let fleet = Fleet::new().unwrap();
+    let (a, b) = two_stores(&fleet);
+    let (a, b): (&dyn CodeStore, &dyn CodeStore) = (&a, &b);
+    let limits = SendLimits {
+        interval: 60,
+        per_hour: 3,
+    };
+    let login = Purpose::Login;
+    assert_eq!(
+        a.put("alice", "123456", &login, 1300, 1000, limits)
+            .unwrap(),
+        Ok(())
+    );
+    // Another host may not send again within the interval.
+    assert_eq!(
+        b.put("alice", "654321", &login, 1310, 1010, limits)
+            .unwrap(),
+        Err(50)
+    );
+    assert!(b.has_login_code("alice", 1020).unwrap());
+    assert!(!b.has_login_code("bob", 1020).unwrap());
+    assert!(!b.has_login_code("alice", 1300).unwrap(), "expired");
+    let held = fleet
+        .psql("SELECT count(*) FROM twofold_email_code WHERE position('\\x313233343536'::bytea in code) > 0 OR length(code) <> 40")
+        .unwrap();
+    assert_eq!(
+        held.trim(),
+        "0",
+        "the code is kept as a 40-byte keyed hash only"
+    );
+
+    assert_eq!(
+        b.check("alice", &login, "000000", 1020).unwrap().0,
+        EmailCheck::NoMatch
+    );
+    let checks: Vec<EmailCheck> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let store = if i % 2 == 0 { a } else { b };
+                s.spawn(move || {
+                    store
+                        .check("alice", &Purpose::Login, "123456", 1030)
+                        .unwrap()
+                        .0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let matches = checks.iter().filter(|c| **c == EmailCheck::Match).count();
+    assert_eq!(matches, 1, "{checks:?}");
+    assert!(
+        checks
+            .iter()
+            .all(|c| matches!(c, EmailCheck::Match | EmailCheck::None))
+    );
+
+    // Five misses on any hosts void the code.
+    assert_eq!(
+        a.put("alice", "222222", &login, 1400, 1100, limits)
+            .unwrap(),
+        Ok(())
+    );
+    for i in 0..5 {
+        let store = if i % 2 == 0 { a } else { b };
+        assert_eq!(
+            store.check("alice", &login, "000000", 1101).unwrap().0,
+            EmailCheck::NoMatch
+        );
+    }
+    assert_eq!(
+        b.check("alice", &login, "222222", 1102).unwrap().0,
+        EmailCheck::None
+    );
+    // The hour's ration (3) is the fleet's.
+    assert_eq!(
+        b.put("alice", "333333", &login, 1500, 1200, limits)
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        a.put("alice", "444444", &login, 1600, 1300, limits)
+            .unwrap(),
+        Err(3600 - 300)
+    );
+    // Expired: gone, even with the right code.
+    assert_eq!(
+        a.check("alice", &login, "333333", 1500).unwrap().0,
+        EmailCheck::None
+    );
+
+    // An enrollment's code: its purpose (the address) comes back on the
+    // other host, sealed meanwhile; a login code does not confirm it.
+    let enroll = Purpose::Enroll {
+        uid: 4242,
+        address: "carol@example.org".into(),
+        adds: true,
+    };
+    assert_eq!(
+        a.put("carol", "555555", &enroll, 2000, 1000, limits)
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        b.check("carol", &login, "555555", 1001).unwrap().0,
+        EmailCheck::None
+    );
+    assert!(!b.has_login_code("carol", 1001).unwrap());
+    let dump = fleet.dump().unwrap();
+    assert!(dump.contains("twofold_email_code"), "{dump}");
+    assert!(!dump.contains("carol@example.org"), "{dump}");
+    let probe = Purpose::Enroll {
+        uid: 0,
+        address: String::new(),
+        adds: false,
+    };
+    assert_eq!(
+        b.check("carol", &probe, "555555", 1002).unwrap(),
+        (EmailCheck::Match, Some(enroll))
+    );
+
+    // A failed send voids its own code only.
+    assert_eq!(
+        a.put("dave", "666666", &login, 2000, 1000, limits).unwrap(),
+        Ok(())
+    );
+    b.void("dave", "777777").unwrap();
+    assert!(a.has_login_code("dave", 1001).unwrap());
+    b.void("dave", "666666").unwrap();
+    assert!(!a.has_login_code("dave", 1001).unwrap());
+}
+
+/// Through real libpam, real SMTP: a login on host A e-mails a code (and is
+/// answered wrongly); host B, within its resend interval, sends none (the
+/// fleet's sends are counted together) and takes A's code, once; the code
+/// is then refused on either host.
+#[test]
+fn a_code_e_mailed_by_one_host_logs_in_once_on_another() {
+    use std::io::Write;
+    use twofold_e2e::smtp::SmtpSink;
+    const USER: &str = "tf-fleet-mail";
+    const RHOST: &str = "192.0.2.7";
+    test_user(USER).unwrap();
+    let fleet = Fleet::new().unwrap();
+    let sink = SmtpSink::start().unwrap();
+    let lenient = "[throttle]\nfree_failures = 50\nlockout_after = 100\n";
+    let config = |interval: u32| {
+        format!(
+            "{}resend_interval_secs = {interval}\nmax_sends_per_hour = 20\n{lenient}{}",
+            sink.config(),
+            fleet.config()
+        )
+    };
+    let bus_a = Bus::start().unwrap();
+    let _a =
+        Daemon::start_with_policy(&bus_a, &config(0), "[default]\nmode = \"require\"\n").unwrap();
+    let bus_b = Bus::start().unwrap();
+    let _b =
+        Daemon::start_with_policy(&bus_b, &config(300), "[default]\nmode = \"require\"\n").unwrap();
+    let pam = PamService::service("sshd").unwrap();
+
+    // E-mail codes set up on A.
+    let seen = sink.messages().len();
+    let mut child = bus_a
+        .command_as(USER, artifacts().twofold())
+        .args([
+            "setup",
+            "--method",
+            "email",
+            "--address",
+            "tf-fleet-mail@test.example",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mail = sink.wait_for(seen).unwrap();
+    writeln!(stdin, "{}", mail.code().unwrap()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // A login on A: a code is mailed; a wrong answer.
+    let seen = sink.messages().len();
+    let mut mailed = None;
+    let r = pam
+        .login_answering(&bus_a, USER, RHOST, b"", || {
+            mailed = sink.wait_for(seen).ok();
+            b"000000\n".to_vec()
+        })
+        .unwrap();
     assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
-    assert!(r.stderr.contains("Wrong code"), "{r:?}");
-    assert!(!r.stderr.contains("clock"), "{r:?}");
+    let code = mailed.expect("A mailed a code").code().unwrap();
+    used_secret(&code);
+    let sent = sink.messages().len();
 
-    // The app's code still logs in once (the next step's: setup may have
-    // spent this one proving the user).
-    let now = oathtool(&e.secret, 1).unwrap();
-    let ok = pam.login(&h.bus, ALICE, &line(&now)).unwrap();
-    assert_eq!(ok.code, pam::SUCCESS, "{ok:?}\n{}", h.daemon.log());
-    let again = pam.login(&h.bus, ALICE, &line(&now)).unwrap();
-    assert!(again.stderr.contains("already used"), "{again:?}");
+    // On B: no new mail (A sent one a moment ago), and A's code logs in.
+    let r = pam
+        .login_from(&bus_b, USER, RHOST, format!("{code}\n").as_bytes())
+        .unwrap();
+    assert_eq!(r.code, pam::SUCCESS, "{r:?}");
+    assert!(r.stderr.contains("Code from an earlier e-mail"), "{r:?}");
+    // Once: refused on B again, and on A (which mails a new one first).
+    let r = pam
+        .login_from(&bus_b, USER, RHOST, format!("{code}\n").as_bytes())
+        .unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.messages().len(), sent, "B mailed nothing");
+    let r = pam
+        .login_answering(&bus_a, USER, RHOST, b"", || {
+            format!("{code}\n").into_bytes()
+        })
+        .unwrap();
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+}
+
+/// `twofold admin report` on any host of the fleet says on which host each
+/// user last logged in; on one host's own files, that host. `AdminReport`,
+/// which older `twofold` commands call, still answers in its old shape.
+#[test]
+fn the_report_names_the_host_of_each_users_last_login() {
+    test_user(ALICE).unwrap();
+    let fleet = Fleet::new().unwrap();
+    let hosts: Vec<Host> = ["fleet-a", "fleet-b"]
+        .into_iter()
+        .map(|name| {
+            let bus = Bus::start().unwrap();
+            let daemon = Daemon::start_as_host(&bus, &fleet.config(), name).unwrap();
+            Host { bus, daemon }
+        })
+        .collect();
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let pam = PamService::new("").unwrap();
+    let report = |h: &Host, json: bool| {
+        let args: &[&str] = if json {
+            &["admin", "report", "--json"]
+        } else {
+            &["admin", "report"]
+        };
+        let out = h.bus.twofold(args).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.contains(ALICE))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    let e = enroll(&a.bus, ALICE).unwrap();
+    let row = report(b, true);
+    assert!(row.contains("\"last_host\":\"\""), "never logged in: {row}");
+
+    let code = oathtool(&e.secret, 0).unwrap();
+    assert_eq!(
+        pam.login(&b.bus, ALICE, &line(&code)).unwrap().code,
+        pam::SUCCESS
+    );
+    for h in [a, b] {
+        let row = report(h, true);
+        assert!(row.contains("\"last_host\":\"fleet-b\""), "{row}");
+        let row = report(h, false);
+        assert!(row.contains("  fleet-b  "), "{row}");
+    }
+    let backup = &e.backup_codes[0];
+    assert_eq!(
+        pam.login(&a.bus, ALICE, &line(backup)).unwrap().code,
+        pam::SUCCESS
+    );
+    assert!(report(b, true).contains("\"last_host\":\"fleet-a\""));
+
+    // The old call: the same rows, in the old shape (no host in it).
+    let out = a
+        .bus
+        .command("dbus-send")
+        .args([
+            "--system",
+            "--print-reply",
+            "--dest=org.twofold.Twofold1",
+            "/org/twofold/Twofold1",
+            "org.twofold.Twofold1.AdminReport",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains(ALICE) && !text.contains("fleet-a"), "{text}");
+
+    // One host on its own files: its own name.
+    let alone = host("");
+    let e = enroll(&alone.bus, ALICE).unwrap();
+    let code = oathtool(&e.secret, 0).unwrap();
+    assert_eq!(
+        pam.login(&alone.bus, ALICE, &line(&code)).unwrap().code,
+        pam::SUCCESS
+    );
+    let name = String::from_utf8(std::fs::read("/proc/sys/kernel/hostname").unwrap()).unwrap();
+    let row = report(&alone, true);
+    assert!(
+        row.contains(&format!("\"last_host\":\"{}\"", name.trim())),
+        "{row}"
+    );
 }
 
 /// `rule/mode` from `twofold admin status --json` on `bus`.

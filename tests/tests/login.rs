@@ -710,6 +710,7 @@ fn a_user_cannot_verify_another_users_code_but_may_verify_their_own() {
         ("AdminStatus", vec!["string:tf-alice"]),
         ("AdminUnlock", vec!["string:tf-alice"]),
         ("AdminReport", vec![]),
+        ("AdminReportHosts", vec![]),
         ("AdminReset", vec!["string:tf-alice"]),
         ("AdminSetOverride", vec!["string:tf-alice", "string:exempt"]),
     ] {

@@ -74,6 +74,7 @@ const METHODS: &[(&str, &[&str], Expect)] = &[
     ("AdminStatus", &["string:tf-alice"], Expect::Refused),
     ("AdminUnlock", &["string:tf-alice"], Expect::Refused),
     ("AdminReport", &[], Expect::Refused),
+    ("AdminReportHosts", &[], Expect::Refused),
     (
         "AdminExplain",
         &["string:tf-alice", "string:sshd", "string:"],

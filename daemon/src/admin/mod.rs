@@ -114,6 +114,14 @@ impl Engine {
                 .unwrap_or_default(),
             ceiling_reached_for_secs: e.map_or(0, |e| self.ceiling_reached_for(e, now)),
             alias_of: String::new(),
+            // One host's own files: every login was here.
+            last_host: match loaded.as_ref() {
+                Some(l) if e.is_some_and(|e| e.last_login.is_some()) => l
+                    .last_host
+                    .clone()
+                    .unwrap_or_else(|| self.hostname().to_string()),
+                _ => String::new(),
+            },
         };
         Ok((
             row,

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use twofold_protocol::{
-    EnrollmentOffer, Login, LoginPlan, RememberedDevice, ReportRow, SecretString, TwofoldError,
-    UserStatus, VerifyReply,
+    EnrollmentOffer, Login, LoginPlan, RememberedDevice, ReportRow, ReportRowV1, SecretString,
+    TwofoldError, UserStatus, VerifyReply,
 };
 use zbus::Connection;
 use zbus::message::Header;
@@ -373,8 +373,15 @@ impl Service {
     async fn admin_report(
         &self,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<Vec<ReportRow>, TwofoldError> {
+    ) -> Result<Vec<ReportRowV1>, TwofoldError> {
         self.run(&header, calls::admin_report).await
+    }
+
+    async fn admin_report_hosts(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<ReportRow>, TwofoldError> {
+        self.run(&header, calls::admin_report_hosts).await
     }
 
     async fn admin_explain(

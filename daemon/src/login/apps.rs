@@ -50,11 +50,6 @@ pub(crate) fn room_for(e: &Enrollment, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// What a store that keeps one authenticator per user says to a second.
-pub(crate) const ONE_APP_ONLY: &str = "Several authenticators are not supported with the \
-postgresql store yet: this host keeps its users' state in a database that holds one unnamed app \
-per user. Run `twofold setup` without --name for your first app.";
-
 /// Index of the app called `name` in `e`.
 fn index_of(e: &Enrollment, name: &str) -> Result<u8, TwofoldError> {
     e.app_list()
@@ -84,9 +79,6 @@ impl Engine {
         now: u64,
     ) -> Result<EnrollmentOffer, Error> {
         check_name(name)?;
-        if !self.store().keeps_apps() {
-            return Err(TwofoldError::InvalidInput(ONE_APP_ONLY.into()).into());
-        }
         let user = account.name.as_str();
         // Not enrolled yet: this is the first app, under that name.
         let Some(loaded) = self.store().load(user)? else {

@@ -1,13 +1,14 @@
 //! Codes sent by e-mail: to prove an address (enrollment) and at each login
-//! of a user whose method it is. A code lives in memory only, for
-//! `email.code_valid_secs`, and works once; sending a new one to a user
+//! of a user whose method it is. A code lives for `email.code_valid_secs`
+//! (in memory, or in a fleet's database, hashed: `email_codes.rs`) and
+//! works once, on any host of the fleet; sending a new one to a user
 //! voids the older. Sends are rationed per user (`resend_interval_secs`,
 //! `max_sends_per_hour`), and a code only ever goes to an address the user
 //! typed for enrollment or proved before.
 
 use crate::audit::{self, Level, field};
 use crate::config::Transport;
-use crate::email_codes::{EmailCheck, Purpose, SentCode, same};
+use crate::email_codes::{EmailCheck, Purpose, SendLimits};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::login::LoginContext;
@@ -51,29 +52,24 @@ impl Engine {
     ) -> Result<(), Error> {
         let cfg = &self.config().email;
         let code = Zeroizing::new(format!("{:06}", rand::rng().random_range(0..1_000_000u32)));
+        let limits = SendLimits {
+            interval: cfg.resend_interval_secs,
+            per_hour: cfg.max_sends_per_hour,
+        };
+        let expires_at = now.saturating_add(cfg.code_valid_secs);
+        if let Err(wait) = self
+            .email_codes()
+            .put(user, &code, &purpose, expires_at, now, limits)?
         {
-            let mut codes = self.email_codes();
-            let wait = codes.wait(user, cfg.resend_interval_secs, cfg.max_sends_per_hour, now);
-            if wait > 0 {
-                audit::log(
-                    Level::Warning,
-                    &format!("email-send-throttled {} wait={wait}", field("user", user)),
-                );
-                return Err(TwofoldError::Throttled(format!(
-                    "A code was sent by e-mail a moment ago. Use that one, or ask for a new one in {}.",
-                    human_duration(wait)
-                )).into());
-            }
-            codes.record_send(user, now);
-            codes.codes.insert(
-                user.to_string(),
-                SentCode {
-                    code: code.clone(),
-                    purpose: purpose.clone(),
-                    expires_at: now.saturating_add(cfg.code_valid_secs),
-                    attempts: 0,
-                },
+            audit::log(
+                Level::Warning,
+                &format!("email-send-throttled {} wait={wait}", field("user", user)),
             );
+            return Err(TwofoldError::Throttled(format!(
+                "A code was sent by e-mail a moment ago. Use that one, or ask for a new one in {}.",
+                human_duration(wait)
+            ))
+            .into());
         }
         let host = self.hostname();
         let minutes = cfg.code_valid_secs.div_ceil(60);
@@ -81,14 +77,7 @@ impl Engine {
         let body = mail::fill(&cfg.body, host, user, &code, minutes);
         if let Err(e) = self.outbox().send(address, &subject, &body) {
             // The code never reached anyone: void it, unless a newer one replaced it.
-            let mut codes = self.email_codes();
-            if codes
-                .codes
-                .get(user)
-                .is_some_and(|c| same(c.code.as_bytes(), code.as_bytes()))
-            {
-                codes.codes.remove(user);
-            }
+            self.email_codes().void(user, &code)?;
             return Err(delivery_failed(user, &e).into());
         }
         audit::log(
@@ -107,14 +96,20 @@ impl Engine {
     }
 
     /// Compare a typed code with `user`'s live login code (spent on a match).
-    pub(crate) fn check_login_email_code(&self, user: &str, typed: &str, now: u64) -> EmailCheck {
-        self.email_codes()
-            .check(user, &Purpose::Login, typed, now)
-            .0
+    pub(crate) fn check_login_email_code(
+        &self,
+        user: &str,
+        typed: &str,
+        now: u64,
+    ) -> Result<EmailCheck, Error> {
+        Ok(self
+            .email_codes()
+            .check(user, &Purpose::Login, typed, now)?
+            .0)
     }
 
-    pub(crate) fn has_login_email_code(&self, user: &str, now: u64) -> bool {
-        self.email_codes().has_login_code(user, now)
+    pub(crate) fn has_login_email_code(&self, user: &str, now: u64) -> Result<bool, Error> {
+        Ok(self.email_codes().has_login_code(user, now)?)
     }
 
     /// E-mail a login code, if this login may use one; returns the prompt.
@@ -193,7 +188,7 @@ impl Engine {
             address: String::new(),
             adds: false,
         };
-        let (check, spent) = self.email_codes().check(user, &probe, typed, now);
+        let (check, spent) = self.email_codes().check(user, &probe, typed, now)?;
         let (address, adds) = match (check, spent) {
             (EmailCheck::Match, Some(Purpose::Enroll { uid, address, adds }))
                 if uid == account.uid =>

@@ -214,12 +214,6 @@ it a name: `twofold setup --name NAME`."
                 if !set(&mut next) {
                     return Err(already().into());
                 }
-                if !self.store().keeps_apps() && !next.apps.more.is_empty() {
-                    return Err(TwofoldError::InvalidInput(
-                        crate::login::apps::ONE_APP_ONLY.into(),
-                    )
-                    .into());
-                }
                 next.generation = new_generation(next.generation);
                 match self.store().write_enrollment(user, Some(&loaded), &next) {
                     Ok(()) => {}

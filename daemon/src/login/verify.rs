@@ -275,7 +275,7 @@ backup codes still are (`twofold admin unlock` clears it)",
         let mut diagnosis: Option<Diagnosis> = None;
         let (mut outcome, mut accepted) = match &code {
             Code::Totp(c)
-                if email_ok && self.check_login_email_code(user, c, now) == EmailCheck::Match =>
+                if email_ok && self.check_login_email_code(user, c, now)? == EmailCheck::Match =>
             {
                 (
                     VerifyOutcome::Accepted,
@@ -283,9 +283,8 @@ backup codes still are (`twofold admin unlock` clears it)",
                 )
             }
             Code::Totp(_) if !methods.totp => (VerifyOutcome::Wrong, None),
-            // The wider span's refusal burns the step it discloses, which
-            // only a store that keeps burned steps can record.
-            Code::Totp(c) => match self.check_apps(e, c, now, self.store().keeps_apps())? {
+            // The wider span's refusal burns the step it discloses.
+            Code::Totp(c) => match self.check_apps(e, c, now, true)? {
                 AppCheck::Valid { app, step, drift } => (
                     VerifyOutcome::Accepted,
                     Some(Event::TotpAccepted {
@@ -491,8 +490,8 @@ or ask your administrator to unlock the account.",
         let e = &loaded.enrollment;
         // A user with e-mail codes may prove themselves with a live one.
         let check = if e.email.is_some()
-            && self.has_login_email_code(user, now)
-            && self.check_login_email_code(user, &code, now) == EmailCheck::Match
+            && self.has_login_email_code(user, now)?
+            && self.check_login_email_code(user, &code, now)? == EmailCheck::Match
         {
             None
         } else {

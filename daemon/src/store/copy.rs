@@ -8,7 +8,7 @@
 //! enrollment made later in the destination is never overwritten: it is
 //! reported, and left alone.
 
-use super::{Enrollment, Store, StoreError, UserMeta};
+use super::{AppUse, Enrollment, MAX_BURNED, Store, StoreError, UserMeta};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CopyReport {
@@ -45,13 +45,40 @@ impl std::fmt::Display for CopyReport {
     }
 }
 
-/// The same enrollment: same key, same address, same backup set, same time.
+/// The same enrollment: same keys and app names, same address, same backup
+/// set, same time.
 fn same(a: &Enrollment, b: &Enrollment) -> bool {
+    let apps = |e: &Enrollment| {
+        e.app_list()
+            .into_iter()
+            .map(|x| (x.name.to_string(), x.secret.clone()))
+            .collect::<Vec<_>>()
+    };
     a.enrolled_at == b.enrolled_at
         && a.secret == b.secret
         && a.email == b.email
         && a.backup.salt == b.backup.salt
         && a.backup.hashes.len() == b.backup.hashes.len()
+        && apps(a) == apps(b)
+}
+
+/// When the enrollment last took a new key: enrolled, or an app added.
+fn changed_at(e: &Enrollment) -> u64 {
+    e.app_list()
+        .iter()
+        .map(|a| a.added)
+        .fold(e.enrolled_at, u64::max)
+}
+
+/// `to`'s use of an app merged with `from`'s: the later last use, and the
+/// clock offset seen with it.
+fn merge_use(to: &mut AppUse, from: &AppUse) {
+    if from.last_used > to.last_used {
+        to.last_used = from.last_used;
+        if from.drift.is_some() {
+            to.drift = from.drift;
+        }
+    }
 }
 
 /// `to` with what `from` adds to its use: later steps and logins, codes
@@ -59,10 +86,27 @@ fn same(a: &Enrollment, b: &Enrollment) -> bool {
 fn merged(to: &Enrollment, from: &Enrollment) -> Enrollment {
     let mut m = to.clone();
     m.last_step = to.last_step.max(from.last_step);
+    merge_use(&mut m.apps.first, &from.apps.first);
+    // `same` holds: the same apps in the same order.
+    for (app, other) in m.apps.more.iter_mut().zip(&from.apps.more) {
+        app.last_step = app.last_step.max(other.last_step);
+        merge_use(&mut app.used, &other.used);
+    }
+    for b in &from.apps.burned {
+        if !m.is_burned(b.app, b.step) {
+            if m.apps.burned.len() >= MAX_BURNED {
+                m.apps.burned.remove(0);
+            }
+            m.apps.burned.push(*b);
+        }
+    }
     m.last_login = to.last_login.max(from.last_login);
     for (slot, other) in m.backup.hashes.iter_mut().zip(&from.backup.hashes) {
-        if other.is_none() {
-            *slot = None;
+        // Used there: used here too, and known as used (not wrong).
+        if other.is_none()
+            && let Some(hash) = slot.take()
+        {
+            m.backup.spent.push(hash);
         }
     }
     m.failures = to.failures.max(from.failures);
@@ -92,7 +136,7 @@ pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport, StoreError> 
                         report.merged += 1;
                     }
                 }
-                Some(there) if there.enrollment.enrolled_at < source.enrolled_at => {
+                Some(there) if changed_at(&there.enrollment) < changed_at(&source) => {
                     let mut next = source.clone();
                     next.generation = super::new_generation(there.enrollment.generation);
                     to.write_enrollment(&user, Some(&there), &next)?;

@@ -258,6 +258,7 @@ pub fn decode_state(enrollment_json: &str, journal: &[u8]) -> Result<Loaded, Dec
         enrollment,
         journal_len,
         revision: 0,
+        last_host: None,
     })
 }
 

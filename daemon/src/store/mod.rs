@@ -463,6 +463,9 @@ pub struct Loaded {
     /// Database: the row's revision when loaded, which a replacing write is
     /// conditional on (0 in the file store).
     pub revision: u64,
+    /// Database: the host of the last login with a code, as recorded by
+    /// whichever host it was (`None` in the file store: this host).
+    pub last_host: Option<String>,
 }
 
 impl Loaded {
@@ -478,7 +481,7 @@ impl UserLock for () {}
 
 /// What the login rules need from storage. Every call is for one user, made
 /// under that user's lock on this host; `append` must be durable before it
-/// returns. A store shared by several hosts (`postgres.rs`) sees calls from
+/// returns. A store shared by several hosts (`postgres/`) sees calls from
 /// other daemons between a load and a write, so its writes are conditional
 /// and a lost race is `StoreError::Conflict`; the file store (`file.rs`) has
 /// one daemon, whose lock already orders the calls, and never conflicts.
@@ -524,12 +527,11 @@ pub trait Store: Send + Sync {
         Ok(Box::new(()))
     }
 
-    /// Whether the store keeps several authenticators per user and the
-    /// steps a drift diagnosis burned (`Enrollment.apps`). A store that does
-    /// not (postgres.rs, for now) refuses a second app and a `StepBurned`
-    /// record; the engine then neither adds one nor diagnoses.
-    fn keeps_apps(&self) -> bool {
-        true
+    /// Where e-mailed codes in flight live when the store shares them with
+    /// other hosts (a code sent by one works once on any); `None`: this
+    /// daemon keeps them in memory (`email_codes.rs`).
+    fn shared_email_codes(&self) -> Option<&dyn crate::email_codes::CodeStore> {
+        None
     }
 
     /// Every user with an enrollment or metadata, sorted, each once.

@@ -8,7 +8,9 @@
 //! Each value carries the key's id (the first 8 bytes of a BLAKE2b-256 hash of
 //! the key), so a host with another key says so instead of "cannot decrypt".
 
-use blake2::Digest;
+use blake2::digest::Mac;
+use blake2::digest::consts::U32;
+use blake2::{Blake2bMac, Digest};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use std::io::{ErrorKind, Read, Write};
@@ -77,6 +79,17 @@ impl Key {
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(self.bytes.as_ref().into())
     }
+
+    /// BLAKE2b-MAC of `value` as `user`'s `field`, keyed with this key.
+    fn mac(&self, user: &str, field: &str, value: &[u8]) -> Blake2bMac<U32> {
+        // A 32-byte key is always a valid BLAKE2b key (up to 64).
+        let mut mac = <Blake2bMac<U32> as blake2::digest::KeyInit>::new_from_slice(&self.bytes[..])
+            .unwrap_or_else(|_| unreachable!());
+        mac.update(&FleetKey::aad(user, field));
+        mac.update(&[0]);
+        mac.update(value);
+        mac
+    }
 }
 
 /// The fleet key, wiped when dropped: the key that seals, then (during a
@@ -107,6 +120,31 @@ impl FleetKey {
     pub fn ids(&self) -> String {
         let ids: Vec<String> = self.keys.iter().map(|k| hex::encode(k.id)).collect();
         ids.join(", ")
+    }
+
+    /// A keyed hash of `user`'s `field` value under the sealing key, for
+    /// what is only ever compared, never read back (an e-mailed code):
+    /// without the fleet key, a dump's tag of a 6-digit code cannot be
+    /// tried against the million codes. The key's id comes first.
+    pub fn tag(&self, user: &str, field: &str, value: &[u8]) -> Vec<u8> {
+        let key = &self.keys[0];
+        let mut out = key.id.to_vec();
+        out.extend_from_slice(&key.mac(user, field, value).finalize().into_bytes());
+        out
+    }
+
+    /// Whether `tag` is `tag(user, field, value)` under any of this host's
+    /// keys (compared in constant time).
+    pub fn tag_matches(&self, user: &str, field: &str, value: &[u8], tag: &[u8]) -> bool {
+        let Some(key) = tag
+            .get(..ID_LEN)
+            .and_then(|id| self.keys.iter().find(|k| k.id == id))
+        else {
+            return false;
+        };
+        key.mac(user, field, value)
+            .verify_slice(&tag[ID_LEN..])
+            .is_ok()
     }
 
     /// Whether `sealed` was sealed with the sealing key (not an older one).
@@ -345,6 +383,22 @@ mod tests {
         let sealed = k.seal("alice", "secret", b"key bytes of alice");
         assert_eq!(k.open("bob", "secret", &sealed), Err(OpenError::Damaged));
         assert_eq!(k.open("alice", "email", &sealed), Err(OpenError::Damaged));
+    }
+
+    #[test]
+    fn a_tag_matches_its_value_user_field_and_key_only() {
+        let k = key(1);
+        let tag = k.tag("alice", "email-code", b"123456");
+        assert!(k.tag_matches("alice", "email-code", b"123456", &tag));
+        assert!(!k.tag_matches("alice", "email-code", b"123457", &tag));
+        assert!(!k.tag_matches("bob", "email-code", b"123456", &tag));
+        assert!(!k.tag_matches("alice", "secret", b"123456", &tag));
+        assert!(!key(2).tag_matches("alice", "email-code", b"123456", &tag));
+        assert!(!k.tag_matches("alice", "email-code", b"123456", &tag[..10]));
+        // Not the value, and not an unkeyed hash of it.
+        assert!(!tag.windows(6).any(|w| w == b"123456"));
+        let plain = blake2::Blake2b::<U32>::digest(b"123456");
+        assert!(!tag.windows(8).any(|w| w == &plain[..8]));
     }
 
     #[test]

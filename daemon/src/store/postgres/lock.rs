@@ -1,0 +1,84 @@
+//! The per-user advisory lock (`Store::lock_user`) that orders the checks
+//! of one user's codes across every host of the fleet.
+
+use super::super::StoreError;
+use super::PgStore;
+use super::connect::{Conn, pg, pool_error};
+
+/// The advisory lock's first key: twofold's, apart from any other
+/// application's locks in the same database.
+const LOCK_CLASS: i32 = 0x7466_6c74; // "tflt"
+
+/// The second key: a hash of the user name (two users with the same hash
+/// only wait for each other).
+fn lock_key(user: &str) -> i32 {
+    let h = user.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h as i32
+}
+
+/// A user's advisory lock, on a connection of `lock_pool` kept for it.
+struct PgUserLock<'a> {
+    store: &'a PgStore,
+    conn: Option<Conn>,
+    key: i32,
+}
+
+impl super::super::UserLock for PgUserLock<'_> {}
+
+impl Drop for PgUserLock<'_> {
+    /// The unlock is sent, not waited for: the login's answer does not wait
+    /// for it. The connection goes back to the pool once unlocked; if the
+    /// unlock fails or takes past the deadline, it is closed instead, which
+    /// ends its session and the lock with it.
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let (key, deadline) = (self.key, self.store.deadline);
+        self.store.rt.spawn(async move {
+            let unlocked = tokio::time::timeout(deadline, async {
+                conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &key])
+                    .await
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            let open = !conn.is_closed();
+            conn.keep(unlocked && open);
+        });
+    }
+}
+
+impl PgStore {
+    /// A session advisory lock per user. Waiting for it is bounded like any
+    /// call (the server's `lock_timeout`, and the deadline); a daemon that
+    /// dies holding it loses its session, and the lock with it.
+    pub(super) fn lock(
+        &self,
+        user: &str,
+    ) -> Result<Box<dyn super::super::UserLock + '_>, StoreError> {
+        let key = lock_key(user);
+        let conn = self.rt.block_on(async {
+            let locked = async {
+                let client = self.lock_pool.get().await.map_err(pool_error)?;
+                // Discarded (closed) unless the lock is surely held.
+                let mut conn = Conn(Some(client), false);
+                conn.execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &key])
+                    .await
+                    .map_err(|e| pg(&e))?;
+                conn.1 = true;
+                Ok(conn)
+            };
+            tokio::time::timeout(self.deadline, locked)
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out()))
+        })?;
+        Ok(Box::new(PgUserLock {
+            store: self,
+            conn: Some(conn),
+            key,
+        }))
+    }
+}
