@@ -268,7 +268,21 @@ pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String>
     small(&[("path", path)])?;
     authz::admin(caller, &e.config().admin_group, method::ADMIN_CHECK_POLICY)?;
     if path.is_empty() {
-        return crate::admin::check_policy(&e.config().policy_file);
+        // The daemon's own configuration: its policy, and its store now
+        // (said also when the policy is wrong).
+        let store = match e.store.health() {
+            Ok(ready) => format!("Store: {ready}."),
+            Err(err) => format!(
+                "Store: NOT READY: {err}. Logins that need it are refused until this is fixed."
+            ),
+        };
+        return match crate::admin::check_policy(&e.config().policy_file) {
+            Ok(policy) => Ok(format!("{policy}\n{store}")),
+            Err(TwofoldError::InvalidInput(wrong)) => {
+                Err(TwofoldError::InvalidInput(format!("{wrong}\n{store}")))
+            }
+            Err(other) => Err(other),
+        };
     }
     // Reading any file as root, and quoting it in errors, is for root only.
     if caller != 0 {

@@ -599,12 +599,32 @@ fn a_database_down_costs_a_login_a_bounded_time_and_the_daemon_recovers_by_itsel
     test_user(ALICE).unwrap();
     let cluster = std::sync::Arc::new(Cluster::start().unwrap());
     let fleet = Fleet::on(cluster.clone()).unwrap();
-    let a = host(&fleet.config());
+    let bus = Bus::start().unwrap();
+    let daemon =
+        Daemon::start_with_policy(&bus, &fleet.config(), "[default]\nmode = \"optional\"\n")
+            .unwrap();
+    let a = Host { bus, daemon };
     let pam = PamService::new("").unwrap();
     let e = enroll(&a.bus, ALICE).unwrap();
     let pid = a.daemon.pid();
+    let check = || {
+        let out = a.bus.twofold(&["admin", "check-config"]).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ready = check();
+    assert!(
+        ready.contains(
+            "Store: the PostgreSQL database answers; schema version 2; this host's fleet key"
+        ),
+        "{ready}"
+    );
 
     cluster.stop("fast").unwrap();
+    // check-config says so, and what is wrong.
+    let down = check();
+    assert!(down.contains(": valid;"), "the policy is fine: {down}");
+    assert!(down.contains("Store: NOT READY: database: "), "{down}");
     let started = Instant::now();
     let r = pam
         .login(&a.bus, ALICE, &line(&oathtool(&e.secret, 0).unwrap()))
@@ -1239,8 +1259,18 @@ fn init_migrates_a_version_1_database_with_its_users_and_refuses_a_newer_one() {
         }
     }
 
-    // A schema from a newer twofold: refused by --init, and left as it is.
+    // A schema from a newer twofold: refused by --init, and left as it is;
+    // a running host's check-config names it.
     fleet.psql("UPDATE twofold_schema SET version = 3").unwrap();
+    // (No policy file on this host: that is said too, with exit status 1.)
+    let out = h.bus.twofold(&["admin", "check-config"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(
+            "Store: NOT READY: database schema: the database's schema is version 3, newer"
+        ),
+        "{text}"
+    );
     let out = fleet.twofoldd(&["--init"]).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
@@ -1561,6 +1591,14 @@ fn the_report_names_the_host_of_each_users_last_login() {
     assert!(
         row.contains(&format!("\"last_host\":\"{}\"", name.trim())),
         "{row}"
+    );
+    // Its check-config: the policy, and the store it has.
+    let out = alone.bus.twofold(&["admin", "check-config"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("policy.toml"), "no policy file here: {text}");
+    assert!(
+        text.contains("\nStore: this host's state directory."),
+        "{text}"
     );
 }
 

@@ -527,6 +527,13 @@ pub trait Store: Send + Sync {
         Ok(Box::new(()))
     }
 
+    /// Whether the store is ready now, in words for `twofold admin
+    /// check-config` (a database: that it answers, its schema version and
+    /// that this host's key is the fleet's); what is wrong is the error.
+    fn health(&self) -> Result<String, StoreError> {
+        Ok("this host's state directory".into())
+    }
+
     /// Where e-mailed codes in flight live when the store shares them with
     /// other hosts (a code sent by one works once on any); `None`: this
     /// daemon keeps them in memory (`email_codes.rs`).

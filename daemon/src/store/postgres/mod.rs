@@ -370,6 +370,14 @@ impl Store for PgStore {
         .map(|_| ())
     }
 
+    fn health(&self) -> Result<String, StoreError> {
+        self.check()?;
+        Ok(format!(
+            "the PostgreSQL database answers; schema version {SCHEMA_VERSION}; this host's fleet key {} is the fleet's",
+            self.key.id()
+        ))
+    }
+
     fn shared_email_codes(&self) -> Option<&dyn crate::email_codes::CodeStore> {
         Some(self)
     }
