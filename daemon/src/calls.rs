@@ -270,7 +270,7 @@ pub fn admin_check_policy(e: &Engine, caller: u32, path: &str) -> Result<String>
     if path.is_empty() {
         // The daemon's own configuration: its policy, and its store now
         // (said also when the policy is wrong).
-        let store = match e.store.health() {
+        let store = match e.store().health() {
             Ok(ready) => format!("Store: {ready}."),
             Err(err) => format!(
                 "Store: NOT READY: {err}. Logins that need it are refused until this is fixed."
