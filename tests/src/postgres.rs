@@ -55,6 +55,9 @@ pub struct Cluster {
     bin: PathBuf,
     /// Also listening on 127.0.0.1 at this port, with TLS only.
     tcp_port: Option<u16>,
+    /// Server settings of this run only (`-c name=value ...`), not written
+    /// to its files, so a standby copied from it does not inherit them.
+    settings: String,
 }
 
 static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
@@ -103,6 +106,7 @@ impl Cluster {
             secrets,
             bin,
             tcp_port: None,
+            settings: String::new(),
         };
         c.as_postgres("initdb")
             .arg("-D")
@@ -201,7 +205,7 @@ impl Cluster {
 
     /// Start the server (again), waiting until it takes connections.
     pub fn resume(&self) -> Result<()> {
-        let options = match self.tcp_port {
+        let mut options = match self.tcp_port {
             None => format!(
                 "-k {} -c listen_addresses='' -p 5432",
                 self.socket_dir().display()
@@ -213,6 +217,7 @@ impl Cluster {
                 self.dir.path().join("server.key").display()
             ),
         };
+        options.push_str(&self.settings);
         self.as_postgres("pg_ctl")
             .arg("-D")
             .arg(self.data())
@@ -233,6 +238,88 @@ impl Cluster {
             .output()
             .context("pg_ctl stop")
             .and_then(|o| check("pg_ctl stop", &o))
+    }
+
+    /// A primary that waits for its standby (`start_standby`) at each
+    /// commit: `synchronous_standby_names` names it, `synchronous_commit`
+    /// is `on` (flushed on the standby before the commit returns).
+    pub fn start_primary() -> Result<Cluster> {
+        let mut c = Self::start_with(false)?;
+        c.stop("fast")?;
+        c.settings = " -c synchronous_standby_names=standby -c synchronous_commit=on".to_string();
+        c.resume()?;
+        Ok(c)
+    }
+
+    /// A streaming standby of this primary: `pg_basebackup -R` from it into
+    /// a new directory, started with its own socket there, and waited for
+    /// until the primary counts it as its synchronous standby.
+    pub fn start_standby(&self) -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("twofold-pg-").tempdir()?;
+        let (uid, gid) = uid_gid_of(SUPERUSER)?;
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let secrets = tempfile::Builder::new()
+            .prefix("twofold-pg-secrets-")
+            .tempdir()?;
+        std::fs::copy(self.password_file(), secrets.path().join("password"))?;
+        let c = Cluster {
+            dir,
+            secrets,
+            bin: self.bin.clone(),
+            tcp_port: None,
+            settings: String::new(),
+        };
+        let source = format!(
+            "host={} port={} user={SUPERUSER} password={PASSWORD} application_name=standby",
+            self.socket_dir().display(),
+            self.port()
+        );
+        c.as_postgres("pg_basebackup")
+            .arg("-D")
+            .arg(c.data())
+            .args(["-R", "-X", "stream", "--no-sync", "-d", &source])
+            .output()
+            .context("pg_basebackup")
+            .and_then(|o| check("pg_basebackup", &o))?;
+        c.resume()?;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let state = self.psql(
+                "postgres",
+                "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'",
+            )?;
+            if state.trim() == "sync" {
+                return Ok(c);
+            }
+            if std::time::Instant::now() > until {
+                bail!("the standby is not synchronous ({state:?}): {}", c.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kill every process of the server with SIGKILL, as a crash of its
+    /// machine would: no shutdown, no last word to the standby.
+    pub fn kill(&self) -> Result<()> {
+        let pids = self.processes()?;
+        for pid in pids {
+            // SAFETY: kill has no memory-safety preconditions; the pids are
+            // this test's server's own processes.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        Ok(())
+    }
+
+    /// Promote a standby to primary (`pg_ctl promote`), waiting until it is.
+    pub fn promote(&self) -> Result<()> {
+        self.as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "-t", "30", "promote"])
+            .output()
+            .context("pg_ctl promote")
+            .and_then(|o| check("pg_ctl promote", &o))
     }
 
     /// The server's processes: the postmaster (from `postmaster.pid`) and
@@ -406,6 +493,18 @@ impl Fleet {
             ca_file.display()
         );
         Ok(twofoldd::config::parse(&text, Path::new("fleet.toml"))?.store)
+    }
+
+    /// The `[store]` section of a host that names `standby` after the
+    /// primary in `host=` (a multi-host connection string: with
+    /// `target_session_attrs=read-write` the first server that takes writes).
+    pub fn config_with_standby(&self, standby: &Cluster) -> String {
+        let primary = format!("host={}", self.cluster.socket_dir().display());
+        self.config().replacen(
+            &primary,
+            &format!("{primary},{}", standby.socket_dir().display()),
+            1,
+        )
     }
 
     /// The `[store]` section of a host of this fleet.

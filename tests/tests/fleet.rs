@@ -669,6 +669,148 @@ fn a_database_down_costs_a_login_a_bounded_time_and_the_daemon_recovers_by_itsel
     eprintln!("a frozen database: the login refused after {took:?}");
 }
 
+/// twofoldd's threads (`/proc/PID/task`).
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The server's sessions opened by twofoldd (its `application_name`).
+fn sessions(fleet: &Fleet) -> usize {
+    fleet
+        .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'twofoldd'")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The database going away and coming back, again and again, with logins
+/// in flight (a stream of backup codes, and users not enrolled, whose
+/// login reads the store too): twofoldd's threads and its sessions on the
+/// server stay bounded, and are back near where they started after each
+/// cycle: nothing accumulates per outage.
+#[test]
+fn repeated_database_outages_leak_no_thread_and_no_connection() {
+    const POOL: usize = 4;
+    const USERS: [&str; 3] = ["tf-fo0", "tf-fo1", "tf-fo2"];
+    for u in USERS {
+        test_user(u).unwrap();
+    }
+    let cluster = std::sync::Arc::new(Cluster::start().unwrap());
+    let fleet = Fleet::on(cluster.clone()).unwrap();
+    let a = host(&format!("{}pool_size = {POOL}\n", fleet.config()));
+    let pid = a.daemon.pid().unwrap();
+    let pam = PamService::new("").unwrap();
+    let store = PgStore::new(&fleet.store_config()).unwrap();
+    let mut e = enrollment(1);
+    let (plain, set) = backup::generate(64, FAST).unwrap();
+    e.backup = set;
+    store.write_enrollment(USERS[0], None, &e).unwrap();
+    store.remove_enrollment(USERS[1]).unwrap();
+    store.remove_enrollment(USERS[2]).unwrap();
+    drop(store);
+    let codes: Vec<String> = plain.iter().map(|c| c.expose().to_string()).collect();
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, refused) = (
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    );
+    let (mut max_threads, mut max_sessions) = (0, 0);
+    let mut cycles = Vec::new();
+    std::thread::scope(|s| {
+        let (stop, ok, refused, pam, a, codes) = (&stop, &ok, &refused, &pam, &a, &codes);
+        let mut lanes = vec![s.spawn(move || {
+            for code in codes {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = pam.login(&a.bus, USERS[0], &line(code)).unwrap();
+                    if r.code == pam::SUCCESS {
+                        ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
+                    if r.stderr.contains("already used") {
+                        break;
+                    }
+                    refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        })];
+        for user in &USERS[1..] {
+            lanes.push(s.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = pam.login(&a.bus, user, b"").unwrap();
+                    if r.code == pam::SUCCESS {
+                        ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }));
+        }
+        let served = |n: usize| {
+            let until = Instant::now() + Duration::from_secs(20);
+            let from = ok.load(std::sync::atomic::Ordering::SeqCst);
+            while ok.load(std::sync::atomic::Ordering::SeqCst) < from + n {
+                assert!(
+                    Instant::now() < until,
+                    "no login served: {}",
+                    a.daemon.log()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        served(10);
+        let before = (threads(pid), sessions(&fleet));
+        // Stopped, frozen, stopped: each time the logins in flight fail
+        // (at once, or at the deadline), then succeed again.
+        for (n, frozen) in [false, true, false].into_iter().enumerate() {
+            if frozen {
+                cluster.freeze(true).unwrap();
+            } else {
+                cluster.stop("fast").unwrap();
+            }
+            let down = Instant::now();
+            while down.elapsed() < Duration::from_millis(if frozen { 6500 } else { 1500 }) {
+                max_threads = max_threads.max(threads(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if frozen {
+                cluster.freeze(false).unwrap();
+            } else {
+                cluster.resume().unwrap();
+            }
+            served(10);
+            max_threads = max_threads.max(threads(pid));
+            let now = (threads(pid), sessions(&fleet));
+            max_sessions = max_sessions.max(now.1);
+            cycles.push((n, now));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for l in lanes {
+            l.join().unwrap();
+        }
+        let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
+        eprintln!(
+            "outages: before {before:?} (threads, sessions), after each cycle {cycles:?}; at most {max_threads} threads, {max_sessions} sessions; {refused} logins refused"
+        );
+        assert!(refused >= 3, "the outages missed the logins");
+        // Two pools (statements, users' locks) of POOL each, at most.
+        assert!(before.1 <= 2 * POOL, "{before:?}");
+        for (_, (t, c)) in &cycles {
+            assert!(*c <= 2 * POOL, "{cycles:?}");
+            // The daemon's threads are fixed (none per login or per
+            // connection): 2 more at most, never one more per outage.
+            assert!(*t <= before.0 + 2, "{before:?} {cycles:?}");
+        }
+        assert!(max_threads <= before.0 + 2, "{max_threads} {before:?}");
+    });
+    assert_eq!(a.daemon.pid(), Some(pid), "no restart");
+}
+
 #[test]
 fn a_code_reported_accepted_stays_used_when_the_database_crashes() {
     test_user(ALICE).unwrap();
@@ -1640,4 +1782,180 @@ fn require_and_exempt_on_one_host_hold_on_every_host() {
     assert_eq!(mode_on(&a.bus, ALICE), "override/exempt");
     let exempt = pam.login(&a.bus, ALICE, b"").unwrap();
     assert_eq!(exempt.code, pam::SUCCESS, "{exempt:?}");
+}
+
+/// What one lane of the failover test saw of one code.
+struct Typed {
+    code: String,
+    /// Reported accepted (PAM_SUCCESS), and whether before the kill.
+    accepted: Option<bool>,
+    /// Logins refused because the store could not be reached.
+    refused: u32,
+}
+
+/// A primary and a synchronous streaming standby, both started here; two
+/// hosts name both in their connection string. A frozen standby holds a
+/// commit back (the login is refused at the deadline). Three users' TOTP and
+/// backup codes, each typed at once through both hosts, stream through real
+/// libpam while the primary is killed (SIGKILL, every process) and the
+/// standby promoted: the daemons find it by themselves, no code is
+/// accepted twice, and every code reported accepted (before the kill
+/// above all) is still used on the new primary.
+#[test]
+fn a_failover_to_a_synchronous_standby_loses_no_accepted_code() {
+    const USERS: [&str; 3] = ["tf-fo0", "tf-fo1", "tf-fo2"];
+    const BACKUP: u32 = 12;
+    const SIX: twofoldd::totp::TotpParams = twofoldd::totp::TotpParams {
+        digits: 6,
+        period: 30,
+        window: 1,
+    };
+    for u in USERS {
+        test_user(u).unwrap();
+    }
+    let started = Instant::now();
+    let primary = std::sync::Arc::new(Cluster::start_primary().unwrap());
+    let standby = primary.start_standby().unwrap();
+    let fleet = Fleet::on(primary.clone()).unwrap();
+    let config = fleet.config_with_standby(&standby);
+    let hosts = [host(&config), host(&config)];
+    let pam = PamService::new("").unwrap();
+
+    // Each user: this step's code, 12 backup codes, the next step's code.
+    let store = PgStore::new(&fleet.store_config()).unwrap();
+    let now = unix_now();
+    let mut codes: Vec<Vec<String>> = Vec::new();
+    let mut probe = String::new();
+    for (n, user) in USERS.iter().enumerate() {
+        let mut e = enrollment(n as u8 + 1);
+        let secret: Vec<u8> = rand::random::<[u8; 20]>().to_vec();
+        e.secret = Some(SecretBytes(secret.clone()));
+        e.last_step = None;
+        let (plain, set) = backup::generate(BACKUP + 1, FAST).unwrap();
+        e.backup = set;
+        store.write_enrollment(user, None, &e).unwrap();
+        let mut mine = vec![twofoldd::totp::code_at(&secret, SIX, now).unwrap()];
+        mine.extend(plain[1..].iter().map(|c| c.expose().to_string()));
+        if n == 0 {
+            probe = plain[0].expose().to_string();
+        }
+        mine.push(twofoldd::totp::code_at(&secret, SIX, now + 30).unwrap());
+        codes.push(mine);
+    }
+    drop(store);
+    let total: usize = codes.iter().map(Vec::len).sum();
+
+    // The replication is synchronous: with the standby frozen (SIGSTOP) a
+    // commit waits for it, so the login is refused at the deadline rather
+    // than accepted with the step on the primary alone.
+    standby.freeze(true).unwrap();
+    let t = Instant::now();
+    let r = pam.login(&hosts[0].bus, USERS[0], &line(&probe));
+    standby.freeze(false).unwrap();
+    let (r, waited) = (r.unwrap(), t.elapsed());
+    assert_eq!(r.code, pam::AUTH_ERR, "{r:?}");
+    assert!(r.stderr.contains("cannot read or write its state"), "{r:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+
+    let accepted = std::sync::atomic::AtomicUsize::new(0);
+    let killed = std::sync::atomic::AtomicBool::new(false);
+    // Each user's codes in order through host A and host B at once.
+    let (lanes, killed_at, promoted_after) = std::thread::scope(|s| {
+        let lanes: Vec<_> = (0..USERS.len() * 2)
+            .map(|lane| {
+                let (user, bus) = (USERS[lane / 2], &hosts[lane % 2].bus);
+                let (mine, pam, accepted, killed) = (&codes[lane / 2], &pam, &accepted, &killed);
+                s.spawn(move || {
+                    let mut seen = Vec::new();
+                    for code in mine {
+                        let mut t = Typed {
+                            code: code.clone(),
+                            accepted: None,
+                            refused: 0,
+                        };
+                        let until = Instant::now() + Duration::from_secs(30);
+                        while Instant::now() < until {
+                            let before = !killed.load(std::sync::atomic::Ordering::SeqCst);
+                            let r = pam.login(bus, user, &line(code)).unwrap();
+                            if r.code == pam::SUCCESS {
+                                t.accepted = Some(before);
+                                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                break;
+                            }
+                            if r.stderr.contains("already used") {
+                                break;
+                            }
+                            assert!(
+                                r.stderr.contains("cannot read or write its state"),
+                                "{user} {code}: {r:?}"
+                            );
+                            t.refused += 1;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        seen.push(t);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        // A third of the codes in: the primary dies, the standby takes over.
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) < total / 3 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        killed.store(true, std::sync::atomic::Ordering::SeqCst);
+        primary.kill().unwrap();
+        let killed_at = Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        standby.promote().unwrap();
+        let promoted_after = killed_at.elapsed();
+        let lanes: Vec<Vec<Typed>> = lanes.into_iter().map(|l| l.join().unwrap()).collect();
+        (lanes, killed_at, promoted_after)
+    });
+    let resumed_after = killed_at.elapsed();
+
+    // Per code: how often accepted over both hosts.
+    let mut twice = 0;
+    let (mut before, mut after, mut lost_answers, mut refused) = (Vec::new(), 0, 0, 0);
+    for (n, mine) in codes.iter().enumerate() {
+        for (k, code) in mine.iter().enumerate() {
+            let views = [&lanes[2 * n][k], &lanes[2 * n + 1][k]];
+            assert!(views.iter().all(|t| &t.code == code));
+            refused += views.iter().map(|t| t.refused).sum::<u32>();
+            let wins: Vec<bool> = views.iter().filter_map(|t| t.accepted).collect();
+            match wins.as_slice() {
+                [] => lost_answers += 1,
+                [true] => before.push((USERS[n], code)),
+                [false] => after += 1,
+                _ => twice += 1,
+            }
+        }
+    }
+    eprintln!(
+        "failover: {total} codes, {} accepted before the kill, {after} after, {lost_answers} with the answer lost; \
+         {refused} logins refused meanwhile; promoted {promoted_after:?} after the kill, every code done {resumed_after:?} after it; \
+         test {:?} in all",
+        before.len(),
+        started.elapsed()
+    );
+    assert_eq!(twice, 0, "codes accepted twice");
+    assert!(refused > 0, "the kill missed the load");
+    assert!(before.len() >= total / 3, "{}", before.len());
+    assert!(after > 0, "no login accepted after the promotion");
+    // Answers lost in the crash: at most the logins in flight at the kill.
+    assert!(lost_answers <= lanes.len(), "{lost_answers}");
+    // On the new primary each code reported accepted before the kill is
+    // still used: a replay of it is refused, through either host.
+    for (i, (user, code)) in before.iter().enumerate() {
+        let r = pam.login(&hosts[i % 2].bus, user, &line(code)).unwrap();
+        assert_eq!(r.code, pam::AUTH_ERR, "{user} {code}: {r:?}");
+        assert!(r.stderr.contains("already used"), "{user} {code}: {r:?}");
+    }
+    // The login refused while the standby was frozen had committed on the
+    // primary, and the standby has it too: its code is used, not lost.
+    let r = pam.login(&hosts[1].bus, USERS[0], &line(&probe)).unwrap();
+    assert!(r.stderr.contains("already used"), "{r:?}");
+    let promoted = standby
+        .psql(&fleet.db, "SELECT pg_is_in_recovery()")
+        .unwrap();
+    assert_eq!(promoted.trim(), "f");
 }
