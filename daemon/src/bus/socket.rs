@@ -372,7 +372,19 @@ fn worker(workers: &Arc<Workers>) {
                 &format!("login socket: cannot start a worker: {e}"),
             );
         }
-        accepted(workers, stream, &mut runtime);
+        // A panic in a connection's code must not take its worker, and the
+        // count of workers with it, away: the connection is dropped (its
+        // slot given back) and the worker waits for the next, on a new runtime.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            accepted(workers, stream, &mut runtime);
+        }));
+        if served.is_err() {
+            runtime = None;
+            audit::log(
+                Level::Error,
+                "login socket: serving a connection panicked; it was closed",
+            );
+        }
         threads(workers).1 += 1;
     }
 }
