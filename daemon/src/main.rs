@@ -298,6 +298,7 @@ fn main() -> ExitCode {
     );
     // Before any other thread: systemd's variables are read and removed.
     let systemd_socket = bus::socket::from_systemd();
+    room_for_descriptors();
     let login_socket = cfg.login_socket.clone();
     // After the capabilities are gone: the database client runs threads of
     // its own, and capabilities can only be dropped while there is one.
@@ -353,6 +354,35 @@ fn return_large_blocks_to_the_kernel() -> bool {
 #[cfg(not(target_env = "gnu"))]
 fn return_large_blocks_to_the_kernel() -> bool {
     true
+}
+
+/// Descriptors twofoldd may hold: each login-socket connection held has a
+/// thread with a runtime of its own (its socket, an epoll, a timer and a
+/// wake-up pipe: 5), up to `bus::socket::MAX_WORKERS` of them, well over
+/// the usual soft limit of 1,024. The unit sets `LimitNOFILE=`; started
+/// another way, the soft limit is raised here (up to the hard one). If it
+/// cannot be, connections past it are refused, as when the pools are full.
+fn room_for_descriptors() {
+    const WANTED: libc::rlim_t = 8192;
+    // SAFETY: rlimit is plain data, filled by getrlimit.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= WANTED
+    {
+        return;
+    }
+    limit.rlim_cur = WANTED.min(limit.rlim_max);
+    // SAFETY: a valid pointer to an rlimit; only the soft limit is raised, within the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        audit::log(
+            Level::Warning,
+            &format!(
+                "cannot raise the descriptor limit to {}: {} (fewer login-socket connections can be held at once)",
+                limit.rlim_cur,
+                std::io::Error::last_os_error()
+            ),
+        );
+    }
 }
 
 /// SIGHUP reads the policy again; an invalid file is refused (and logged)

@@ -8,11 +8,14 @@
 //! Every method first refuses a call that is too large
 //! (`limits::message_fits`), then learns the caller's uid (`peer`), then
 //! runs its function in `calls.rs` (where `authz` decides what that caller
-//! may do) on a blocking thread, so that one slow call (NSS lookups,
-//! fsyncs, hashing) never holds up the others.
+//! may do) where one slow call (NSS lookups, fsyncs, hashing) never holds
+//! up the others: on the bus, on a blocking thread; on a socket
+//! connection, on that connection's own thread (`socket.rs`).
 //!
 //! Everything awaited here has a deadline: the bus's answer about a caller
-//! (`peer::LOOKUP_DEADLINE`), and the work itself (`WORK_DEADLINE`).
+//! (`peer::LOOKUP_DEADLINE`), and the work itself (`WORK_DEADLINE`; on the
+//! socket, where nothing awaits it, the module's own 20 s wait for an
+//! answer ends the login, and work past the deadline is logged at its end).
 
 mod frame;
 pub mod peer;
@@ -115,11 +118,12 @@ impl Service {
         })
     }
 
-    /// The service on one login-socket connection, whose peer the kernel named.
-    pub fn on_socket(shared: Arc<Shared>, peer: peer::Peer) -> Self {
+    /// The service on one login-socket connection, whose peer the kernel
+    /// named (`invoker`: `Peer::invoker`, read at accept).
+    pub fn on_socket(shared: Arc<Shared>, peer: peer::Peer, invoker: Option<u32>) -> Self {
         Self {
             shared,
-            caller: Caller::Socket(peer::SocketPeer::new(peer)),
+            caller: Caller::Socket(peer::SocketPeer::new(peer, invoker)),
         }
     }
 
@@ -148,6 +152,21 @@ impl Service {
         shared.admit_message(header)?;
         let peer = self.caller.peer(header, &shared.runtime).await?;
         let permit = shared.limits.admit(peer.uid, crate::now_ms())?;
+        if let Caller::Socket(socket) = &self.caller {
+            // A socket connection has a thread of its own (`socket.rs`),
+            // which nothing else waits on: its work runs right here, with
+            // no hand-off to the blocking pool and back. A slow lookup holds
+            // only this connection; the module's own 20 s wait for an
+            // answer bounds the login.
+            let _permit = permit;
+            let invoker = if local { socket.invoker } else { None };
+            let started = crate::clock::monotonic();
+            let done = work(&shared.engine, peer.uid, invoker);
+            if started.elapsed() > WORK_DEADLINE {
+                return Err(work_deadline(peer.uid));
+            }
+            return done;
+        }
         let engine = shared.engine.clone();
         // Only a local login is counted by its invoker: skip /proc otherwise.
         let work = zruntime::unblock(move || {
@@ -159,21 +178,25 @@ impl Service {
             .runtime
             .timeout(WORK_DEADLINE, work)
             .await
-            .map_err(|_| {
-                audit::log(
-                    Level::Error,
-                    &format!(
-                        "work-deadline caller_uid={} (a call took over {} s: NSS, the disk or the mail relay is not answering)",
-                        peer.uid,
-                        WORK_DEADLINE.as_secs()
-                    ),
-                );
-                TwofoldError::Internal(format!(
-                    "The request did not finish within {} s. Try again later, or contact your administrator.",
-                    WORK_DEADLINE.as_secs()
-                ))
-            })?
+            .map_err(|_| work_deadline(peer.uid))?
     }
+}
+
+/// A call's work took over `WORK_DEADLINE`: logged, and its caller told
+/// (on the bus at the deadline; on the socket, whose work runs on the
+/// connection's thread, when it ends, which the module may no longer wait for).
+fn work_deadline(caller_uid: u32) -> TwofoldError {
+    audit::log(
+        Level::Error,
+        &format!(
+            "work-deadline caller_uid={caller_uid} (a call took over {} s: NSS, the disk or the mail relay is not answering)",
+            WORK_DEADLINE.as_secs()
+        ),
+    );
+    TwofoldError::Internal(format!(
+        "The request did not finish within {} s. Try again later, or contact your administrator.",
+        WORK_DEADLINE.as_secs()
+    ))
 }
 
 // The method names are zbus's from the Rust names, as the protocol's

@@ -120,16 +120,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The peer of one login-socket connection, from `SO_PEERCRED` at accept.
+/// The peer of one login-socket connection, from `SO_PEERCRED` at accept,
+/// and, for root's, the real uid of its process (`Peer::invoker`), read
+/// once at accept rather than at every call: the connection is one
+/// process's, and its pid is the kernel's word from the same moment.
 pub struct SocketPeer {
     peer: Peer,
+    pub invoker: Option<u32>,
     login: Mutex<Option<Resolved>>,
 }
 
 impl SocketPeer {
-    pub fn new(peer: Peer) -> Self {
+    pub fn new(peer: Peer, invoker: Option<u32>) -> Self {
         Self {
             peer,
+            invoker,
             login: Mutex::default(),
         }
     }

@@ -10,6 +10,11 @@
 //! connections never stops them), a deadline for the handshake, and the
 //! size of each message (`frame.rs`); calls then meet the same per-uid
 //! limits as on the bus (`limits.rs`).
+//!
+//! Each connection is served by a thread of its own (a worker, see
+//! `serve`), which also runs its calls' work: a login crosses no thread
+//! inside twofoldd, and one slow NSS lookup or Argon2 check holds only its
+//! own connection.
 
 use super::frame::Framed;
 use super::peer::Peer;
@@ -22,7 +27,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// A connection's authentication, from accept to `BEGIN` (a module does it
@@ -207,9 +212,9 @@ impl Drop for Slot {
 /// them), so that a user cannot fill root's pool by leaving `su` or `sudo`
 /// sessions at the code prompt. sshd's logins are root's through and
 /// through, and keep root's pool.
-fn pool_of(peer: Peer) -> u32 {
+fn pool_of(peer: Peer, invoker: Option<u32>) -> u32 {
     match peer.uid {
-        0 => peer.invoker().unwrap_or(0),
+        0 => invoker.unwrap_or(0),
         uid => uid,
     }
 }
@@ -236,64 +241,192 @@ fn take_slot(counts: &Arc<Mutex<Counts>>, uid: u32) -> Option<Slot> {
     })
 }
 
-/// Serve the login socket on the current runtime, until the process ends.
+/// Threads that may serve login-socket connections at once: one per
+/// connection the caps allow, and one more to accept (and refuse) while
+/// they are all held.
+pub const MAX_WORKERS: usize = MAX_ROOT_CONNECTIONS + MAX_USER_CONNECTIONS + 1;
+/// How long a worker waits in `accept` for a connection before it ends, if
+/// another one is waiting too (one always stays).
+const WORKER_IDLE: Duration = Duration::from_secs(10);
+
+/// What the workers share: the listener, the service, the caps.
+struct Workers {
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    guid: zbus::OwnedGuid,
+    counts: Arc<Mutex<Counts>>,
+    refused_logged_ms: AtomicU64,
+    /// Threads, and how many of them wait in `accept` (or are starting to).
+    threads: Mutex<(usize, usize)>,
+}
+
+/// Serve the login socket until the process ends: each connection on a
+/// thread of its own (a worker), which accepts it, runs its handshake and
+/// its calls' work (NSS, the disk, hashing) itself, and then waits in
+/// `accept` for the next. A login thus crosses no thread inside twofoldd,
+/// and a slow lookup or hash holds only its own connection. A worker takes
+/// a connection only once another waits in `accept` (started if need be),
+/// so one is always there for the next caller, up to `MAX_WORKERS`.
 pub fn serve(listener: UnixListener, shared: Arc<Shared>) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let runtime = shared.runtime.clone();
-    let listener = zruntime::AsyncIo::new(&runtime, listener)?;
-    let guid: zbus::OwnedGuid = zbus::Guid::generate().into();
-    let counts = Arc::new(Mutex::new(Counts::default()));
-    let refused_logged_ms = AtomicU64::new(0);
-    runtime
-        .clone()
-        .spawn("login socket", async move {
-            loop {
-                let stream = match listener.read_with(|l| l.accept()).await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of descriptors or memory: wait a moment
-                        // rather than spin.
-                        audit::log(Level::Error, &format!("login socket: accept failed: {e}"));
-                        runtime.sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(peer) = peer_of(&stream) else { continue };
-                let pool = pool_of(peer);
-                let Some(slot) = take_slot(&counts, pool) else {
-                    let now = crate::now_ms();
-                    let last = refused_logged_ms.load(Ordering::Relaxed);
-                    if now >= last + REFUSED_LOG_EVERY_MS {
-                        refused_logged_ms.store(now, Ordering::Relaxed);
-                        audit::log(
-                            Level::Warning,
-                            &format!(
-                                "login-socket-full caller_uid={} pool_uid={pool} (too many connections held; refusing new ones)",
-                                peer.uid
-                            ),
-                        );
-                    }
-                    continue;
-                };
-                if stream.set_nonblocking(true).is_err() {
-                    continue;
-                }
-                let Ok(io) = zruntime::AsyncIo::new_nonblocking(&runtime, stream) else {
-                    continue;
-                };
-                let shared = shared.clone();
-                let guid = guid.clone();
-                let on = runtime.clone();
-                runtime
-                    .spawn("login connection", async move {
-                        let _slot = slot;
-                        connection(io, peer, shared, guid, &on).await;
-                    })
-                    .detach();
-            }
-        })
-        .detach();
+    listener.set_nonblocking(false)?;
+    set_accept_timeout(&listener, WORKER_IDLE)?;
+    let workers = Arc::new(Workers {
+        listener,
+        shared,
+        guid: zbus::Guid::generate().into(),
+        counts: Arc::default(),
+        refused_logged_ms: AtomicU64::new(0),
+        threads: Mutex::new((1, 1)),
+    });
+    start_worker(workers).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start the login socket's worker: {e}"),
+        )
+    })
+}
+
+fn start_worker(workers: Arc<Workers>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("login socket".into())
+        .spawn(move || worker(&workers))
+        .map(drop)
+}
+
+/// An `accept` on `listener` that gives up after `idle` (`SO_RCVTIMEO`,
+/// which Linux applies to `accept`), so that idle workers can end.
+fn set_accept_timeout(listener: &UnixListener, idle: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: idle.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt reads `tv`, whose size is passed, on a socket this process owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
+}
+
+fn threads(workers: &Workers) -> MutexGuard<'_, (usize, usize)> {
+    workers.threads.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One worker: accept, serve, again; it ends after `WORKER_IDLE` without a
+/// connection if another worker waits in `accept`.
+fn worker(workers: &Arc<Workers>) {
+    // This thread's runtime, kept from one connection to the next (its
+    // epoll, timer and wake-up pipe are made once).
+    let mut runtime: Option<zruntime::SharedRuntime> = None;
+    loop {
+        let stream = match workers.listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let mut t = threads(workers);
+                if t.1 > 1 {
+                    t.0 -= 1;
+                    t.1 -= 1;
+                    return;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of descriptors or memory: wait a moment rather than spin.
+                audit::log(Level::Error, &format!("login socket: accept failed: {e}"));
+                crate::clock::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        // Leave another worker in `accept` before serving this connection.
+        let start = {
+            let mut t = threads(workers);
+            t.1 -= 1;
+            let start = t.1 == 0 && t.0 < MAX_WORKERS;
+            if start {
+                t.0 += 1;
+                t.1 += 1;
+            }
+            start
+        };
+        if start && let Err(e) = start_worker(workers.clone()) {
+            let mut t = threads(workers);
+            t.0 -= 1;
+            t.1 -= 1;
+            drop(t);
+            audit::log(
+                Level::Error,
+                &format!("login socket: cannot start a worker: {e}"),
+            );
+        }
+        // A panic in a connection's code must not take its worker, and the
+        // count of workers with it, away: the connection is dropped (its
+        // slot given back) and the worker waits for the next, on a new runtime.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            accepted(workers, stream, &mut runtime);
+        }));
+        if served.is_err() {
+            runtime = None;
+            audit::log(
+                Level::Error,
+                "login socket: serving a connection panicked; it was closed",
+            );
+        }
+        threads(workers).1 += 1;
+    }
+}
+
+/// A connection just accepted: counted in its pool (or refused), then
+/// served on this thread until its peer closes it.
+fn accepted(workers: &Workers, stream: UnixStream, runtime: &mut Option<zruntime::SharedRuntime>) {
+    let Ok(peer) = peer_of(&stream) else { return };
+    let invoker = peer.invoker();
+    let pool = pool_of(peer, invoker);
+    let Some(slot) = take_slot(&workers.counts, pool) else {
+        let now = crate::now_ms();
+        let last = workers.refused_logged_ms.load(Ordering::Relaxed);
+        if now >= last + REFUSED_LOG_EVERY_MS {
+            workers.refused_logged_ms.store(now, Ordering::Relaxed);
+            audit::log(
+                Level::Warning,
+                &format!(
+                    "login-socket-full caller_uid={} pool_uid={pool} (too many connections held; refusing new ones)",
+                    peer.uid
+                ),
+            );
+        }
+        return;
+    };
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    zruntime::block_on(async {
+        let on = match runtime {
+            Some(on) => on.clone(),
+            None => match zruntime::SharedRuntime::current() {
+                Ok(on) => runtime.insert(on).clone(),
+                Err(_) => return,
+            },
+        };
+        let Ok(io) = zruntime::AsyncIo::new_nonblocking(&on, stream) else {
+            return;
+        };
+        let _slot = slot;
+        connection(io, peer, invoker, workers, &on).await;
+    });
 }
 
 /// One connection: the handshake within its deadline, then served until
@@ -301,15 +434,16 @@ pub fn serve(listener: UnixListener, shared: Arc<Shared>) -> io::Result<()> {
 async fn connection(
     io: zruntime::AsyncIo<UnixStream, zruntime::Shared>,
     peer: Peer,
-    shared: Arc<Shared>,
-    guid: zbus::OwnedGuid,
+    invoker: Option<u32>,
+    workers: &Workers,
     runtime: &zruntime::SharedRuntime,
 ) {
+    let shared = &workers.shared;
     let framed = Framed::new(io, peer);
     let closed = framed.closed();
-    let service = Service::on_socket(shared.clone(), peer);
+    let service = Service::on_socket(shared.clone(), peer, invoker);
     let build = zbus::connection::Builder::socket(framed)
-        .server(guid)
+        .server(workers.guid.clone())
         .p2p()
         .serve_at(twofold_protocol::OBJECT_PATH, service)
         .build();
@@ -379,14 +513,13 @@ mod tests {
         };
         // SAFETY: getuid has no preconditions.
         let real = unsafe { libc::getuid() };
-        assert_eq!(pool_of(me), real);
-        assert_eq!(pool_of(Peer { uid: 0, pid: None }), 0);
-        assert_eq!(
-            pool_of(Peer {
-                uid: 1000,
-                pid: None
-            }),
-            1000
-        );
+        assert_eq!(pool_of(me, me.invoker()), real);
+        let nobody = Peer { uid: 0, pid: None };
+        assert_eq!(pool_of(nobody, nobody.invoker()), 0);
+        let user = Peer {
+            uid: 1000,
+            pid: None,
+        };
+        assert_eq!(pool_of(user, user.invoker()), 1000);
     }
 }
