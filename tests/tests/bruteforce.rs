@@ -276,7 +276,7 @@ const BACKUP_ONLY: &str = "only a backup code is accepted here for now";
 /// A distributed guesser spends the account-wide ceiling and keeps it spent;
 /// meanwhile other addresses send wrong backup codes, and the owner logs in
 /// with a backup code from a new address and from the console, each time
-/// prompted for one. Backup guesses while the ceiling is reached spend no
+/// let in, and asked for a backup code while the ceiling holds. Backup guesses while the ceiling is reached spend no
 /// token, so the app codes the daemon checks stay within what
 /// `throttle::guesses_within` says, the backup guesses stay under
 /// `throttle::backup_guesses_within`, and with both the model keeps a
@@ -375,6 +375,12 @@ fn many_addresses_leave_the_owner_a_backup_code_at_a_new_address_and_the_console
         backup_checked.get()
     );
     assert!(owner.len() >= 2, "the owner did not get a turn: {owner:?}");
+    // Every owner's login gets in. Most come while the guessers keep the
+    // ceiling spent, and those are told why and asked for a backup code; a
+    // login that comes just as a token is back (a slow, loaded machine
+    // lets the guessers fall behind) is asked for a code as usual, and its
+    // backup code works there too.
+    let mut told = 0;
     for (rhost, code, took, stderr) in &owner {
         let place = if rhost.is_empty() {
             "the console"
@@ -386,19 +392,27 @@ fn many_addresses_leave_the_owner_a_backup_code_at_a_new_address_and_the_console
             pam::SUCCESS,
             "the owner was kept out at {place}: {stderr}"
         );
-        assert!(
-            stderr.contains(BACKUP_ONLY),
-            "{place}: not told why: {stderr}"
-        );
-        assert!(
-            stderr.contains("Backup code: "),
-            "{place}: not prompted: {stderr}"
-        );
+        if stderr.contains(BACKUP_ONLY) {
+            assert!(
+                stderr.contains("Backup code: "),
+                "{place}: not prompted: {stderr}"
+            );
+            told += 1;
+        } else {
+            assert!(
+                stderr.contains("Verification code: "),
+                "{place}: neither told why nor prompted: {stderr}"
+            );
+        }
         eprintln!(
             "owner's backup-code login at {place} during the attack: {} ms",
             took.as_millis()
         );
     }
+    assert!(
+        told > 0,
+        "no owner's login came while the ceiling was reached: {owner:?}"
+    );
 
     // The administrator is told, loudly, in the log, the status and the report.
     drain_bucket(&bus);
