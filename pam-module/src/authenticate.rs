@@ -26,19 +26,20 @@ pub async fn run<H: Host, D: Daemon>(
 ) -> PamResultCode {
     let user = match &items.user {
         Ok(user) => user.as_str(),
-        Err(printable) => {
+        // Only the length: a rejected name is often a password typed at
+        // the login prompt, and this module runs after the password check.
+        Err(len) => {
             host.log(
                 Priority::Error,
-                &format!("refusing a user name that is not UTF-8: {printable}"),
+                &format!("refusing a user name of {len} bytes that is not UTF-8"),
             );
             return PamResultCode::PAM_USER_UNKNOWN;
         }
     };
     if let Err(e) = twofold_protocol::user::validate(user) {
-        let printable = twofold_protocol::user::loggable(user.as_bytes());
         host.log(
             Priority::Error,
-            &format!("refusing user name {printable}: {e}"),
+            &format!("refusing a user name of {} bytes: {e}", user.len()),
         );
         return PamResultCode::PAM_USER_UNKNOWN;
     }

@@ -500,7 +500,7 @@ fn unknown_and_odd_user_names() {
     }
     let mut host = Scripted::new(vec![]);
     let bad = PamItems {
-        user: Err("\\xff".into()),
+        user: Err(1),
         ..login("x")
     };
     let (code, _) = run_with(&mut host, &Options::default(), &bad, FakeDaemon::default());
@@ -1234,4 +1234,31 @@ fn no_typed_code_reaches_the_log_even_with_debug() {
             );
         }
     }
+}
+
+/// A rejected user name is often a password typed at the login prompt (the
+/// module runs after the password check): the log says only its length.
+#[test]
+fn a_password_typed_as_the_user_name_is_not_logged() {
+    let typed = "Tr0ub4dor&3 horse";
+    let mut host = Scripted::new(vec![]);
+    let (code, _) = run_with(
+        &mut host,
+        &Options::default(),
+        &login(typed),
+        FakeDaemon::default(),
+    );
+    assert_eq!(code, PamResultCode::PAM_USER_UNKNOWN);
+    assert!(!host.logs.is_empty(), "the refusal is logged");
+    for (_, line) in &host.logs {
+        assert!(!line.contains("Tr0ub4dor"), "logged: {line}");
+        assert!(!line.contains("horse"), "logged: {line}");
+    }
+    assert!(
+        host.logs
+            .iter()
+            .any(|(_, l)| l.contains(&format!("{} bytes", typed.len()))),
+        "{:?}",
+        host.logs
+    );
 }

@@ -47,11 +47,12 @@ pub trait Host {
     fn log(&mut self, priority: Priority, text: &str);
 }
 
-/// Who is logging in, from the PAM items. `user` is `Err` with a printable
-/// form of the name when the name is not UTF-8.
+/// Who is logging in, from the PAM items. `user` is `Err` with the name's
+/// length in bytes when the name is not UTF-8 (never the name itself: it
+/// may be a password typed at the login prompt).
 #[derive(Debug, Clone)]
 pub struct PamItems {
-    pub user: Result<String, String>,
+    pub user: Result<String, usize>,
     pub service: String,
     pub rhost: String,
 }
@@ -167,7 +168,7 @@ pub fn prepare<'a>(
     let user = match pamh.get_user(None) {
         Ok(user) => Ok(user),
         Err(PamResultCode::PAM_SYSTEM_ERR) => match pamh.get_item::<User>() {
-            Ok(Some(raw)) => Err(twofold_protocol::user::loggable(raw.0.to_bytes())),
+            Ok(Some(raw)) => Err(raw.0.to_bytes().len()),
             _ => return Err(PamResultCode::PAM_SYSTEM_ERR),
         },
         Err(code) => return Err(user_lookup_failed(code)),
