@@ -1,4 +1,5 @@
-//! `fleet N`: logins with the PostgreSQL store beside the file store.
+//! `fleet N`: logins with the PostgreSQL store beside the file store, then
+//! three daemons sharing one database at 8 and 64 logins in flight.
 
 use super::*;
 
@@ -7,19 +8,26 @@ use super::*;
 /// directory, a Unix socket, default settings, so `fsync` and
 /// `synchronous_commit` on) beside the same with the file store, in the same
 /// run: N logins each, one at a time in 3 interleaved rounds, then N at 8 in
-/// flight.
+/// flight. Then three daemons, each on its own bus, sharing the database
+/// (`fleet_hosts`).
 pub(crate) fn fleet(n: usize) -> Result<()> {
     use_release_build();
     let n = n.max(6) / 6 * 6;
     let db = Fleet::new()?;
     // Two logins per user (this step's code, then the next one's), for each
-    // of the two phases.
+    // of the two phases; then the three-daemon runs' users.
     let users = n;
+    let per_run = n / 2;
+    let extra = per_run * LEVELS.len() * 3;
     let stores = [
-        ("file store", Modules::start(users)?),
-        ("PostgreSQL store", Modules::start_on(users, Some(&db))?),
+        ("file store", Modules::start(users + extra)?),
+        (
+            "PostgreSQL store",
+            Modules::start_on(users + extra, Some(&db))?,
+        ),
     ];
     print_machine();
+    println!("load average at the start: {}", loadavg());
     let half: Vec<usize> = (0..users / 2).collect();
     let mut seq: Vec<(Vec<Outcome>, f64)> = vec![(Vec::new(), 0.0), (Vec::new(), 0.0)];
     let logins: Vec<Vec<Login>> = stores
@@ -57,5 +65,153 @@ pub(crate) fn fleet(n: usize) -> Result<()> {
             c.refused_text()
         );
     }
+    println!("load average: {}", loadavg());
+    let [(_, files), (_, first)] = &stores;
+    fleet_hosts(files, first, &db, users, per_run)
+}
+
+const LEVELS: [usize; 2] = [8, 64];
+
+/// The load average (1, 5, 15 minutes), as `/proc/loadavg` gives it.
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Three daemons on one database (`first` and two more, each on its own
+/// bus, with the same accounts): at 8 and 64 in flight, lanes spread over
+/// the three in turn, (1) every code typed once: throughput and correct
+/// codes refused, beside one daemon on its files at the same level; (2)
+/// every code typed at the same moment on two hosts: accepted twice, and
+/// accepted by neither, counted.
+fn fleet_hosts(
+    files: &Modules,
+    first: &Modules,
+    db: &Fleet,
+    from: usize,
+    per_run: usize,
+) -> Result<()> {
+    let env: Vec<(&str, &str)> = first
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let bus = Bus::start()?;
+        let daemon = Daemon::start_with_env(&bus, &db.config(), &env)?;
+        others.push((bus, daemon));
+    }
+    let buses: Vec<&Bus> = std::iter::once(&first.bus)
+        .chain(others.iter().map(|(b, _)| b))
+        .collect();
+    let mut accounts = Accounts(from..from + per_run * LEVELS.len() * 3);
+    println!(
+        "\nThree daemons, each on its own bus, sharing the database: lanes (pam-driver processes \
+         started together) spread over them in turn; {} logins per run ({per_run} users, two steps each)\n",
+        per_run * 2
+    );
+    println!(
+        "| in flight | one daemon, file store: logins/s | refused | three daemons, database: logins/s | median | 99th percentile | refused | each code typed on two hosts at once: logins/s | accepted twice | accepted by neither | load average |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for in_flight in LEVELS {
+        // The file store on one host.
+        let users = accounts.take(per_run)?;
+        let (outcomes, wall) = concurrent(files, TWOFOLD, &files.totp_logins(&users)?, in_flight)?;
+        let f = figures(&outcomes, wall, 0.0);
+        // The fleet: every code once.
+        let users = accounts.take(per_run)?;
+        let logins = first.totp_logins(&users)?;
+        let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); in_flight];
+        for (k, (user, _)) in logins.iter().enumerate() {
+            let u: usize = user.trim_start_matches("tfb").parse()?;
+            lanes[u % in_flight].push(k);
+        }
+        let (outcomes, wall) = run_lanes_on(first, &buses, &logins, &lanes)?;
+        let d = figures(&outcomes, wall, 0.0);
+        // The fleet: every code twice, in lanes p and p + 1 (other hosts).
+        let users = accounts.take(per_run)?;
+        let codes = first.totp_logins(&users)?;
+        let mut logins = Vec::new();
+        let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); in_flight];
+        let mut pairs = Vec::new();
+        for (user, code) in &codes {
+            let u: usize = user.trim_start_matches("tfb").parse()?;
+            let p = u % in_flight;
+            for lane in [p, (p + 1) % in_flight] {
+                logins.push((user.clone(), code.clone()));
+                lanes[lane].push(logins.len() - 1);
+            }
+            pairs.push((logins.len() - 2, logins.len() - 1));
+        }
+        let (outcomes, wall) = run_lanes_on(first, &buses, &logins, &lanes)?;
+        let ok = |k: usize| usize::from(outcomes[k].result == pam::SUCCESS);
+        let twice = pairs.iter().filter(|(a, b)| ok(*a) + ok(*b) == 2).count();
+        let never = pairs.iter().filter(|(a, b)| ok(*a) + ok(*b) == 0).count();
+        println!(
+            "| {in_flight} | {:.0} | {} | {:.0} | {:.3} ms | {:.3} ms | {} | {:.0} | {twice} | {never} | {} |",
+            f.per_second,
+            f.refused_text(),
+            d.per_second,
+            d.median_ms,
+            d.p99_ms,
+            d.refused_text(),
+            logins.len() as f64 / wall,
+            loadavg()
+        );
+        if twice + never + d.refused + f.refused != 0 {
+            bail!("wrong under concurrency: {}", first.daemon.log());
+        }
+    }
     Ok(())
+}
+
+/// `run_lanes`, lane n's driver on `buses[n % buses.len()]`.
+pub(crate) fn run_lanes_on(
+    m: &Modules,
+    buses: &[&Bus],
+    logins: &[Login],
+    lanes: &[Vec<usize>],
+) -> Result<(Vec<Outcome>, f64)> {
+    let start_at = unix_millis() + 300 + 5 * lanes.len() as u64;
+    let mut children = Vec::new();
+    for (n, lane) in lanes.iter().enumerate() {
+        let file = m.work.path().join(format!("codes-fleet-lane{n}"));
+        let mut text = String::new();
+        for &k in lane {
+            writeln!(text, "{} {}", logins[k].0, logins[k].1)?;
+        }
+        std::fs::write(&file, text)?;
+        let mut c = buses[n % buses.len()].command(artifacts().pam_driver());
+        c.arg("--confdir")
+            .arg(m.twofold.confdir())
+            .args(["--service", &m.twofold.name, "--rhost", DEFAULT_RHOST])
+            .args(["--repeat", &lane.len().to_string()])
+            .arg("--codes")
+            .arg(&file)
+            .args(["--start-at", &start_at.to_string()])
+            .envs(m.env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        children.push((c.spawn()?, lane));
+    }
+    let mut outcomes = vec![
+        Outcome {
+            micros: 0,
+            result: -1
+        };
+        logins.len()
+    ];
+    for (child, lane) in children {
+        for (k, outcome) in lane.iter().zip(collect(child, lane.len())?) {
+            outcomes[*k] = outcome;
+        }
+    }
+    let wall = (unix_millis().saturating_sub(start_at)) as f64 / 1000.0;
+    Ok((outcomes, wall))
 }
