@@ -30,6 +30,21 @@ pub(crate) fn fleet(n: usize) -> Result<()> {
     println!("load average at the start: {}", loadavg());
     let half: Vec<usize> = (0..users / 2).collect();
     let mut seq: Vec<(Vec<Outcome>, f64)> = vec![(Vec::new(), 0.0), (Vec::new(), 0.0)];
+    // Statements the database ran for the PostgreSQL store's logins: each
+    // of the store's calls is one autocommitted statement, a transaction.
+    let transactions = || -> Result<u64> {
+        Ok(db
+            .psql(&format!(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{}'",
+                db.db
+            ))?
+            .trim()
+            .parse()?)
+    };
+    // A server process publishes its counts when idle, within 10 s: the
+    // seeding's, before the first reading.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let statements = transactions()?;
     let logins: Vec<Vec<Login>> = stores
         .iter()
         .map(|(_, m)| m.totp_logins(&half))
@@ -43,6 +58,8 @@ pub(crate) fn fleet(n: usize) -> Result<()> {
             seq[k].1 += start.elapsed().as_secs_f64();
         }
     }
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let statements = transactions()? - statements;
     println!(
         "\nFleet: one login through PAM at a time ({n} per store, 3 interleaved rounds), then {n} at 8 in flight\n"
     );
@@ -65,6 +82,10 @@ pub(crate) fn fleet(n: usize) -> Result<()> {
             c.refused_text()
         );
     }
+    println!(
+        "statements on the database per login (pg_stat_database's transactions, the sequential rounds): {:.2}",
+        statements as f64 / seq[1].0.len() as f64
+    );
     println!("load average: {}", loadavg());
     let [(_, files), (_, first)] = &stores;
     fleet_hosts(files, first, &db, users, per_run)
@@ -104,6 +125,27 @@ fn fleet_hosts(
     for _ in 0..2 {
         let bus = Bus::start()?;
         let daemon = Daemon::start_with_env(&bus, &db.config(), &env)?;
+        // One login first (a wrong code for an account used above): the
+        // daemon's first account lookups, through nss_wrapper, which loads
+        // its files on first use and is not safe to start from several
+        // threads at once (lookups failed with ENOENT without this).
+        let warm = first
+            .work
+            .path()
+            .join(format!("codes-warm-{}", others.len()));
+        std::fs::write(&warm, "tfb0 000000\n")?;
+        let out = bus
+            .command(artifacts().pam_driver())
+            .arg("--confdir")
+            .arg(first.twofold.confdir())
+            .args(["--service", &first.twofold.name, "--rhost", DEFAULT_RHOST])
+            .args(["--repeat", "1", "--codes"])
+            .arg(&warm)
+            .envs(first.env.iter().map(|(k, v)| (k, v)))
+            .output()?;
+        if out.stdout.is_empty() {
+            bail!("warm-up login: {}", String::from_utf8_lossy(&out.stderr));
+        }
         others.push((bus, daemon));
     }
     let buses: Vec<&Bus> = std::iter::once(&first.bus)
@@ -119,6 +161,7 @@ fn fleet_hosts(
         "| in flight | one daemon, file store: logins/s | refused | three daemons, database: logins/s | median | 99th percentile | refused | each code typed on two hosts at once: logins/s | accepted twice | accepted by neither | load average |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut wrong = 0;
     for in_flight in LEVELS {
         // The file store on one host.
         let users = accounts.take(per_run)?;
@@ -164,9 +207,22 @@ fn fleet_hosts(
             logins.len() as f64 / wall,
             loadavg()
         );
-        if twice + never + d.refused + f.refused != 0 {
-            bail!("wrong under concurrency: {}", first.daemon.log());
+        wrong += twice + never + d.refused + f.refused;
+    }
+    if wrong != 0 {
+        // What the daemons said of the logins they did not accept as
+        // expected (neither accepted nor a replay refused).
+        let logs = [first.daemon.log(), others[0].1.log(), others[1].1.log()];
+        for (host, log) in logs.iter().enumerate() {
+            for l in log.lines().filter(|l| {
+                !(l.contains("outcome=accepted")
+                    || l.contains("outcome=asked-for-code")
+                    || l.contains("outcome=refused-replayed-code"))
+            }) {
+                eprintln!("host {host}: {l}");
+            }
         }
+        bail!("{wrong} wrong answers under concurrency (above)");
     }
     Ok(())
 }
