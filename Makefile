@@ -1,7 +1,7 @@
 # twofold — the two commands of the README, and the pieces they are made of.
 CARGO ?= cargo
 
-.PHONY: all deps build test lint demo bench bench-scale fuzz package package-test clean
+.PHONY: all deps build test lint demo bench bench-scale bench-fleet fuzz package package-test clean
 
 all: build
 
@@ -58,6 +58,16 @@ bench-scale:
 	$(CARGO) build --release --workspace
 	$(CARGO) build --release -p pam-twofold
 	target/release/twofold-bench scale
+
+# A fleet on one PostgreSQL server the run starts: logins beside the file
+# store, three daemons at 8 and 64 in flight, then 1,000,000 users in the
+# database (about 6 minutes; docs/performance.md, "Fleet").
+bench-fleet:
+	scripts/install-deps.sh bench
+	$(CARGO) build --release --workspace
+	$(CARGO) build --release -p pam-twofold
+	target/release/twofold-bench fleet 1200
+	target/release/twofold-bench fleet-scale 100 1000000
 
 # The Debian package and the RPM, in target/packages (cargo-deb, installed
 # once if missing, and rpmbuild).

@@ -22,6 +22,7 @@ use twofoldd::totp::{self, TotpParams};
 
 mod accounts;
 mod fleet;
+mod fleet_scale;
 mod floor;
 mod logins;
 mod modules;
@@ -30,6 +31,7 @@ mod ssh;
 
 use accounts::*;
 use fleet::*;
+use fleet_scale::*;
 use floor::*;
 use logins::*;
 use modules::*;
@@ -84,6 +86,12 @@ fn main() -> ExitCode {
                 .nth(2)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1000),
+        ),
+        Some("fleet-scale") => fleet_scale(
+            &std::env::args()
+                .skip(2)
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<usize>>(),
         ),
         Some("enroll-as") => enroll_as(),
         Some("fill") => {
