@@ -28,7 +28,9 @@ impl Engine {
 
     /// Remove a user's enrollment (they enroll again), their grace start and devices.
     pub fn reset(&self, user: &str, admin_uid: u32) -> Result<(), Error> {
-        let _guard = self.lock(user);
+        // The store's lock too: a login on another host of a fleet must
+        // not write back the metadata it read before this change.
+        let _guard = self.lock_checks(user)?;
         // Read everything before changing anything: an unreadable file must
         // not leave a half-done reset behind.
         let mut meta = self.store().load_meta(user)?;
@@ -51,7 +53,7 @@ impl Engine {
         mode: Option<Mode>,
         admin_uid: u32,
     ) -> Result<(), Error> {
-        let _guard = self.lock(user);
+        let _guard = self.lock_checks(user)?;
         let mut meta = self.store().load_meta(user)?;
         meta.override_mode = mode;
         self.store().write_meta(user, &meta)?;

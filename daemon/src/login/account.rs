@@ -87,7 +87,7 @@ Ask your administrator if you lost your phone."
 
     /// Forget remembered devices; `by_uid` is logged.
     pub fn forget_devices(&self, user: &str, by_uid: u32) -> Result<u32, Error> {
-        let _guard = self.lock(user);
+        let _guard = self.lock_checks(user)?;
         let mut meta = self.store().load_meta(user)?;
         let count = u32::try_from(meta.remembered.len()).unwrap_or(u32::MAX);
         meta.remembered.clear();

@@ -157,7 +157,7 @@ impl Engine {
         // up other logins that share the lock stripe.
         let groups = self.groups(account, &policy);
         let _guard = self.lock(user);
-        let mut meta = self.store().load_meta(user)?;
+        let meta = self.store().load_meta(user)?;
         let loaded = self.store().load(user)?;
         let subject = Subject {
             user,
@@ -177,8 +177,15 @@ impl Engine {
             now,
         });
         if record && planned.starts_grace {
-            meta.first_prompt = Some(now);
-            self.store().write_meta(user, &meta)?;
+            // Rare (once per user): under the store's lock, on the metadata
+            // as it is now, so that an administrator's change made on
+            // another host meanwhile is kept.
+            let _fleet = self.store().lock_user(user)?;
+            let mut fresh = self.store().load_meta(user)?;
+            if fresh.first_prompt.is_none() {
+                fresh.first_prompt = Some(now);
+                self.store().write_meta(user, &fresh)?;
+            }
         }
         Ok(self.render(planned))
     }
