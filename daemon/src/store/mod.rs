@@ -561,3 +561,51 @@ pub fn new_generation(old: u64) -> u64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{self, HashParams};
+
+    /// A state printed with `{:?}` (a log line, a panic) shows no key and
+    /// no backup code hash: the types that hold them print `***`.
+    #[test]
+    fn a_state_printed_for_debugging_holds_no_secret() {
+        let fast = HashParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let (_, backup) = backup::generate(3, fast).unwrap();
+        let hashes: Vec<String> = backup
+            .hashes
+            .iter()
+            .flatten()
+            .map(|h| hex::encode(&h.0))
+            .collect();
+        let key = vec![0xab; 20];
+        let mut e = Enrollment::new(1, Some(SecretBytes(key.clone())), (6, 30), backup, 0);
+        e.apps.more.push(App {
+            name: "tablet".into(),
+            secret: SecretBytes(vec![0xcd; 20]),
+            digits: 6,
+            period: 30,
+            added: 0,
+            last_step: None,
+            used: AppUse::default(),
+        });
+        let printed = format!("{e:?}");
+        assert!(printed.contains("SecretBytes(***)"), "{printed}");
+        for secret in [
+            "171, 171",
+            "205, 205",
+            &hex::encode(&key),
+            &hex::encode([0xcd; 20]),
+        ] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        for hash in &hashes {
+            assert!(!printed.contains(hash.as_str()), "{printed}");
+        }
+    }
+}
