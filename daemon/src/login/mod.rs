@@ -157,7 +157,8 @@ impl Engine {
         // up other logins that share the lock stripe.
         let groups = self.groups(account, &policy);
         let _guard = self.lock(user);
-        let (mut meta, loaded) = self.store().load_meta_and_state(user)?;
+        let mut meta = self.store().load_meta(user)?;
+        let loaded = self.store().load(user)?;
         let subject = Subject {
             user,
             groups,
