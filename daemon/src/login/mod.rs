@@ -157,8 +157,7 @@ impl Engine {
         // up other logins that share the lock stripe.
         let groups = self.groups(account, &policy);
         let _guard = self.lock(user);
-        let meta = self.store().load_meta(user)?;
-        let loaded = self.store().load(user)?;
+        let (meta, loaded) = self.store().load_meta_and_state(user)?;
         let subject = Subject {
             user,
             groups,

@@ -508,6 +508,11 @@ pub trait Store: Send + Sync {
     fn remove_enrollment(&self, user: &str) -> Result<(), StoreError>;
     /// The user's metadata (empty if none).
     fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError>;
+    /// The user's metadata and state together (a login's plan reads both):
+    /// a store over the network reads them in one round trip.
+    fn load_meta_and_state(&self, user: &str) -> Result<(UserMeta, Option<Loaded>), StoreError> {
+        Ok((self.load_meta(user)?, self.load(user)?))
+    }
     /// Atomically replace the user's metadata.
     fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError>;
     /// Call `visit` for every user with an enrollment or metadata, in no

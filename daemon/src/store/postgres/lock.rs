@@ -9,6 +9,9 @@ use super::connect::{Conn, pg, pool_error};
 /// application's locks in the same database.
 const LOCK_CLASS: i32 = 0x7466_6c74; // "tflt"
 
+const LOCK: &str = "SELECT pg_advisory_lock($1, $2)";
+const UNLOCK: &str = "SELECT pg_advisory_unlock($1, $2)";
+
 /// The second key: a hash of the user name (two users with the same hash
 /// only wait for each other).
 fn lock_key(user: &str) -> i32 {
@@ -39,9 +42,11 @@ impl Drop for PgUserLock<'_> {
         let (key, deadline) = (self.key, self.store.deadline);
         self.store.rt.spawn(async move {
             let unlocked = tokio::time::timeout(deadline, async {
-                conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &key])
-                    .await
-                    .is_ok()
+                // Prepared once per connection: one round trip, not two.
+                match conn.prepare_cached(UNLOCK).await {
+                    Ok(stmt) => conn.execute(&stmt, &[&LOCK_CLASS, &key]).await.is_ok(),
+                    Err(_) => false,
+                }
             })
             .await
             .unwrap_or(false);
@@ -65,7 +70,10 @@ impl PgStore {
                 let client = self.lock_pool.get().await.map_err(pool_error)?;
                 // Discarded (closed) unless the lock is surely held.
                 let mut conn = Conn(Some(client), false);
-                conn.execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &key])
+                // Prepared once per connection (a text query is parsed
+                // in its own round trip each time).
+                let stmt = conn.prepare_cached(LOCK).await.map_err(|e| pg(&e))?;
+                conn.execute(&stmt, &[&LOCK_CLASS, &key])
                     .await
                     .map_err(|e| pg(&e))?;
                 conn.1 = true;

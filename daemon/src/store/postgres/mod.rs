@@ -112,6 +112,16 @@ impl PgStore {
     }
 }
 
+fn parse_meta(user: &str, text: Option<String>) -> Result<UserMeta, StoreError> {
+    match text {
+        None => Ok(UserMeta::default()),
+        Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+            path: format!("twofold_meta/{user}").into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 impl Store for PgStore {
@@ -328,6 +338,34 @@ impl Store for PgStore {
         .map(|_| ())
     }
 
+    /// One statement, one snapshot: both reads in one round trip.
+    fn load_meta_and_state(&self, user: &str) -> Result<(UserMeta, Option<Loaded>), StoreError> {
+        twofold_protocol::user::validate(user)?;
+        let name = user.to_string();
+        let row = self.run(|c| async move {
+            let r = async {
+                let stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS}, m.meta FROM (SELECT $1::text AS u) k \
+                         LEFT JOIN twofold_enrollment e ON e.user_name = k.u \
+                         LEFT JOIN twofold_meta m ON m.user_name = k.u"
+                    ))
+                    .await
+                    .map_err(|e| pg(&e))?;
+                c.query_one(&stmt, &[&name]).await.map_err(|e| pg(&e))
+            }
+            .await;
+            (c, r)
+        })?;
+        let meta = parse_meta(user, row.get(row.len() - 1))?;
+        // `revision` (the first column) is never NULL in a stored row.
+        let loaded = match row.get::<_, Option<i64>>(0) {
+            Some(_) => Some(self.decode(user, &row)?),
+            None => None,
+        };
+        Ok((meta, loaded))
+    }
+
     fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError> {
         twofold_protocol::user::validate(user)?;
         let name = user.to_string();
@@ -343,13 +381,7 @@ impl Store for PgStore {
             .await;
             (c, r)
         })?;
-        match text {
-            None => Ok(UserMeta::default()),
-            Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-                path: format!("twofold_meta/{user}").into(),
-                reason: e.to_string(),
-            }),
-        }
+        parse_meta(user, text)
     }
 
     fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError> {
