@@ -122,3 +122,36 @@ pub fn uri_secret(uri: &str) -> Option<String> {
     used_secret(uri);
     Some(secret)
 }
+
+/// `twofold setup --name` through a pipe on `bus`: the proof, then the new
+/// key's code for the step `steps` away. Returns the new key (base32).
+pub fn add_app(bus: &Bus, user: &str, name: &str, proof: &str, steps: i64) -> String {
+    let mut child = bus
+        .command_as(user, artifacts().twofold())
+        .args(["setup", "--name", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{proof}").unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut uri = String::new();
+    stdout.read_line(&mut uri).unwrap();
+    let secret = uri_secret(uri.trim()).unwrap_or_else(|| {
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("no URI: {uri:?} {err}")
+    });
+    writeln!(stdin, "{}", oathtool(&secret, steps).unwrap()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    secret
+}

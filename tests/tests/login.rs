@@ -330,53 +330,13 @@ fn clock_drift_is_recorded_and_a_clock_minutes_off_is_diagnosed() {
     assert!(w.daemon.log().contains("outcome=refused-wrong-code"));
 }
 
-/// `twofold setup --name NAME` through a pipe: the proof (a current code of
-/// an app the user has) first, then the new key's URI, then its code.
-fn add_app(w: &World, user: &str, name: &str, proof: &str, steps: i64) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut child = w
-        .bus
-        .command_as(user, artifacts().twofold())
-        .args(["setup", "--name", name])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{proof}").unwrap();
-    stdin.flush().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut uri = String::new();
-    stdout.read_line(&mut uri).unwrap();
-    let secret = uri_secret(uri.trim()).unwrap_or_else(|| {
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        panic!("no URI: {uri:?} {err}")
-    });
-    writeln!(stdin, "{}", oathtool(&secret, steps).unwrap()).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    secret
-}
-
 #[test]
 fn several_authenticators_each_log_in_and_one_can_be_removed() {
     let w = world("", "");
     let e = enroll(&w.bus, ALICE).unwrap();
     wait_for_step_margin(20);
     // The first app confirmed step -1; its step 0 proves ALICE for the new one.
-    let phone = add_app(&w, ALICE, "phone", &oathtool(&e.secret, 0).unwrap(), -1);
+    let phone = add_app(&w.bus, ALICE, "phone", &oathtool(&e.secret, 0).unwrap(), -1);
     assert!(
         w.daemon
             .log()
