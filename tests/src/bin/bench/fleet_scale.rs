@@ -16,7 +16,6 @@ pub(crate) fn fleet_scale(sizes: &[usize]) -> Result<()> {
     } else {
         sizes.to_vec()
     };
-    const LOGIN_USERS: usize = 100;
     const WRITERS: usize = 8;
     let db = Fleet::new()?;
     let small = Fleet::on(db.cluster.clone())?;
@@ -83,44 +82,15 @@ pub(crate) fn fleet_scale(sizes: &[usize]) -> Result<()> {
             filled = bulk;
         }
         let count = db.psql("SELECT count(*) FROM twofold_enrollment")?;
-        // Start time: from spawn to the bus name owned (the store checks the
-        // schema and the fleet key at start).
-        let start = std::time::Instant::now();
-        m.daemon.restart()?;
-        let started = start.elapsed().as_secs_f64();
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let pid = m.daemon.pid().context("daemon pid")?;
-        let idle = proc_status_kib(pid, "VmRSS");
-        let users: Vec<usize> = (level * LOGIN_USERS..(level + 1) * LOGIN_USERS).collect();
-        let logins = m.totp_logins(&users)?;
-        let control_logins = control.totp_logins(&users)?;
-        let (mut outcomes, mut control_outcomes) = (Vec::new(), Vec::new());
-        let chunk = logins.len() / 4;
-        for round in 0..4 {
-            let part = round * chunk..(round + 1) * chunk;
-            outcomes.extend(m.run(TWOFOLD, &logins[part.clone()])?);
-            control_outcomes.extend(control.run(TWOFOLD, &control_logins[part])?);
-        }
-        let f = figures(&outcomes, 1.0, 0.0);
-        let c = figures(&control_outcomes, 1.0, 0.0);
-        if f.refused != 0 || c.refused != 0 {
-            bail!(
-                "{} logins refused: {}",
-                f.refused + c.refused,
-                m.daemon.log()
-            );
-        }
-        let start = std::time::Instant::now();
-        let report = m
-            .bus
-            .command(artifacts().twofold())
-            .args(["admin", "report"])
-            .output()?;
-        let report_secs = start.elapsed().as_secs_f64();
-        if !report.status.success() {
-            bail!("report failed: {}", String::from_utf8_lossy(&report.stderr));
-        }
-        let peak = proc_status_kib(pid, "VmHWM");
+        // The store checks the schema and the fleet key at start.
+        let Level {
+            started,
+            idle,
+            peak,
+            f,
+            c,
+            report_secs,
+        } = measure_level(&mut m, &control, level)?;
         let base = *base_median.get_or_insert(f.median_ms);
         println!(
             "| {} | {} | {:.0} ms | {:.1} MiB | {:.1} MiB | {:.3} ms ({:+.0} %) | {:.3} ms | {:.3} ms ({:+.0} %) | {:.2} s | {} |",

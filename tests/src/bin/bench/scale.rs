@@ -65,6 +65,9 @@ pub(crate) fn report(users: usize) -> Result<()> {
     Ok(())
 }
 
+/// Users who log in at each size (accounts tfb0.. in nss_wrapper).
+pub(crate) const LOGIN_USERS: usize = 100;
+
 /// The daemon with 100, 100,000 and 1,000,000 enrolled users (or the sizes
 /// given): its start time, resident memory idle and after logins and a
 /// report, the latency of 200 logins by 100 users, and `twofold admin report`.
@@ -75,7 +78,6 @@ pub(crate) fn scale(sizes: &[usize]) -> Result<()> {
     } else {
         sizes.to_vec()
     };
-    const LOGIN_USERS: usize = 100;
     // Accounts tfb0.. in nss_wrapper: 100 login users per size.
     let mut m = Modules::start(LOGIN_USERS * sizes.len())?;
     // A second daemon, on its own bus, whose store stays small: its logins,
@@ -131,45 +133,14 @@ pub(crate) fn scale(sizes: &[usize]) -> Result<()> {
             );
             filled = bulk;
         }
-        // Start time: from spawn to the bus name owned, caches cold for the
-        // daemon's own memory (not for the kernel's page cache).
-        let start = std::time::Instant::now();
-        m.daemon.restart()?;
-        let started = start.elapsed().as_secs_f64();
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let pid = m.daemon.pid().context("daemon pid")?;
-        let idle = proc_status_kib(pid, "VmRSS");
-        let users: Vec<usize> = (level * LOGIN_USERS..(level + 1) * LOGIN_USERS).collect();
-        let logins = m.totp_logins(&users)?;
-        let control_logins = control.totp_logins(&users)?;
-        // Four rounds, alternating the large store and the small one.
-        let (mut outcomes, mut control_outcomes) = (Vec::new(), Vec::new());
-        let chunk = logins.len() / 4;
-        for round in 0..4 {
-            let part = round * chunk..(round + 1) * chunk;
-            outcomes.extend(m.run(TWOFOLD, &logins[part.clone()])?);
-            control_outcomes.extend(control.run(TWOFOLD, &control_logins[part])?);
-        }
-        let f = figures(&outcomes, 1.0, 0.0);
-        let c = figures(&control_outcomes, 1.0, 0.0);
-        if f.refused != 0 || c.refused != 0 {
-            bail!(
-                "{} logins refused: {}",
-                f.refused + c.refused,
-                m.daemon.log()
-            );
-        }
-        let start = std::time::Instant::now();
-        let report = m
-            .bus
-            .command(artifacts().twofold())
-            .args(["admin", "report"])
-            .output()?;
-        let report_secs = start.elapsed().as_secs_f64();
-        if !report.status.success() {
-            bail!("report failed: {}", String::from_utf8_lossy(&report.stderr));
-        }
-        let peak = proc_status_kib(pid, "VmHWM");
+        let Level {
+            started,
+            idle,
+            peak,
+            f,
+            c,
+            report_secs,
+        } = measure_level(&mut m, &control, level)?;
         let base = *base_median.get_or_insert(f.median_ms);
         println!(
             "| {n} | {:.0} ms | {:.1} MiB | {:.1} MiB | {:.3} ms ({:+.0} %) | {:.3} ms | {:.3} ms ({:+.0} %) | {:.2} s |",
@@ -341,4 +312,66 @@ pub(crate) fn memory() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What one size of the store comes to, measured the same way for the file
+/// store (`scale`) and the database (`fleet-scale`).
+pub(crate) struct Level {
+    pub(crate) started: f64,
+    pub(crate) idle: u64,
+    pub(crate) peak: u64,
+    pub(crate) f: Figures,
+    pub(crate) c: Figures,
+    pub(crate) report_secs: f64,
+}
+
+/// Restart `m`'s daemon (its start time: from spawn to the bus name owned,
+/// caches cold for the daemon's own memory, not for the kernel's page
+/// cache), then the logins of level `level`'s users in four rounds
+/// alternating with `control` (the small store), then `twofold admin report`.
+pub(crate) fn measure_level(m: &mut Modules, control: &Modules, level: usize) -> Result<Level> {
+    let start = std::time::Instant::now();
+    m.daemon.restart()?;
+    let started = start.elapsed().as_secs_f64();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = m.daemon.pid().context("daemon pid")?;
+    let idle = proc_status_kib(pid, "VmRSS");
+    let users: Vec<usize> = (level * LOGIN_USERS..(level + 1) * LOGIN_USERS).collect();
+    let logins = m.totp_logins(&users)?;
+    let control_logins = control.totp_logins(&users)?;
+    let (mut outcomes, mut control_outcomes) = (Vec::new(), Vec::new());
+    let chunk = logins.len() / 4;
+    for round in 0..4 {
+        let part = round * chunk..(round + 1) * chunk;
+        outcomes.extend(m.run(TWOFOLD, &logins[part.clone()])?);
+        control_outcomes.extend(control.run(TWOFOLD, &control_logins[part])?);
+    }
+    let f = figures(&outcomes, 1.0, 0.0);
+    let c = figures(&control_outcomes, 1.0, 0.0);
+    if f.refused != 0 || c.refused != 0 {
+        bail!(
+            "{} logins refused: {}",
+            f.refused + c.refused,
+            m.daemon.log()
+        );
+    }
+    let start = std::time::Instant::now();
+    let report = m
+        .bus
+        .command(artifacts().twofold())
+        .args(["admin", "report"])
+        .output()?;
+    let report_secs = start.elapsed().as_secs_f64();
+    if !report.status.success() {
+        bail!("report failed: {}", String::from_utf8_lossy(&report.stderr));
+    }
+    let peak = proc_status_kib(pid, "VmHWM");
+    Ok(Level {
+        started,
+        idle,
+        peak,
+        f,
+        c,
+        report_secs,
+    })
 }
