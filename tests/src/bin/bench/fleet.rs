@@ -256,18 +256,5 @@ pub(crate) fn run_lanes_on(
             .stderr(std::process::Stdio::piped());
         children.push((c.spawn()?, lane));
     }
-    let mut outcomes = vec![
-        Outcome {
-            micros: 0,
-            result: -1
-        };
-        logins.len()
-    ];
-    for (child, lane) in children {
-        for (k, outcome) in lane.iter().zip(collect(child, lane.len())?) {
-            outcomes[*k] = outcome;
-        }
-    }
-    let wall = (unix_millis().saturating_sub(start_at)) as f64 / 1000.0;
-    Ok((outcomes, wall))
+    gather(children, logins.len(), start_at)
 }

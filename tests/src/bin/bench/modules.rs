@@ -293,12 +293,22 @@ pub(crate) fn run_lanes(
             lane,
         ));
     }
+    gather(children, logins.len(), start_at)
+}
+
+/// Each lane's outcomes put back in the order of the logins (`lane` holds
+/// their indices), and the wall time since `start_at` (Unix ms).
+pub(crate) fn gather(
+    children: Vec<(std::process::Child, &Vec<usize>)>,
+    total: usize,
+    start_at: u64,
+) -> Result<(Vec<Outcome>, f64)> {
     let mut outcomes = vec![
         Outcome {
             micros: 0,
             result: -1
         };
-        logins.len()
+        total
     ];
     for (child, lane) in children {
         for (k, outcome) in lane.iter().zip(collect(child, lane.len())?) {
