@@ -1925,3 +1925,47 @@ fn a_failover_to_a_synchronous_standby_loses_no_accepted_code() {
         .unwrap();
     assert_eq!(promoted.trim(), "f");
 }
+
+/// The e-mail code table keeps no row that holds nothing: each send prunes
+/// up to 16 rows whose code expired and whose last send is over an hour
+/// old (the hourly ration still counts younger ones).
+#[test]
+fn e_mail_code_rows_that_hold_nothing_are_pruned_as_codes_are_sent() {
+    use twofoldd::email_codes::{CodeStore, Purpose, SendLimits};
+    let fleet = Fleet::new().unwrap();
+    let (a, _b) = two_stores(&fleet);
+    let a: &dyn CodeStore = &a;
+    let limits = SendLimits {
+        interval: 60,
+        per_hour: 3,
+    };
+    let put = |user: &str, expires_at: u64, now: u64| {
+        assert_eq!(
+            a.put(user, "123456", &Purpose::Login, expires_at, now, limits)
+                .unwrap(),
+            Ok(())
+        );
+    };
+    let rows = || {
+        fleet
+            .psql("SELECT count(*) FROM twofold_email_code")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    for i in 0..20 {
+        put(&format!("user{i}"), 1300, 1000);
+    }
+    assert_eq!(rows(), "20");
+    // Expired, but sent within the hour: kept for the ration.
+    put("late", 2300, 2000);
+    assert_eq!(rows(), "21");
+    // Over an hour after those sends: 16 go with this send, the rest with
+    // the next; the younger row and the live codes stay.
+    put("later", 5000, 4700);
+    assert_eq!(rows(), "6");
+    put("last", 5010, 4710);
+    assert_eq!(rows(), "3");
+    assert!(a.has_login_code("later", 4710).unwrap());
+    assert!(a.has_login_code("last", 4710).unwrap());
+}

@@ -44,6 +44,19 @@ impl CodeStore for PgStore {
         self.run(|mut c| async move {
             let r = async {
                 let tx = c.transaction().await.map_err(|e| pg(&e))?;
+                // Rows that hold nothing any more (the code expired and
+                // every send is over an hour old), a few per send, so the
+                // table does not keep every user who ever got a code.
+                tx.execute(
+                    "DELETE FROM twofold_email_code WHERE user_name IN (\
+                     SELECT user_name FROM twofold_email_code \
+                     WHERE user_name <> $1 AND expires_at <= $2 \
+                     AND coalesce(sends[cardinality(sends)], 0) <= $2 - 3600 \
+                     LIMIT 16 FOR UPDATE SKIP LOCKED)",
+                    &[&name, &(now as i64)],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
                 tx.execute(
                     "INSERT INTO twofold_email_code (user_name) VALUES ($1) ON CONFLICT DO NOTHING",
                     &[&name],
