@@ -9,9 +9,11 @@
 
 pub mod copy;
 mod file;
+mod journal;
 pub mod postgres;
 pub mod seal;
-pub use file::{DecodeError, FileStore, RECORD_LEN, decode_state};
+pub use file::FileStore;
+pub use journal::{DecodeError, RECORD_LEN, decode_state};
 pub use postgres::PgStore;
 
 /// The store `cfg` names, ready for logins: the file store opened (never
