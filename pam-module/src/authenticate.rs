@@ -18,11 +18,11 @@ use twofold_protocol::{Login, LoginAction, LoginPlan, TwofoldError, VerifyOutcom
 /// Asked when no e-mail could be sent now.
 pub const NOT_SENT_PROMPT: &str = "Code from an earlier e-mail, or a backup code: ";
 
-pub async fn run<H: Host, D: Daemon>(
+pub fn run<H: Host, D: Daemon>(
     host: &mut H,
     options: &Options,
     items: &PamItems,
-    connect: impl AsyncFnOnce() -> zbus::Result<D>,
+    connect: impl FnOnce() -> zbus::Result<D>,
 ) -> PamResultCode {
     let user = match &items.user {
         Ok(user) => user.as_str(),
@@ -49,7 +49,7 @@ pub async fn run<H: Host, D: Daemon>(
         rhost: items.rhost.clone(),
     };
     let login = &login;
-    let daemon = match connect().await {
+    let daemon = match connect() {
         Ok(d) => d,
         // No socket and no bus running: the one failure to connect that
         // failmode=safe covers. Anything else (a socket or bus that is
@@ -74,7 +74,7 @@ pub async fn run<H: Host, D: Daemon>(
             return PamResultCode::PAM_AUTHINFO_UNAVAIL;
         }
     };
-    let plan = match daemon.begin_login(login).await {
+    let plan = match daemon.begin_login(login) {
         Ok(plan) => plan,
         // The bus answered that twofoldd is neither running nor activatable
         // on it (not installed): no daemon to ask.
@@ -93,17 +93,17 @@ pub async fn run<H: Host, D: Daemon>(
             } else {
                 plan.prompt.clone()
             };
-            ask_code(host, &daemon, login, &plan, &prompt, options.qr).await
+            ask_code(host, &daemon, login, &plan, &prompt, options.qr)
         }
         LoginAction::SendEmail => {
             if !plan.message.is_empty() {
                 host.show(Shown::Info, &plan.message);
             }
-            let prompt = match send_code(host, &daemon, login).await {
+            let prompt = match send_code(host, &daemon, login) {
                 Ok(prompt) => prompt,
                 Err(code) => return code,
             };
-            ask_code(host, &daemon, login, &plan, &prompt, options.qr).await
+            ask_code(host, &daemon, login, &plan, &prompt, options.qr)
         }
         LoginAction::Allow => {
             // No code was verified, so this module must not be the one that
@@ -119,19 +119,19 @@ pub async fn run<H: Host, D: Daemon>(
             }
             PamResultCode::PAM_AUTH_ERR
         }
-        LoginAction::Enroll => enroll::enroll(host, &daemon, login, &plan, options.qr).await,
+        LoginAction::Enroll => enroll::enroll(host, &daemon, login, &plan, options.qr),
     }
 }
 
 /// Have the daemon e-mail a code; the prompt to ask it with. When no code
 /// can be sent now (too soon after the last, or the relay is down) the user
 /// is told why and may still type a code sent before, or a backup code.
-async fn send_code<H: Host, D: Daemon>(
+fn send_code<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
     login: &Login,
 ) -> Result<String, PamResultCode> {
-    match daemon.send_login_code(login).await {
+    match daemon.send_login_code(login) {
         Ok(prompt) => Ok(prompt),
         Err(TwofoldError::Throttled(message) | TwofoldError::DeliveryFailed(message)) => {
             host.show(Shown::Error, &message);
@@ -145,7 +145,7 @@ async fn send_code<H: Host, D: Daemon>(
 /// e-mail, an empty answer has the daemon e-mail a code, which is then
 /// asked for. A code that proves the user whose rule wants another method
 /// leads into setting that method up.
-async fn ask_code<H: Host, D: Daemon>(
+fn ask_code<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
     login: &Login,
@@ -159,7 +159,7 @@ async fn ask_code<H: Host, D: Daemon>(
         Err(e) => return no_answer(host, "at the code prompt", login, e),
     };
     if email_on_empty && answer.trim_ascii().is_empty() {
-        let prompt = match send_code(host, daemon, login).await {
+        let prompt = match send_code(host, daemon, login) {
             Ok(prompt) => prompt,
             Err(code) => return code,
         };
@@ -185,7 +185,7 @@ async fn ask_code<H: Host, D: Daemon>(
     drop(answer);
     // Once the daemon has been asked, any failure refuses, even with
     // failmode=safe: a slow or dying daemon must not open the door.
-    let reply = match daemon.verify(login, code.as_str()).await {
+    let reply = match daemon.verify(login, code.as_str()) {
         Ok(reply) => reply,
         Err(e) => return refused_by(host, e),
     };
@@ -223,7 +223,7 @@ async fn ask_code<H: Host, D: Daemon>(
         VerifyOutcome::MustEnroll => {
             let mut next = plan.clone();
             next.message.clear();
-            enroll::enroll(host, daemon, login, &next, qr).await
+            enroll::enroll(host, daemon, login, &next, qr)
         }
     }
 }

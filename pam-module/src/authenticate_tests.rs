@@ -134,7 +134,7 @@ impl FakeDaemon {
 }
 
 impl Daemon for FakeDaemon {
-    async fn begin_login(&self, _login: &Login) -> Result<LoginPlan, TwofoldError> {
+    fn begin_login(&self, _login: &Login) -> Result<LoginPlan, TwofoldError> {
         if let Some(error) = self.plan_error {
             return Err(TwofoldError::ZBus(error()));
         }
@@ -143,7 +143,7 @@ impl Daemon for FakeDaemon {
             .ok_or_else(|| TwofoldError::UnknownUser("no such user".into()))
     }
 
-    async fn verify(&self, _login: &Login, code: &str) -> Result<VerifyReply, TwofoldError> {
+    fn verify(&self, _login: &Login, code: &str) -> Result<VerifyReply, TwofoldError> {
         self.verified.borrow_mut().push(code.to_string());
         match &self.reply {
             Some(Ok(r)) => Ok(r.clone()),
@@ -154,7 +154,7 @@ impl Daemon for FakeDaemon {
         }
     }
 
-    async fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError> {
+    fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError> {
         self.enroll_asked.borrow_mut().push((
             login.user.clone(),
             login.service.clone(),
@@ -167,7 +167,7 @@ impl Daemon for FakeDaemon {
         }
     }
 
-    async fn confirm_at_login(
+    fn confirm_at_login(
         &self,
         login: &Login,
         code: &str,
@@ -180,7 +180,7 @@ impl Daemon for FakeDaemon {
             None => panic!("ConfirmAtLogin was not expected"),
         }
     }
-    async fn send_login_code(&self, _login: &Login) -> Result<String, TwofoldError> {
+    fn send_login_code(&self, _login: &Login) -> Result<String, TwofoldError> {
         *self.sends.borrow_mut() += 1;
         match &self.send {
             Some(Ok(prompt)) => Ok(prompt.clone()),
@@ -188,14 +188,14 @@ impl Daemon for FakeDaemon {
             None => panic!("SendLoginCode was not expected"),
         }
     }
-    async fn email_enroll_at_login(
+    fn email_enroll_at_login(
         &self,
         _login: &Login,
         _address: &str,
     ) -> Result<String, TwofoldError> {
         panic!("EmailEnrollAtLogin was not expected")
     }
-    async fn confirm_email_at_login(
+    fn confirm_email_at_login(
         &self,
         _login: &Login,
         _code: &str,
@@ -243,41 +243,37 @@ fn run_fake(
 ) -> (PamResultCode, std::rc::Rc<FakeDaemon>) {
     let daemon = std::rc::Rc::new(daemon);
     let d = daemon.clone();
-    let code = zbus::block_on(run(host, options, login, async move || Ok(RcDaemon(d))));
+    let code = run(host, options, login, move || Ok(RcDaemon(d)));
     (code, daemon)
 }
 
 struct RcDaemon(std::rc::Rc<FakeDaemon>);
 
 impl Daemon for RcDaemon {
-    async fn begin_login(&self, l: &Login) -> Result<LoginPlan, TwofoldError> {
-        self.0.begin_login(l).await
+    fn begin_login(&self, l: &Login) -> Result<LoginPlan, TwofoldError> {
+        self.0.begin_login(l)
     }
-    async fn verify(&self, l: &Login, c: &str) -> Result<VerifyReply, TwofoldError> {
-        self.0.verify(l, c).await
+    fn verify(&self, l: &Login, c: &str) -> Result<VerifyReply, TwofoldError> {
+        self.0.verify(l, c)
     }
-    async fn enroll_at_login(&self, l: &Login) -> Result<EnrollmentOffer, TwofoldError> {
-        self.0.enroll_at_login(l).await
+    fn enroll_at_login(&self, l: &Login) -> Result<EnrollmentOffer, TwofoldError> {
+        self.0.enroll_at_login(l)
     }
-    async fn confirm_at_login(
+    fn confirm_at_login(&self, l: &Login, c: &str) -> Result<Vec<SecretString>, TwofoldError> {
+        self.0.confirm_at_login(l, c)
+    }
+    fn send_login_code(&self, l: &Login) -> Result<String, TwofoldError> {
+        self.0.send_login_code(l)
+    }
+    fn email_enroll_at_login(&self, l: &Login, a: &str) -> Result<String, TwofoldError> {
+        self.0.email_enroll_at_login(l, a)
+    }
+    fn confirm_email_at_login(
         &self,
         l: &Login,
         c: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        self.0.confirm_at_login(l, c).await
-    }
-    async fn send_login_code(&self, l: &Login) -> Result<String, TwofoldError> {
-        self.0.send_login_code(l).await
-    }
-    async fn email_enroll_at_login(&self, l: &Login, a: &str) -> Result<String, TwofoldError> {
-        self.0.email_enroll_at_login(l, a).await
-    }
-    async fn confirm_email_at_login(
-        &self,
-        l: &Login,
-        c: &str,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
-        self.0.confirm_email_at_login(l, c).await
+        self.0.confirm_email_at_login(l, c)
     }
 }
 
@@ -595,14 +591,14 @@ fn no_bus_or_no_daemon_follows_failmode() {
         std::io::ErrorKind::NotFound,
         std::io::ErrorKind::ConnectionRefused,
     ] {
-        let down = async || -> zbus::Result<FakeDaemon> { Err(connect_error(kind.into())) };
+        let down = || -> zbus::Result<FakeDaemon> { Err(connect_error(kind.into())) };
         let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
-        let code = zbus::block_on(run(&mut host, &Options::default(), &login("alice"), down));
+        let code = run(&mut host, &Options::default(), &login("alice"), down);
         assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL, "{kind:?}");
 
         // failmode=safe lets the rest of the stack decide (IGNORE), never SUCCESS.
         let mut host = Scripted::new(vec![]);
-        let code = zbus::block_on(run(&mut host, &SAFE, &login("alice"), down));
+        let code = run(&mut host, &SAFE, &login("alice"), down);
         assert_eq!(code, PamResultCode::PAM_IGNORE, "{kind:?}");
         assert!(
             host.logs
@@ -671,8 +667,8 @@ fn any_other_failure_to_connect_refuses_even_with_failmode_safe() {
     for error in errors {
         for options in [Options::default(), SAFE] {
             let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
-            let connect = async || -> zbus::Result<FakeDaemon> { Err(error()) };
-            let code = zbus::block_on(run(&mut host, &options, &login("alice"), connect));
+            let connect = || -> zbus::Result<FakeDaemon> { Err(error()) };
+            let code = run(&mut host, &options, &login("alice"), connect);
             assert_eq!(
                 code,
                 PamResultCode::PAM_AUTHINFO_UNAVAIL,
@@ -1098,21 +1094,6 @@ fn a_host_name_gives_way_to_sshds_numeric_peer_address() {
         remote_host("host.example".into(), Some("not-an-address 1 2 3")),
         "host.example"
     );
-}
-
-/// The handshake's timer is zruntime's, on the runtime that `zbus::block_on`
-/// drives. A second copy of the crate (zbus moving to another major version)
-/// would give the timer a runtime of its own, run by a helper thread inside
-/// the host: one copy only.
-#[test]
-fn the_module_and_zbus_share_one_zruntime() {
-    let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
-    let lock = std::fs::read_to_string(lock).unwrap_or_default();
-    let copies = lock
-        .lines()
-        .filter(|l| l.trim() == r#"name = "zruntime""#)
-        .count();
-    assert_eq!(copies, 1, "zruntime copies in Cargo.lock");
 }
 
 /// The enrollment prompts too (the key's, the choice of method, the

@@ -1,5 +1,5 @@
-//! The module's only door to the clock: the back-off on a full bus reads
-//! the time and sleeps through a `Clock`, so tests can run it on a fake
+//! The module's only door to the clock: the deadlines of a connection and
+//! the back-off on a full bus read the time (and sleep) through a `Clock`, so tests can run it on a fake
 //! clock and a workspace-wide `disallowed-methods` rule can ban
 //! `Instant::now`, `SystemTime::now` and `thread::sleep` everywhere else.
 #![allow(clippy::disallowed_methods)] // this file is the one place allowed
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 pub trait Clock {
     fn now(&self) -> Instant;
-    /// Block the thread: nothing else runs on a login's executor (one login,
-    /// one connection), so no other task is held up.
+    /// Block the thread: a login runs on its host's thread alone, with
+    /// blocking calls, so nothing else is held up.
     fn sleep(&self, pause: Duration);
     /// Nanoseconds of the wall clock, to spread retries (not secret, not
     /// needed to be unpredictable).

@@ -4,6 +4,9 @@
 //! is full; make the login calls. The flow sees only the `Daemon` trait.
 
 use crate::clock::{Clock, SystemClock};
+use crate::conn::Conn;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use twofold_protocol::{
     ConfirmArgs, EmailEnrollArgs, EnrollmentOffer, Login, LoginPlan, SecretString, TwofoldError,
@@ -33,23 +36,18 @@ pub const BUS_FULL_WAIT: Duration = Duration::from_secs(5);
 const BUS_FULL_PAUSE_MAX: Duration = Duration::from_millis(200);
 
 /// What a login asks twofoldd. Every call names the login it belongs to.
-#[allow(async_fn_in_trait)] // used with static dispatch only
 pub trait Daemon {
-    async fn begin_login(&self, login: &Login) -> Result<LoginPlan, TwofoldError>;
-    async fn verify(&self, login: &Login, code: &str) -> Result<VerifyReply, TwofoldError>;
-    async fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError>;
-    async fn confirm_at_login(
+    fn begin_login(&self, login: &Login) -> Result<LoginPlan, TwofoldError>;
+    fn verify(&self, login: &Login, code: &str) -> Result<VerifyReply, TwofoldError>;
+    fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError>;
+    fn confirm_at_login(
         &self,
         login: &Login,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError>;
-    async fn send_login_code(&self, login: &Login) -> Result<String, TwofoldError>;
-    async fn email_enroll_at_login(
-        &self,
-        login: &Login,
-        address: &str,
-    ) -> Result<String, TwofoldError>;
-    async fn confirm_email_at_login(
+    fn send_login_code(&self, login: &Login) -> Result<String, TwofoldError>;
+    fn email_enroll_at_login(&self, login: &Login, address: &str) -> Result<String, TwofoldError>;
+    fn confirm_email_at_login(
         &self,
         login: &Login,
         code: &str,
@@ -57,11 +55,9 @@ pub trait Daemon {
 }
 
 /// twofoldd over a D-Bus connection: its login socket, or the system bus
-/// (or `DBUS_SYSTEM_BUS_ADDRESS`). Calls go straight on the connection: a
-/// proxy would bring zbus's proxy machinery (property caches, signal
-/// streams) into every login process for nothing.
+/// (or `DBUS_SYSTEM_BUS_ADDRESS`).
 pub struct BusDaemon {
-    conn: zbus::Connection,
+    conn: RefCell<Conn>,
     /// The bus name calls go to; none on the socket (the peer is twofoldd).
     destination: Option<&'static str>,
 }
@@ -69,24 +65,20 @@ pub struct BusDaemon {
 impl BusDaemon {
     /// Call `method` with `args` as the whole body (a struct of the
     /// protocol's goes out as its fields, the loose arguments twofoldd takes).
-    async fn call<B, R>(&self, method: &'static str, args: &B) -> Result<R, TwofoldError>
+    fn call<B, R>(&self, method: &'static str, args: &B) -> Result<R, TwofoldError>
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
         R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
     {
+        let mut call = zbus::Message::method_call(twofold_protocol::OBJECT_PATH, method)
+            .interface(twofold_protocol::INTERFACE);
+        if let Some(destination) = self.destination {
+            call = call.destination(destination);
+        }
+        let call = call.build(args)?;
         let mut full = FullBus::new(&SystemClock);
         loop {
-            let reply = self
-                .conn
-                .call_method(
-                    self.destination,
-                    twofold_protocol::OBJECT_PATH,
-                    Some(twofold_protocol::INTERFACE),
-                    method,
-                    args,
-                )
-                .await;
-            match reply {
+            match self.conn.borrow_mut().call(&call, METHOD_TIMEOUT) {
                 // The bus turned the call away undelivered (its queue to
                 // twofoldd was full): sending it again cannot count twice.
                 Err(e) if bus_full(&e) && full.wait() => continue,
@@ -97,48 +89,44 @@ impl BusDaemon {
 }
 
 impl Daemon for BusDaemon {
-    async fn begin_login(&self, login: &Login) -> Result<LoginPlan, TwofoldError> {
-        self.call(method::BEGIN_LOGIN, login).await
+    fn begin_login(&self, login: &Login) -> Result<LoginPlan, TwofoldError> {
+        self.call(method::BEGIN_LOGIN, login)
     }
 
-    async fn verify(&self, login: &Login, code: &str) -> Result<VerifyReply, TwofoldError> {
+    fn verify(&self, login: &Login, code: &str) -> Result<VerifyReply, TwofoldError> {
         self.call(method::VERIFY, &VerifyArgs::new(login, code))
-            .await
     }
 
-    async fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError> {
-        self.call(method::ENROLL_AT_LOGIN, login).await
+    fn enroll_at_login(&self, login: &Login) -> Result<EnrollmentOffer, TwofoldError> {
+        self.call(method::ENROLL_AT_LOGIN, login)
     }
 
-    async fn confirm_at_login(
+    fn confirm_at_login(
+        &self,
+        login: &Login,
+        code: &str,
+    ) -> Result<Vec<SecretString>, TwofoldError> {
+        self.call(method::CONFIRM_AT_LOGIN, &ConfirmArgs::new(login, code))
+    }
+
+    fn send_login_code(&self, login: &Login) -> Result<String, TwofoldError> {
+        self.call(method::SEND_LOGIN_CODE, login)
+    }
+
+    fn email_enroll_at_login(&self, login: &Login, address: &str) -> Result<String, TwofoldError> {
+        self.call(
+            method::EMAIL_ENROLL_AT_LOGIN,
+            &EmailEnrollArgs::new(login, address),
+        )
+    }
+
+    fn confirm_email_at_login(
         &self,
         login: &Login,
         code: &str,
     ) -> Result<Vec<SecretString>, TwofoldError> {
         let args = ConfirmArgs::new(login, code);
-        self.call(method::CONFIRM_AT_LOGIN, &args).await
-    }
-
-    async fn send_login_code(&self, login: &Login) -> Result<String, TwofoldError> {
-        self.call(method::SEND_LOGIN_CODE, login).await
-    }
-
-    async fn email_enroll_at_login(
-        &self,
-        login: &Login,
-        address: &str,
-    ) -> Result<String, TwofoldError> {
-        let args = EmailEnrollArgs::new(login, address);
-        self.call(method::EMAIL_ENROLL_AT_LOGIN, &args).await
-    }
-
-    async fn confirm_email_at_login(
-        &self,
-        login: &Login,
-        code: &str,
-    ) -> Result<Vec<SecretString>, TwofoldError> {
-        let args = ConfirmArgs::new(login, code);
-        self.call(method::CONFIRM_EMAIL_AT_LOGIN, &args).await
+        self.call(method::CONFIRM_EMAIL_AT_LOGIN, &args)
     }
 }
 
@@ -169,77 +157,61 @@ pub fn socket_path(
 /// not running), on the bus at `address`, which starts the daemon. A socket
 /// that accepts but does not finish the handshake in [`HANDSHAKE_TIMEOUT`]
 /// is a daemon that is there but hung: that is an error, not a reason to
-/// try the bus (which would reach the same daemon).
-pub async fn connect(socket: &std::path::Path, address: &str) -> zbus::Result<BusDaemon> {
-    match connect_socket(socket).await? {
-        Some(daemon) => Ok(daemon),
-        None => connect_bus(address).await,
-    }
-}
-
-/// A peer-to-peer connection on twofoldd's socket, or `None` if there is
-/// nothing to connect to. Made through a D-Bus address, as the bus's is:
-/// the same code in the module for both (zbus's connect waits on a full
-/// backlog without blocking the thread, so the timeout bounds that too).
-async fn connect_socket(path: &std::path::Path) -> zbus::Result<Option<BusDaemon>> {
-    let runtime = zruntime::SharedRuntime::current()?;
-    let handshake = zbus::connection::Builder::address(socket_address(path).as_str())
-        .p2p()
-        .method_timeout(METHOD_TIMEOUT)
-        .build();
-    match runtime.timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Err(e)) if no_bus(&e) => Ok(None),
-        Ok(conn) => Ok(Some(BusDaemon {
-            conn: conn?,
+/// try the bus (which would reach the same daemon). No `Hello` on the
+/// socket: the peer is twofoldd itself.
+pub fn connect(socket: &Path, address: &str) -> zbus::Result<BusDaemon> {
+    match Conn::open(socket, HANDSHAKE_TIMEOUT) {
+        Ok(conn) => Ok(BusDaemon {
+            conn: RefCell::new(conn),
             destination: None,
-        })),
-        Err(timed_out) => Err(std::io::Error::from(timed_out).into()),
+        }),
+        Err(e) if no_bus(&e) => connect_bus(address),
+        Err(e) => Err(e),
     }
-}
-
-/// The D-Bus address of the socket at `path`, its bytes escaped as the
-/// specification says for values.
-fn socket_address(path: &std::path::Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut address = String::from("unix:path=");
-    for &b in path.as_os_str().as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-_/.\\*".contains(&b) {
-            address.push(char::from(b));
-        } else {
-            address.push_str(&format!("%{b:02x}"));
-        }
-    }
-    address
 }
 
 /// Connect to twofoldd's bus, waiting up to [`BUS_FULL_WAIT`] while the bus
 /// refuses the connection for its per-uid limit, each try's handshake
 /// bounded by [`HANDSHAKE_TIMEOUT`]. Any other failure returns at once.
-pub async fn connect_bus(address: &str) -> zbus::Result<BusDaemon> {
+pub fn connect_bus(address: &str) -> zbus::Result<BusDaemon> {
+    let path = bus_path(address)?;
     let mut full = FullBus::new(&SystemClock);
     loop {
-        match connect_once(address).await {
+        match connect_once(&path) {
             Err(e) if bus_full(&e) && full.wait() => {}
             other => return other,
         }
     }
 }
 
-async fn connect_once(address: &str) -> zbus::Result<BusDaemon> {
-    // The runtime that zbus::block_on drives on this thread; its timer
-    // wakes the login when the bus stays silent.
-    let runtime = zruntime::SharedRuntime::current()?;
-    let handshake = zbus::connection::Builder::address(address)
-        .method_timeout(METHOD_TIMEOUT)
-        .build();
-    let conn = runtime
-        .timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(std::io::Error::from)??;
+fn connect_once(path: &Path) -> zbus::Result<BusDaemon> {
+    let started = SystemClock.now();
+    let mut conn = Conn::open(path, HANDSHAKE_TIMEOUT)?;
+    conn.hello(HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed()))?;
     Ok(BusDaemon {
-        conn,
+        conn: RefCell::new(conn),
         destination: Some(twofold_protocol::BUS_NAME),
     })
+}
+
+/// The socket file of a bus address; the module reaches a bus only by a
+/// `unix:path=` address (the system bus's kind).
+fn bus_path(address: &str) -> zbus::Result<PathBuf> {
+    use zbus::address::transport::{Transport, UnixSocket};
+    let parsed = zbus::Address::try_from(address)?;
+    match parsed.transport() {
+        Transport::Unix(unix) => match unix.path() {
+            UnixSocket::File(path) => Ok(path.clone()),
+            _ => Err(not_a_path(address)),
+        },
+        _ => Err(not_a_path(address)),
+    }
+}
+
+fn not_a_path(address: &str) -> zbus::Error {
+    zbus::Error::Address(format!(
+        "{address}: pam_twofold reaches a bus only by a unix:path= address"
+    ))
 }
 
 /// The waits of one step (a connection, a call) on a bus that refuses it
@@ -371,14 +343,6 @@ mod tests {
         assert_eq!(clock.now.get() - clock.start, BUS_FULL_WAIT);
         assert!(slept.iter().all(|p| *p <= BUS_FULL_PAUSE_MAX));
         assert_eq!(tries, slept.len());
-    }
-
-    #[test]
-    fn a_socket_path_becomes_an_escaped_address() {
-        let plain = std::path::Path::new("/run/twofold/login.sock");
-        assert_eq!(socket_address(plain), "unix:path=/run/twofold/login.sock");
-        let odd = std::path::Path::new("/tmp/a b,c=d%");
-        assert_eq!(socket_address(odd), "unix:path=/tmp/a%20b%2cc%3dd%25");
     }
 
     #[test]

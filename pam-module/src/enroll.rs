@@ -54,7 +54,7 @@ const APP_INSTRUCTIONS: &str = "Scan the QR code below with an authenticator app
 Microsoft Authenticator, or a password manager), or enter the key by hand, then type the code it shows.";
 
 /// Run the enrollment `plan` (the daemon's answer to `BeginLogin`) offers.
-pub async fn enroll<H: Host, D: Daemon>(
+pub fn enroll<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
     login: &Login,
@@ -105,14 +105,14 @@ pub async fn enroll<H: Host, D: Daemon>(
     };
     if by_email {
         let explanation = if app { "" } else { plan.message.as_str() };
-        return enroll_email(host, daemon, login, explanation).await;
+        return enroll_email(host, daemon, login, explanation);
     }
     let explanation = if email || plan.message.is_empty() {
         APP_INSTRUCTIONS
     } else {
         plan.message.as_str()
     };
-    let offer = match daemon.enroll_at_login(login).await {
+    let offer = match daemon.enroll_at_login(login) {
         Ok(offer) => offer,
         Err(e) => return refused_by(host, e),
     };
@@ -159,7 +159,7 @@ pub async fn enroll<H: Host, D: Daemon>(
         // and only a short error is shown before the next prompt (not the
         // key again: the user has it in their app or on screen already).
         let problem = match parsed {
-            Ok(Code::Totp(code)) => match daemon.confirm_at_login(login, &code).await {
+            Ok(Code::Totp(code)) => match daemon.confirm_at_login(login, &code) {
                 Ok(backup_codes) => {
                     drop(redraw);
                     return enrolled(host, &backup_codes);
@@ -222,7 +222,7 @@ fn enrolled<H: Host>(host: &mut H, backup_codes: &[SecretString]) -> PamResultCo
 
 /// Register an e-mail address inside the login: the address, then the code
 /// the daemon sent there. Nothing is stored unless the code comes back.
-async fn enroll_email<H: Host, D: Daemon>(
+fn enroll_email<H: Host, D: Daemon>(
     host: &mut H,
     daemon: &D,
     login: &Login,
@@ -239,7 +239,7 @@ async fn enroll_email<H: Host, D: Daemon>(
             host.show(Shown::Error, "That is not an e-mail address.");
             continue;
         };
-        match daemon.email_enroll_at_login(login, address.trim()).await {
+        match daemon.email_enroll_at_login(login, address.trim()) {
             Ok(m) => {
                 masked = Some(m);
                 break;
@@ -261,7 +261,7 @@ async fn enroll_email<H: Host, D: Daemon>(
             }
         };
         let problem = match code::parse(&answer) {
-            Ok(Code::Totp(code)) => match daemon.confirm_email_at_login(login, &code).await {
+            Ok(Code::Totp(code)) => match daemon.confirm_email_at_login(login, &code) {
                 Ok(backup_codes) => return enrolled(host, &backup_codes),
                 Err(TwofoldError::InvalidInput(message)) => message,
                 Err(e) => return refused_by(host, e),

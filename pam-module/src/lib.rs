@@ -7,6 +7,7 @@
 pub mod args;
 pub mod authenticate;
 mod clock;
+mod conn;
 pub mod daemon;
 mod enroll;
 mod ffi;
@@ -23,8 +24,8 @@ pam::pam_hooks!(PamTwofold);
 
 impl PamHooks for PamTwofold {
     /// Read the items, then run the flow against twofoldd on its socket or
-    /// the bus, inside one `zbus::block_on` so the connection (and any
-    /// thread of its) is gone before this returns.
+    /// the bus, with blocking calls on this thread: no runtime, no thread
+    /// of the module's, and the connection closed before this returns.
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
         let (mut host, options, items) = match host::prepare(pamh, &args, flags) {
             Ok(prepared) => prepared,
@@ -33,9 +34,9 @@ impl PamHooks for PamTwofold {
         let secure = host::secure_execution();
         let address = daemon::bus_address(secure, std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS"));
         let socket = daemon::socket_path(secure, std::env::var_os("TWOFOLD_SOCKET"));
-        zbus::block_on(authenticate::run(&mut host, &options, &items, async || {
-            daemon::connect(&socket, &address).await
-        }))
+        authenticate::run(&mut host, &options, &items, || {
+            daemon::connect(&socket, &address)
+        })
     }
 
     /// No credentials to set; succeed so `auth` stacks that call setcred work.

@@ -10,6 +10,7 @@ mod secret;
 mod status;
 pub mod text;
 pub mod user;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 use zbus::{DBusError, zvariant::Type};
