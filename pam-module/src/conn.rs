@@ -240,6 +240,126 @@ mod tests {
         assert_eq!(socket_address(odd), "unix:path=/tmp/a%20b%2cc%3dd%25");
     }
 
+    /// A peer on a real socket, run by `script` on its own thread (it gets
+    /// the accepted stream); the client's connection to it.
+    fn scripted_peer(
+        script: impl FnOnce(UnixStream) + Send + 'static,
+    ) -> (zbus::Result<Conn>, std::thread::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("twofold-conn-{}", ffi::euid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("peer-{:?}.sock", std::thread::current().id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let peer = std::thread::spawn(move || script(listener.accept().unwrap().0));
+        let conn = Conn::open(&path, Duration::from_secs(5));
+        let _ = std::fs::remove_file(&path);
+        (conn, peer)
+    }
+
+    /// Read the client's authentication line and answer `answer`.
+    fn authenticate(stream: &mut UnixStream, answer: &[u8]) {
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while !line.ends_with(b"\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            line.push(byte[0]);
+        }
+        let expected = format!("\0AUTH EXTERNAL {}\r\n", hex(&ffi::euid().to_string()));
+        assert_eq!(line, expected.as_bytes());
+        stream.write_all(answer).unwrap();
+    }
+
+    fn ping() -> Message {
+        Message::method_call("/a", "Ping").build(&()).unwrap()
+    }
+
+    /// The reply to `call` (or an unrelated signal when `call` is none), as bytes.
+    fn reply_bytes(call: Option<&Message>, body: &str) -> Vec<u8> {
+        let message = match call {
+            Some(call) => Message::method_return(&call.header()).build(&body),
+            None => Message::signal("/a", "a.b", "Noise").build(&body),
+        };
+        message.unwrap().data().to_vec()
+    }
+
+    const GUID_LINE: &[u8] = b"OK 0123456789abcdef0123456789abcdef\r\n";
+
+    #[test]
+    fn a_refused_authentication_is_a_handshake_error() {
+        let (conn, peer) = scripted_peer(|mut s| authenticate(&mut s, b"REJECTED EXTERNAL\r\n"));
+        peer.join().unwrap();
+        assert!(matches!(conn, Err(zbus::Error::Handshake(_))));
+    }
+
+    #[test]
+    fn the_reply_is_found_after_other_messages_and_begin_goes_with_the_first_call() {
+        let call = ping();
+        let expected = call.data().to_vec();
+        let reply = reply_bytes(Some(&call), "pong");
+        let noise = reply_bytes(None, "noise");
+        let (conn, peer) = scripted_peer(move |mut s| {
+            authenticate(&mut s, GUID_LINE);
+            let mut got = vec![0u8; 7 + expected.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(&got[..7], b"BEGIN\r\n");
+            assert_eq!(&got[7..], &expected[..]);
+            s.write_all(&noise).unwrap();
+            s.write_all(&reply).unwrap();
+        });
+        let answer = conn.unwrap().call(&call, Duration::from_secs(5)).unwrap();
+        peer.join().unwrap();
+        assert_eq!(answer.body().deserialize::<String>().unwrap(), "pong");
+    }
+
+    #[test]
+    fn a_reply_over_the_size_bound_is_refused_unread() {
+        let call = ping();
+        let sent = 7 + call.data().len();
+        let (conn, peer) = scripted_peer(move |mut s| {
+            authenticate(&mut s, GUID_LINE);
+            s.read_exact(&mut vec![0u8; sent]).unwrap();
+            // A method return announcing a 1 GiB body, and nothing of it.
+            let mut h = [b'l', 2, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+            h[4..8].copy_from_slice(&(1u32 << 30).to_le_bytes());
+            s.write_all(&h).unwrap();
+        });
+        let e = conn
+            .unwrap()
+            .call(&call, Duration::from_secs(5))
+            .unwrap_err();
+        peer.join().unwrap();
+        assert!(matches!(e, zbus::Error::InputOutput(e) if e.kind() == io::ErrorKind::InvalidData));
+    }
+
+    #[test]
+    fn a_silent_peer_is_a_timeout_at_the_deadline() {
+        let (conn, peer) = scripted_peer(move |mut s| {
+            authenticate(&mut s, GUID_LINE);
+            // Hold the connection open, saying nothing, until the client goes.
+            let _ = s.read_to_end(&mut Vec::new());
+        });
+        let started = SystemClock.now();
+        let e = conn
+            .unwrap()
+            .call(&ping(), Duration::from_millis(300))
+            .unwrap_err();
+        let waited = started.elapsed();
+        peer.join().unwrap();
+        assert!(matches!(e, zbus::Error::InputOutput(e) if e.kind() == io::ErrorKind::TimedOut));
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_missing_socket_is_a_connection_error_naming_nothing_listens() {
+        let e = Conn::open(
+            Path::new("/nonexistent/twofold.sock"),
+            Duration::from_secs(1),
+        );
+        assert!(
+            matches!(e, Err(zbus::Error::Connection(e, _)) if e.kind() == io::ErrorKind::NotFound)
+        );
+    }
+
     #[test]
     fn a_deadline_that_has_passed_is_a_timeout() {
         let past = SystemClock.now() - Duration::from_millis(1);
