@@ -119,11 +119,17 @@ impl Service {
     }
 
     /// The service on one login-socket connection, whose peer the kernel
-    /// named (`invoker`: `Peer::invoker`, read at accept).
-    pub fn on_socket(shared: Arc<Shared>, peer: peer::Peer, invoker: Option<u32>) -> Self {
+    /// named (`invoker`: `Peer::invoker`, read at accept; `activity`: where
+    /// its calls are counted, for the users' pool).
+    pub fn on_socket(
+        shared: Arc<Shared>,
+        peer: peer::Peer,
+        invoker: Option<u32>,
+        activity: Option<Arc<socket::Activity>>,
+    ) -> Self {
         Self {
             shared,
-            caller: Caller::Socket(peer::SocketPeer::new(peer, invoker)),
+            caller: Caller::Socket(peer::SocketPeer::new(peer, invoker, activity)),
         }
     }
 
@@ -159,6 +165,8 @@ impl Service {
             // only this connection; the module's own 20 s wait for an
             // answer bounds the login.
             let _permit = permit;
+            // Not idle while it works: the pool's fairness closes idle ones first.
+            let _busy = socket.activity.as_deref().map(socket::Activity::begin);
             let invoker = if local { socket.invoker } else { None };
             let started = crate::clock::monotonic();
             let done = work(&shared.engine, peer.uid, invoker);

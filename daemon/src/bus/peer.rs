@@ -8,7 +8,7 @@
 //! round of NSS lookups.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use twofold_protocol::TwofoldError;
 use zbus::fdo;
@@ -127,14 +127,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct SocketPeer {
     peer: Peer,
     pub invoker: Option<u32>,
+    /// Its calls, for the users' pool (`None` in root's).
+    pub activity: Option<Arc<super::socket::Activity>>,
     login: Mutex<Option<Resolved>>,
 }
 
 impl SocketPeer {
-    pub fn new(peer: Peer, invoker: Option<u32>) -> Self {
+    pub fn new(
+        peer: Peer,
+        invoker: Option<u32>,
+        activity: Option<Arc<super::socket::Activity>>,
+    ) -> Self {
         Self {
             peer,
             invoker,
+            activity,
             login: Mutex::default(),
         }
     }
