@@ -4,6 +4,7 @@
 
 use crate::clock;
 use crate::config::{EmailConfig, Security, Transport};
+use lettre::address::Envelope;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::SmtpTransport;
@@ -120,7 +121,8 @@ impl Mailer {
             .map_err(|e| MailError::Build(e.to_string()))
     }
 
-    fn smtp(&self, message: &Message) -> Result<(), MailError> {
+    /// Send the `formatted` message (held until the send ends, then wiped).
+    fn smtp(&self, envelope: Envelope, formatted: Zeroizing<Vec<u8>>) -> Result<(), MailError> {
         let c = &self.cfg;
         let port = match (c.smtp_port, c.smtp_security) {
             (0, Security::Starttls) => 587,
@@ -150,10 +152,10 @@ impl Mailer {
         // whole send: one deadline for all of it, on a thread of its own that
         // ends by lettre's own timeouts if it outlives the deadline.
         let transport = builder.build();
-        let message = message.clone();
         let (sent, outcome) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = sent.send(lettre::Transport::send(&transport, &message).map(drop));
+            let done = lettre::Transport::send_raw(&transport, &envelope, &formatted);
+            let _ = sent.send(done.map(drop));
         });
         match outcome.recv_timeout(Duration::from_secs(c.timeout_secs)) {
             Ok(result) => result.map_err(|e| failed(describe(&e))),
@@ -162,7 +164,7 @@ impl Mailer {
     }
 
     /// `sendmail -i -- ADDRESS`, fed the message, killed past the timeout.
-    fn sendmail(&self, to: &str, message: &Message) -> Result<(), MailError> {
+    fn sendmail(&self, to: &str, formatted: &[u8]) -> Result<(), MailError> {
         let path = &self.cfg.sendmail_path;
         let failed = |reason: String| MailError::Sendmail {
             path: path.display().to_string(),
@@ -176,11 +178,10 @@ impl Mailer {
             .spawn()
             .map_err(|e| failed(e.to_string()))?;
         let deadline = clock::monotonic() + Duration::from_secs(self.cfg.timeout_secs);
-        let formatted = Zeroizing::new(message.formatted());
         if let Some(mut stdin) = child.stdin.take() {
             // A full pipe blocks the write; sendmail reads its input before it
             // does anything slow, and the wait below bounds the rest.
-            if let Err(e) = stdin.write_all(&formatted) {
+            if let Err(e) = stdin.write_all(formatted) {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(failed(format!("writing the message: {e}")));
@@ -213,10 +214,16 @@ impl Outbox for Mailer {
         if self.cfg.transport == Transport::None {
             return Err(MailError::NotConfigured);
         }
+        // The message's text (with the code) once, in memory wiped when the
+        // send ends; lettre's `Message`, whose copy of the body cannot be
+        // wiped, is dropped at once instead of being cloned for the send.
         let message = self.message(to, subject, body)?;
+        let formatted = Zeroizing::new(message.formatted());
+        let envelope = message.envelope().clone();
+        drop(message);
         match self.cfg.transport {
-            Transport::Smtp => self.smtp(&message),
-            Transport::Sendmail => self.sendmail(to, &message),
+            Transport::Smtp => self.smtp(envelope, formatted),
+            Transport::Sendmail => self.sendmail(to, &formatted),
             Transport::None => Err(MailError::NotConfigured),
         }
     }
@@ -307,6 +314,39 @@ mod tests {
             assert!(parse_address(bad).is_err(), "{bad:?}");
         }
         assert!(parse_address(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    /// The sendmail transport with a real program in sendmail's place,
+    /// which keeps its arguments and the message it is fed.
+    #[test]
+    fn sendmail_is_fed_the_whole_message_and_given_the_recipient() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("sendmail");
+        let out = dir.path().join("out");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\necho \"$@\" > '{0}.args'\ncat > '{0}'\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = EmailConfig {
+            transport: Transport::Sendmail,
+            sendmail_path: program,
+            ..EmailConfig::default()
+        };
+        let m = Mailer::new(&cfg, "host.example");
+        m.send("bob@example.com", "Your code", "Code 424242\n")
+            .unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("To: bob@example.com"), "{text}");
+        assert!(text.contains("Subject: Your code"), "{text}");
+        assert!(text.contains("Code 424242"), "{text}");
+        let args = std::fs::read_to_string(dir.path().join("out.args")).unwrap();
+        assert_eq!(args.trim(), "-i -- bob@example.com");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! at most once, and never one older than the last accepted.
 
 use totp_rs::{Algorithm, Builder, Totp};
+use zeroize::Zeroizing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TotpParams {
@@ -119,7 +120,11 @@ pub fn key_uri(
         .with_account_name(account)
         .build()
         .map_err(|e| TotpParamError(e.to_string()))?;
-    let full = totp.to_url().map_err(|e| TotpParamError(e.to_string()))?;
+    // The URI holds the secret: every copy made here is wiped. The kept
+    // parameters are slices of `full`, the added ones are not secret, and
+    // the URI is written into one buffer of its final size, so that no
+    // partial copy is freed unwiped when a growing string moves.
+    let full = Zeroizing::new(totp.to_url().map_err(|e| TotpParamError(e.to_string()))?);
     // totp-rs writes some of them (which, depends on its version): keep
     // only those that differ from the defaults, then add any missing.
     let (base, query) = full.split_once('?').unwrap_or((full.as_str(), ""));
@@ -128,21 +133,34 @@ pub fn key_uri(
         ("digits", params.digits.to_string(), "6"),
         ("period", params.period.to_string(), "30"),
     ];
-    let mut parts: Vec<String> = query
+    let added: Vec<String> = wanted
+        .iter()
+        .filter(|(_, value, default)| value != default)
+        .map(|(key, value, _)| format!("{key}={value}"))
+        .collect();
+    let parts: Vec<&str> = query
         .split('&')
         .filter(|kv| !kv.is_empty())
         .filter(|kv| {
             let key = kv.split_once('=').map_or(*kv, |(k, _)| k);
             !wanted.iter().any(|(k, _, _)| *k == key)
         })
-        .map(String::from)
+        .chain(added.iter().map(String::as_str))
         .collect();
-    for (key, value, default) in wanted {
-        if value != default {
-            parts.push(format!("{key}={value}"));
+    let len = base.len()
+        + 1
+        + parts.iter().map(|p| p.len()).sum::<usize>()
+        + parts.len().saturating_sub(1);
+    let mut uri = String::with_capacity(len);
+    uri.push_str(base);
+    uri.push('?');
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            uri.push('&');
         }
+        uri.push_str(part);
     }
-    Ok(format!("{base}?{}", parts.join("&")))
+    Ok(uri)
 }
 
 #[cfg(test)]
@@ -277,6 +295,16 @@ mod tests {
             check(RFC_SECRET, SIX, &newer, now, Some(step)).unwrap(),
             TotpCheck::Valid(step + 1)
         );
+    }
+
+    #[test]
+    fn the_key_uri_is_written_once_into_a_buffer_of_its_size() {
+        // A string that grew would have left earlier copies of the secret
+        // in freed memory; the returned one is wiped by its owner.
+        for params in [SIX, EIGHT] {
+            let uri = key_uri(RFC_SECRET, params, "twofold", "alice@host1").unwrap();
+            assert_eq!(uri.capacity(), uri.len(), "{uri}");
+        }
     }
 
     #[test]

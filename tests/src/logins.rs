@@ -185,13 +185,34 @@ impl PamService {
         first: &[u8],
         then: impl FnOnce() -> Vec<u8>,
     ) -> Result<Attempt> {
+        let c = bus.command(artifacts().pam_driver());
+        self.answering(c, user, rhost, first, then)
+    }
+
+    /// The same, with the host program running as `as_user` (a screen
+    /// locker): its connection is held at the prompt until `then` returns.
+    pub fn login_as_answering(
+        &self,
+        bus: &Bus,
+        as_user: &str,
+        user: &str,
+        first: &[u8],
+        then: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Attempt> {
+        let c = bus.command_as(as_user, artifacts().pam_driver());
+        self.answering(c, user, DEFAULT_RHOST, first, then)
+    }
+
+    fn answering(
+        &self,
+        c: Command,
+        user: &str,
+        rhost: &str,
+        first: &[u8],
+        then: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Attempt> {
         let mut child = self
-            .driver(
-                bus.command(artifacts().pam_driver()),
-                user.as_ref(),
-                rhost,
-                &[],
-            )
+            .driver(c, user.as_ref(), rhost, &[])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -338,3 +338,189 @@ fn a_user_flooding_the_login_socket_holds_its_cap_and_roots_logins_keep_working(
 
 /// How far above its RSS before a flood twofoldd may stay after it.
 const RSS_SLACK_KIB: u64 = 8 * 1024;
+
+/// Users who hold connections to the login socket until the users' pool is
+/// full (16 accounts, 16 idle connections each, reopened as they are
+/// closed) leave a slot for everyone else: another user's screen locker
+/// and `su` still log in, one held at its code prompt while the holder whose
+/// slot it took tries to take it back, and root's logins too; each of the
+/// users' logins closes one holder's connection, root's none; the holders
+/// never hold more than the pool, and twofoldd's threads and memory stay
+/// bounded.
+#[test]
+fn users_holding_the_whole_pool_leave_a_slot_for_anyone_elses_login() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    use twofoldd::bus::socket::{
+        HANDSHAKE_DEADLINE, MAX_CONNECTIONS_PER_UID, MAX_USER_CONNECTIONS,
+    };
+    let _one = one_flood_at_a_time();
+    const HOLDERS: usize = MAX_USER_CONNECTIONS / MAX_CONNECTIONS_PER_UID;
+    const ALICE: &str = "tf-alice";
+    const CAROL: &str = "tf-carol";
+    const DAVE: &str = "tf-dave";
+    let holders: Vec<String> = (0..HOLDERS).map(|i| format!("tf-hold{i:02}")).collect();
+    for u in holders
+        .iter()
+        .map(String::as_str)
+        .chain([ALICE, CAROL, DAVE])
+    {
+        test_user(u).unwrap();
+    }
+    let bus = Bus::start().unwrap();
+    let daemon = Daemon::start(&bus, "").unwrap();
+    let pam = PamService::new("").unwrap();
+    let mut alice = enroll(&bus, ALICE).unwrap().backup_codes;
+    let mut dave = enroll(&bus, DAVE).unwrap().backup_codes;
+    let line = |code: String| format!("{code}\n").into_bytes();
+    let usual = timed_login(&pam, &bus, DAVE, &dave.pop().unwrap());
+    let threads = || proc_status_field(daemon.pid(), "Threads");
+    let rss = || proc_status_field(daemon.pid(), "VmRSS");
+    let (threads_before, rss_before) = (threads(), rss());
+
+    // What each holder says: connections held now, and closed by twofoldd so far.
+    let seen = Arc::new(Mutex::new(vec![(0usize, 0usize); HOLDERS]));
+    let held = || seen.lock().unwrap().iter().map(|h| h.0).sum::<usize>();
+    let closed = || seen.lock().unwrap().iter().map(|h| h.1).sum::<usize>();
+    let mut running = Vec::new();
+    for (i, user) in holders.iter().enumerate() {
+        let mut child = bus
+            .command_as(user, artifacts().bin.join("twofold-flood"))
+            .args(["120", &MAX_CONNECTIONS_PER_UID.to_string(), "0", "hold"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let seen = seen.clone();
+        let reader = std::thread::spawn(move || {
+            let mut summary = String::new();
+            for l in stdout.lines().map_while(Result::ok) {
+                let number = |name: &str| -> Option<usize> {
+                    l.split_whitespace()
+                        .find_map(|kv| kv.strip_prefix(name))?
+                        .parse()
+                        .ok()
+                };
+                match (l.starts_with("held="), number("held="), number("closed=")) {
+                    (true, Some(h), Some(c)) => seen.lock().unwrap()[i] = (h, c),
+                    _ => summary = l,
+                }
+            }
+            summary
+        });
+        running.push((child, reader));
+    }
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !done() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{what}: the holders report {:?}\n{}",
+                seen.lock().unwrap(),
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // The pool full again, after `n` of the holders' connections were closed.
+    let full_after = |n: usize| {
+        wait_for("the pool is not full as it should be", &|| {
+            held() == MAX_USER_CONNECTIONS && closed() == n
+        })
+    };
+    full_after(0);
+    // Held, not just opened: still all there after the handshake deadline.
+    std::thread::sleep(HANDSHAKE_DEADLINE + Duration::from_millis(500));
+    full_after(0);
+    let (threads_full, rss_full) = (threads(), rss());
+
+    // Alice's screen locker (her own uid)...
+    let t = Instant::now();
+    let a = pam
+        .login_as(&bus, ALICE, ALICE, &line(alice.pop().unwrap()))
+        .unwrap();
+    let locker = t.elapsed();
+    assert_eq!(a.code, pam::SUCCESS, "the screen locker's login: {a:?}");
+    full_after(1);
+    // ...again, held at the code prompt while the holder whose slot it took
+    // tries to take it back (every 100 ms, for a second)...
+    let code = alice.pop().unwrap();
+    let a = pam
+        .login_as_answering(&bus, ALICE, ALICE, b"", || {
+            wait_for("no holder gave a slot up", &|| closed() == 2);
+            std::thread::sleep(Duration::from_secs(1));
+            assert_eq!(
+                (held(), closed()),
+                (MAX_USER_CONNECTIONS - 1, 2),
+                "a holder took the slot back"
+            );
+            line(code)
+        })
+        .unwrap();
+    assert_eq!(a.code, pam::SUCCESS, "the login held at its prompt: {a:?}");
+    full_after(2);
+    // ...`su` run by Carol (counted in her pool)...
+    let t = Instant::now();
+    let a = pam
+        .login_su(&bus, CAROL, ALICE, &line(alice.pop().unwrap()))
+        .unwrap();
+    let su = t.elapsed();
+    assert_eq!(a.code, pam::SUCCESS, "su by another user: {a:?}");
+    full_after(3);
+    // ...and root's logins, from a pool of their own.
+    let root = timed_login(&pam, &bus, DAVE, &dave.pop().unwrap());
+    let (threads_after, rss_after) = (threads(), rss());
+    std::thread::sleep(Duration::from_millis(300));
+    full_after(3);
+
+    let mut summaries = Vec::new();
+    for (mut child, reader) in running {
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+        summaries.push(reader.join().unwrap());
+    }
+    let field = |report: &str, name: &str| -> usize {
+        report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {report:?}"))
+    };
+    eprintln!(
+        "{HOLDERS} users holding {MAX_CONNECTIONS_PER_UID} login-socket connections each: \
+         another user's screen locker {} ms, su {} ms, root's login {} ms (before: {} ms)\n\
+         twofoldd threads {threads_before} before, {threads_full} with the pool full, \
+         {threads_after} after the logins; RSS {rss_before} KiB, {rss_full} KiB, {rss_after} KiB",
+        locker.as_millis(),
+        su.as_millis(),
+        root.as_millis(),
+        usual.as_millis()
+    );
+    for r in &summaries {
+        assert!(field(r, "held_max") <= MAX_CONNECTIONS_PER_UID, "{r}");
+    }
+    let total: usize = summaries.iter().map(|r| field(r, "closed")).sum();
+    assert_eq!(total, 3, "{summaries:?}");
+    for (what, took) in [("locker", locker), ("su", su), ("root", root)] {
+        assert!(
+            took < pam_twofold::daemon::HANDSHAKE_TIMEOUT,
+            "{what}'s login took {took:?}"
+        );
+    }
+    // A thread per held connection, and nothing per refused attempt.
+    let bound = threads_before + MAX_USER_CONNECTIONS as u64 + 8;
+    assert!(
+        threads_full <= bound && threads_after <= bound,
+        "{threads_full} and {threads_after} threads"
+    );
+    assert!(
+        rss_after <= rss_before + MAX_USER_CONNECTIONS as u64 * 256,
+        "twofoldd grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    let log = daemon.log();
+    assert!(log.contains("login-socket-shared caller_uid="), "{log}");
+    // One line a minute, not one per connection closed.
+    assert_eq!(log.matches("login-socket-shared").count(), 1, "{log}");
+}

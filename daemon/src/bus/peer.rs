@@ -8,7 +8,7 @@
 //! round of NSS lookups.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use twofold_protocol::TwofoldError;
 use zbus::fdo;
@@ -86,14 +86,16 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The caller's uid and process, as the transport knows them.
+    /// The caller's uid and process, as the transport knows them (the bus
+    /// within `deadline`: `LOOKUP_DEADLINE`).
     pub async fn peer(
         &self,
         header: &Header<'_>,
         runtime: &zruntime::SharedRuntime,
+        deadline: Duration,
     ) -> Result<Peer, TwofoldError> {
         match self {
-            Caller::Bus(bus) => bus.peer(header, runtime).await,
+            Caller::Bus(bus) => bus.peer(header, runtime, deadline).await,
             Caller::Socket(socket) => Ok(socket.peer),
         }
     }
@@ -127,14 +129,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct SocketPeer {
     peer: Peer,
     pub invoker: Option<u32>,
+    /// Its calls, for the users' pool (`None` in root's).
+    pub activity: Option<Arc<super::socket::Activity>>,
     login: Mutex<Option<Resolved>>,
 }
 
 impl SocketPeer {
-    pub fn new(peer: Peer, invoker: Option<u32>) -> Self {
+    pub fn new(
+        peer: Peer,
+        invoker: Option<u32>,
+        activity: Option<Arc<super::socket::Activity>>,
+    ) -> Self {
         Self {
             peer,
             invoker,
+            activity,
             login: Mutex::default(),
         }
     }
@@ -237,11 +246,12 @@ impl BusCallers {
             .account_for(user)
     }
 
-    /// The sender's uid (and process), as the bus daemon knows them.
+    /// The sender's uid (and process), as the bus daemon knows them, within `deadline`.
     async fn peer(
         &self,
         header: &Header<'_>,
         runtime: &zruntime::SharedRuntime,
+        deadline: Duration,
     ) -> Result<Peer, TwofoldError> {
         let sender = header
             .sender()
@@ -257,7 +267,7 @@ impl BusCallers {
                 return Ok::<Peer, TwofoldError>(entry.peer);
             }
             // A bus whose queue to twofoldd is full (a flood of large calls)
-            // drops its answer: ask again until LOOKUP_DEADLINE.
+            // drops its answer: ask again until the deadline.
             let credentials = loop {
                 let ask = self.dbus.get_connection_credentials(sender.clone().into());
                 if let Ok(answer) = runtime.timeout(LOOKUP_TRY, ask).await {
@@ -273,7 +283,7 @@ impl BusCallers {
             })
         };
         let peer = runtime
-            .timeout(LOOKUP_DEADLINE, lookup)
+            .timeout(deadline, lookup)
             .await
             .map_err(|_| bus_too_slow())??;
         let mut senders = self.senders();

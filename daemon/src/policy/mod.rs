@@ -180,11 +180,13 @@ impl Decision {
     }
 }
 
-/// Today's date (UTC) for a Unix time.
+/// Today's date (UTC) for a Unix time. A time past the last date `time`
+/// can hold (9999-12-31) is that last date, so a clock set far ahead gets
+/// the schedule's latest step (usually `require`), never its earliest.
 pub fn date_of(unix: u64) -> Date {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(i64::MAX))
         .map(|t| t.date())
-        .unwrap_or(Date::MIN)
+        .unwrap_or(Date::MAX)
 }
 
 #[cfg(test)]

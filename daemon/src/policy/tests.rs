@@ -121,6 +121,20 @@ fn schedule_switches_on_its_dates() {
 }
 
 #[test]
+fn a_clock_past_the_last_date_gets_the_latest_mode() {
+    let end = Date::MAX.midnight().assume_utc().unix_timestamp();
+    let end = u64::try_from(end).unwrap();
+    assert_eq!(date_of(0), date!(1970 - 01 - 01));
+    assert_eq!(date_of(end), Date::MAX);
+    for past in [end + 86_400, end + 10 * 86_400, i64::MAX as u64, u64::MAX] {
+        assert_eq!(date_of(past), Date::MAX, "{past}");
+    }
+    let p = policy();
+    let d = p.decide(&subject(&[], "sshd"), None, date_of(u64::MAX));
+    assert_eq!((d.mode, d.enforcement), (Mode::Require, None));
+}
+
+#[test]
 fn an_nss_failure_never_weakens_the_policy() {
     let p = policy();
     let broken = Subject {

@@ -20,7 +20,14 @@
 //! counts which are still open, for SECONDS. Prints
 //! `opened=N held_max=N closed=N failed=N`.
 //!
-//! Prints one line: `calls=N served=N busy=N refused=N failed=N`.
+//! `twofold-flood SECONDS CONNECTIONS 0 hold`: on the login socket, opens
+//! CONNECTIONS connections that authenticate and then say nothing, and
+//! holds them, opening another whenever one is closed, every 100 ms, until
+//! SECONDS have passed or its standard input ends. Prints `held=N closed=N`
+//! each time either changes (`closed`: by twofoldd, so far), then
+//! `opened=N held_max=N held=N closed=N failed=N`.
+//!
+//! Otherwise it prints one line: `calls=N served=N busy=N refused=N failed=N`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::os::unix::net::UnixStream;
@@ -124,6 +131,76 @@ fn open_one(path: &std::path::Path, kind: u64, body_bytes: u32) -> std::io::Resu
     Ok(s)
 }
 
+/// A connection that authenticates (`BEGIN`) and then says nothing, as a
+/// login at its code prompt does after its `BeginLogin`.
+fn open_held(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    use std::io::{BufRead, Write};
+    let mut s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_millis(500)))?;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+    s.write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())?;
+    let mut ok = String::new();
+    std::io::BufReader::new(&s).read_line(&mut ok)?;
+    if !ok.starts_with("OK ") {
+        return Err(std::io::Error::other(format!("no OK: {ok:?}")));
+    }
+    s.write_all(b"BEGIN\r\n")?;
+    Ok(s)
+}
+
+fn hold_socket(until: Instant, connections: u64) -> ExitCode {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("TWOFOLD_SOCKET") else {
+        eprintln!("twofold-flood: set TWOFOLD_SOCKET to twofoldd's login socket");
+        return ExitCode::from(2);
+    };
+    let path = std::path::PathBuf::from(path);
+    raise_descriptor_limit();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        stopper.store(true, Ordering::SeqCst);
+    });
+    let (mut opened, mut held_max, mut closed, mut failed) = (0u64, 0usize, 0u64, 0u64);
+    let mut open: Vec<UnixStream> = Vec::new();
+    let mut said = (usize::MAX, 0);
+    let mut out = std::io::stdout();
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        while (open.len() as u64) < connections {
+            match open_held(&path) {
+                Ok(s) => {
+                    opened += 1;
+                    open.push(s);
+                }
+                // Refused (the pool full), or out of descriptors: next round.
+                Err(_) => {
+                    failed += 1;
+                    break;
+                }
+            }
+        }
+        let before = open.len();
+        open.retain(still_open);
+        closed += (before - open.len()) as u64;
+        held_max = held_max.max(before);
+        if (open.len(), closed) != said {
+            said = (open.len(), closed);
+            let _ = writeln!(out, "held={} closed={closed}", open.len());
+            let _ = out.flush();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "opened={opened} held_max={held_max} held={} closed={closed} failed={failed}",
+        open.len()
+    );
+    ExitCode::SUCCESS
+}
+
 /// Whether `s` is still open (its peer has not closed it); pending bytes
 /// (an answer to the authentication) are read and dropped.
 fn still_open(s: &UnixStream) -> bool {
@@ -193,14 +270,15 @@ fn main() -> ExitCode {
     let words: Vec<String> = std::env::args().skip(1).collect();
     let large = words.get(3).map(String::as_str) == Some("large");
     let socket = words.get(3).map(String::as_str) == Some("socket");
+    let hold = words.get(3).map(String::as_str) == Some("hold");
     let mut args = words.iter().take(3).map(|a| a.parse::<u64>());
     let (Some(Ok(secs)), Some(Ok(connections)), Ok(bytes), true) = (
         args.next(),
         args.next(),
         args.next().unwrap_or(Ok(64 * 1024)),
-        words.len() <= 3 || (large || socket) && words.len() == 4,
+        words.len() <= 3 || (large || socket || hold) && words.len() == 4,
     ) else {
-        eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BYTES [large|socket]]");
+        eprintln!("usage: twofold-flood SECONDS CONNECTIONS [BYTES [large|socket|hold]]");
         return ExitCode::from(2);
     };
     let Ok(bytes) = usize::try_from(bytes) else {
@@ -208,6 +286,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let until = Instant::now() + Duration::from_secs(secs);
+    if hold {
+        return hold_socket(until, connections);
+    }
     if socket {
         let Ok(bytes) = u32::try_from(bytes) else {
             eprintln!("twofold-flood: BYTES is too large for one message");
