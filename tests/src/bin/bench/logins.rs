@@ -90,6 +90,16 @@ pub(crate) fn pam() -> Result<()> {
         per_login(split[1]),
         per_login(split[2])
     );
+    // What libpam and the host cost with no second factor (pam_permit
+    // alone, the same logins): the part of the host's CPU no module removes.
+    let cpu_before = children_cpu_seconds();
+    m.run(PERMIT, &per_module[0])?;
+    let permit_ms = (children_cpu_seconds() - cpu_before) * 1000.0 / per_module[0].len() as f64;
+    println!(
+        "host CPU per login with pam_permit alone (libpam, libaudit, pam-driver): {permit_ms:.3} ms, \
+         so pam_twofold's own part of the host's: {:.3} ms",
+        per_login(split[0]) - permit_ms
+    );
     let ours = &seq_figures[0].1;
     for (module, f) in &seq_figures[1..] {
         println!(
