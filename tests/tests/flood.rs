@@ -244,7 +244,8 @@ fn large_messages_leave_no_memory_behind_and_roots_logins_keep_working() {
 /// succeed throughout.
 #[test]
 fn a_user_flooding_the_login_socket_holds_its_cap_and_roots_logins_keep_working() {
-    use twofoldd::bus::socket::{HANDSHAKE_DEADLINE, MAX_CONNECTIONS_PER_UID};
+    use twofoldd::bus::pool::MAX_CONNECTIONS_PER_UID;
+    use twofoldd::bus::socket::HANDSHAKE_DEADLINE;
     let _one = one_flood_at_a_time();
     const SECS: u64 = 12;
     const FLOODER: &str = "tf-oscar";

@@ -19,6 +19,7 @@
 
 mod frame;
 pub mod peer;
+pub mod pool;
 pub mod socket;
 
 use crate::audit::{self, Level};
@@ -140,7 +141,7 @@ impl Service {
         shared: Arc<Shared>,
         peer: peer::Peer,
         invoker: Option<u32>,
-        activity: Option<Arc<socket::Activity>>,
+        activity: Option<Arc<pool::Activity>>,
     ) -> Self {
         Self {
             shared,
@@ -184,7 +185,7 @@ impl Service {
             // answer bounds the login.
             let _permit = permit;
             // Not idle while it works: the pool's fairness closes idle ones first.
-            let _busy = socket.activity.as_deref().map(socket::Activity::begin);
+            let _busy = socket.activity.as_deref().map(pool::Activity::begin);
             let invoker = if local { socket.invoker } else { None };
             let started = crate::clock::monotonic();
             let done = work(&shared.engine, peer.uid, invoker);

@@ -130,7 +130,7 @@ pub struct SocketPeer {
     peer: Peer,
     pub invoker: Option<u32>,
     /// Its calls, for the users' pool (`None` in root's).
-    pub activity: Option<Arc<super::socket::Activity>>,
+    pub activity: Option<Arc<super::pool::Activity>>,
     login: Mutex<Option<Resolved>>,
 }
 
@@ -138,7 +138,7 @@ impl SocketPeer {
     pub fn new(
         peer: Peer,
         invoker: Option<u32>,
-        activity: Option<Arc<super::socket::Activity>>,
+        activity: Option<Arc<super::pool::Activity>>,
     ) -> Self {
         Self {
             peer,
