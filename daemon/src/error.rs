@@ -32,6 +32,17 @@ impl Error {
         Self::Fault(detail.to_string())
     }
 
+    /// A fault that its caller has logged already (naming the login it
+    /// broke): the same reply for the caller, not logged again.
+    pub fn logged(self) -> Self {
+        match self {
+            Self::Refused(e) => Self::Refused(e),
+            Self::State(_) | Self::Fault(_) => {
+                Self::Refused(TwofoldError::Internal(FAULT_REPLY.into()))
+            }
+        }
+    }
+
     /// The reply for the caller; a fault is logged here, once.
     pub fn into_reply(self) -> TwofoldError {
         match self {

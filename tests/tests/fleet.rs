@@ -216,7 +216,7 @@ fn every_write_is_conditional_so_a_race_between_hosts_has_one_winner() {
         override_mode: Some(twofoldd::policy::Mode::Require),
         ..UserMeta::default()
     };
-    b.write_meta("bob", &meta).unwrap();
+    b.write_meta("bob", &meta, 0).unwrap();
     assert_eq!(a.load_meta("bob").unwrap(), meta);
     assert_eq!(a.load_meta("carol").unwrap(), UserMeta::default());
     fleet
@@ -373,7 +373,7 @@ fn copying_a_host_into_the_database_and_back_keeps_every_use() {
         override_mode: Some(twofoldd::policy::Mode::Exempt),
         ..UserMeta::default()
     };
-    files.write_meta("bob", &meta).unwrap();
+    files.write_meta("bob", &meta, 0).unwrap();
     // Carol: three apps, offsets, burned steps, a used backup code.
     files
         .write_enrollment("carol", None, &with_apps(3))
@@ -636,7 +636,15 @@ fn a_database_down_costs_a_login_a_bounded_time_and_the_daemon_recovers_by_itsel
     assert!(r.stderr.contains("cannot read or write its state"), "{r:?}");
     // connect (3 s) + statement (3 s) per store call, far under the module's 20 s.
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert!(a.daemon.log().contains("database"), "{}", a.daemon.log());
+    // Logged as this login's refusal, naming whose and what failed.
+    let log = a.daemon.log();
+    assert!(
+        log.lines().any(
+            |l| l.contains(&format!("login user={ALICE} service={} ", pam.name))
+                && l.contains("outcome=refused-internal-error: state error: database: ")
+        ),
+        "{log}"
+    );
 
     cluster.resume().unwrap();
     wait_for_step_margin(20);

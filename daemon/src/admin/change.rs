@@ -5,7 +5,7 @@ use crate::audit::{self, Level, field};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::policy::{self, Mode};
-use crate::store::Event;
+use crate::store::{Event, update_meta};
 use twofold_protocol::TwofoldError;
 
 impl Engine {
@@ -33,12 +33,14 @@ impl Engine {
         let _guard = self.lock_checks(user)?;
         // Read everything before changing anything: an unreadable file must
         // not leave a half-done reset behind.
-        let mut meta = self.store().load_meta(user)?;
+        self.store().load_meta(user)?;
         self.store().remove_enrollment(user)?;
         self.source_table().forget_user(user);
-        meta.first_prompt = None;
-        meta.remembered.clear();
-        self.store().write_meta(user, &meta)?;
+        update_meta(self.store(), user, &mut |meta| {
+            meta.first_prompt = None;
+            meta.remembered.clear();
+            true
+        })?;
         audit::log(
             Level::Info,
             &format!("admin-reset {} admin_uid={admin_uid}", field("user", user)),
@@ -54,9 +56,10 @@ impl Engine {
         admin_uid: u32,
     ) -> Result<(), Error> {
         let _guard = self.lock_checks(user)?;
-        let mut meta = self.store().load_meta(user)?;
-        meta.override_mode = mode;
-        self.store().write_meta(user, &meta)?;
+        update_meta(self.store(), user, &mut |meta| {
+            meta.override_mode = mode;
+            true
+        })?;
         audit::log(
             Level::Info,
             &format!(

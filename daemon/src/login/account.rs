@@ -6,7 +6,7 @@ use crate::backup::{self};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::policy::{self, Mode};
-use crate::store::new_generation;
+use crate::store::{new_generation, update_meta};
 use crate::users::Account;
 use twofold_protocol::{RememberedDevice, SecretString, TwofoldError};
 
@@ -58,15 +58,16 @@ Ask your administrator if you lost your phone."
             ).into());
         }
         let _guard = self.lock_checks(user)?;
-        let mut meta = self.store().load_meta(user)?;
+        self.store().load_meta(user)?;
         self.prove_with_code(account, input, now, "disable")?;
         self.store().remove_enrollment(user)?;
         self.source_table().forget_user(user);
         // Hosts remembered for the old key must not skip the next one.
-        if !meta.remembered.is_empty() {
+        update_meta(self.store(), user, &mut |meta| {
+            let any = !meta.remembered.is_empty();
             meta.remembered.clear();
-            self.store().write_meta(user, &meta)?;
-        }
+            any
+        })?;
         audit::log(Level::Info, &format!("disabled {}", field("user", user)));
         Ok(())
     }
@@ -88,10 +89,12 @@ Ask your administrator if you lost your phone."
     /// Forget remembered devices; `by_uid` is logged.
     pub fn forget_devices(&self, user: &str, by_uid: u32) -> Result<u32, Error> {
         let _guard = self.lock_checks(user)?;
-        let mut meta = self.store().load_meta(user)?;
-        let count = u32::try_from(meta.remembered.len()).unwrap_or(u32::MAX);
-        meta.remembered.clear();
-        self.store().write_meta(user, &meta)?;
+        let mut count = 0;
+        update_meta(self.store(), user, &mut |meta| {
+            count = u32::try_from(meta.remembered.len()).unwrap_or(u32::MAX);
+            meta.remembered.clear();
+            true
+        })?;
         audit::log(
             Level::Info,
             &format!(

@@ -17,7 +17,7 @@ use plan::Action;
 use crate::audit::{self, Level, field};
 use crate::engine::Engine;
 use crate::policy::{self, Methods, Subject};
-use crate::store::Remembered;
+use crate::store::{Remembered, update_meta};
 use crate::throttle::{Hold, Source};
 use crate::users::Account;
 use twofold_protocol::text::human_duration;
@@ -138,7 +138,9 @@ impl Engine {
         ctx: &LoginContext,
         now: u64,
     ) -> Result<LoginPlan, Error> {
-        let planned = self.plan(account, ctx, now, true)?;
+        let planned = self
+            .plan(account, ctx, now, true)
+            .map_err(|e| self.login_fault(&account.name, ctx, e))?;
         self.log_login(&account.name, ctx, planned.outcome);
         Ok(planned.plan)
     }
@@ -180,11 +182,13 @@ impl Engine {
             // as it is now, so that an administrator's change made on
             // another host meanwhile is kept.
             let _fleet = self.store().lock_user(user)?;
-            let mut fresh = self.store().load_meta(user)?;
-            if fresh.first_prompt.is_none() {
-                fresh.first_prompt = Some(now);
-                self.store().write_meta(user, &fresh)?;
-            }
+            update_meta(self.store(), user, &mut |fresh| {
+                let first = fresh.first_prompt.is_none();
+                if first {
+                    fresh.first_prompt = Some(now);
+                }
+                first
+            })?;
         }
         Ok(self.render(planned))
     }
@@ -299,14 +303,14 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
         let Some(rhost) = ctx.trusted_rhost().filter(|_| secs > 0) else {
             return;
         };
-        let result = self.store().load_meta(user).and_then(|mut meta| {
+        let result = update_meta(self.store(), user, &mut |meta| {
             meta.remembered
                 .retain(|r| r.until > now && r.rhost != rhost);
             meta.remembered.push(Remembered {
                 rhost: rhost.to_string(),
                 until: now.saturating_add(secs),
             });
-            self.store().write_meta(user, &meta)
+            true
         });
         if let Err(e) = result {
             // The login itself is recorded; only the convenience is lost.
@@ -315,6 +319,21 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
                 &format!("cannot remember the device of {}: {e}", field("user", user)),
             );
         }
+    }
+
+    /// A login the daemon could not decide (its store, the database or NSS
+    /// failed): logged as a login, with whose and what failed, once; the
+    /// caller is told to ask the administrator. A refusal passes as it is.
+    pub(crate) fn login_fault(&self, user: &str, ctx: &LoginContext, e: Error) -> Error {
+        if matches!(e, Error::Refused(_)) {
+            return e;
+        }
+        let outcome = LoginOutcome::RefusedInternalError;
+        audit::log(
+            outcome.level(),
+            &format!("{}: {e}", login_line(user, ctx, outcome, None)),
+        );
+        e.logged()
     }
 
     pub(crate) fn log_login(&self, user: &str, ctx: &LoginContext, outcome: LoginOutcome) {
@@ -329,24 +348,26 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
         outcome: LoginOutcome,
         app: Option<&str>,
     ) {
-        // A caller other than root names its own service and host: say who it was.
-        let mut caller = match ctx.caller_uid {
-            0 => String::new(),
-            uid => format!(" caller_uid={uid}"),
-        };
-        if let Some(app) = app {
-            caller = format!(" {}{caller}", field("app", app));
-        }
-        audit::log(
-            outcome.level(),
-            &format!(
-                "login {} {} {} outcome={outcome}{caller}",
-                field("user", user),
-                field("service", &ctx.service),
-                field("rhost", &ctx.rhost)
-            ),
-        );
+        audit::log(outcome.level(), &login_line(user, ctx, outcome, app));
     }
+}
+
+/// A login's log line: whose, from where, the outcome.
+fn login_line(user: &str, ctx: &LoginContext, outcome: LoginOutcome, app: Option<&str>) -> String {
+    // A caller other than root names its own service and host: say who it was.
+    let mut caller = match ctx.caller_uid {
+        0 => String::new(),
+        uid => format!(" caller_uid={uid}"),
+    };
+    if let Some(app) = app {
+        caller = format!(" {}{caller}", field("app", app));
+    }
+    format!(
+        "login {} {} {} outcome={outcome}{caller}",
+        field("user", user),
+        field("service", &ctx.service),
+        field("rhost", &ctx.rhost)
+    )
 }
 
 #[cfg(test)]

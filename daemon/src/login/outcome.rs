@@ -33,6 +33,8 @@ pub enum LoginOutcome {
     EnrollmentOfferedAtLogin,
     EmailEnrollmentOfferedAtLogin,
     EnrolledAtLogin,
+    /// The daemon could not check: its store, the database or NSS failed.
+    RefusedInternalError,
 }
 
 impl LoginOutcome {
@@ -66,6 +68,7 @@ impl LoginOutcome {
             Self::EnrollmentOfferedAtLogin => "enrollment-offered-at-login",
             Self::EmailEnrollmentOfferedAtLogin => "email-enrollment-offered-at-login",
             Self::EnrolledAtLogin => "enrolled-at-login",
+            Self::RefusedInternalError => "refused-internal-error",
         }
     }
 
@@ -73,6 +76,7 @@ impl LoginOutcome {
     pub fn level(self) -> Level {
         match self {
             Self::AcceptedTotp | Self::AcceptedEmailCode | Self::AcceptedBackupCode => Level::Info,
+            Self::RefusedInternalError => Level::Error,
             _ => Level::Warning,
         }
     }
@@ -96,5 +100,6 @@ mod tests {
         assert_eq!(LoginOutcome::AllowedExempt.level(), Level::Warning);
         assert_eq!(LoginOutcome::ProvedMustEnroll.level(), Level::Warning);
         assert_eq!(LoginOutcome::RefusedWrongCode.level(), Level::Warning);
+        assert_eq!(LoginOutcome::RefusedInternalError.level(), Level::Error);
     }
 }

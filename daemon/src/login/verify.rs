@@ -220,8 +220,20 @@ backup codes still are (`twofold admin unlock` clears it)",
         Ok(())
     }
 
-    /// Verify a code; the outcome is durable before it is returned.
+    /// Verify a code; the outcome is durable before it is returned. A fault
+    /// is logged as this login's (`login_fault`).
     pub fn verify(
+        &self,
+        user: &str,
+        input: &str,
+        ctx: &LoginContext,
+        now: u64,
+    ) -> Result<VerifyReply, Error> {
+        self.verify_code(user, input, ctx, now)
+            .map_err(|e| self.login_fault(user, ctx, e))
+    }
+
+    fn verify_code(
         &self,
         user: &str,
         input: &str,
@@ -235,8 +247,11 @@ backup codes still are (`twofold admin unlock` clears it)",
         let source = ctx.source();
         // NSS (when needed) before the user's lock, as in `plan`.
         let (accepted, mode) = self.rule_today(user, ctx, now)?;
-        let _guard = self.lock_checks(user)?;
-        let Some(mut loaded) = self.store().load(user)? else {
+        // As `lock_checks`, with the state read in the same round trip.
+        let local = self.lock(user);
+        let (fleet, loaded) = self.store().lock_and_load(user)?;
+        let _guard = (local, fleet);
+        let Some(mut loaded) = loaded else {
             self.log_login(user, ctx, LoginOutcome::NotEnrolled);
             return Ok(VerifyReply {
                 outcome: VerifyOutcome::NotEnrolled,

@@ -146,8 +146,9 @@ pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport, StoreError> 
             }
         }
         let meta = from.load_meta(&user)?;
-        if meta != UserMeta::default() && to.load_meta(&user)? == UserMeta::default() {
-            to.write_meta(&user, &meta)?;
+        let (there, read) = to.load_meta_revision(&user)?;
+        if meta != UserMeta::default() && there == UserMeta::default() {
+            to.write_meta(&user, &meta, read)?;
             report.meta_copied += 1;
         }
     }
@@ -192,7 +193,7 @@ mod tests {
             override_mode: Some(crate::policy::Mode::Exempt),
             ..UserMeta::default()
         };
-        a.write_meta("dave", &meta).unwrap();
+        a.write_meta("dave", &meta, 0).unwrap();
         // bob enrolled again at the destination later; carol earlier.
         b.write_enrollment("bob", None, &enrollment(200, 9))
             .unwrap();

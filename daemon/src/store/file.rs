@@ -242,25 +242,12 @@ impl Store for FileStore {
         Ok(())
     }
 
-    fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError> {
-        let path = self.path(user, "meta")?;
-        match open_options(false).open(&path) {
-            Ok(mut f) => {
-                let mut text = String::new();
-                f.read_to_string(&mut text).map_err(io_err(&path))?;
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                })
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.check_marker().map(|()| UserMeta::default())
-            }
-            Err(e) => Err(io_err(&path)(e)),
-        }
+    fn load_meta_revision(&self, user: &str) -> Result<(UserMeta, u64), StoreError> {
+        self.load_meta_file(user).map(|meta| (meta, 0))
     }
 
-    fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError> {
+    /// Unconditional: see `Store::write_meta`.
+    fn write_meta(&self, user: &str, meta: &UserMeta, _read: u64) -> Result<(), StoreError> {
         let json = serde_json::to_vec(meta).map_err(|e| StoreError::Corrupt {
             path: self.users_dir.clone(),
             reason: e.to_string(),
@@ -292,6 +279,25 @@ impl Store for FileStore {
 }
 
 impl FileStore {
+    /// `NAME.meta`, or empty if none.
+    fn load_meta_file(&self, user: &str) -> Result<UserMeta, StoreError> {
+        let path = self.path(user, "meta")?;
+        match open_options(false).open(&path) {
+            Ok(mut f) => {
+                let mut text = String::new();
+                f.read_to_string(&mut text).map_err(io_err(&path))?;
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.check_marker().map(|()| UserMeta::default())
+            }
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Replace `NAME.suffix` atomically: write a temporary file, fsync,
     /// rename, fsync the directory.
     fn replace_file(&self, user: &str, suffix: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -558,13 +564,13 @@ mod tests {
                 until: 99,
             }],
         };
-        s.write_meta("alice", &meta).unwrap();
+        s.write_meta("alice", &meta, 0).unwrap();
         assert_eq!(s.load_meta("alice").unwrap(), meta);
         s.write_enrollment("bob", None, &enrollment(1)).unwrap();
         assert_eq!(s.users().unwrap(), ["alice", "bob"]);
         // Enrollment and metadata: still one name.
         s.write_enrollment("alice", None, &enrollment(1)).unwrap();
-        s.write_meta("bob", &meta).unwrap();
+        s.write_meta("bob", &meta, 0).unwrap();
         assert_eq!(s.users().unwrap(), ["alice", "bob"]);
         s.remove_enrollment("alice").unwrap();
         s.remove_enrollment("bob").unwrap();

@@ -509,14 +509,24 @@ pub trait Store: Send + Sync {
     /// Remove the enrollment (the user enrolls again); not enrolled is fine.
     fn remove_enrollment(&self, user: &str) -> Result<(), StoreError>;
     /// The user's metadata (empty if none).
-    fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError>;
+    fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError> {
+        Ok(self.load_meta_revision(user)?.0)
+    }
+    /// The user's metadata and its revision, which `write_meta` is
+    /// conditional on (0: none stored). The file store always says 0.
+    fn load_meta_revision(&self, user: &str) -> Result<(UserMeta, u64), StoreError>;
     /// The user's metadata and state together (a login's plan reads both):
     /// a store over the network reads them in one round trip.
     fn load_meta_and_state(&self, user: &str) -> Result<(UserMeta, Option<Loaded>), StoreError> {
         Ok((self.load_meta(user)?, self.load(user)?))
     }
-    /// Atomically replace the user's metadata.
-    fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError>;
+    /// Atomically replace the user's metadata, only if it is still at
+    /// revision `read` (`load_meta_revision`; 0: only if none is stored);
+    /// else `Conflict`, nothing written. Change it with `update_meta`, which
+    /// reads again and retries. The file store has one daemon, whose
+    /// per-user lock is held by every writer of a user's metadata: it
+    /// writes unconditionally and never conflicts.
+    fn write_meta(&self, user: &str, meta: &UserMeta, read: u64) -> Result<(), StoreError>;
     /// Call `visit` for every user with an enrollment or metadata, in no
     /// particular order, without holding the list in memory (a store of a
     /// million users is walked, not collected). A user may be visited more
@@ -532,6 +542,18 @@ pub trait Store: Send + Sync {
     /// file store has one daemon, whose own lock does it: nothing to hold.
     fn lock_user(&self, _user: &str) -> Result<Box<dyn UserLock + '_>, StoreError> {
         Ok(Box::new(()))
+    }
+
+    /// `lock_user`, then `load` under the lock (a code's check starts so):
+    /// a store over the network sends both at once, one round trip, and
+    /// still reads the state only once the lock is held.
+    #[allow(clippy::type_complexity)]
+    fn lock_and_load(
+        &self,
+        user: &str,
+    ) -> Result<(Box<dyn UserLock + '_>, Option<Loaded>), StoreError> {
+        let lock = self.lock_user(user)?;
+        Ok((lock, self.load(user)?))
     }
 
     /// Whether the store is ready now, in words for `twofold admin
@@ -555,6 +577,33 @@ pub trait Store: Send + Sync {
         names.sort();
         names.dedup();
         Ok(names)
+    }
+}
+
+/// How often `update_meta` reads and changes again after a conflict.
+const META_TRIES: usize = 5;
+
+/// Change `user`'s metadata: read it, let `change` change it (it says
+/// whether it changed anything: if not, nothing is written), and write it
+/// only if nobody wrote it since the read. A host that wrote it meanwhile
+/// (an administrator's `require` or `forget-devices` on another host) is
+/// never undone: the change is made again on what that host wrote. After
+/// `META_TRIES` lost races the `Conflict` is the caller's.
+pub fn update_meta(
+    store: &dyn Store,
+    user: &str,
+    change: &mut dyn FnMut(&mut UserMeta) -> bool,
+) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        let (mut meta, read) = store.load_meta_revision(user)?;
+        if !change(&mut meta) {
+            return Ok(());
+        }
+        match store.write_meta(user, &meta, read) {
+            Err(StoreError::Conflict { .. }) if tries + 1 < META_TRIES => tries += 1,
+            other => return other,
+        }
     }
 }
 

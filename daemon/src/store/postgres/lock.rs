@@ -4,6 +4,7 @@
 use super::super::StoreError;
 use super::PgStore;
 use super::connect::{Conn, pg, pool_error};
+use futures_util::future::try_join;
 
 /// The advisory lock's first key: twofold's, apart from any other
 /// application's locks in the same database.
@@ -64,29 +65,72 @@ impl PgStore {
         &self,
         user: &str,
     ) -> Result<Box<dyn super::super::UserLock + '_>, StoreError> {
+        self.lock_and_read(user, false).map(|(lock, _)| lock)
+    }
+
+    /// `lock`, and with `read` the user's enrollment row, read on the
+    /// lock's connection in the same round trip: both statements are sent
+    /// before either answer is awaited (tokio-postgres pipelines requests
+    /// polled together). The server runs them in order, each its own
+    /// transaction, so the read's snapshot is taken once the lock is held
+    /// (one statement `SELECT pg_advisory_lock(..), cols` would not do: its
+    /// snapshot would predate the lock, and miss the previous holder's write).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn lock_and_read(
+        &self,
+        user: &str,
+        read: bool,
+    ) -> Result<
+        (
+            Box<dyn super::super::UserLock + '_>,
+            Option<tokio_postgres::Row>,
+        ),
+        StoreError,
+    > {
         let key = lock_key(user);
-        let conn = self.rt.block_on(async {
+        let name = user.to_string();
+        let (conn, row) = self.rt.block_on(async {
             let locked = async {
                 let client = self.lock_pool.get().await.map_err(pool_error)?;
                 // Discarded (closed) unless the lock is surely held.
                 let mut conn = Conn(Some(client), false);
                 // Prepared once per connection (a text query is parsed
                 // in its own round trip each time).
-                let stmt = conn.prepare_cached(LOCK).await.map_err(|e| pg(&e))?;
-                conn.execute(&stmt, &[&LOCK_CLASS, &key])
+                let row = if read {
+                    let (lock, select) = try_join(
+                        conn.prepare_cached(LOCK),
+                        conn.prepare_cached(&super::load_sql()),
+                    )
                     .await
                     .map_err(|e| pg(&e))?;
+                    let (_, row) = try_join(
+                        conn.execute(&lock, &[&LOCK_CLASS, &key]),
+                        conn.query_opt(&select, &[&name]),
+                    )
+                    .await
+                    .map_err(|e| pg(&e))?;
+                    row
+                } else {
+                    let stmt = conn.prepare_cached(LOCK).await.map_err(|e| pg(&e))?;
+                    conn.execute(&stmt, &[&LOCK_CLASS, &key])
+                        .await
+                        .map_err(|e| pg(&e))?;
+                    None
+                };
                 conn.1 = true;
-                Ok(conn)
+                Ok((conn, row))
             };
             tokio::time::timeout(self.deadline, locked)
                 .await
                 .unwrap_or_else(|_| Err(self.timed_out()))
         })?;
-        Ok(Box::new(PgUserLock {
-            store: self,
-            conn: Some(conn),
-            key,
-        }))
+        Ok((
+            Box::new(PgUserLock {
+                store: self,
+                conn: Some(conn),
+                key,
+            }),
+            row,
+        ))
     }
 }

@@ -112,6 +112,11 @@ impl PgStore {
     }
 }
 
+/// A user's enrollment row (`load`, and `lock_and_load` on the lock's connection).
+fn load_sql() -> String {
+    format!("SELECT {COLUMNS} FROM twofold_enrollment WHERE user_name = $1")
+}
+
 fn parse_meta(user: &str, text: Option<String>) -> Result<UserMeta, StoreError> {
     match text {
         None => Ok(UserMeta::default()),
@@ -132,17 +137,23 @@ impl Store for PgStore {
         self.lock(user)
     }
 
+    /// One round trip for both (`lock_and_read`).
+    fn lock_and_load(
+        &self,
+        user: &str,
+    ) -> Result<(Box<dyn super::UserLock + '_>, Option<Loaded>), StoreError> {
+        twofold_protocol::user::validate(user)?;
+        let (lock, row) = self.lock_and_read(user, true)?;
+        let loaded = row.map(|r| self.decode(user, &r)).transpose()?;
+        Ok((lock, loaded))
+    }
+
     fn load(&self, user: &str) -> Result<Option<Loaded>, StoreError> {
         twofold_protocol::user::validate(user)?;
         let name = user.to_string();
         let row = self.run(|c| async move {
             let r = async {
-                let stmt = c
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM twofold_enrollment WHERE user_name = $1"
-                    ))
-                    .await
-                    .map_err(|e| pg(&e))?;
+                let stmt = c.prepare_cached(&load_sql()).await.map_err(|e| pg(&e))?;
                 c.query_opt(&stmt, &[&name]).await.map_err(|e| pg(&e))
             }
             .await;
@@ -366,40 +377,55 @@ impl Store for PgStore {
         Ok((meta, loaded))
     }
 
-    fn load_meta(&self, user: &str) -> Result<UserMeta, StoreError> {
+    /// The row's revision is its `xmin` (the transaction that wrote it):
+    /// the server gives every write of the row a new one, so no column of
+    /// ours is needed for it (and the schema stays as it is). Never 0.
+    fn load_meta_revision(&self, user: &str) -> Result<(UserMeta, u64), StoreError> {
         twofold_protocol::user::validate(user)?;
         let name = user.to_string();
-        let text: Option<String> = self.run(|c| async move {
+        let row: Option<(String, i64)> = self.run(|c| async move {
             let r = async {
                 let stmt = c
-                    .prepare_cached("SELECT meta FROM twofold_meta WHERE user_name = $1")
+                    .prepare_cached(
+                        "SELECT meta, xmin::text::bigint FROM twofold_meta WHERE user_name = $1",
+                    )
                     .await
                     .map_err(|e| pg(&e))?;
                 let row = c.query_opt(&stmt, &[&name]).await.map_err(|e| pg(&e))?;
-                Ok(row.map(|r| r.get(0)))
+                Ok(row.map(|r| (r.get(0), r.get(1))))
             }
             .await;
             (c, r)
         })?;
-        parse_meta(user, text)
+        match row {
+            None => Ok((UserMeta::default(), 0)),
+            Some((text, revision)) => Ok((parse_meta(user, Some(text))?, revision as u64)),
+        }
     }
 
-    fn write_meta(&self, user: &str, meta: &UserMeta) -> Result<(), StoreError> {
+    /// Conditional on the revision read: another host's write since then
+    /// is a `Conflict`, never overwritten.
+    fn write_meta(&self, user: &str, meta: &UserMeta, read: u64) -> Result<(), StoreError> {
         twofold_protocol::user::validate(user)?;
-        let name = user.to_string();
         let text = serde_json::to_string(meta).map_err(db)?;
-        self.run(|c| async move {
-            let r = c
-                .execute(
-                    "INSERT INTO twofold_meta (user_name, meta) VALUES ($1, $2) \
-                     ON CONFLICT (user_name) DO UPDATE SET meta = EXCLUDED.meta",
-                    &[&name, &text],
-                )
-                .await
-                .map_err(|e| pg(&e));
-            (c, r)
-        })
-        .map(|_| ())
+        let (sql, params): (&'static str, Params) = if read == 0 {
+            (
+                "INSERT INTO twofold_meta (user_name, meta) VALUES ($1, $2) \
+                 ON CONFLICT (user_name) DO NOTHING RETURNING 1::bigint",
+                vec![Box::new(user.to_string()), Box::new(text)],
+            )
+        } else {
+            (
+                "UPDATE twofold_meta SET meta = $2 \
+                 WHERE user_name = $1 AND xmin::text::bigint = $3 RETURNING 1::bigint",
+                vec![
+                    Box::new(user.to_string()),
+                    Box::new(text),
+                    Box::new(read as i64),
+                ],
+            )
+        };
+        self.update_one(user, sql, params).map(|_| ())
     }
 
     fn health(&self) -> Result<String, StoreError> {

@@ -45,6 +45,15 @@ pub(crate) fn fleet(n: usize) -> Result<()> {
     // seeding's, before the first reading.
     std::thread::sleep(std::time::Duration::from_secs(11));
     let statements = transactions()?;
+    // With TWOFOLD_BENCH_PG_LOG=1, the server logs every statement of the
+    // sequential rounds with its duration (`log_min_duration_statement = 0`,
+    // which costs time itself: figures of such a run are not comparable).
+    let server_log = std::env::var_os("TWOFOLD_BENCH_PG_LOG").is_some();
+    let log_from = db.cluster.log().len();
+    if server_log {
+        db.psql("ALTER SYSTEM SET log_min_duration_statement = 0")?;
+        db.psql("SELECT pg_reload_conf()")?;
+    }
     let logins: Vec<Vec<Login>> = stores
         .iter()
         .map(|(_, m)| m.totp_logins(&half))
@@ -57,6 +66,11 @@ pub(crate) fn fleet(n: usize) -> Result<()> {
             seq[k].0.extend(m.run(TWOFOLD, part)?);
             seq[k].1 += start.elapsed().as_secs_f64();
         }
+    }
+    if server_log {
+        db.psql("ALTER SYSTEM RESET log_min_duration_statement")?;
+        db.psql("SELECT pg_reload_conf()")?;
+        statement_durations(&db.cluster.log()[log_from..], seq[1].0.len());
     }
     std::thread::sleep(std::time::Duration::from_secs(11));
     let statements = transactions()? - statements;
@@ -161,12 +175,28 @@ fn fleet_hosts(
         "| in flight | one daemon, file store: logins/s | refused | three daemons, database: logins/s | median | 99th percentile | refused | each code typed on two hosts at once: logins/s | accepted twice | accepted by neither | load average |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let daemons: Vec<u32> = std::iter::once(&first.daemon)
+        .chain(others.iter().map(|(_, d)| d))
+        .filter_map(Daemon::pid)
+        .collect();
+    let file_daemon: Vec<u32> = files.daemon.pid().into_iter().collect();
+    let file_cpu = || Cpu::read(&file_daemon);
+    let fleet_cpu = || Cpu::read(&daemons);
+    let mut cpu_rows = Vec::new();
+    let mut refused_users: Vec<String> = Vec::new();
     let mut wrong = 0;
     for in_flight in LEVELS {
         // The file store on one host.
         let users = accounts.take(per_run)?;
-        let (outcomes, wall) = concurrent(files, TWOFOLD, &files.totp_logins(&users)?, in_flight)?;
+        let logins = files.totp_logins(&users)?;
+        let (before, clock) = (file_cpu(), std::time::Instant::now());
+        let (outcomes, wall) = concurrent(files, TWOFOLD, &logins, in_flight)?;
         let f = figures(&outcomes, wall, 0.0);
+        cpu_rows.push((
+            in_flight,
+            "one daemon, file store",
+            file_cpu().since(&before, logins.len(), clock.elapsed().as_secs_f64()),
+        ));
         // The fleet: every code once.
         let users = accounts.take(per_run)?;
         let logins = first.totp_logins(&users)?;
@@ -175,8 +205,26 @@ fn fleet_hosts(
             let u: usize = user.trim_start_matches("tfb").parse()?;
             lanes[u % in_flight].push(k);
         }
+        let (before, clock) = (fleet_cpu(), std::time::Instant::now());
         let (outcomes, wall) = run_lanes_on(first, &buses, &logins, &lanes)?;
         let d = figures(&outcomes, wall, 0.0);
+        // A correct code typed once and refused: whose, for the report below.
+        for (k, o) in outcomes.iter().enumerate() {
+            if o.result != pam::SUCCESS {
+                eprintln!(
+                    "refused at {in_flight} in flight: {} (PAM result {}, after {:.1} ms)",
+                    logins[k].0,
+                    o.result,
+                    o.micros as f64 / 1000.0
+                );
+                refused_users.push(logins[k].0.clone());
+            }
+        }
+        cpu_rows.push((
+            in_flight,
+            "three daemons, database",
+            fleet_cpu().since(&before, logins.len(), clock.elapsed().as_secs_f64()),
+        ));
         // The fleet: every code twice, in lanes p and p + 1 (other hosts).
         let users = accounts.take(per_run)?;
         let codes = first.totp_logins(&users)?;
@@ -209,15 +257,38 @@ fn fleet_hosts(
         );
         wrong += twice + never + d.refused + f.refused;
     }
+    println!(
+        "\nCPU per login (utime + stime, ms), the runs above that type every code once: \
+         twofoldd (all daemons of the run), the PostgreSQL server (every `postgres` process), \
+         pam-driver (the lanes, waited for; the module reaches twofoldd on its login socket, \
+         so dbus-daemon has no part), and the machine's whole CPU over the \
+         run's time, lanes started to lanes ended, as a share of all its cores (other work on the \
+         machine included)\n"
+    );
+    println!("| in flight | run | twofoldd | PostgreSQL | pam-driver | sum | machine busy |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (in_flight, name, c) in &cpu_rows {
+        println!(
+            "| {in_flight} | {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} % |",
+            c.daemons,
+            c.postgres,
+            c.drivers,
+            c.daemons + c.postgres + c.drivers,
+            c.busy * 100.0
+        );
+    }
     if wrong != 0 {
         // What the daemons said of the logins they did not accept as
         // expected (neither accepted nor a replay refused).
         let logs = [first.daemon.log(), others[0].1.log(), others[1].1.log()];
         for (host, log) in logs.iter().enumerate() {
             for l in log.lines().filter(|l| {
-                !(l.contains("outcome=accepted")
-                    || l.contains("outcome=asked-for-code")
-                    || l.contains("outcome=refused-replayed-code"))
+                refused_users
+                    .iter()
+                    .any(|u| l.contains(&format!("user={u} ")))
+                    || !(l.contains("outcome=accepted")
+                        || l.contains("outcome=asked-for-code")
+                        || l.contains("outcome=refused-replayed-code"))
             }) {
                 eprintln!("host {host}: {l}");
             }
@@ -257,4 +328,112 @@ pub(crate) fn run_lanes_on(
         children.push((c.spawn()?, lane));
     }
     gather(children, logins.len(), start_at)
+}
+
+/// CPU seconds used so far (then, by `since`, ms per login) by the run's
+/// daemons, the PostgreSQL server's processes and this
+/// process's waited-for children (the pam-driver lanes); `busy`: the
+/// machine's CPU time over the wall time, as a share of all its cores.
+struct Cpu {
+    daemons: f64,
+    postgres: f64,
+    drivers: f64,
+    machine: f64,
+    busy: f64,
+}
+
+impl Cpu {
+    fn read(daemons: &[u32]) -> Cpu {
+        let postgres = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "postgres")
+            })
+            .map(cpu_seconds)
+            .sum();
+        // The first line of /proc/stat: every core's time, in ticks: user,
+        // nice, system, idle, iowait, irq, softirq, steal, then guest time
+        // (counted in user already). Busy: all but idle, iowait and steal.
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let busy_ticks: f64 = ticks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i < 7 && *i != 3 && *i != 4)
+            .map(|(_, v)| v)
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Cpu {
+            daemons: daemons.iter().copied().map(cpu_seconds).sum(),
+            postgres,
+            drivers: children_cpu_seconds(),
+            machine: busy_ticks / hz,
+            busy: 0.0,
+        }
+    }
+
+    /// Per login, in ms, from `before` to now, over `logins` in `wall` s.
+    fn since(&self, before: &Cpu, logins: usize, wall: f64) -> Cpu {
+        let per = |now: f64, then: f64| (now - then) * 1000.0 / logins.max(1) as f64;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        Cpu {
+            daemons: per(self.daemons, before.daemons),
+            postgres: per(self.postgres, before.postgres),
+            drivers: per(self.drivers, before.drivers),
+            machine: per(self.machine, before.machine),
+            busy: (self.machine - before.machine) / (wall * cores),
+        }
+    }
+}
+
+/// From the server's log lines `duration: X ms  STEP NAME: SQL`, per
+/// statement and protocol step (parse, bind, execute): how many per login
+/// and the server's mean time for each.
+fn statement_durations(log: &str, logins: usize) {
+    let mut by: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for line in log.lines() {
+        let Some((_, rest)) = line.split_once("duration: ") else {
+            continue;
+        };
+        let Some((ms, what)) = rest.split_once(" ms  ") else {
+            continue;
+        };
+        let Ok(ms) = ms.parse::<f64>() else { continue };
+        // "execute s3: SELECT ..." -> "execute: SELECT ..." (names vary by connection).
+        let what = match what.split_once(": ") {
+            Some((step, sql)) => format!(
+                "{} {}",
+                step.split_whitespace().next().unwrap_or(step),
+                sql.chars().take(60).collect::<String>()
+            ),
+            None => what.chars().take(70).collect(),
+        };
+        let e = by.entry(what).or_default();
+        e.0 += 1;
+        e.1 += ms;
+    }
+    println!(
+        "\nThe server's time per statement (log_min_duration_statement = 0), sequential rounds, {logins} logins on the database\n"
+    );
+    println!("| step and statement | per login | server mean |");
+    println!("| --- | --- | --- |");
+    for (what, (n, ms)) in &by {
+        println!(
+            "| `{what}` | {:.2} | {:.3} ms |",
+            *n as f64 / logins.max(1) as f64,
+            ms / *n as f64
+        );
+    }
 }
