@@ -352,9 +352,8 @@ const RSS_SLACK_KIB: u64 = 8 * 1024;
 fn users_holding_the_whole_pool_leave_a_slot_for_anyone_elses_login() {
     use std::io::BufRead;
     use std::sync::{Arc, Mutex};
-    use twofoldd::bus::socket::{
-        HANDSHAKE_DEADLINE, MAX_CONNECTIONS_PER_UID, MAX_USER_CONNECTIONS,
-    };
+    use twofoldd::bus::pool::{MAX_CONNECTIONS_PER_UID, MAX_USER_CONNECTIONS};
+    use twofoldd::bus::socket::HANDSHAKE_DEADLINE;
     let _one = one_flood_at_a_time();
     const HOLDERS: usize = MAX_USER_CONNECTIONS / MAX_CONNECTIONS_PER_UID;
     const ALICE: &str = "tf-alice";
