@@ -54,15 +54,29 @@ pub fn begin_login(
     login: &Login,
 ) -> Result<(LoginPlan, Account)> {
     small_login(login)?;
-    let account = authz::login_target(caller, &login.user, method::BEGIN_LOGIN)?;
+    let ctx = login_context(login, caller, invoker);
+    let account = login_account(e, caller, login, &ctx, method::BEGIN_LOGIN)?;
     let plan = e
-        .begin_login(
-            &account,
-            &login_context(login, caller, invoker),
-            crate::now(),
-        )
+        .begin_login(&account, &ctx, crate::now())
         .map_err(Error::into_reply)?;
     Ok((plan, account))
+}
+
+/// The account a login names, if `caller` may ask about it. A name that is
+/// no account is logged as root's login decision; another caller's
+/// refusal is logged by `authz` as a denied call.
+fn login_account(
+    e: &Engine,
+    caller: u32,
+    login: &Login,
+    ctx: &LoginContext,
+    method: &str,
+) -> Result<Account> {
+    authz::login_target(caller, &login.user, method).inspect_err(|refused| {
+        if caller == 0 && matches!(refused, TwofoldError::UnknownUser(_)) {
+            e.log_unknown_user(&login.user, ctx);
+        }
+    })
 }
 
 /// Verify `code` for the login's user. `resolved`: the account name this
@@ -85,7 +99,10 @@ pub fn verify(
     ])?;
     let account = match resolved {
         Some(name) => name.to_string(),
-        None => authz::login_target(caller, &login.user, method::VERIFY)?.name,
+        None => {
+            let ctx = login_context(login, caller, invoker);
+            login_account(e, caller, login, &ctx, method::VERIFY)?.name
+        }
     };
     e.verify(
         &account,

@@ -766,6 +766,19 @@ fn odd_user_names_are_unknown_users() {
         let r = w.pam.login(&w.bus, name, b"123456\n").unwrap();
         assert_eq!(r.code, pam::USER_UNKNOWN, "{name:?}: {r:?}");
     }
+    // Root's login for a name that is no account is a decision the daemon
+    // logs, with the name's length only: it may be a password typed at
+    // `login:`.
+    let log = w.daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("outcome=refused-unknown-user"))
+        .unwrap_or_else(|| panic!("no refused-unknown-user line in {log}"));
+    assert!(
+        line.contains("login user-argument-bytes=14 service="),
+        "{line}"
+    );
+    assert!(!log.contains("tf-nobody-here"), "{log}");
     let non_utf8 = std::ffi::OsStr::from_bytes(b"tf-\xff\xfe");
     assert_eq!(
         w.pam.login(&w.bus, non_utf8, b"123456\n").unwrap().code,

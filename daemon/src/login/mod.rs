@@ -336,6 +336,15 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
         e.logged()
     }
 
+    /// A login for a name that is no account here: a decision like any
+    /// other, logged with the name's length only, since the name is often
+    /// a password typed at `login:`.
+    pub(crate) fn log_unknown_user(&self, user: &str, ctx: &LoginContext) {
+        let outcome = LoginOutcome::RefusedUnknownUser;
+        let who = format!("user-argument-bytes={}", user.len());
+        audit::log(outcome.level(), &line_of(&who, ctx, outcome, None));
+    }
+
     pub(crate) fn log_login(&self, user: &str, ctx: &LoginContext, outcome: LoginOutcome) {
         self.log_login_app(user, ctx, outcome, None);
     }
@@ -354,6 +363,11 @@ Authenticator, or a password manager), or enter the key by hand, then type the c
 
 /// A login's log line: whose, from where, the outcome.
 fn login_line(user: &str, ctx: &LoginContext, outcome: LoginOutcome, app: Option<&str>) -> String {
+    line_of(&field("user", user), ctx, outcome, app)
+}
+
+/// A login's log line with `who` (a `user=` field, or what stands for one).
+fn line_of(who: &str, ctx: &LoginContext, outcome: LoginOutcome, app: Option<&str>) -> String {
     // A caller other than root names its own service and host: say who it was.
     let mut caller = match ctx.caller_uid {
         0 => String::new(),
@@ -363,8 +377,7 @@ fn login_line(user: &str, ctx: &LoginContext, outcome: LoginOutcome, app: Option
         caller = format!(" {}{caller}", field("app", app));
     }
     format!(
-        "login {} {} {} outcome={outcome}{caller}",
-        field("user", user),
+        "login {who} {} {} outcome={outcome}{caller}",
         field("service", &ctx.service),
         field("rhost", &ctx.rhost)
     )

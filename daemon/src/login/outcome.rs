@@ -35,6 +35,8 @@ pub enum LoginOutcome {
     EnrolledAtLogin,
     /// The daemon could not check: its store, the database or NSS failed.
     RefusedInternalError,
+    /// Root asked for a name that is no account on this host.
+    RefusedUnknownUser,
 }
 
 impl LoginOutcome {
@@ -69,6 +71,7 @@ impl LoginOutcome {
             Self::EmailEnrollmentOfferedAtLogin => "email-enrollment-offered-at-login",
             Self::EnrolledAtLogin => "enrolled-at-login",
             Self::RefusedInternalError => "refused-internal-error",
+            Self::RefusedUnknownUser => "refused-unknown-user",
         }
     }
 
