@@ -97,20 +97,13 @@ pub fn verify(
         ("service name", &login.service),
         ("host name", &login.rhost),
     ])?;
+    let ctx = login_context(login, caller, invoker);
     let account = match resolved {
         Some(name) => name.to_string(),
-        None => {
-            let ctx = login_context(login, caller, invoker);
-            login_account(e, caller, login, &ctx, method::VERIFY)?.name
-        }
+        None => login_account(e, caller, login, &ctx, method::VERIFY)?.name,
     };
-    e.verify(
-        &account,
-        code,
-        &login_context(login, caller, invoker),
-        crate::now(),
-    )
-    .map_err(Error::into_reply)
+    e.verify(&account, code, &ctx, crate::now())
+        .map_err(Error::into_reply)
 }
 
 pub fn begin_enrollment(e: &Engine, caller: u32) -> Result<EnrollmentOffer> {
