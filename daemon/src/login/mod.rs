@@ -384,4 +384,8 @@ fn line_of(who: &str, ctx: &LoginContext, outcome: LoginOutcome, app: Option<&st
 }
 
 #[cfg(test)]
+mod email_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod throttle_tests;
