@@ -59,20 +59,7 @@ pub fn run<H: Host, D: Daemon>(
         // trouble: refused whatever the failmode, or whoever can cause it
         // could make the module skip the code.
         Err(e) if no_bus(&e) => return unreachable(host, options, login, &e),
-        Err(e) => {
-            let why = if bus_full(&e) {
-                format!("the bus stayed full for {BUS_FULL_WAIT:?}")
-            } else if timed_out(&e) {
-                format!(
-                    "twofoldd's socket or the bus did not take the connection within {HANDSHAKE_TIMEOUT:?}"
-                )
-            } else {
-                "cannot connect to twofoldd's socket or the bus".to_string()
-            };
-            host.log(Priority::Error, &format!("{why} ({e}); refusing the login"));
-            host.show(Shown::Error, UNAVAILABLE_MESSAGE);
-            return PamResultCode::PAM_AUTHINFO_UNAVAIL;
-        }
+        Err(e) => return not_connected(host, &e),
     };
     let plan = match daemon.begin_login(login) {
         Ok(plan) => plan,
@@ -80,6 +67,11 @@ pub fn run<H: Host, D: Daemon>(
         // on it (not installed): no daemon to ask.
         Err(TwofoldError::ZBus(e)) if no_daemon(&e) => {
             return unreachable(host, options, login, &e);
+        }
+        // On twofoldd's socket the authentication goes out with this first
+        // call: a socket that took the connection but not the handshake.
+        Err(TwofoldError::ZBus(e @ zbus::Error::Handshake(_))) => {
+            return not_connected(host, &e);
         }
         Err(e) => return refused_by(host, e),
     };
@@ -226,6 +218,28 @@ fn ask_code<H: Host, D: Daemon>(
             enroll::enroll(host, daemon, login, &next, qr)
         }
     }
+}
+
+/// A socket or bus that is there but did not take the connection (full,
+/// silent, dropping the handshake), or a host in trouble (no file
+/// descriptors left, which whoever runs su can arrange with ulimit): refused
+/// whatever the failmode, or whoever can cause it could make the module
+/// skip the code.
+fn not_connected<H: Host>(host: &mut H, e: &zbus::Error) -> PamResultCode {
+    let why = if bus_full(e) {
+        format!("the bus stayed full for {BUS_FULL_WAIT:?}")
+    } else if timed_out(e) {
+        format!(
+            "twofoldd's socket or the bus did not take the connection within {HANDSHAKE_TIMEOUT:?}"
+        )
+    } else if let zbus::Error::Handshake(_) = e {
+        "twofoldd's socket or the bus did not complete the authentication".to_string()
+    } else {
+        "cannot connect to twofoldd's socket or the bus".to_string()
+    };
+    host.log(Priority::Error, &format!("{why} ({e}); refusing the login"));
+    host.show(Shown::Error, UNAVAILABLE_MESSAGE);
+    PamResultCode::PAM_AUTHINFO_UNAVAIL
 }
 
 fn unreachable<H: Host>(

@@ -687,6 +687,41 @@ fn any_other_failure_to_connect_refuses_even_with_failmode_safe() {
     }
 }
 
+/// On twofoldd's socket the handshake goes out with `BeginLogin`: a socket
+/// that takes the connection but refuses or never answers the
+/// authentication is a failure to connect, refused as above, not a failed call.
+#[test]
+fn a_handshake_failing_with_the_first_call_refuses_as_a_failure_to_connect() {
+    let refused = || zbus::Error::Handshake("the peer refused the authentication: REJECTED".into());
+    let silent =
+        || zbus::Error::Handshake("no answer to the authentication in time (timed out)".into());
+    let errors: [fn() -> zbus::Error; 2] = [refused, silent];
+    for error in errors {
+        for options in [Options::default(), SAFE] {
+            let mut host = Scripted::new(vec![Step::Show(Shown::Error, "not available")]);
+            let daemon = FakeDaemon::failing_begin_login(error);
+            let (code, sent) = run_with(&mut host, &options, &login("alice"), daemon);
+            assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL, "{options:?}");
+            assert!(sent.is_empty());
+            assert!(
+                host.logs
+                    .iter()
+                    .any(|(_, l)| l.contains("did not complete the authentication")),
+                "{:?}",
+                host.logs
+            );
+            assert!(
+                !host
+                    .logs
+                    .iter()
+                    .any(|(_, l)| l.contains("WITHOUT a second factor")),
+                "{:?}",
+                host.logs
+            );
+        }
+    }
+}
+
 #[test]
 fn a_daemon_that_is_slow_or_dies_after_being_asked_refuses_even_with_failmode_safe() {
     for options in [Options::default(), SAFE] {

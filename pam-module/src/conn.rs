@@ -27,35 +27,34 @@ const MAX_AUTH_LINE: usize = 256;
 /// signal) skipped while waiting for it, at most.
 const MAX_SKIPPED: usize = 16;
 
-/// One authenticated connection to twofoldd's socket or to a bus.
+/// One connection to twofoldd's socket or to a bus.
 pub struct Conn {
     stream: UnixStream,
-    /// `BEGIN` is still to be sent: it goes out with the first message, so
-    /// the authentication costs one round trip.
-    begin: bool,
+    /// When the authentication is still to be done, the time it must be
+    /// done by: `AUTH`, `BEGIN` and the first message go out in one write,
+    /// and the server's `OK` is read before that message's reply, so the
+    /// handshake costs no round trip of its own (the D-Bus specification
+    /// lets a client send before the answer; sd-bus does the same).
+    handshake: Option<Instant>,
+    /// Bytes read and not yet taken: the rest of a read that went past
+    /// the `OK` line or past a message.
+    input: Vec<u8>,
 }
 
 impl Conn {
-    /// Connect to the socket at `path` and authenticate as this process's
-    /// effective uid (what the kernel reports to the peer), all within
-    /// `within`. A bus also needs [`Conn::hello`] before any call.
+    /// Connect to the socket at `path` within `within`; the authentication
+    /// (as this process's effective uid, what the kernel reports to the
+    /// peer) goes with the first call and must be answered within `within`
+    /// of now: a failure there is a [`zbus::Error::Handshake`]. A bus also
+    /// needs [`Conn::hello`] before any call.
     pub fn open(path: &Path, within: Duration) -> zbus::Result<Self> {
         let deadline = SystemClock.now() + within;
         let stream = ffi::connect_unix(path, within).map_err(|e| connect_error(e, path))?;
-        let mut conn = Self {
+        Ok(Self {
             stream,
-            begin: true,
-        };
-        let auth = format!("\0AUTH EXTERNAL {}\r\n", hex(&ffi::euid().to_string()));
-        conn.write(auth.as_bytes(), deadline)?;
-        let line = conn.read_line(deadline)?;
-        if !line.starts_with(b"OK ") {
-            return Err(zbus::Error::Handshake(format!(
-                "the peer refused the authentication: {}",
-                String::from_utf8_lossy(line.trim_ascii_end())
-            )));
-        }
-        Ok(conn)
+            handshake: Some(deadline),
+            input: Vec::new(),
+        })
     }
 
     /// Register on a bus (the bus answers nothing else before it), within
@@ -74,13 +73,21 @@ impl Conn {
         let deadline = SystemClock.now() + within;
         let serial = call.primary_header().serial_num();
         let bytes: &[u8] = call.data();
-        if std::mem::take(&mut self.begin) {
-            let mut out = Vec::with_capacity(7 + bytes.len());
-            out.extend_from_slice(b"BEGIN\r\n");
-            out.extend_from_slice(bytes);
-            self.write(&out, deadline)?;
-        } else {
-            self.write(bytes, deadline)?;
+        match self.handshake.take() {
+            Some(by) => {
+                let auth = format!(
+                    "\0AUTH EXTERNAL {}\r\nBEGIN\r\n",
+                    hex(&ffi::euid().to_string())
+                );
+                let mut out = Vec::with_capacity(auth.len() + bytes.len());
+                out.extend_from_slice(auth.as_bytes());
+                out.extend_from_slice(bytes);
+                self.write(&out, by.min(deadline))
+                    .and_then(|()| self.read_line(by))
+                    .map_err(|e| handshake_error(&e, by))
+                    .and_then(|line| authenticated(&line))?;
+            }
+            None => self.write(bytes, deadline)?,
         }
         for _ in 0..=MAX_SKIPPED {
             let reply = self.read_message(deadline)?;
@@ -111,63 +118,91 @@ impl Conn {
         Ok(())
     }
 
-    /// Fill `buf` from the stream, by `deadline`.
-    fn read_exact(&mut self, buf: &mut [u8], deadline: Instant) -> zbus::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            done += self.read_some(&mut buf[done..], deadline)?;
-        }
-        Ok(())
-    }
-
-    fn read_some(&mut self, buf: &mut [u8], deadline: Instant) -> zbus::Result<usize> {
+    /// Read once more into `input`, by `deadline`: as much as the socket
+    /// has, up to a block (a whole reply, usually).
+    fn fill(&mut self, deadline: Instant) -> zbus::Result<()> {
+        let mut block = [0u8; 4096];
         loop {
             self.stream.set_read_timeout(Some(left(deadline)?))?;
-            match self.stream.read(buf) {
+            match self.stream.read(&mut block) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.input.extend_from_slice(&block[..n]);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_error(e)),
             }
         }
     }
 
-    /// The server's one line of the authentication. It sends nothing more
-    /// before `BEGIN`, so reading in blocks cannot take a message along.
+    /// The server's one line of the authentication (`OK <guid>` or its
+    /// refusal); what came after it stays in `input`.
     fn read_line(&mut self, deadline: Instant) -> zbus::Result<Vec<u8>> {
-        let mut line = Vec::with_capacity(64);
-        let mut buf = [0u8; MAX_AUTH_LINE];
-        while !line.ends_with(b"\r\n") {
-            let room = MAX_AUTH_LINE - line.len();
-            if room == 0 {
+        loop {
+            if let Some(end) = self.input.windows(2).position(|w| w == b"\r\n") {
+                let rest = self.input.split_off(end + 2);
+                return Ok(std::mem::replace(&mut self.input, rest));
+            }
+            if self.input.len() >= MAX_AUTH_LINE {
                 return Err(zbus::Error::Handshake(
                     "authentication line too long".into(),
                 ));
             }
-            let n = self.read_some(&mut buf[..room], deadline)?;
-            line.extend_from_slice(&buf[..n]);
+            self.fill(deadline)?;
         }
-        Ok(line)
     }
 
     /// One whole message, its size checked from its primary header before
     /// the rest is read.
     fn read_message(&mut self, deadline: Instant) -> zbus::Result<Message> {
+        while self.input.len() < PRIMARY_HEADER {
+            self.fill(deadline)?;
+        }
         let mut primary = [0u8; PRIMARY_HEADER];
-        self.read_exact(&mut primary, deadline)?;
+        primary.copy_from_slice(&self.input[..PRIMARY_HEADER]);
         let len = wire::message_len(&primary, MAX_REPLY_FIELDS, MAX_REPLY_BODY)
             .map_err(io::Error::from)?;
-        let mut bytes = vec![0u8; len];
-        bytes[..PRIMARY_HEADER].copy_from_slice(&primary);
-        self.read_exact(&mut bytes[PRIMARY_HEADER..], deadline)?;
         let endian = if primary[0] == b'l' {
             Endian::Little
         } else {
             Endian::Big
         };
+        while self.input.len() < len {
+            self.fill(deadline)?;
+        }
+        let rest = self.input.split_off(len);
+        let bytes = std::mem::replace(&mut self.input, rest);
         let context = serialized::Context::new(endian, 0);
         ffi::message_from_bytes(serialized::Data::new(bytes, context))
     }
+}
+
+/// The server's answer to the authentication, if it is not `OK`.
+fn authenticated(line: &[u8]) -> zbus::Result<()> {
+    if line.starts_with(b"OK ") {
+        return Ok(());
+    }
+    Err(zbus::Error::Handshake(format!(
+        "the peer refused the authentication: {}",
+        String::from_utf8_lossy(line.trim_ascii_end())
+    )))
+}
+
+/// A failure during the authentication, as the handshake error it is
+/// (the caller tells it from a failed call: the peer never took the
+/// connection).
+fn handshake_error(e: &zbus::Error, by: Instant) -> zbus::Error {
+    if let zbus::Error::Handshake(_) = e {
+        return e.clone();
+    }
+    let timed_out = matches!(e, zbus::Error::InputOutput(e) if e.kind() == io::ErrorKind::TimedOut);
+    if timed_out && SystemClock.now() >= by {
+        return zbus::Error::Handshake(
+            "no answer to the authentication in time (timed out)".into(),
+        );
+    }
+    zbus::Error::Handshake(format!("the authentication failed: {e}"))
 }
 
 /// The time left before `deadline`, or a timeout error once it has passed.
@@ -246,28 +281,43 @@ mod tests {
     fn scripted_peer(
         script: impl FnOnce(UnixStream) + Send + 'static,
     ) -> (zbus::Result<Conn>, std::thread::JoinHandle<()>) {
+        scripted_peer_within(Duration::from_secs(5), script)
+    }
+
+    /// The same, with `within` for the connection's handshake.
+    fn scripted_peer_within(
+        within: Duration,
+        script: impl FnOnce(UnixStream) + Send + 'static,
+    ) -> (zbus::Result<Conn>, std::thread::JoinHandle<()>) {
         let dir = std::env::temp_dir().join(format!("twofold-conn-{}", ffi::euid()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("peer-{:?}.sock", std::thread::current().id()));
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let peer = std::thread::spawn(move || script(listener.accept().unwrap().0));
-        let conn = Conn::open(&path, Duration::from_secs(5));
+        let conn = Conn::open(&path, within);
         let _ = std::fs::remove_file(&path);
         (conn, peer)
     }
 
     /// Read the client's authentication line and answer `answer`.
     fn authenticate(stream: &mut UnixStream, answer: &[u8]) {
+        read_line(
+            stream,
+            &format!("\0AUTH EXTERNAL {}\r\n", hex(&ffi::euid().to_string())),
+        );
+        stream.write_all(answer).unwrap();
+    }
+
+    /// Read one line from the client, which must be `expected`.
+    fn read_line(stream: &mut UnixStream, expected: &str) {
         let mut line = Vec::new();
         let mut byte = [0u8];
         while !line.ends_with(b"\r\n") {
             stream.read_exact(&mut byte).unwrap();
             line.push(byte[0]);
         }
-        let expected = format!("\0AUTH EXTERNAL {}\r\n", hex(&ffi::euid().to_string()));
         assert_eq!(line, expected.as_bytes());
-        stream.write_all(answer).unwrap();
     }
 
     fn ping() -> Message {
@@ -286,30 +336,73 @@ mod tests {
     const GUID_LINE: &[u8] = b"OK 0123456789abcdef0123456789abcdef\r\n";
 
     #[test]
-    fn a_refused_authentication_is_a_handshake_error() {
+    fn a_refused_authentication_is_a_handshake_error_of_the_first_call() {
         let (conn, peer) = scripted_peer(|mut s| authenticate(&mut s, b"REJECTED EXTERNAL\r\n"));
+        let e = conn
+            .unwrap()
+            .call(&ping(), Duration::from_secs(5))
+            .unwrap_err();
         peer.join().unwrap();
-        assert!(matches!(conn, Err(zbus::Error::Handshake(_))));
+        assert!(matches!(e, zbus::Error::Handshake(m) if m.contains("REJECTED")));
     }
 
+    /// The client sends its authentication, `BEGIN` and its first call
+    /// before the server answers anything (the peer answers only once it
+    /// has read all three); the reply is found after an unrelated signal
+    /// that arrives in the same read as the `OK` line.
     #[test]
-    fn the_reply_is_found_after_other_messages_and_begin_goes_with_the_first_call() {
+    fn the_handshake_goes_with_the_first_call_and_its_reply_is_found_after_other_messages() {
         let call = ping();
         let expected = call.data().to_vec();
         let reply = reply_bytes(Some(&call), "pong");
         let noise = reply_bytes(None, "noise");
         let (conn, peer) = scripted_peer(move |mut s| {
-            authenticate(&mut s, GUID_LINE);
-            let mut got = vec![0u8; 7 + expected.len()];
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            read_line(
+                &mut s,
+                &format!("\0AUTH EXTERNAL {}\r\n", hex(&ffi::euid().to_string())),
+            );
+            read_line(&mut s, "BEGIN\r\n");
+            let mut got = vec![0u8; expected.len()];
             s.read_exact(&mut got).unwrap();
-            assert_eq!(&got[..7], b"BEGIN\r\n");
-            assert_eq!(&got[7..], &expected[..]);
-            s.write_all(&noise).unwrap();
-            s.write_all(&reply).unwrap();
+            assert_eq!(got, expected);
+            let mut answer = GUID_LINE.to_vec();
+            answer.extend_from_slice(&noise);
+            answer.extend_from_slice(&reply);
+            s.write_all(&answer).unwrap();
         });
-        let answer = conn.unwrap().call(&call, Duration::from_secs(5)).unwrap();
+        let mut conn = conn.unwrap();
+        let answer = conn.call(&call, Duration::from_secs(5)).unwrap();
         peer.join().unwrap();
         assert_eq!(answer.body().deserialize::<String>().unwrap(), "pong");
+        assert!(conn.input.is_empty());
+    }
+
+    #[test]
+    fn a_peer_silent_in_the_handshake_is_a_handshake_error_at_its_deadline() {
+        let (conn, peer) = scripted_peer_within(Duration::from_millis(300), move |mut s| {
+            let _ = s.read_to_end(&mut Vec::new());
+        });
+        let started = SystemClock.now();
+        let e = conn
+            .unwrap()
+            .call(&ping(), Duration::from_secs(20))
+            .unwrap_err();
+        let waited = started.elapsed();
+        peer.join().unwrap();
+        assert!(matches!(e, zbus::Error::Handshake(m) if m.contains("timed out")));
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+
+    #[test]
+    fn a_peer_gone_in_the_handshake_is_a_handshake_error() {
+        let (conn, peer) = scripted_peer(drop);
+        peer.join().unwrap();
+        let e = conn
+            .unwrap()
+            .call(&ping(), Duration::from_secs(5))
+            .unwrap_err();
+        assert!(matches!(e, zbus::Error::Handshake(_)), "{e:?}");
     }
 
     #[test]

@@ -154,11 +154,13 @@ pub fn socket_path(
 
 /// Connect to twofoldd: on its login socket, or, when there is no socket
 /// (missing, or nothing listening on it: no systemd, or a daemon that is
-/// not running), on the bus at `address`, which starts the daemon. A socket
-/// that accepts but does not finish the handshake in [`HANDSHAKE_TIMEOUT`]
-/// is a daemon that is there but hung: that is an error, not a reason to
-/// try the bus (which would reach the same daemon). No `Hello` on the
-/// socket: the peer is twofoldd itself.
+/// not running), on the bus at `address`, which starts the daemon. On the
+/// socket the authentication goes out with the first call (no round trip
+/// of its own): a socket that accepts but does not finish the handshake in
+/// [`HANDSHAKE_TIMEOUT`] fails that call with a handshake error, a daemon
+/// that is there but hung: an error, not a reason to try the bus (which
+/// would reach the same daemon). No `Hello` on the socket: the peer is
+/// twofoldd itself.
 pub fn connect(socket: &Path, address: &str) -> zbus::Result<BusDaemon> {
     match Conn::open(socket, HANDSHAKE_TIMEOUT) {
         Ok(conn) => Ok(BusDaemon {
