@@ -53,15 +53,37 @@ impl Peer {
         if self.uid != 0 {
             return None;
         }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        // The `Uid:` line is the ninth, well within the first KiB: one read
+        // into a buffer (std's reads of a whole file start with a 32-byte
+        // probe and grow, eight system calls for this file).
+        let mut file = std::fs::File::open(format!("/proc/{}/status", self.pid?)).ok()?;
+        let mut head = [0u8; 1024];
+        let mut len = 0;
+        while len < head.len() {
+            match std::io::Read::read(&mut file, &mut head[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        real_uid(&head[..len])
     }
+}
+
+/// The real uid in the text of a `/proc/PID/status` (its `Uid:` line's first field).
+fn real_uid(status: &[u8]) -> Option<u32> {
+    std::str::from_utf8(
+        status
+            .split(|&b| b == b'\n')
+            .find(|l| l.starts_with(b"Uid:"))?,
+    )
+    .ok()?
+    .strip_prefix("Uid:")?
+    .split_whitespace()
+    .next()?
+    .parse()
+    .ok()
 }
 
 /// A `BeginLogin`'s user name, the account name it resolved to, and when.
@@ -294,5 +316,41 @@ impl BusCallers {
             .entry(sender.to_string())
             .or_insert(Sender { peer, login: None });
         Ok(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_real_uid_is_the_first_field_of_the_uid_line() {
+        let status = b"Name:\tsu\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t0\t0\t0\nGid:\t1000\t0\t0\t0\n";
+        assert_eq!(real_uid(status), Some(1000));
+        assert_eq!(real_uid(b"Name:\tsu\nGid:\t0\n"), None);
+        assert_eq!(real_uid(b"Uid:\tx\t0\n"), None);
+        // A name that looks like the line, inside another line, is not it.
+        assert_eq!(real_uid(b"Name:\tUid: 7\nUid:\t42\t0\n"), Some(42));
+    }
+
+    #[test]
+    fn a_root_peer_is_counted_by_its_process_real_uid() {
+        let me = Peer {
+            uid: 0,
+            pid: Some(std::process::id()),
+        };
+        // SAFETY: getuid has no preconditions.
+        let real = unsafe { libc::getuid() };
+        assert_eq!(me.invoker(), Some(real));
+        let gone = Peer {
+            uid: 0,
+            pid: Some(u32::MAX),
+        };
+        assert_eq!(gone.invoker(), None);
+        let user = Peer {
+            uid: 1000,
+            pid: Some(std::process::id()),
+        };
+        assert_eq!(user.invoker(), None);
     }
 }
