@@ -7,7 +7,7 @@
 pub mod args;
 pub mod authenticate;
 mod clock;
-mod conn;
+pub mod conn;
 pub mod daemon;
 mod enroll;
 mod ffi;

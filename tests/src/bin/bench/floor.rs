@@ -50,6 +50,26 @@ pub(crate) fn floor(n: usize) -> Result<()> {
         micros.sort_unstable();
         Ok(micros)
     };
+    // The same round as the module makes it: its own blocking connection,
+    // no runtime, the authentication sent with the first call.
+    let module_round = || -> Result<Vec<u64>> {
+        let within = std::time::Duration::from_secs(5);
+        let mut micros = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = std::time::Instant::now();
+            let mut conn = pam_twofold::conn::Conn::open(&socket, within)?;
+            for _ in 0..2 {
+                let ping = zbus::Message::method_call(twofold_protocol::OBJECT_PATH, "Ping")
+                    .interface("org.freedesktop.DBus.Peer")
+                    .build(&())?;
+                conn.call(&ping, within)?;
+            }
+            drop(conn);
+            micros.push(start.elapsed().as_micros() as u64);
+        }
+        micros.sort_unstable();
+        Ok(micros)
+    };
     // The journal's part: a 32-byte append and fdatasync, on the file
     // system of twofoldd's state directory.
     let sync = || -> Result<Vec<u64>> {
@@ -78,6 +98,10 @@ pub(crate) fn floor(n: usize) -> Result<()> {
             time(true, 0)?,
         ),
         ("socket: the same + 2 × Peer.Ping", time(true, 2)?),
+        (
+            "socket, the module's own connection (pam_twofold's conn.rs: the handshake goes with the first call): connect, 2 × Peer.Ping, close",
+            module_round()?,
+        ),
         ("a 32-byte append + fdatasync (the journal)", sync()?),
     ];
     let logins = m.totp_logins(&(0..n / 2).collect::<Vec<_>>())?;
@@ -141,6 +165,15 @@ pub(crate) fn floor(n: usize) -> Result<()> {
             percentile(micros, 99.0) as f64 / 1000.0
         );
     }
+    // The floor: what a login through the module cannot do without (its
+    // connection with two calls, one fdatasync, libpam), against the login.
+    let median = |micros: &Vec<u64>| percentile(micros, 50.0) as f64 / 1000.0;
+    let floor = median(&rows[4].1) + median(&rows[5].1) + median(&login_rows[0].1);
+    let login = median(&login_rows[1].1);
+    println!(
+        "\nfloor (the module's connection with 2 calls + append & fdatasync + libpam): {floor:.3} ms; the login {login:.3} ms, {:.3} ms over it",
+        login - floor
+    );
     println!(
         "\nThe transport alone, many at once (connect, [Hello,] 2 × Peer.Ping, drop; {n} each)\n"
     );
