@@ -49,7 +49,7 @@ bench:
 	target/release/twofold-bench
 	target/release/twofold-bench floor 2000
 	target/release/twofold-bench memory
-	target/release/twofold-bench ssh 20
+	target/release/twofold-bench ssh 60
 
 # The daemon with 100, 100,000 and 1,000,000 enrolled users (about 5 minutes
 # and 5 GB of disk in /tmp for the fixture, removed at the end).
