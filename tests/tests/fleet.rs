@@ -594,6 +594,45 @@ fn the_account_wide_ceiling_is_the_fleets_not_each_hosts() {
     assert_eq!(checked, 5, "{replies:#?}");
 }
 
+/// The store's connections are driven only while a call runs on them
+/// (each has its own runtime, which the calling thread drives): one that
+/// sat idle in the pool while the server restarted is found closed before
+/// it is handed out, so the first calls after the restart (a read, a
+/// user's lock with its read, a write) succeed, none is refused for a
+/// session that no longer exists.
+#[test]
+fn idle_connections_closed_by_a_database_restart_are_never_handed_out() {
+    let cluster = std::sync::Arc::new(Cluster::start().unwrap());
+    let fleet = Fleet::on(cluster.clone()).unwrap();
+    let (store, _) = two_stores(&fleet);
+    store.write_enrollment(ALICE, None, &enrollment(1)).unwrap();
+    // Idle connections in both pools (statements, users' locks).
+    let (lock, loaded) = store.lock_and_load(ALICE).unwrap();
+    drop(lock);
+    let mut loaded = loaded.unwrap();
+    store.load(ALICE).unwrap().unwrap();
+    cluster.stop("fast").unwrap();
+    cluster.resume().unwrap();
+    let (lock, again) = store.lock_and_load(ALICE).unwrap();
+    assert_eq!(again.unwrap().revision, loaded.revision);
+    store
+        .append(
+            ALICE,
+            &mut loaded,
+            Event::TotpAccepted {
+                step: 11,
+                at: 2000,
+                app: 0,
+                drift: None,
+            },
+        )
+        .unwrap();
+    drop(lock);
+    let (meta, state) = store.load_meta_and_state(ALICE).unwrap();
+    assert_eq!(meta, UserMeta::default());
+    assert_eq!(state.unwrap().enrollment.last_step, Some(11));
+}
+
 #[test]
 fn a_database_down_costs_a_login_a_bounded_time_and_the_daemon_recovers_by_itself() {
     test_user(ALICE).unwrap();

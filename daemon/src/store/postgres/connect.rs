@@ -1,12 +1,12 @@
 //! Reaching the database: the connection settings (the administrator's
-//! string, the password file, TLS that verifies the server), the pools, and
-//! the one deadline every call runs under.
+//! string, the password file, TLS that verifies the server), and the one
+//! deadline every call runs under (the pools are `pool.rs`).
 
 use super::super::StoreError;
 use super::super::seal::{FleetKey, KeyError};
 use super::PgStore;
+use super::pool::{Conn, Link, Pool};
 use crate::config::StoreConfig;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,13 +23,6 @@ pub(super) fn pg(e: &tokio_postgres::Error) -> StoreError {
             Some(cause) => StoreError::Database(format!("{e}: {cause}")),
             None => StoreError::Database(e.to_string()),
         },
-    }
-}
-
-pub(super) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => pg(&e),
-        other => db(format!("cannot connect: {other}")),
     }
 }
 
@@ -101,49 +94,28 @@ pub(super) fn connection(
 }
 
 impl PgStore {
-    /// Read the fleet key and set up the pool; nothing is asked of the
+    /// Read the fleet key and set up the pools; nothing is asked of the
     /// database yet (`check` or `init` does).
     pub fn new(cfg: &StoreConfig) -> Result<Self, StoreError> {
         let key = FleetKey::load(&cfg.fleet_key_file)?;
         let (pg_cfg, tls) = connection(cfg)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("twofoldd-db")
-            .enable_all()
-            .build()
-            .map_err(|e| db(format!("cannot start the database client: {e}")))?;
         let connect = Duration::from_secs(cfg.connect_timeout_secs);
         let deadline = connect + Duration::from_secs(cfg.statement_timeout_secs);
-        let pool = || {
-            let manager = Manager::from_config(
-                pg_cfg.clone(),
-                tls.clone(),
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
-            Pool::builder(manager)
-                .max_size(cfg.pool_size as usize)
-                .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(deadline))
-                .create_timeout(Some(connect))
-                .recycle_timeout(Some(connect))
-                .build()
-                .map_err(db)
-        };
+        let pool = || Pool::new(pg_cfg.clone(), tls.clone(), connect, cfg.pool_size as usize);
         Ok(Self {
-            rt,
-            pool: pool()?,
-            lock_pool: pool()?,
+            pool: pool(),
+            lock_pool: pool(),
             key,
             deadline,
             host: crate::users::hostname(),
         })
     }
 
-    /// Run `op` on a pooled connection, all of it within the deadline. A
-    /// connection that timed out or broke is dropped, not pooled: the next
-    /// call connects anew (so the store recovers by itself).
+    /// Run `op` on a pooled connection, all of it within the deadline, on
+    /// this thread (`pool.rs`). A connection that timed out, broke or
+    /// answered with an error is dropped, not pooled: the next call
+    /// connects anew (so the store recovers by itself), and nothing the
+    /// failed call left behind (an open transaction) waits on it.
     pub(super) fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,
@@ -157,19 +129,27 @@ impl PgStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = (Conn, Result<T, StoreError>)>,
     {
-        let deadline = self.deadline;
-        self.rt.block_on(async {
-            let work = async {
-                let client = pool.get().await.map_err(pool_error)?;
-                let (mut conn, result) = op(Conn(Some(client), false)).await;
-                conn.1 = !conn.is_closed();
+        let until = crate::clock::monotonic() + self.deadline;
+        let Link { rt, conn } = pool.get(until)?;
+        // On a timeout the connection, in the dropped future, is dropped.
+        // (The timer is made inside: it needs the runtime's context.)
+        let done = rt.block_on(async { tokio::time::timeout_at(until.into(), op(conn)).await });
+        match done {
+            Ok((conn, result)) => {
+                if result.is_ok() && !conn.is_closed() {
+                    pool.put(Link { rt, conn });
+                } else {
+                    drop((conn, rt));
+                    pool.discard();
+                }
                 result
-            };
-            // On a timeout the connection, in the dropped future, is not kept.
-            tokio::time::timeout(deadline, work)
-                .await
-                .unwrap_or_else(|_| Err(self.timed_out()))
-        })
+            }
+            Err(_) => {
+                drop(rt);
+                pool.discard();
+                Err(self.timed_out())
+            }
+        }
     }
 
     pub(super) fn timed_out(&self) -> StoreError {
@@ -177,42 +157,6 @@ impl PgStore {
             "no answer within {} s (database down or unreachable?)",
             self.deadline.as_secs()
         ))
-    }
-}
-
-/// A pooled connection that goes back to the pool only when a call on it
-/// finished and it is still open (`.1`); dropped otherwise (a timeout drops
-/// the call's future with it), so a stuck connection is never handed out again.
-pub(super) struct Conn(pub(super) Option<Object>, pub(super) bool);
-
-impl Conn {
-    /// Whether the connection goes back to the pool when dropped.
-    pub(super) fn keep(&mut self, keep: bool) {
-        self.1 = keep;
-    }
-}
-
-impl std::ops::Deref for Conn {
-    type Target = Object;
-    fn deref(&self) -> &Object {
-        // Some until dropped.
-        self.0.as_ref().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl std::ops::DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut Object {
-        self.0.as_mut().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if let Some(object) = self.0.take()
-            && !self.1
-        {
-            drop(Object::take(object));
-        }
     }
 }
 

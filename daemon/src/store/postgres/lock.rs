@@ -3,7 +3,8 @@
 
 use super::super::StoreError;
 use super::PgStore;
-use super::connect::{Conn, pg, pool_error};
+use super::connect::pg;
+use super::pool::Link;
 use futures_util::future::try_join;
 
 /// The advisory lock's first key: twofold's, apart from any other
@@ -25,35 +26,42 @@ fn lock_key(user: &str) -> i32 {
 /// A user's advisory lock, on a connection of `lock_pool` kept for it.
 struct PgUserLock<'a> {
     store: &'a PgStore,
-    conn: Option<Conn>,
+    link: Option<Link>,
     key: i32,
 }
 
 impl super::super::UserLock for PgUserLock<'_> {}
 
 impl Drop for PgUserLock<'_> {
-    /// The unlock is sent, not waited for: the login's answer does not wait
-    /// for it. The connection goes back to the pool once unlocked; if the
-    /// unlock fails or takes past the deadline, it is closed instead, which
-    /// ends its session and the lock with it.
+    /// The connection goes back to the pool once unlocked; if the unlock
+    /// fails or takes past the deadline, it is closed instead, which ends
+    /// its session and the lock with it. (The unlock is waited for: no
+    /// other thread drives the connection, `pool.rs`; a login's answer
+    /// waits one round trip more, and no thread is woken for it.)
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(Link { rt, conn }) = self.link.take() else {
             return;
         };
-        let (key, deadline) = (self.key, self.store.deadline);
-        self.store.rt.spawn(async move {
-            let unlocked = tokio::time::timeout(deadline, async {
-                // Prepared once per connection: one round trip, not two.
-                match conn.prepare_cached(UNLOCK).await {
-                    Ok(stmt) => conn.execute(&stmt, &[&LOCK_CLASS, &key]).await.is_ok(),
-                    Err(_) => false,
-                }
+        let key = self.key;
+        let until = crate::clock::monotonic() + self.store.deadline;
+        let unlocked = rt
+            .block_on(async {
+                let unlock = async {
+                    // Prepared once per connection: one round trip, not two.
+                    match conn.prepare_cached(UNLOCK).await {
+                        Ok(stmt) => conn.execute(&stmt, &[&LOCK_CLASS, &key]).await.is_ok(),
+                        Err(_) => false,
+                    }
+                };
+                tokio::time::timeout_at(until.into(), unlock).await
             })
-            .await
             .unwrap_or(false);
-            let open = !conn.is_closed();
-            conn.keep(unlocked && open);
-        });
+        if unlocked && !conn.is_closed() {
+            self.store.lock_pool.put(Link { rt, conn });
+        } else {
+            drop((conn, rt));
+            self.store.lock_pool.discard();
+        }
     }
 }
 
@@ -89,14 +97,13 @@ impl PgStore {
     > {
         let key = lock_key(user);
         let name = user.to_string();
-        let (conn, row) = self.rt.block_on(async {
-            let locked = async {
-                let client = self.lock_pool.get().await.map_err(pool_error)?;
-                // Discarded (closed) unless the lock is surely held.
-                let mut conn = Conn(Some(client), false);
-                // Prepared once per connection (a text query is parsed
-                // in its own round trip each time).
-                let row = if read {
+        let until = crate::clock::monotonic() + self.deadline;
+        let Link { rt, conn } = self.lock_pool.get(until)?;
+        let locked = rt.block_on(async {
+            let lock_and_read = async {
+                // Prepared once per connection (a text query is parsed in its
+                // own round trip each time).
+                if read {
                     let (lock, select) = try_join(
                         conn.prepare_cached(LOCK),
                         conn.prepare_cached(&super::load_sql()),
@@ -109,25 +116,35 @@ impl PgStore {
                     )
                     .await
                     .map_err(|e| pg(&e))?;
-                    row
+                    Ok(row)
                 } else {
                     let stmt = conn.prepare_cached(LOCK).await.map_err(|e| pg(&e))?;
                     conn.execute(&stmt, &[&LOCK_CLASS, &key])
                         .await
                         .map_err(|e| pg(&e))?;
-                    None
-                };
-                conn.1 = true;
-                Ok((conn, row))
+                    Ok(None)
+                }
             };
-            tokio::time::timeout(self.deadline, locked)
-                .await
-                .unwrap_or_else(|_| Err(self.timed_out()))
-        })?;
+            tokio::time::timeout_at(until.into(), lock_and_read).await
+        });
+        // Discarded (closed) unless the lock is surely held.
+        let row = match locked {
+            Ok(Ok(row)) => row,
+            Ok(Err(e)) => {
+                drop((conn, rt));
+                self.lock_pool.discard();
+                return Err(e);
+            }
+            Err(_) => {
+                drop((conn, rt));
+                self.lock_pool.discard();
+                return Err(self.timed_out());
+            }
+        };
         Ok((
             Box::new(PgUserLock {
                 store: self,
-                conn: Some(conn),
+                link: Some(Link { rt, conn }),
                 key,
             }),
             row,

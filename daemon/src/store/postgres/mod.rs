@@ -14,20 +14,22 @@
 //! TOTP keys and e-mail addresses are sealed with the fleet key (`seal.rs`).
 //!
 //! The engine is synchronous, on the bus's blocking threads; tokio-postgres
-//! is async, so the store owns a small tokio runtime and each call blocks on
-//! it under one deadline (pool wait, connection, statement): a database that
+//! is async, so each pooled connection has its own single-threaded tokio
+//! runtime, which the calling thread drives for the call (`pool.rs`),
+//! under one deadline (pool wait, connection, statement): a database that
 //! is down or stuck costs a login a bounded time, never a hang.
 
 mod connect;
 mod email;
 mod lock;
+mod pool;
 mod row;
 mod schema;
 
 use super::seal::FleetKey;
 use super::{Enrollment, Event, Loaded, MAX_BURNED, Store, StoreError, UserMeta};
 use connect::{db, pg};
-use deadpool_postgres::Pool;
+use pool::Pool;
 use row::COLUMNS;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
@@ -38,7 +40,6 @@ pub use schema::{KEY_CHECK, SCHEMA_V1, SCHEMA_VERSION};
 const PAGE: i64 = 1000;
 
 pub struct PgStore {
-    rt: tokio::runtime::Runtime,
     pool: Pool,
     /// Connections that hold a user's advisory lock (`lock_user`), apart
     /// from `pool`: a lock holder's reads and writes never wait for a

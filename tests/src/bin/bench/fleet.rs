@@ -183,19 +183,20 @@ fn fleet_hosts(
     let file_cpu = || Cpu::read(&file_daemon);
     let fleet_cpu = || Cpu::read(&daemons);
     let mut cpu_rows = Vec::new();
+    let sampler = Sampler::start();
     let mut refused_users: Vec<String> = Vec::new();
     let mut wrong = 0;
     for in_flight in LEVELS {
         // The file store on one host.
         let users = accounts.take(per_run)?;
         let logins = files.totp_logins(&users)?;
-        let (before, clock) = (file_cpu(), std::time::Instant::now());
+        let before = file_cpu();
         let (outcomes, wall) = concurrent(files, TWOFOLD, &logins, in_flight)?;
         let f = figures(&outcomes, wall, 0.0);
         cpu_rows.push((
             in_flight,
             "one daemon, file store",
-            file_cpu().since(&before, logins.len(), clock.elapsed().as_secs_f64()),
+            file_cpu().since(&before, logins.len(), wall, &sampler),
         ));
         // The fleet: every code once.
         let users = accounts.take(per_run)?;
@@ -205,7 +206,7 @@ fn fleet_hosts(
             let u: usize = user.trim_start_matches("tfb").parse()?;
             lanes[u % in_flight].push(k);
         }
-        let (before, clock) = (fleet_cpu(), std::time::Instant::now());
+        let before = fleet_cpu();
         let (outcomes, wall) = run_lanes_on(first, &buses, &logins, &lanes)?;
         let d = figures(&outcomes, wall, 0.0);
         // A correct code typed once and refused: whose, for the report below.
@@ -223,7 +224,7 @@ fn fleet_hosts(
         cpu_rows.push((
             in_flight,
             "three daemons, database",
-            fleet_cpu().since(&before, logins.len(), clock.elapsed().as_secs_f64()),
+            fleet_cpu().since(&before, logins.len(), wall, &sampler),
         ));
         // The fleet: every code twice, in lanes p and p + 1 (other hosts).
         let users = accounts.take(per_run)?;
@@ -262,7 +263,8 @@ fn fleet_hosts(
          twofoldd (all daemons of the run), the PostgreSQL server (every `postgres` process), \
          pam-driver (the lanes, waited for; the module reaches twofoldd on its login socket, \
          so dbus-daemon has no part), and the machine's whole CPU over the \
-         run's time, lanes started to lanes ended, as a share of all its cores (other work on the \
+         run's own time (from the lanes' common start to their end, sampled every 10 ms; their \
+         start-up before it left out), as a share of all its cores (other work on the \
          machine included)\n"
     );
     println!("| in flight | run | twofoldd | PostgreSQL | pam-driver | sum | machine busy |");
@@ -333,7 +335,7 @@ pub(crate) fn run_lanes_on(
 /// CPU seconds used so far (then, by `since`, ms per login) by the run's
 /// daemons, the PostgreSQL server's processes and this
 /// process's waited-for children (the pam-driver lanes); `busy`: the
-/// machine's CPU time over the wall time, as a share of all its cores.
+/// machine's busy share of all its cores over a run (`Sampler`).
 struct Cpu {
     daemons: f64,
     postgres: f64,
@@ -355,45 +357,106 @@ impl Cpu {
             })
             .map(cpu_seconds)
             .sum();
-        // The first line of /proc/stat: every core's time, in ticks: user,
-        // nice, system, idle, iowait, irq, softirq, steal, then guest time
-        // (counted in user already). Busy: all but idle, iowait and steal.
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<f64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let busy_ticks: f64 = ticks
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i < 7 && *i != 3 && *i != 4)
-            .map(|(_, v)| v)
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         Cpu {
             daemons: daemons.iter().copied().map(cpu_seconds).sum(),
             postgres,
             drivers: children_cpu_seconds(),
-            machine: busy_ticks / hz,
+            machine: machine_seconds(),
             busy: 0.0,
         }
     }
 
-    /// Per login, in ms, from `before` to now, over `logins` in `wall` s.
-    fn since(&self, before: &Cpu, logins: usize, wall: f64) -> Cpu {
+    /// Per login, in ms, from `before` to now, over `logins`; `busy`
+    /// from `sampler` over the run's own `wall` s that ended now.
+    fn since(&self, before: &Cpu, logins: usize, wall: f64, sampler: &Sampler) -> Cpu {
         let per = |now: f64, then: f64| (now - then) * 1000.0 / logins.max(1) as f64;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let end = std::time::Instant::now();
+        let start = end - std::time::Duration::from_secs_f64(wall);
         Cpu {
             daemons: per(self.daemons, before.daemons),
             postgres: per(self.postgres, before.postgres),
             drivers: per(self.drivers, before.drivers),
             machine: per(self.machine, before.machine),
-            busy: (self.machine - before.machine) / (wall * cores),
+            busy: sampler.busy(start, end),
+        }
+    }
+}
+
+/// Busy CPU seconds of the whole machine so far, every core: from the
+/// first line of /proc/stat (ticks: user, nice, system, idle, iowait, irq,
+/// softirq, steal, then guest time, counted in user already), all but
+/// idle, iowait and steal.
+fn machine_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy_ticks: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < 7 && *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    busy_ticks / hz
+}
+
+/// The machine's busy CPU sampled every 10 ms by a thread of its own, so
+/// that "machine busy" is taken over a run's own window (its lanes'
+/// common start to their end), not over the lanes' start-up and their
+/// wait for the start before it.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, f64)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start() -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, v) = (stop.clone(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let sample = (std::time::Instant::now(), machine_seconds());
+                v.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+        Sampler {
+            stop,
+            samples,
+            thread: Some(thread),
+        }
+    }
+
+    /// The machine's busy share of all its cores between the first sample
+    /// at or after `start` and the last one at or before `end`.
+    fn busy(&self, start: std::time::Instant, end: std::time::Instant) -> f64 {
+        let v = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let first = v.iter().find(|(t, _)| *t >= start);
+        let last = v.iter().rev().find(|(t, _)| *t <= end);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        match (first, last) {
+            (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
+                (c1 - c0) / ((*t1 - *t0).as_secs_f64() * cores)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

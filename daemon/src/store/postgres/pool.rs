@@ -1,0 +1,192 @@
+//! The store's connections, each with its own single-threaded tokio
+//! runtime: the login thread that checks a connection out drives it itself
+//! (`Runtime::block_on` runs the connection's task and the call's future
+//! together on that thread), so a round trip to the database is the login
+//! thread's write, its wait in `epoll_wait` and its read, with no hop to
+//! another thread and back (a shared runtime's worker thread woke twice per
+//! round trip, the login thread once more). No thread is started at all.
+//!
+//! A pool of them, bounded (`store.pool_size`): a caller waits for a free
+//! connection until its deadline; a connection is checked before it is
+//! handed out (still open), and one whose call failed to finish (a timeout,
+//! a broken socket) is dropped with its runtime, so the next call connects
+//! anew and the daemon recovers by itself when the database is back.
+
+use super::super::StoreError;
+use super::connect::{db, pg};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, Statement};
+
+/// Lets the runtime's tasks (the connection's) run on what the socket has
+/// for them, without waiting: the first yield has the runtime poll its
+/// sockets (a closed one wakes the connection's task), the second lets
+/// that task run before this returns.
+async fn settle() {
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+}
+
+/// One connection and the runtime that drives it.
+pub(super) struct Link {
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) conn: Conn,
+}
+
+/// A connection's client, with its prepared statements: each statement is
+/// parsed by the server once per connection, then only bound and run.
+pub(super) struct Conn {
+    client: Client,
+    prepared: RefCell<HashMap<String, Statement>>,
+}
+
+impl Conn {
+    /// `sql` prepared on this connection, once.
+    pub(super) async fn prepare_cached(
+        &self,
+        sql: &str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(stmt) = self.prepared.borrow().get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(sql).await?;
+        self.prepared
+            .borrow_mut()
+            .insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+pub(super) struct Pool {
+    cfg: tokio_postgres::Config,
+    tls: postgres_native_tls::MakeTlsConnector,
+    connect: Duration,
+    max: usize,
+    /// Idle connections, and how many exist (idle or checked out).
+    state: Mutex<(Vec<Link>, usize)>,
+    freed: Condvar,
+}
+
+impl Pool {
+    pub(super) fn new(
+        cfg: tokio_postgres::Config,
+        tls: postgres_native_tls::MakeTlsConnector,
+        connect: Duration,
+        max: usize,
+    ) -> Self {
+        Pool {
+            cfg,
+            tls,
+            connect,
+            max: max.max(1),
+            state: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, (Vec<Link>, usize)> {
+        // A poisoned lock only means a caller panicked; the list is whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An open connection: an idle one, a new one while fewer than `max`
+    /// exist, or the first one freed before `until`.
+    pub(super) fn get(&self, until: Instant) -> Result<Link, StoreError> {
+        let mut state = self.state();
+        loop {
+            if let Some(link) = state.0.pop() {
+                drop(state);
+                // Nothing ran the connection while it was idle: let it
+                // read what came meanwhile (the server's end of a session
+                // that a restart closed) before trusting it.
+                link.rt.block_on(settle());
+                if !link.conn.is_closed() {
+                    return Ok(link);
+                }
+                drop(link);
+                self.discard();
+                state = self.state();
+                continue;
+            }
+            if state.1 < self.max {
+                state.1 += 1;
+                drop(state);
+                return self.open(until).inspect_err(|_| self.discard());
+            }
+            let now = crate::clock::monotonic();
+            if now >= until {
+                return Err(db(format!(
+                    "cannot connect: all {} connections stayed busy",
+                    self.max
+                )));
+            }
+            state = self
+                .freed
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// A new connection, within the connect timeout and `until`.
+    fn open(&self, until: Instant) -> Result<Link, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| db(format!("cannot start the database client: {e}")))?;
+        let limit = until.min(crate::clock::monotonic() + self.connect);
+        let connected = rt.block_on(async {
+            tokio::time::timeout_at(limit.into(), self.cfg.connect(self.tls.clone())).await
+        });
+        let (client, connection) = match connected {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(pg(&e)),
+            Err(_) => {
+                return Err(db(format!(
+                    "cannot connect: no answer within {} s (database down or unreachable?)",
+                    self.connect.as_secs()
+                )));
+            }
+        };
+        // Runs whenever a caller blocks on `rt`; ends when the client is
+        // dropped or the socket closes.
+        rt.spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Link {
+            rt,
+            conn: Conn {
+                client,
+                prepared: RefCell::default(),
+            },
+        })
+    }
+
+    /// Back into the pool, for the next caller.
+    pub(super) fn put(&self, link: Link) {
+        self.state().0.push(link);
+        self.freed.notify_one();
+    }
+
+    /// A checked-out connection that was dropped (with its runtime): room
+    /// for a new one.
+    pub(super) fn discard(&self) {
+        self.state().1 -= 1;
+        self.freed.notify_one();
+    }
+}
