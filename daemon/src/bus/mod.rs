@@ -170,6 +170,9 @@ impl Service {
         local: bool,
         work: impl FnOnce(&Engine, u32, Option<u32>) -> Result<T, TwofoldError> + Send + 'static,
     ) -> Result<T, TwofoldError> {
+        if let Caller::Socket(socket) = &self.caller {
+            return self.run_here(socket, header, local, work);
+        }
         let shared = &self.shared;
         shared.admit_message(header)?;
         let peer = self
@@ -177,23 +180,6 @@ impl Service {
             .peer(header, &shared.runtime, shared.lookup_deadline)
             .await?;
         let permit = shared.limits.admit(peer.uid, crate::now_ms())?;
-        if let Caller::Socket(socket) = &self.caller {
-            // A socket connection has a thread of its own (`socket.rs`),
-            // which nothing else waits on: its work runs right here, with
-            // no hand-off to the blocking pool and back. A slow lookup holds
-            // only this connection; the module's own 20 s wait for an
-            // answer bounds the login.
-            let _permit = permit;
-            // Not idle while it works: the pool's fairness closes idle ones first.
-            let _busy = socket.activity.as_deref().map(pool::Activity::begin);
-            let invoker = if local { socket.invoker } else { None };
-            let started = crate::clock::monotonic();
-            let done = work(&shared.engine, peer.uid, invoker);
-            if started.elapsed() > shared.work_deadline {
-                return Err(work_deadline(peer.uid, shared.work_deadline));
-            }
-            return done;
-        }
         let engine = shared.engine.clone();
         // Only a local login is counted by its invoker: skip /proc otherwise.
         let work = zruntime::unblock(move || {
@@ -206,6 +192,164 @@ impl Service {
             .timeout(shared.work_deadline, work)
             .await
             .map_err(|_| work_deadline(peer.uid, shared.work_deadline))?
+    }
+}
+
+impl Service {
+    /// `run_login` for a login-socket connection: the connection has a
+    /// thread of its own (`socket.rs`), which nothing else waits on, so its
+    /// work runs right here, with no hand-off to the blocking pool and back.
+    /// A slow lookup holds only this connection; the module's own 20 s wait
+    /// for an answer bounds the login.
+    fn run_here<T>(
+        &self,
+        socket: &peer::SocketPeer,
+        header: &Header<'_>,
+        local: bool,
+        work: impl FnOnce(&Engine, u32, Option<u32>) -> Result<T, TwofoldError>,
+    ) -> Result<T, TwofoldError> {
+        let shared = &self.shared;
+        shared.admit_message(header)?;
+        let peer = socket.peer;
+        let _permit = shared.limits.admit(peer.uid, crate::now_ms())?;
+        // Not idle while it works: the pool's fairness closes idle ones first.
+        let _busy = socket.activity.as_deref().map(pool::Activity::begin);
+        let invoker = if local { socket.invoker } else { None };
+        let started = crate::clock::monotonic();
+        let done = work(&shared.engine, peer.uid, invoker);
+        if started.elapsed() > shared.work_deadline {
+            return Err(work_deadline(peer.uid, shared.work_deadline));
+        }
+        done
+    }
+
+    /// What `BeginLogin` resolved, remembered for the same connection's
+    /// `Verify` (whichever the transport).
+    fn remember(
+        &self,
+        header: &Header<'_>,
+        user: String,
+        found: Result<(LoginPlan, crate::users::Account), TwofoldError>,
+    ) -> Result<LoginPlan, TwofoldError> {
+        let (plan, account) = found?;
+        self.caller.set_login(
+            header,
+            Some(Resolved {
+                user,
+                account: account.name,
+                at: crate::clock::monotonic(),
+            }),
+        );
+        Ok(plan)
+    }
+
+    /// One call on a login-socket connection, answered on its thread: the
+    /// PAM module's methods and `Peer.Ping`; `None` for any other (the
+    /// socket serves only logins; everything else is on the system bus).
+    pub(crate) fn call_here(&self, msg: &zbus::Message) -> Option<zbus::Result<zbus::Message>> {
+        use twofold_protocol::method;
+        let Caller::Socket(socket) = &self.caller else {
+            return None;
+        };
+        let header = msg.header();
+        let h = &header;
+        let body = msg.body();
+        let interface = header.interface()?.as_str();
+        let member = header.member()?.as_str();
+        if interface == "org.freedesktop.DBus.Peer" {
+            return match member {
+                "Ping" => Some(answer(h, &body, |()| Ok(()))),
+                _ => None,
+            };
+        }
+        if interface != twofold_protocol::INTERFACE
+            || header.path().map(|p| p.as_str()) != Some(twofold_protocol::OBJECT_PATH)
+        {
+            return None;
+        }
+        let login_of = |user, service, rhost| Login::new(user, service, rhost);
+        Some(match member {
+            method::BEGIN_LOGIN => answer(h, &body, |(user, service, rhost)| {
+                self.caller.set_login(h, None);
+                let login: Login = login_of(user, service, rhost);
+                let name = login.user.clone();
+                let local = login.rhost.is_empty();
+                let found = self.run_here(socket, h, local, |e, caller, invoker| {
+                    calls::begin_login(e, caller, invoker, &login)
+                });
+                self.remember(h, name, found)
+            }),
+            method::VERIFY => answer(
+                h,
+                &body,
+                |(user, code, service, rhost): (String, String, String, String)| {
+                    let code = Zeroizing::new(code);
+                    let resolved = self.caller.login_of(h, &user);
+                    let login = login_of(user, service, rhost);
+                    self.run_here(socket, h, login.rhost.is_empty(), |e, caller, invoker| {
+                        calls::verify(e, caller, invoker, resolved.as_deref(), &login, &code)
+                    })
+                },
+            ),
+            method::SEND_LOGIN_CODE => answer(h, &body, |(user, service, rhost)| {
+                let login = login_of(user, service, rhost);
+                self.run_here(socket, h, login.rhost.is_empty(), |e, caller, invoker| {
+                    calls::send_login_code(e, caller, invoker, &login)
+                })
+            }),
+            method::ENROLL_AT_LOGIN => answer(h, &body, |(user, service, rhost)| {
+                let login = login_of(user, service, rhost);
+                self.run_here(socket, h, false, |e, caller, _| {
+                    calls::enroll_at_login(e, caller, &login)
+                })
+            }),
+            method::CONFIRM_AT_LOGIN => answer(h, &body, |(user, code): (String, String)| {
+                let code = Zeroizing::new(code);
+                self.run_here(socket, h, false, |e, caller, _| {
+                    calls::confirm_at_login(e, caller, &user, &code)
+                })
+            }),
+            method::EMAIL_ENROLL_AT_LOGIN => answer(
+                h,
+                &body,
+                |(user, address, service, rhost): (String, String, String, String)| {
+                    let login = login_of(user, service, rhost);
+                    self.run_here(socket, h, false, |e, caller, _| {
+                        calls::email_enroll_at_login(e, caller, &login, &address)
+                    })
+                },
+            ),
+            method::CONFIRM_EMAIL_AT_LOGIN => answer(h, &body, |(user, code): (String, String)| {
+                let code = Zeroizing::new(code);
+                self.run_here(socket, h, false, |e, caller, _| {
+                    calls::confirm_email_at_login(e, caller, &user, &code)
+                })
+            }),
+            _ => return None,
+        })
+    }
+}
+
+/// The reply to a call whose body deserializes to `A`: `f`'s value, or its
+/// error as the zbus interface would send it (the same names and texts, so
+/// the module's reading of them does not depend on the transport).
+fn answer<A, R>(
+    header: &Header<'_>,
+    body: &zbus::message::Body,
+    f: impl FnOnce(A) -> Result<R, TwofoldError>,
+) -> zbus::Result<zbus::Message>
+where
+    A: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
+    R: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    use zbus::DBusError;
+    match body.deserialize::<A>() {
+        // As zbus's interfaces answer arguments that do not deserialize.
+        Err(e) => zbus::fdo::Error::InvalidArgs(e.to_string()).create_reply(header),
+        Ok(args) => match f(args) {
+            Ok(r) => zbus::Message::method_return(header).build(&r),
+            Err(e) => e.create_reply(header),
+        },
     }
 }
 
@@ -244,20 +388,12 @@ impl Service {
         self.caller.set_login(&header, None);
         let login = Login::new(user, service, rhost);
         let name = login.user.clone();
-        let (plan, account) = self
+        let found = self
             .run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
                 calls::begin_login(e, caller, invoker, &login)
             })
-            .await?;
-        self.caller.set_login(
-            &header,
-            Some(Resolved {
-                user: name,
-                account: account.name,
-                at: crate::clock::monotonic(),
-            }),
-        );
-        Ok(plan)
+            .await;
+        self.remember(&header, name, found)
     }
 
     async fn verify(
