@@ -267,67 +267,137 @@ impl Service {
         {
             return None;
         }
-        let login_of = |user, service, rhost| Login::new(user, service, rhost);
+        fn here<T>(
+            service: &Service,
+            socket: &peer::SocketPeer,
+            h: &Header<'_>,
+            (local, work): Work<T>,
+        ) -> Result<T, TwofoldError> {
+            service.run_here(socket, h, local, work)
+        }
         Some(match member {
-            method::BEGIN_LOGIN => answer(h, &body, |(user, service, rhost)| {
-                self.caller.set_login(h, None);
-                let login: Login = login_of(user, service, rhost);
-                let name = login.user.clone();
-                let local = login.rhost.is_empty();
-                let found = self.run_here(socket, h, local, |e, caller, invoker| {
-                    calls::begin_login(e, caller, invoker, &login)
-                });
+            method::BEGIN_LOGIN => answer(h, &body, |args| {
+                let (name, work) = self.begin_login_work(h, args);
+                let found = self.run_here(socket, h, work.0, work.1);
                 self.remember(h, name, found)
             }),
-            method::VERIFY => answer(
-                h,
-                &body,
-                |(user, code, service, rhost): (String, String, String, String)| {
-                    let code = Zeroizing::new(code);
-                    let resolved = self.caller.login_of(h, &user);
-                    let login = login_of(user, service, rhost);
-                    self.run_here(socket, h, login.rhost.is_empty(), |e, caller, invoker| {
-                        calls::verify(e, caller, invoker, resolved.as_deref(), &login, &code)
-                    })
-                },
-            ),
-            method::SEND_LOGIN_CODE => answer(h, &body, |(user, service, rhost)| {
-                let login = login_of(user, service, rhost);
-                self.run_here(socket, h, login.rhost.is_empty(), |e, caller, invoker| {
-                    calls::send_login_code(e, caller, invoker, &login)
-                })
+            method::VERIFY => answer(h, &body, |args| {
+                let (local, work) = self.verify_work(h, args);
+                self.run_here(socket, h, local, work)
             }),
-            method::ENROLL_AT_LOGIN => answer(h, &body, |(user, service, rhost)| {
-                let login = login_of(user, service, rhost);
-                self.run_here(socket, h, false, |e, caller, _| {
-                    calls::enroll_at_login(e, caller, &login)
-                })
+            method::SEND_LOGIN_CODE => {
+                answer(h, &body, |a| here(self, socket, h, send_login_code_work(a)))
+            }
+            method::ENROLL_AT_LOGIN => {
+                answer(h, &body, |a| here(self, socket, h, enroll_at_login_work(a)))
+            }
+            method::CONFIRM_AT_LOGIN => answer(h, &body, |a| {
+                here(self, socket, h, confirm_at_login_work(a))
             }),
-            method::CONFIRM_AT_LOGIN => answer(h, &body, |(user, code): (String, String)| {
-                let code = Zeroizing::new(code);
-                self.run_here(socket, h, false, |e, caller, _| {
-                    calls::confirm_at_login(e, caller, &user, &code)
-                })
+            method::EMAIL_ENROLL_AT_LOGIN => answer(h, &body, |a| {
+                here(self, socket, h, email_enroll_at_login_work(a))
             }),
-            method::EMAIL_ENROLL_AT_LOGIN => answer(
-                h,
-                &body,
-                |(user, address, service, rhost): (String, String, String, String)| {
-                    let login = login_of(user, service, rhost);
-                    self.run_here(socket, h, false, |e, caller, _| {
-                        calls::email_enroll_at_login(e, caller, &login, &address)
-                    })
-                },
-            ),
-            method::CONFIRM_EMAIL_AT_LOGIN => answer(h, &body, |(user, code): (String, String)| {
-                let code = Zeroizing::new(code);
-                self.run_here(socket, h, false, |e, caller, _| {
-                    calls::confirm_email_at_login(e, caller, &user, &code)
-                })
+            method::CONFIRM_EMAIL_AT_LOGIN => answer(h, &body, |a| {
+                here(self, socket, h, confirm_email_at_login_work(a))
             }),
             _ => return None,
         })
     }
+}
+
+/// A login method's work on the engine (with the caller's uid and, for a
+/// local login, its invoker), and whether the login is local: built once
+/// for both transports, run by `run_login` on the bus, `run_here` on the
+/// socket.
+type Work<T> = (
+    bool,
+    Box<dyn FnOnce(&Engine, u32, Option<u32>) -> Result<T, TwofoldError> + Send>,
+);
+
+impl Service {
+    /// `BeginLogin`: the user name it is for (for `remember`), and its work.
+    /// Whatever an earlier `BeginLogin` on this connection resolved no
+    /// longer counts, even if this one fails.
+    fn begin_login_work(
+        &self,
+        header: &Header<'_>,
+        (user, service, rhost): (String, String, String),
+    ) -> (String, Work<(LoginPlan, crate::users::Account)>) {
+        self.caller.set_login(header, None);
+        let login = Login::new(user, service, rhost);
+        let name = login.user.clone();
+        let work = (
+            login.rhost.is_empty(),
+            Box::new(move |e: &Engine, caller, invoker| {
+                calls::begin_login(e, caller, invoker, &login)
+            }) as Box<_>,
+        );
+        (name, work)
+    }
+
+    fn verify_work(
+        &self,
+        header: &Header<'_>,
+        (user, code, service, rhost): (String, String, String, String),
+    ) -> Work<VerifyReply> {
+        let code = Zeroizing::new(code);
+        let resolved = self.caller.login_of(header, &user);
+        let login = Login::new(user, service, rhost);
+        (
+            login.rhost.is_empty(),
+            Box::new(move |e: &Engine, caller, invoker| {
+                calls::verify(e, caller, invoker, resolved.as_deref(), &login, &code)
+            }),
+        )
+    }
+}
+
+fn send_login_code_work((user, service, rhost): (String, String, String)) -> Work<String> {
+    let login = Login::new(user, service, rhost);
+    (
+        login.rhost.is_empty(),
+        Box::new(move |e: &Engine, caller, invoker| {
+            calls::send_login_code(e, caller, invoker, &login)
+        }),
+    )
+}
+
+fn enroll_at_login_work((user, service, rhost): (String, String, String)) -> Work<EnrollmentOffer> {
+    let login = Login::new(user, service, rhost);
+    (
+        false,
+        Box::new(move |e: &Engine, caller, _| calls::enroll_at_login(e, caller, &login)),
+    )
+}
+
+fn confirm_at_login_work((user, code): (String, String)) -> Work<Vec<SecretString>> {
+    let code = Zeroizing::new(code);
+    (
+        false,
+        Box::new(move |e: &Engine, caller, _| calls::confirm_at_login(e, caller, &user, &code)),
+    )
+}
+
+fn email_enroll_at_login_work(
+    (user, address, service, rhost): (String, String, String, String),
+) -> Work<String> {
+    let login = Login::new(user, service, rhost);
+    (
+        false,
+        Box::new(move |e: &Engine, caller, _| {
+            calls::email_enroll_at_login(e, caller, &login, &address)
+        }),
+    )
+}
+
+fn confirm_email_at_login_work((user, code): (String, String)) -> Work<Vec<SecretString>> {
+    let code = Zeroizing::new(code);
+    (
+        false,
+        Box::new(move |e: &Engine, caller, _| {
+            calls::confirm_email_at_login(e, caller, &user, &code)
+        }),
+    )
 }
 
 /// The reply to a call whose body deserializes to `A`: `f`'s value, or its
@@ -383,16 +453,8 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<LoginPlan, TwofoldError> {
-        // Whatever an earlier BeginLogin on this connection resolved no
-        // longer counts, even if this one fails.
-        self.caller.set_login(&header, None);
-        let login = Login::new(user, service, rhost);
-        let name = login.user.clone();
-        let found = self
-            .run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
-                calls::begin_login(e, caller, invoker, &login)
-            })
-            .await;
+        let (name, (local, work)) = self.begin_login_work(&header, (user, service, rhost));
+        let found = self.run_login(&header, local, work).await;
         self.remember(&header, name, found)
     }
 
@@ -404,13 +466,8 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<VerifyReply, TwofoldError> {
-        let code = Zeroizing::new(code);
-        let resolved = self.caller.login_of(&header, &user);
-        let login = Login::new(user, service, rhost);
-        self.run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
-            calls::verify(e, caller, invoker, resolved.as_deref(), &login, &code)
-        })
-        .await
+        let (local, work) = self.verify_work(&header, (user, code, service, rhost));
+        self.run_login(&header, local, work).await
     }
 
     async fn begin_enrollment(
@@ -491,11 +548,8 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<EnrollmentOffer, TwofoldError> {
-        let login = Login::new(user, service, rhost);
-        self.run(&header, move |e, caller| {
-            calls::enroll_at_login(e, caller, &login)
-        })
-        .await
+        let (local, work) = enroll_at_login_work((user, service, rhost));
+        self.run_login(&header, local, work).await
     }
 
     async fn confirm_at_login(
@@ -504,11 +558,8 @@ impl Service {
         user: String,
         code: String,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        let code = Zeroizing::new(code);
-        self.run(&header, move |e, caller| {
-            calls::confirm_at_login(e, caller, &user, &code)
-        })
-        .await
+        let (local, work) = confirm_at_login_work((user, code));
+        self.run_login(&header, local, work).await
     }
 
     async fn disable(
@@ -644,11 +695,8 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<String, TwofoldError> {
-        let login = Login::new(user, service, rhost);
-        self.run_login(&header, login.rhost.is_empty(), move |e, caller, invoker| {
-            calls::send_login_code(e, caller, invoker, &login)
-        })
-        .await
+        let (local, work) = send_login_code_work((user, service, rhost));
+        self.run_login(&header, local, work).await
     }
 
     async fn begin_email_enrollment(
@@ -682,11 +730,8 @@ impl Service {
         service: String,
         rhost: String,
     ) -> Result<String, TwofoldError> {
-        let login = Login::new(user, service, rhost);
-        self.run(&header, move |e, caller| {
-            calls::email_enroll_at_login(e, caller, &login, &address)
-        })
-        .await
+        let (local, work) = email_enroll_at_login_work((user, address, service, rhost));
+        self.run_login(&header, local, work).await
     }
 
     async fn confirm_email_at_login(
@@ -695,11 +740,8 @@ impl Service {
         user: String,
         code: String,
     ) -> Result<Vec<SecretString>, TwofoldError> {
-        let code = Zeroizing::new(code);
-        self.run(&header, move |e, caller| {
-            calls::confirm_email_at_login(e, caller, &user, &code)
-        })
-        .await
+        let (local, work) = confirm_email_at_login_work((user, code));
+        self.run_login(&header, local, work).await
     }
 }
 }
