@@ -1,9 +1,10 @@
 //! The D-Bus face of the engine: decode, authorize, call, encode. One
-//! interface implementation serves both transports: the system bus (the
-//! `twofold` command, administration, introspection, activation) and
-//! twofoldd's login socket (`socket.rs`: peer-to-peer connections from the
-//! PAM module, without the bus daemon in between). Only who is calling
-//! differs (`peer.rs`).
+//! `Service` serves both transports: the system bus (the `twofold`
+//! command, administration, introspection, activation) as a zbus
+//! interface, and twofoldd's login socket (`socket.rs`: peer-to-peer
+//! connections from the PAM module, without the bus daemon in between)
+//! through `call_here`, which serves only the login methods with the same
+//! work (`Work`) and limits. Only who is calling differs (`peer.rs`).
 //!
 //! Every method first refuses a call that is too large
 //! (`limits::message_fits`), then learns the caller's uid (`peer`), then

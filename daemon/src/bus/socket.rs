@@ -2,8 +2,12 @@
 //! (and anyone local), without the bus daemon in between, as `systemctl`
 //! talks to PID 1 over `/run/systemd/private`. The caller's uid and pid
 //! come from the kernel at accept (`SO_PEERCRED`), the same word the bus
-//! daemon itself relies on; the interface and its authorization are the
-//! bus's (`Service`).
+//! daemon itself relies on; the login methods and their authorization are
+//! the bus's (`Service::call_here`), served by a small blocking loop on the
+//! connection's worker (`connection`, `frame.rs`) rather than a zbus
+//! connection, whose per-connection machinery cost about half as much CPU
+//! as a login's own work. Only the login methods and `Peer.Ping` are
+//! served; anything else is `UnknownMethod` (it is on the system bus).
 //!
 //! What one local user can cost here is bounded: connections per uid and in
 //! total (root's logins have a pool of their own, so a user holding
