@@ -149,7 +149,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// once at accept rather than at every call: the connection is one
 /// process's, and its pid is the kernel's word from the same moment.
 pub struct SocketPeer {
-    peer: Peer,
+    pub peer: Peer,
     pub invoker: Option<u32>,
     /// Its calls, for the users' pool (`None` in root's).
     pub activity: Option<Arc<super::pool::Activity>>,

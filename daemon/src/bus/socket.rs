@@ -2,8 +2,12 @@
 //! (and anyone local), without the bus daemon in between, as `systemctl`
 //! talks to PID 1 over `/run/systemd/private`. The caller's uid and pid
 //! come from the kernel at accept (`SO_PEERCRED`), the same word the bus
-//! daemon itself relies on; the interface and its authorization are the
-//! bus's (`Service`).
+//! daemon itself relies on; the login methods and their authorization are
+//! the bus's (`Service::call_here`), served by a small blocking loop on the
+//! connection's worker (`connection`, `frame.rs`) rather than a zbus
+//! connection, whose per-connection machinery cost about half as much CPU
+//! as a login's own work. Only the login methods and `Peer.Ping` are
+//! served; anything else is `UnknownMethod` (it is on the system bus).
 //!
 //! What one local user can cost here is bounded: connections per uid and in
 //! total (root's logins have a pool of their own, so a user holding
@@ -20,11 +24,9 @@
 //! inside twofoldd, and one slow NSS lookup or Argon2 check holds only its
 //! own connection.
 
-use super::frame::Framed;
+use super::frame::{Conn, End};
 use super::peer::Peer;
-use super::pool::{
-    Activity, Counts, MAX_ROOT_CONNECTIONS, MAX_USER_CONNECTIONS, pool_of, take_slot,
-};
+use super::pool::{Counts, MAX_ROOT_CONNECTIONS, MAX_USER_CONNECTIONS, pool_of, take_slot};
 use super::{Service, Shared};
 use crate::audit::{self, Level};
 use std::io;
@@ -186,7 +188,7 @@ const WORKER_IDLE: Duration = Duration::from_secs(10);
 struct Workers {
     listener: UnixListener,
     shared: Arc<Shared>,
-    guid: zbus::OwnedGuid,
+    guid: String,
     counts: Arc<Mutex<Counts>>,
     refused_logged_ms: AtomicU64,
     evicted_logged_ms: AtomicU64,
@@ -207,7 +209,7 @@ pub fn serve(listener: UnixListener, shared: Arc<Shared>) -> io::Result<()> {
     let workers = Arc::new(Workers {
         listener,
         shared,
-        guid: zbus::Guid::generate().into(),
+        guid: zbus::Guid::generate().to_string(),
         counts: Arc::default(),
         refused_logged_ms: AtomicU64::new(0),
         evicted_logged_ms: AtomicU64::new(0),
@@ -258,9 +260,6 @@ fn threads(workers: &Workers) -> MutexGuard<'_, (usize, usize)> {
 /// One worker: accept, serve, again; it ends after `WORKER_IDLE` without a
 /// connection if another worker waits in `accept`.
 fn worker(workers: &Arc<Workers>) {
-    // This thread's runtime, kept from one connection to the next (its
-    // epoll, timer and wake-up pipe are made once).
-    let mut runtime: Option<zruntime::SharedRuntime> = None;
     loop {
         let stream = match workers.listener.accept() {
             Ok((stream, _)) => stream,
@@ -309,12 +308,11 @@ fn worker(workers: &Arc<Workers>) {
         }
         // A panic in a connection's code must not take its worker, and the
         // count of workers with it, away: the connection is dropped (its
-        // slot given back) and the worker waits for the next, on a new runtime.
+        // slot given back) and the worker waits for the next.
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            accepted(workers, stream, &mut runtime);
+            accepted(workers, stream);
         }));
         if served.is_err() {
-            runtime = None;
             audit::log(
                 Level::Error,
                 "login socket: serving a connection panicked; it was closed",
@@ -339,7 +337,7 @@ fn log_once_a_minute(last: &AtomicU64, line: impl FnOnce() -> String) {
 
 /// A connection just accepted: counted in its pool (or refused), then
 /// served on this thread until its peer closes it.
-fn accepted(workers: &Workers, stream: UnixStream, runtime: &mut Option<zruntime::SharedRuntime>) {
+fn accepted(workers: &Workers, stream: UnixStream) {
     let Ok(peer) = peer_of(&stream) else { return };
     let invoker = peer.invoker();
     let pool = pool_of(peer, invoker);
@@ -370,58 +368,59 @@ fn accepted(workers: &Workers, stream: UnixStream, runtime: &mut Option<zruntime
         });
     }
     let slot = taken.slot;
-    if stream.set_nonblocking(true).is_err() {
-        return;
+    let service = Service::on_socket(workers.shared.clone(), peer, invoker, slot.activity.clone());
+    let end = connection(Conn::new(stream), peer, &service, &workers.guid);
+    if matches!(end, End::Oversized) {
+        workers.shared.log_oversized();
     }
-    zruntime::block_on(async {
-        let on = match runtime {
-            Some(on) => on.clone(),
-            None => match zruntime::SharedRuntime::current() {
-                Ok(on) => runtime.insert(on).clone(),
-                Err(_) => return,
-            },
-        };
-        let Ok(io) = zruntime::AsyncIo::new_nonblocking(&on, stream) else {
-            return;
-        };
-        let activity = slot.activity.clone();
-        let _slot = slot;
-        connection(io, peer, invoker, activity, workers, &on).await;
-    });
+    drop(slot);
 }
 
-/// One connection: the handshake within its deadline, then served until
-/// the peer closes it.
-async fn connection(
-    io: zruntime::AsyncIo<UnixStream, zruntime::Shared>,
-    peer: Peer,
-    invoker: Option<u32>,
-    activity: Option<Arc<Activity>>,
-    workers: &Workers,
-    runtime: &zruntime::SharedRuntime,
-) {
-    let shared = &workers.shared;
-    let framed = Framed::new(io, peer);
-    let closed = framed.closed();
-    let service = Service::on_socket(shared.clone(), peer, invoker, activity);
-    let build = zbus::connection::Builder::socket(framed)
-        .server(workers.guid.clone())
-        .p2p()
-        .serve_at(twofold_protocol::OBJECT_PATH, service)
-        .build();
-    let conn = match runtime.timeout(HANDSHAKE_DEADLINE, build).await {
-        Ok(Ok(conn)) => conn,
-        // A silent peer, a failed authentication, or one gone: nothing to serve.
-        _ => {
-            if closed.oversized() {
-                shared.log_oversized();
-            }
-            return;
-        }
-    };
-    closed.wait().await;
-    if closed.oversized() {
-        shared.log_oversized();
+/// One connection: the handshake within its deadline, then its calls, one
+/// at a time, each answered before the next is read, until the peer closes
+/// it (or its slot goes to another uid: `take_slot` shuts it down, which
+/// ends the read waiting here).
+fn connection(mut conn: Conn, peer: Peer, service: &Service, guid: &str) -> End {
+    let deadline = crate::clock::monotonic() + HANDSHAKE_DEADLINE;
+    if let Err(end) = conn.handshake(peer.uid, guid, deadline) {
+        return end;
     }
-    drop(conn);
+    loop {
+        let msg = match conn.message() {
+            Ok(msg) => msg,
+            Err(end) => return end,
+        };
+        let header = msg.header();
+        // Only calls are answered; anything else a client sends is dropped.
+        if header.message_type() != zbus::message::Type::MethodCall {
+            continue;
+        }
+        let reply = service.call_here(&msg).unwrap_or_else(|| {
+            let member = header.member().map(|m| m.as_str()).unwrap_or_default();
+            zbus::DBusError::create_reply(
+                &zbus::fdo::Error::UnknownMethod(format!(
+                    "Unknown method '{member}': the login socket serves only the login methods; use the system bus"
+                )),
+                &header,
+            )
+        });
+        if header
+            .primary()
+            .flags()
+            .contains(zbus::message::Flags::NO_REPLY_EXPECTED)
+        {
+            continue;
+        }
+        let sent = match reply {
+            Ok(reply) => conn.reply(&reply),
+            Err(_) => Err(End::Broken),
+        };
+        if let Err(end) = sent {
+            return end;
+        }
+    }
 }
+
+#[cfg(test)]
+#[path = "socket_tests.rs"]
+mod tests;

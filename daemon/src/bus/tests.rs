@@ -20,7 +20,7 @@ const SHORT: Duration = Duration::from_millis(300);
 /// Longer than any deadline of these tests by far.
 const LONG: Duration = Duration::from_secs(5);
 
-fn engine() -> (tempfile::TempDir, Arc<Engine>) {
+pub(super) fn engine() -> (tempfile::TempDir, Arc<Engine>) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config {
         state_dir: dir.path().join("state"),
