@@ -5,6 +5,7 @@
 //! login ones and `Peer.Ping` is not served there.
 
 use super::*;
+
 impl Service {
     /// `run_login` for a login-socket connection: the connection has a
     /// thread of its own (`socket.rs`), which nothing else waits on, so its
@@ -88,12 +89,11 @@ impl Service {
         Some(match member {
             method::BEGIN_LOGIN => answer(h, &body, |args| {
                 let (name, work) = self.begin_login_work(h, args);
-                let found = self.run_here(socket, h, work.0, work.1);
+                let found = here(self, socket, h, work);
                 self.remember(h, name, found)
             }),
             method::VERIFY => answer(h, &body, |args| {
-                let (local, work) = self.verify_work(h, args);
-                self.run_here(socket, h, local, work)
+                here(self, socket, h, self.verify_work(h, args))
             }),
             method::SEND_LOGIN_CODE => {
                 answer(h, &body, |a| here(self, socket, h, send_login_code_work(a)))
