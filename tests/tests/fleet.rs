@@ -1463,6 +1463,12 @@ fn e_mailed_codes_in_flight_are_the_fleets_kept_hashed_and_used_once() {
             .unwrap(),
         Err(50)
     );
+    // The refused send held the row's lock: it is released with the
+    // answer, so another host's check does not wait for it.
+    assert_eq!(
+        a.check("alice", &login, "000000", 1015).unwrap().0,
+        EmailCheck::NoMatch
+    );
     assert!(b.has_login_code("alice", 1020).unwrap());
     assert!(!b.has_login_code("bob", 1020).unwrap());
     assert!(!b.has_login_code("alice", 1300).unwrap(), "expired");

@@ -77,7 +77,10 @@ impl CodeStore for PgStore {
                     .collect();
                 let wait = wait_after(&mut times, limits, now);
                 if wait > 0 {
-                    // Dropped: rolled back.
+                    // Ended here, so the row's lock is released before the
+                    // answer (a dropped transaction's ROLLBACK would wait
+                    // for this connection's next use, `pool.rs`).
+                    tx.rollback().await.map_err(|e| pg(&e))?;
                     return Ok(Err(wait));
                 }
                 times.push_back(now);
@@ -138,9 +141,13 @@ impl CodeStore for PgStore {
                     .await
                     .map_err(|e| pg(&e))?
                 else {
+                    // Still ended: a row that stopped matching while this
+                    // waited for its lock stays locked by this transaction.
+                    tx.rollback().await.map_err(|e| pg(&e))?;
                     return Ok((EmailCheck::None, None));
                 };
                 if row.get::<_, i16>(1) != asked {
+                    tx.rollback().await.map_err(|e| pg(&e))?;
                     return Ok((EmailCheck::None, None));
                 }
                 let tag: Vec<u8> = row.get(0);

@@ -177,8 +177,12 @@ impl Pool {
         })
     }
 
-    /// Back into the pool, for the next caller.
+    /// Back into the pool, for the next caller. Nothing drives an idle
+    /// connection, so what the call left queued (the ROLLBACK of a dropped
+    /// transaction, which would keep its row locks while the connection
+    /// waits for its next use) is sent first.
     pub(super) fn put(&self, link: Link) {
+        link.rt.block_on(settle());
         self.state().0.push(link);
         self.freed.notify_one();
     }

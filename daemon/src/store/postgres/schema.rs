@@ -233,6 +233,7 @@ impl PgStore {
                         .await
                         .map_err(|e| pg(&e))?
                     else {
+                        tx.rollback().await.map_err(|e| pg(&e))?;
                         return Ok(false);
                     };
                     let mut changed = false;
