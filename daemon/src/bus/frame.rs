@@ -32,6 +32,11 @@ const MAX_AUTH_BYTES: usize = 4096;
 const MAX_AUTH_LINES: usize = 16;
 /// What is read at once: an authentication exchange, or a login's call, whole.
 const READ_AHEAD: usize = 4096;
+/// How long a reply may wait for room in the socket after `BEGIN`. A reply
+/// is small and its client reads it at once, so only a peer that sends
+/// calls and never reads their replies meets this: it is dropped rather
+/// than holding its worker in `send` for ever.
+pub const SEND_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The whole length of the message a primary header opens, or an error if
 /// it is over twofoldd's bounds.
@@ -46,7 +51,8 @@ pub enum End {
     Closed,
     /// A message over the size bounds (or no D-Bus message), refused unread.
     Oversized,
-    /// The authentication failed or broke the protocol, or took too long.
+    /// The authentication failed or broke the protocol, or took too long;
+    /// or a reply found no room within `SEND_DEADLINE`.
     Refused,
     /// Reading or writing failed, or a message zbus could not parse.
     Broken,
@@ -72,10 +78,10 @@ pub struct Conn {
     at: usize,
 }
 
-/// The `SO_RCVTIMEO` and `SO_SNDTIMEO` of `stream` (`None`: wait for ever).
-fn set_timeouts(stream: &UnixStream, t: Option<Duration>) -> io::Result<()> {
+/// The `SO_RCVTIMEO` and `SO_SNDTIMEO` of `stream`.
+fn set_timeouts(stream: &UnixStream, t: Duration) -> io::Result<()> {
     // A zero duration means "for ever" to the kernel: keep it at least 1 µs.
-    let t = t.map(|t| t.max(Duration::from_micros(1)));
+    let t = Some(t.max(Duration::from_micros(1)));
     stream.set_read_timeout(t)?;
     stream.set_write_timeout(t)
 }
@@ -162,20 +168,20 @@ impl Conn {
             let left = deadline
                 .checked_duration_since(crate::clock::monotonic())
                 .ok_or(End::Refused)?;
-            set_timeouts(&self.stream, Some(left))?;
+            set_timeouts(&self.stream, left)?;
             self.fill()?;
         }
     }
 
     /// The authentication exchange, server side, within `deadline`: the
     /// client's uid must be `uid` (the kernel's word). Ok once the client
-    /// said `BEGIN`; after it, reads and writes wait for ever (an idle
-    /// connection is the pool's business, `pool.rs`).
+    /// said `BEGIN`; after it, reads wait for ever (an idle connection is
+    /// the pool's business, `pool.rs`) and writes up to `SEND_DEADLINE`.
     pub fn handshake(&mut self, uid: u32, guid: &str, deadline: Instant) -> Result<(), End> {
         let left = deadline
             .checked_duration_since(crate::clock::monotonic())
             .ok_or(End::Refused)?;
-        set_timeouts(&self.stream, Some(left))?;
+        set_timeouts(&self.stream, left)?;
         while self.buffered().is_empty() {
             self.fill()?;
         }
@@ -194,7 +200,8 @@ impl Conn {
             let args: Vec<&[u8]> = words.collect();
             let reply: Vec<u8> = match (command, args.as_slice()) {
                 (b"BEGIN", []) if authenticated => {
-                    set_timeouts(&self.stream, None)?;
+                    self.stream.set_read_timeout(None)?;
+                    self.stream.set_write_timeout(Some(SEND_DEADLINE))?;
                     return Ok(());
                 }
                 // BEGIN before OK: the spec has the server disconnect.

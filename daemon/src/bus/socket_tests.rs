@@ -3,6 +3,7 @@
 //! too), its bounds, and the dispatch of calls.
 
 use super::*;
+use crate::bus::frame::SEND_DEADLINE;
 use crate::limits::MAX_BODY_BYTES;
 use std::io::{Read, Write};
 use zbus::message::{Flags, Type};
@@ -260,4 +261,31 @@ fn a_call_expecting_no_reply_gets_none() {
     s.client.write_all(&bytes).unwrap();
     // The first reply is the second call's.
     assert!(is_reply_to(&reply(&mut s.client), &call));
+}
+
+#[test]
+fn a_peer_that_never_reads_its_replies_is_dropped() {
+    let mut s = serve_one();
+    begin(&mut s.client);
+    // Calls sent without a reply ever read: the replies fill the socket,
+    // and the worker must not wait in `send` for ever.
+    let mut writer = s.client.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let flood = std::thread::spawn(move || {
+        let call = ping();
+        while writer.write_all(call.data().bytes()).is_ok() {}
+    });
+    let started = std::time::Instant::now();
+    while !s.end.is_finished() && started.elapsed() < SEND_DEADLINE * 4 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    assert!(s.end.is_finished(), "the worker still waits after {took:?}");
+    assert!(took >= SEND_DEADLINE, "{took:?}");
+    assert!(matches!(s.end.join().unwrap(), End::Refused));
+    // The connection is closed: the flood's writes fail, and its thread ends.
+    flood.join().unwrap();
+    drop(s.client);
 }
