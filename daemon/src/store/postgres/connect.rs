@@ -130,23 +130,23 @@ impl PgStore {
         Fut: Future<Output = (Conn, Result<T, StoreError>)>,
     {
         let until = crate::clock::monotonic() + self.deadline;
-        let Link { rt, conn } = pool.get(until)?;
+        let (Link { rt, conn }, place) = pool.get(until)?;
         // On a timeout the connection, in the dropped future, is dropped.
         // (The timer is made inside: it needs the runtime's context.)
         let done = rt.block_on(async { tokio::time::timeout_at(until.into(), op(conn)).await });
         match done {
             Ok((conn, result)) => {
                 if result.is_ok() && !conn.is_closed() {
-                    pool.put(Link { rt, conn });
+                    place.put(Link { rt, conn });
                 } else {
                     drop((conn, rt));
-                    pool.discard();
+                    drop(place);
                 }
                 result
             }
             Err(_) => {
                 drop(rt);
-                pool.discard();
+                drop(place);
                 Err(self.timed_out())
             }
         }

@@ -4,7 +4,7 @@
 use super::super::StoreError;
 use super::PgStore;
 use super::connect::pg;
-use super::pool::Link;
+use super::pool::{Link, Place};
 use futures_util::future::try_join;
 
 /// The advisory lock's first key: twofold's, apart from any other
@@ -26,7 +26,8 @@ fn lock_key(user: &str) -> i32 {
 /// A user's advisory lock, on a connection of `lock_pool` kept for it.
 struct PgUserLock<'a> {
     store: &'a PgStore,
-    link: Option<Link>,
+    /// The connection and its place in `lock_pool`.
+    link: Option<(Link, Place<'a>)>,
     key: i32,
 }
 
@@ -39,7 +40,7 @@ impl Drop for PgUserLock<'_> {
     /// other thread drives the connection, `pool.rs`; a login's answer
     /// waits one round trip more, and no thread is woken for it.)
     fn drop(&mut self) {
-        let Some(Link { rt, conn }) = self.link.take() else {
+        let Some((Link { rt, conn }, place)) = self.link.take() else {
             return;
         };
         let key = self.key;
@@ -57,10 +58,10 @@ impl Drop for PgUserLock<'_> {
             })
             .unwrap_or(false);
         if unlocked && !conn.is_closed() {
-            self.store.lock_pool.put(Link { rt, conn });
+            place.put(Link { rt, conn });
         } else {
             drop((conn, rt));
-            self.store.lock_pool.discard();
+            drop(place);
         }
     }
 }
@@ -98,7 +99,7 @@ impl PgStore {
         let key = lock_key(user);
         let name = user.to_string();
         let until = crate::clock::monotonic() + self.deadline;
-        let Link { rt, conn } = self.lock_pool.get(until)?;
+        let (Link { rt, conn }, place) = self.lock_pool.get(until)?;
         let locked = rt.block_on(async {
             let lock_and_read = async {
                 // Prepared once per connection (a text query is parsed in its
@@ -132,19 +133,19 @@ impl PgStore {
             Ok(Ok(row)) => row,
             Ok(Err(e)) => {
                 drop((conn, rt));
-                self.lock_pool.discard();
+                drop(place);
                 return Err(e);
             }
             Err(_) => {
                 drop((conn, rt));
-                self.lock_pool.discard();
+                drop(place);
                 return Err(self.timed_out());
             }
         };
         Ok((
             Box::new(PgUserLock {
                 store: self,
-                link: Some(Link { rt, conn }),
+                link: Some((Link { rt, conn }, place)),
                 key,
             }),
             row,

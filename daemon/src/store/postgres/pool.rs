@@ -104,29 +104,31 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An open connection: an idle one, a new one while fewer than `max`
-    /// exist, or the first one freed before `until`.
-    pub(super) fn get(&self, until: Instant) -> Result<Link, StoreError> {
+    /// An open connection and its place: an idle one, a new one while
+    /// fewer than `max` exist, or the first one freed before `until`.
+    pub(super) fn get(&self, until: Instant) -> Result<(Link, Place<'_>), StoreError> {
         let mut state = self.state();
         loop {
             if let Some(link) = state.0.pop() {
                 drop(state);
+                let place = Place(self);
                 // Nothing ran the connection while it was idle: let it
                 // read what came meanwhile (the server's end of a session
                 // that a restart closed) before trusting it.
                 link.rt.block_on(settle());
                 if !link.conn.is_closed() {
-                    return Ok(link);
+                    return Ok((link, place));
                 }
                 drop(link);
-                self.discard();
+                drop(place);
                 state = self.state();
                 continue;
             }
             if state.1 < self.max {
                 state.1 += 1;
                 drop(state);
-                return self.open(until).inspect_err(|_| self.discard());
+                let place = Place(self);
+                return self.open(until).map(|link| (link, place));
             }
             let now = crate::clock::monotonic();
             if now >= until {
@@ -177,20 +179,76 @@ impl Pool {
         })
     }
 
-    /// Back into the pool, for the next caller. Nothing drives an idle
-    /// connection, so what the call left queued (the ROLLBACK of a dropped
-    /// transaction, which would keep its row locks while the connection
-    /// waits for its next use) is sent first.
-    pub(super) fn put(&self, link: Link) {
-        link.rt.block_on(settle());
-        self.state().0.push(link);
-        self.freed.notify_one();
-    }
-
-    /// A checked-out connection that was dropped (with its runtime): room
-    /// for a new one.
-    pub(super) fn discard(&self) {
+    /// A connection that is gone (with its runtime): room for a new one.
+    fn discard(&self) {
         self.state().1 -= 1;
         self.freed.notify_one();
+    }
+}
+
+/// A checked-out connection's place in its pool. Given back with the
+/// connection (`put`); dropped any other way (an error, a timeout, a panic
+/// unwinding through the call), it frees the place for a new connection,
+/// so no failed call ever shrinks the pool.
+pub(super) struct Place<'p>(&'p Pool);
+
+impl Place<'_> {
+    /// `link` back into the pool, for the next caller. Nothing drives an
+    /// idle connection, so what the call left queued (the ROLLBACK of a
+    /// dropped transaction, which would keep its row locks while the
+    /// connection waits for its next use) is sent first.
+    pub(super) fn put(self, link: Link) {
+        link.rt.block_on(settle());
+        let pool = self.0;
+        std::mem::forget(self);
+        pool.state().0.push(link);
+        pool.freed.notify_one();
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.discard();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of one whose database is a socket no one listens on.
+    fn pool_of_one(dir: &std::path::Path) -> Pool {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(dir).user("nobody").dbname("nothing");
+        let tls = native_tls::TlsConnector::new().unwrap();
+        Pool::new(
+            cfg,
+            postgres_native_tls::MakeTlsConnector::new(tls),
+            Duration::from_secs(1),
+            1,
+        )
+    }
+
+    #[test]
+    fn a_call_that_panics_frees_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_of_one(dir.path());
+        // A checked-out connection's place, held by a call that panics.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.state().1 += 1;
+            let _place = Place(&pool);
+            panic!("a row that does not decode");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(pool.state().1, 0);
+        // The next call may connect (and finds no server), rather than
+        // waiting for a place no one will give back.
+        let until = crate::clock::monotonic() + Duration::from_millis(300);
+        let Err(e) = pool.get(until) else {
+            panic!("connected to nothing")
+        };
+        assert!(!e.to_string().contains("stayed busy"), "{e}");
+        // A failed connect frees its place too.
+        assert_eq!(pool.state().1, 0);
     }
 }
