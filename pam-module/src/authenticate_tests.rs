@@ -675,16 +675,14 @@ fn any_other_failure_to_connect_refuses_even_with_failmode_safe() {
                 "{options:?} {}",
                 error()
             );
-            assert!(
-                !host
-                    .logs
-                    .iter()
-                    .any(|(_, l)| l.contains("WITHOUT a second factor")),
-                "{:?}",
-                host.logs
-            );
+            assert!(!logged(&host, "WITHOUT a second factor"), "{:?}", host.logs);
         }
     }
+}
+
+/// Whether the module logged a line containing `needle`.
+fn logged(host: &Scripted, needle: &str) -> bool {
+    host.logs.iter().any(|(_, l)| l.contains(needle))
 }
 
 /// On twofoldd's socket the handshake goes out with `BeginLogin`: a socket
@@ -704,20 +702,11 @@ fn a_handshake_failing_with_the_first_call_refuses_as_a_failure_to_connect() {
             assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL, "{options:?}");
             assert!(sent.is_empty());
             assert!(
-                host.logs
-                    .iter()
-                    .any(|(_, l)| l.contains("did not complete the authentication")),
+                logged(&host, "did not complete the authentication"),
                 "{:?}",
                 host.logs
             );
-            assert!(
-                !host
-                    .logs
-                    .iter()
-                    .any(|(_, l)| l.contains("WITHOUT a second factor")),
-                "{:?}",
-                host.logs
-            );
+            assert!(!logged(&host, "WITHOUT a second factor"), "{:?}", host.logs);
         }
     }
 }
@@ -1271,9 +1260,7 @@ fn a_password_typed_as_the_user_name_is_not_logged() {
         assert!(!line.contains("horse"), "logged: {line}");
     }
     assert!(
-        host.logs
-            .iter()
-            .any(|(_, l)| l.contains(&format!("{} bytes", typed.len()))),
+        logged(&host, &format!("{} bytes", typed.len())),
         "{:?}",
         host.logs
     );
