@@ -384,6 +384,8 @@ fn line_of(who: &str, ctx: &LoginContext, outcome: LoginOutcome, app: Option<&st
 }
 
 #[cfg(test)]
+mod apps_tests;
+#[cfg(test)]
 mod email_tests;
 #[cfg(test)]
 mod tests;
